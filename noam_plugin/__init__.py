@@ -1,0 +1,34 @@
+"""Noam learning-rate schedule for PyTorch, DeepSpeed and Accelerate.
+
+Names load lazily: the interpreter-start hook (noam_plugin._autoregister) imports
+this package, so it must stay cheap - no torch, no deepspeed, not even typing.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "noam_lr": "noam_plugin.schedule",
+    "NoamConfig": "noam_plugin.schedule",
+    "ConfigError": "noam_plugin.errors",
+    "ScheduleMismatchError": "noam_plugin.errors",
+    "NoamLR": "noam_plugin.scheduler",
+    "load_config": "noam_plugin.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'noam_plugin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

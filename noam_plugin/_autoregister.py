@@ -1,0 +1,66 @@
+"""Registers NoamLR with DeepSpeed when DeepSpeed is imported, without importing it first.
+
+`noam_plugin_autoregister.pth` (installed into site-packages) imports this at
+interpreter start. It only puts a finder on `sys.meta_path`; the finder waits
+for the modules below and runs the integration right after each one executes.
+Set NOAM_PLUGIN_NO_AUTOREGISTER=1 to turn it off.
+"""
+
+import os
+import sys
+
+# module imported by the user's code -> "module:function" run right after it executes
+POST_IMPORT_HOOKS = {
+    "deepspeed.runtime.lr_schedules": "noam_plugin.integrations.deepspeed:register_lr_schedules",
+    "deepspeed.runtime.engine": "noam_plugin.integrations.deepspeed:patch_engine",
+}
+
+
+class _RunAfterExec:
+    """Loader wrapper: executes the real module, then our hook."""
+
+    def __init__(self, loader, hook):
+        self._loader = loader
+        self._hook = hook
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        module_name, _, function = self._hook.partition(":")
+        try:
+            getattr(__import__(module_name, fromlist=[function]), function)(module)
+        except Exception as error:  # never break the user's import of DeepSpeed
+            import warnings
+
+            warnings.warn(f"noam-plugin could not register with {module.__name__}: {error!r}", stacklevel=2)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _PostImportFinder:
+    def find_spec(self, fullname, path=None, target=None):
+        hook = POST_IMPORT_HOOKS.get(fullname)
+        if hook is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _RunAfterExec(spec.loader, hook)
+                return spec
+        return None
+
+
+def install():
+    if os.environ.get("NOAM_PLUGIN_NO_AUTOREGISTER") == "1":
+        return
+    if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PostImportFinder())
+
+
+install()

@@ -1,0 +1,1 @@
+"""One module per framework; each is imported only when that framework is used."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates ./.venv with torch (CPU build 2.13.0) and noam-plugin[all] + test tools.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.noam-plugin-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "[setup] installing torch==2.13.0 (CPU) and noam-plugin[test] into .venv (first time: 1-3 minutes)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, deepspeed, accelerate, noam_plugin" 2>/dev/null \
+    || { echo "[setup] install failed: .venv cannot import torch/deepspeed/accelerate/noam_plugin" >&2; exit 1; }
+  touch "$stamp"
+fi
