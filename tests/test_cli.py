@@ -1,0 +1,147 @@
+"""The `noam-plugin` command line, run as real processes; numbers against the formula written out here."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+SCRIPT = Path(sys.executable).parent / "noam-plugin"
+
+
+def reference(k, W, d_model=None, factor=1.0, peak=None):
+    if d_model is not None:
+        return factor * d_model**-0.5 * min(k**-0.5, k * W**-1.5)
+    return peak * min(k / W, (W / k) ** 0.5)
+
+
+def run(*args, cwd=None, script=False):
+    command = [str(SCRIPT)] if script else [sys.executable, "-m", "noam_plugin"]
+    result = subprocess.run(command + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return result
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_validate_shipped_configs_with_installed_script():
+    assert SCRIPT.exists(), f"console script not installed at {SCRIPT}"
+    names = ["transformer_base.yaml", "transformer_big.yaml", "peak_lr.yaml"]
+    result = run("validate", *(CONFIGS / n for n in names), script=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"ok  {CONFIGS / 'transformer_base.yaml'}  (NoamLR: d_model=512, warmup 4000 updates, peak lr {reference(4000, 4000, 512):.2e} at update 4000)"
+    assert f"peak lr {reference(4000, 4000, 1024):.2e} at update 4000" in lines[1]
+    assert lines[2].endswith("(NoamLR: warmup_max_lr=0.001, warmup 4000 updates, peak lr 1.00e-03 at update 4000)")
+    assert "3 of 3 valid" in result.stdout
+
+
+def test_validate_reports_each_bad_file_and_exits_1(tmp_path):
+    good = CONFIGS / "transformer_base.yaml"
+    typo = write(tmp_path / "typo.yaml", "scheduler: {type: NoamLR, params: {d_model: 512, warmup_steps: 4000}}\n")
+    broken = write(tmp_path / "broken.json", '{"scheduler": {"type": "NoamLR",\n "params": {"d_model": 512,}}}')
+    result = run("validate", good, typo, broken, tmp_path / "missing.yaml")
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"ok  {good}  ")
+    err = result.stderr
+    assert f"{typo}: scheduler.params.warmup_steps: expected one of warmup_num_steps" in err
+    assert "did you mean 'warmup_num_steps'?" in err
+    assert f"{typo}: scheduler.params.warmup_num_steps: expected an int >= 1 (required), found nothing" in err
+    assert f"{broken}: line 2, column 28: invalid JSON: Expecting property name" in err
+    assert f"{tmp_path / 'missing.yaml'}: no such file" in err
+    assert "1 of 4 valid" in err
+
+
+def test_validate_auto_for_accelerate(tmp_path):
+    ds = write(tmp_path / "ds.json", json.dumps({"train_batch_size": "auto", "scheduler": {
+        "type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}}}))
+    write(tmp_path / "acc.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n")
+    # Given directly, "auto" fails and the message says why and what to run.
+    result = run("validate", "ds.json", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "ds.json: scheduler.params.warmup_num_steps: expected an int >= 1, found str 'auto' (Accelerate fills" in result.stderr
+    assert "--allow-auto" in result.stderr
+    # Named by an Accelerate config, or with --allow-auto: valid, and the output says who fills what.
+    for args in (["acc.yaml"], ["--allow-auto", "ds.json"]):
+        result = run("validate", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert '"auto" warmup_num_steps, warmup_max_lr: Accelerate fills them at prepare()' in result.stdout
+
+
+def parse_table(stdout):
+    rows = re.findall(r"^\s+(\d+)\s+([0-9.]+e[-+]\d+)\s+([0-9.]+)%$", stdout, re.M)
+    return [(int(k), float(lr), float(pct)) for k, lr, pct in rows]
+
+
+def test_show_d_model_config_default_table():
+    result = run("show", CONFIGS / "transformer_base.yaml")
+    assert result.returncode == 0, result.stderr
+    peak = reference(4000, 4000, 512)
+    assert f"peak: update 4000, lr {peak:.4e}" in result.stdout
+    table = parse_table(result.stdout)
+    assert [k for k, _, _ in table] == [1, 1000, 2000, 4000, 8000, 16000, 40000]
+    for k, lr, pct in table:
+        assert lr == pytest.approx(reference(k, 4000, 512), rel=1e-4)
+        assert pct == pytest.approx(100 * reference(k, 4000, 512) / peak, abs=0.05)
+    assert "^ peak at update 4000" in result.stdout and "40000" in result.stdout  # the text curve
+
+
+def test_show_peak_config_chosen_updates_with_installed_script():
+    result = run("show", CONFIGS / "peak_lr.yaml", "--at", "1,37,4000,4001,123456", "--steps", "20000", script=True)
+    assert result.returncode == 0, result.stderr
+    assert "peak: update 4000, lr 1.0000e-03" in result.stdout
+    table = parse_table(result.stdout)
+    assert [k for k, _, _ in table] == [1, 37, 4000, 4001, 123456]
+    for k, lr, _ in table:
+        assert lr == pytest.approx(reference(k, 4000, peak=1e-3), rel=1e-4)
+
+
+def test_show_plot_writes_png(tmp_path):
+    out = tmp_path / "curve.png"
+    result = run("show", CONFIGS / "transformer_big.yaml", "--steps", "12000", "--plot", out)
+    assert result.returncode == 0, result.stderr
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 400 and height > 300
+    assert f"plot written to {out}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        (["show", "{tmp}/missing.yaml"], 1, "missing.yaml: no such file"),
+        (["show", str(CONFIGS / "peak_lr.yaml"), "--plot", "{tmp}/no/such/dir/x.png"], 1, "No such file or directory"),
+        (["show", str(CONFIGS / "peak_lr.yaml"), "--at", "1,0"], 2, "argument --at: expected an int >= 1, found 0"),
+        (["show", str(CONFIGS / "peak_lr.yaml"), "--steps", "ten"], 2, "argument --steps: expected an int >= 1, found 'ten'"),
+        (["validate"], 2, "the following arguments are required: PATH"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_errors_are_one_message_without_traceback(tmp_path, args, status, message):
+    result = run(*(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == status
+    assert message in result.stderr
+
+
+def test_show_auto_needs_numbers(tmp_path):
+    write(tmp_path / "ds.json", json.dumps({"scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": 1e-3}}}))
+    result = run("show", "ds.json", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "ds.json: scheduler.params.warmup_num_steps: expected an int >= 1, found str 'auto' "
+        "(Accelerate fills it at run time; show needs a number here)"
+    )
+
+
+def test_inspect_is_wired(tmp_path):
+    # The checkpoint reader lives in noam_plugin.checkpoint; an empty folder is an error, not a traceback.
+    result = run("inspect", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip()
