@@ -17,3 +17,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     || { echo "[setup] install failed: .venv cannot import torch/deepspeed/accelerate/noam_plugin" >&2; exit 1; }
   touch "$stamp"
 fi
+# DeepSpeed compiles its CPU ops (shared-memory allreduce, CPU Adam for offload) on first use,
+# behind a lock file. Build them here, once, so that no training run or test is ever killed
+# mid-build (a stale lock makes every later DeepSpeed start wait forever).
+echo "[setup] DeepSpeed CPU ops (shm_comm, cpu_adam): loading, building them the first time (1-3 minutes)"
+.venv/bin/python - 2>/dev/null <<'PY' || { echo "[setup] DeepSpeed's CPU ops did not build (a C++ compiler is needed)" >&2; exit 1; }
+import contextlib, io
+from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, ShareMemCommBuilder
+with contextlib.redirect_stdout(io.StringIO()):
+    for builder in (ShareMemCommBuilder(), CPUAdamBuilder()):
+        builder.load(verbose=False)
+PY
