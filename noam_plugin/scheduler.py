@@ -153,7 +153,7 @@ class NoamLR(LRScheduler):
             self._check_params(state)
             saved_world = state.get("world_size")
             if saved_world is not None and saved_world != _world_size():
-                _log_once(f"NoamLR: resuming at update {state['updates']} on {_world_size()} processes (saved on {saved_world})")
+                _log_once(f"NoamLR: resuming at update {state['updates']} with world size {_world_size()} (saved with {saved_world})")
             return int(state["updates"])
         if "last_batch_iteration" in state:
             updates = int(state["last_batch_iteration"]) + 1

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Compare a killed-and-resumed run with an uninterrupted reference: picture, table, verdict.
+
+    python launch/compare_runs.py --reference runs/demo/reference --resumed runs/demo/resumed \
+        --config configs/demo.yaml --plot runs/demo/lr_resume.png
+
+Reads each run's metrics.csv (written by launch/train.py). Exit 0 when every update of
+the resumed run, including those redone after the kill, used exactly the reference's lr;
+1 otherwise. The expected curve is recomputed here from the config's parameters with
+the paper's formula (no noam_plugin import), as an independent check of both runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = path / "metrics.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise SystemExit(f"compare_runs.py: {path}: no metrics file (did the run start?)")
+    with path.open() as f:
+        return [
+            {"update": int(r["update"]), "lr": float(r["lr"]), "loss": float(r["loss"]),
+             "world_size": int(r["world_size"]), "attempt": int(r["attempt"]), "backend": r.get("backend", "")}
+            for r in csv.DictReader(f)
+        ]
+
+
+def formula(params: dict):
+    """CONTRACT.md section 1, written out again."""
+    w = params["warmup_num_steps"]
+    if params.get("d_model") is not None:
+        d, f = params["d_model"], params.get("factor", 1.0)
+        return lambda k: f * d**-0.5 * min(k**-0.5, k * w**-1.5)
+    peak = params["warmup_max_lr"]
+    return lambda k: peak * min(k / w, (w / k) ** 0.5)
+
+
+def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_from: int | None, verdict: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    who = f"{ref[0]['backend']}, {ref[0]['world_size']} process{'es' if ref[0]['world_size'] > 1 else ''}"
+    ax_lr.plot([r["update"] for r in ref], [r["lr"] for r in ref], color="0.75", lw=6, label=f"reference, never stopped ({who})", zorder=1)
+    ax_loss.plot([r["update"] for r in ref], [r["loss"] for r in ref], color="0.6", lw=2, label="reference")
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
+    attempts = sorted({r["attempt"] for r in res})
+    for attempt in attempts:
+        rows = [r for r in res if r["attempt"] == attempt]
+        world = rows[0]["world_size"]
+        how = "killed" if attempt != attempts[-1] else "resumed" if attempt > 1 else "run"
+        label = f"{how}: {rows[0]['backend']}, {world} process{'es' if world > 1 else ''}"
+        color = colors[(attempt - 1) % len(colors)]
+        ax_lr.plot([r["update"] for r in rows], [r["lr"] for r in rows], ".", ms=4, color=color, label=label, zorder=2)
+        ax_loss.plot([r["update"] for r in rows], [r["loss"] for r in rows], "-", lw=1, color=color, label=label)
+    for ax in (ax_lr, ax_loss):
+        if kill is not None and resume_from is not None and kill > resume_from:
+            ax.axvspan(resume_from, kill, color="tab:red", alpha=0.08, lw=0)  # updates done twice
+        if kill is not None:
+            ax.axvline(kill, color="tab:red", ls="--", lw=1.2)
+        if resume_from is not None:
+            ax.axvline(resume_from, color="tab:green", ls=":", lw=1.5)
+    top = max(r["lr"] for r in ref)
+    if kill is not None:
+        ax_lr.annotate(f"SIGKILL after update {kill}", (kill, top * 0.25), xytext=(6, 0), textcoords="offset points", color="tab:red")
+    if resume_from is not None:
+        ax_lr.annotate(f"resumed from checkpoint {resume_from}", (resume_from, top * 0.12), xytext=(6, 0),
+                       textcoords="offset points", color="tab:green")
+    ax_lr.set_ylabel("learning rate used by the update")
+    ax_lr.set_title(verdict, fontsize=10)
+    ax_lr.legend(loc="upper right")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_xlabel("optimizer update k")
+    ax_loss.legend(loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reference", type=Path, required=True, help="run folder or metrics.csv of the uninterrupted run")
+    p.add_argument("--resumed", type=Path, required=True, help="run folder or metrics.csv of the killed-and-resumed run")
+    p.add_argument("--config", type=Path, help="YAML with the scheduler block, to check both runs against the formula")
+    p.add_argument("--plot", type=Path, help="write the picture here (PNG)")
+    args = p.parse_args(argv)
+
+    ref, res = read_metrics(args.reference), read_metrics(args.resumed)
+    ref_lr = {r["update"]: r["lr"] for r in ref}
+    ref_loss = {r["update"]: r["loss"] for r in ref}
+    attempts = sorted({r["attempt"] for r in res})
+    first = [r for r in res if r["attempt"] == attempts[0]]
+    later = [r for r in res if r["attempt"] != attempts[0]]
+    kill = first[-1]["update"] if later else None
+    resume_from = later[0]["update"] - 1 if later else None
+    redone = [r for r in later if r["update"] <= (kill or 0)]
+
+    mismatched = [r for r in res if ref_lr.get(r["update"]) != r["lr"]]
+    diffs = [abs(r["lr"] - ref_lr[r["update"]]) for r in res if r["update"] in ref_lr]
+    covered = {r["update"] for r in res} & set(ref_lr)
+    identical = not mismatched and covered == set(ref_lr) and len(ref_lr) == len(ref)
+    verdict = (
+        f"lr sequences {'identical' if identical else 'DIFFERENT'}: "
+        f"{len(covered) - len({r['update'] for r in mismatched})}/{len(ref_lr)} updates (max abs diff {max(diffs, default=float('nan'))})"
+    )
+    if redone and identical:
+        verdict += f"; the {len(redone)} updates redone after the kill too"
+
+    # the table: the moments that matter
+    marks = {1: "first update", max(ref_lr): "last update"}
+    if args.config:
+        params = yaml.safe_load(args.config.read_text())["scheduler"]["params"]
+        marks.setdefault(params["warmup_num_steps"], "peak (warmup_num_steps)")
+    if resume_from is not None:
+        marks[resume_from] = "checkpoint resumed from"
+        marks[kill] = "last update before SIGKILL"
+        marks[resume_from + 1] = "first update after resume"
+    print(f"{'update':>6}  {'reference lr':>13}  {'resumed lr':>13}  {'procs':>5}  {'ref loss':>8}  {'res loss':>8}  moment")
+    last_of = {r["update"]: r for r in res}  # after a resume the redone row is the one that counted
+    for k in sorted(marks):
+        r = first[-1] if k == kill else last_of.get(k)
+        if r is None or k not in ref_lr:
+            continue
+        same = "" if r["lr"] == ref_lr[k] else "  <-- differs"
+        print(f"{k:>6}  {ref_lr[k]:>13.6e}  {r['lr']:>13.6e}  {r['world_size']:>5}  {ref_loss[k]:>8.4f}  {r['loss']:>8.4f}  {marks[k]}{same}")
+    n = max(1, len(ref) // 10)
+    start_loss, end_loss = sum(r["loss"] for r in ref[:n]) / n, sum(r["loss"] for r in ref[-n:]) / n
+    res_end = [last_of[k]["loss"] for k in sorted(last_of)][-n:]
+    print(f"loss (mean of first/last {n} updates): reference {start_loss:.3f} -> {end_loss:.3f}, resumed ends at {sum(res_end) / len(res_end):.3f}"
+          "\n  (late digits drift apart: 2 processes sum the batch in another order than 1)")
+    if redone:
+        before = {r["update"]: r["loss"] for r in first}
+        gap = max(abs(r["loss"] - before[r["update"]]) for r in redone)
+        print(f"updates {redone[0]['update']}-{redone[-1]['update']} ran twice (before the kill, again after resume): "
+              f"loss differs by at most {gap:.1e}, so model and optimizer state came back too")
+    if args.config:
+        lr = formula(params)
+        worst = max(max(abs(r["lr"] - lr(r["update"])) for r in ref), max(abs(r["lr"] - lr(r["update"])) for r in res))
+        print(f"formula check: both runs within {worst:.1e} of the paper's formula with {args.config}'s parameters")
+        if worst > 1e-12:
+            identical = False
+            verdict += " (but they do not follow the formula)"
+    if args.plot:
+        draw(args.plot, ref, res, kill, resume_from, verdict)
+        print(f"picture: {args.plot}")
+    for r in mismatched[:5]:
+        print(f"  update {r['update']} (attempt {r['attempt']}): lr {r['lr']!r}, reference {ref_lr.get(r['update'])!r}")
+    print(verdict)
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The demo: a miniature Transformer trained with NoamLR under DeepSpeed ZeRO-2 on 2 processes
+# is SIGKILLed part-way, resumed on 1 process, and its lr sequence is compared, update by
+# update, with a run that was never stopped. Exit 0 only if the two sequences are identical.
+#
+#   bash launch/demo.sh          (about a minute once set up; the first DeepSpeed run on a machine
+#                                 also compiles DeepSpeed's CPU communication op, about a minute more)
+# Knobs for shorter runs (the tests use them): DEMO_OUT, DEMO_CONFIG, DEMO_UPDATES,
+# DEMO_KILL_AFTER, DEMO_CHECKPOINT_EVERY, DEMO_SKIP_SETUP=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T0=$(date +%s)
+say() { printf '\n\033[1m== [%3ss] %s\033[0m\n' "$(( $(date +%s) - T0 ))" "$*"; }
+
+if [ "${DEMO_SKIP_SETUP:-0}" != 1 ]; then
+  say "setting up .venv (scripts/setup-venv.sh)"
+  bash scripts/setup-venv.sh
+fi
+PY=.venv/bin/python
+OUT=${DEMO_OUT:-runs/demo}
+CONFIG=${DEMO_CONFIG:-configs/demo.yaml}
+UPDATES=${DEMO_UPDATES:-200}
+KILL_AFTER=${DEMO_KILL_AFTER:-60}
+EVERY=${DEMO_CHECKPOINT_EVERY:-25}
+TRAIN=(launch/train.py --config "$CONFIG" --updates "$UPDATES" --checkpoint-every "$EVERY")
+export DS_ACCELERATOR=cpu PYTHONUNBUFFERED=1
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+# DeepSpeed compiles a small C++ op on its first run on a machine; do it while the reference trains.
+"$PY" -c 'from deepspeed.comm.torch import build_shm_op; build_shm_op()' >"$OUT/deepspeed_op_build.log" 2>&1 &
+BUILD=$!
+
+say "1/5 reference: plain PyTorch, 1 process, $UPDATES updates, never stopped"
+"$PY" "${TRAIN[@]}" --output-dir "$OUT/reference"
+
+say "2/5 DeepSpeed ZeRO-2, 2 processes, gradient accumulation; SIGKILL once update $KILL_AFTER is done"
+wait "$BUILD" || { echo "DeepSpeed could not build its CPU communication op:"; tail -20 "$OUT/deepspeed_op_build.log"; exit 1; }
+setsid .venv/bin/deepspeed --quiet --num_gpus 2 --master_addr 127.0.0.1 --master_port "$(free_port)" \
+  "${TRAIN[@]}" --output-dir "$OUT/resumed" &
+RUN=$!
+# setsid makes the run its own process group (id = $RUN): one kill reaches launcher and workers, not us
+for _ in $(seq 100); do [ "$(ps -o pgid= -p "$RUN" | tr -d ' ')" = "$RUN" ] && break; sleep 0.05; done
+[ "$(ps -o pgid= -p "$RUN" | tr -d ' ')" = "$RUN" ] || { echo "could not put the run in its own process group"; exit 1; }
+PGID=$RUN
+last_update() { tail -n 1 "$OUT/resumed/metrics.csv" 2>/dev/null | cut -d, -f1 | grep -E '^[0-9]+$' || echo 0; }
+deadline=$(( $(date +%s) + 300 ))
+until [ "$(last_update)" -ge "$KILL_AFTER" ] && [ -f "$OUT/resumed/checkpoints/latest" ]; do
+  if ! kill -0 "$RUN" 2>/dev/null; then echo "the DeepSpeed run ended before update $KILL_AFTER (see its output above)"; exit 1; fi
+  if [ "$(date +%s)" -gt "$deadline" ]; then kill -9 -- "-$PGID"; echo "no update $KILL_AFTER after 5 minutes"; exit 1; fi
+  sleep 0.1
+done
+# the launcher and both workers, mid-training, no clean-up
+kill -9 -- "-$PGID" 2>/dev/null || { echo "the run finished before it could be killed: raise DEMO_UPDATES"; exit 1; }
+wait "$RUN" 2>/dev/null || true
+echo
+echo "SIGKILL: launcher and both workers killed after update $(last_update); the last checkpoint is $(cat "$OUT/resumed/checkpoints/latest")"
+
+say "3/5 what the checkpoint holds (noam-plugin inspect), and its conversion for 1 process"
+.venv/bin/noam-plugin inspect "$OUT/resumed/checkpoints" --config "$CONFIG"
+# ZeRO shards the optimizer over the 2 processes; DeepSpeed's universal format re-shards it for any number.
+"$PY" -m noam_plugin.integrations.deepspeed convert-universal "$OUT/resumed/checkpoints" >"$OUT/convert.log" 2>&1 \
+  || { tail -20 "$OUT/convert.log"; exit 1; }
+echo "converted: $(tail -n 2 "$OUT/convert.log" | head -n 1)"
+
+say "4/5 resume on 1 process (DeepSpeed ZeRO-2, universal checkpoint) and finish"
+.venv/bin/deepspeed --quiet --num_gpus 1 --master_addr 127.0.0.1 --master_port "$(free_port)" \
+  "${TRAIN[@]}" --output-dir "$OUT/resumed" --resume
+
+say "5/5 resumed run vs reference"
+status=0
+"$PY" launch/compare_runs.py --reference "$OUT/reference" --resumed "$OUT/resumed" --config "$CONFIG" \
+  --plot "$OUT/lr_resume.png" || status=$?
+echo "metrics: $OUT/reference/metrics.csv, $OUT/resumed/metrics.csv; demo took $(( $(date +%s) - T0 ))s"
+exit $status

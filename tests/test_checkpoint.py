@@ -1,0 +1,246 @@
+"""`noam-plugin inspect` on real checkpoints written by real short runs, and on broken copies of them.
+
+Expected k and next lr come from the runs' own settings and the paper's formula written
+out here, not from the code under test.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from noam_plugin.cli import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+W, D, F = 40, 64, 0.5  # configs/demo.yaml's scheduler block
+
+
+def ref(k):
+    return F * D**-0.5 * min(k**-0.5, k * W**-1.5)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def run(cmd, env=None, timeout=240):
+    """Run in its own process group; on timeout kill that group (never anything else)."""
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out: {cmd}\n{out[-3000:]}")
+    assert proc.returncode == 0, f"{cmd} failed:\n{out[-4000:]}"
+    return out
+
+
+TRAIN = ["launch/train.py", "--config", "configs/demo.yaml", "--no-progress"]
+
+FOREIGN = textwrap.dedent(
+    """
+    import sys, torch, deepspeed
+    def train(scheduler, updates, out):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 4)
+        config = {"train_batch_size": 2, "zero_optimization": {"stage": 0}}
+        if scheduler:
+            config["scheduler"] = {"type": "WarmupLR", "params": {"warmup_min_lr": 0, "warmup_max_lr": 0.01, "warmup_num_steps": 10}}
+        engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01), config=config)
+        for _ in range(updates):
+            engine.backward(engine(torch.randn(2, 4)).pow(2).sum())
+            engine.step()
+        engine.save_checkpoint(out)
+    train(True, 3, sys.argv[1] + "/warmuplr")
+    train(False, 2, sys.argv[1] + "/noscheduler")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Real checkpoints: DeepSpeed ZeRO-2 x2, torchrun x2, Accelerate x2, Accelerate+DeepSpeed x1, WarmupLR, LambdaLR."""
+    base = tmp_path_factory.mktemp("runs")
+    run([BIN / "deepspeed", "--num_gpus", "2", "--master_addr", "127.0.0.1", "--master_port", free_port(),
+         *TRAIN, "--output-dir", base / "ds", "--updates", "12", "--checkpoint-every", "5"])
+    run([BIN / "torchrun", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", free_port(),
+         *TRAIN, "--output-dir", base / "torch", "--updates", "6", "--checkpoint-every", "3"])
+    accelerate = [BIN / "accelerate", "launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                  "--main_process_ip", "127.0.0.1", "--main_process_port", "0"]
+    run([*accelerate, "--multi_gpu", "--num_processes", "2", *TRAIN, "--output-dir", base / "acc", "--updates", "4",
+         "--checkpoint-every", "2"], env={"ACCELERATE_USE_CPU": "true"})
+    run([*accelerate, "--use_deepspeed", "--zero_stage", "2", "--num_processes", "1", *TRAIN, "--output-dir",
+         base / "accds", "--updates", "3", "--checkpoint-every", "3"])
+    run([sys.executable, "-c", FOREIGN, base / "foreign"],
+        env={"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port()})
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for _ in range(4):
+        optimizer.step()
+        lambda_lr.step()
+    torch.save({"model": model.state_dict(), "scheduler": lambda_lr.state_dict()}, base / "lambdalr.pt")
+    return base
+
+
+def inspect(capsys, *args):
+    code = cli(["inspect", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_deepspeed_zero2_two_processes(runs, capsys):
+    for path in (runs / "ds", runs / "ds" / "checkpoints"):  # the run folder, the save_checkpoint folder
+        code, out, _ = inspect(capsys, path)
+        assert code == 0, out
+        assert "update_000012" in out and "DeepSpeed ZeRO-2" in out
+        assert "k            12 optimizer updates applied" in out
+        assert f"next lr      {ref(13):.6g}" in out
+        assert "processes    2 at save (2 ZeRO optimizer files)" in out
+        assert "d_model=64" in out and "warmup_num_steps=40" in out and "factor=0.5" in out
+    code, out, _ = inspect(capsys, runs / "ds" / "checkpoints" / "update_000005")  # one tag folder
+    assert code == 0 and "k            5 optimizer" in out and f"{ref(6):.6g}" in out
+
+
+def test_config_same_and_different(runs, capsys, tmp_path):
+    code, out, _ = inspect(capsys, runs / "ds", "--config", ROOT / "configs/demo.yaml")
+    assert code == 0 and "same schedule parameters" in out
+    other = tmp_path / "other.yaml"
+    other.write_text("scheduler:\n  type: NoamLR\n  params: {d_model: 512, warmup_num_steps: 4000}\nepochs: 3\n")
+    code, out, _ = inspect(capsys, runs / "ds", "--config", other)
+    assert code == 1
+    assert "warmup_num_steps: checkpoint 40, config 4000" in out
+    assert "d_model: checkpoint 64, config 512" in out
+    assert "factor: checkpoint 0.5, config 1.0" in out
+    assert "allow_param_change" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scheduler:\n  type: NoamLR\n  params: {d_modle: 512, warmup_num_steps: 4000}\n")
+    code, out, err = inspect(capsys, runs / "ds", "--config", bad)
+    assert code == 1 and "d_modle" in err and "Traceback" not in err + out
+
+
+def test_accelerate_ddp_and_deepspeed(runs, capsys):
+    code, out, _ = inspect(capsys, runs / "acc" / "checkpoints")
+    assert code == 0, out
+    assert "Accelerate save_state" in out and "update_000004" in out and "newest of 2 checkpoints" in out
+    assert "k            4 optimizer" in out and f"{ref(5):.6g}" in out
+    assert "processes    2 at save (2 random_states_*.pkl files)" in out
+    code, out, _ = inspect(capsys, runs / "accds" / "checkpoints" / "update_000003")
+    assert code == 0, out
+    assert "Accelerate + DeepSpeed ZeRO-2" in out and "k            3 optimizer" in out and f"{ref(4):.6g}" in out
+    assert "processes    1 at save" in out
+
+
+def test_torch_file(runs, capsys):
+    code, out, _ = inspect(capsys, runs / "torch" / "checkpoints" / "update_000003.pt")
+    assert code == 0, out
+    assert "k            3 optimizer" in out and f"{ref(4):.6g}" in out and "processes    2 at save" in out
+
+
+def test_foreign_deepspeed_warmuplr_and_no_scheduler(runs, capsys):
+    code, out, _ = inspect(capsys, runs / "foreign" / "warmuplr")
+    assert code == 1
+    assert "not NoamLR" in out and "last_batch_iteration=2" in out
+    assert "NoamLR adopts 3 when it loads this checkpoint" in out
+    code, out, _ = inspect(capsys, runs / "foreign" / "warmuplr", "--config", ROOT / "configs/demo.yaml")
+    assert code == 1 and f"next lr      {ref(4):.6g}" in out
+    code, out, _ = inspect(capsys, runs / "foreign" / "noscheduler")
+    assert code == 1
+    assert "none saved" in out and "NoamLR adopts 2" in out and "global_steps - skipped_steps" in out
+
+
+def test_foreign_lambdalr_file(runs, capsys):
+    code, out, _ = inspect(capsys, runs / "lambdalr.pt")
+    assert code == 1 and "last_epoch=4" in out and "NoamLR adopts 4" in out
+
+
+def broken_copy(runs, tmp_path):
+    copy = tmp_path / "ckpt"
+    shutil.copytree(runs / "ds" / "checkpoints", copy)
+    return copy
+
+
+def test_missing_directory(capsys, tmp_path):
+    code, out, err = inspect(capsys, tmp_path / "nowhere")
+    assert code == 1 and "no such file or folder" in err and "Traceback" not in err
+
+
+def test_latest_points_nowhere(runs, capsys, tmp_path):
+    copy = broken_copy(runs, tmp_path)
+    (copy / "latest").write_text("global_step99")
+    code, out, err = inspect(capsys, copy)
+    assert code == 1
+    assert "'latest' names 'global_step99'" in err and "does not exist" in err and "update_000012" in err
+
+
+def test_tag_without_model_states(runs, capsys, tmp_path):
+    copy = broken_copy(runs, tmp_path)
+    (copy / "update_000012" / "mp_rank_00_model_states.pt").unlink()
+    code, out, err = inspect(capsys, copy)
+    assert code == 1 and "partial DeepSpeed checkpoint: no mp_rank_00_model_states.pt" in err
+
+
+def test_missing_zero_shard(runs, capsys, tmp_path):
+    copy = broken_copy(runs, tmp_path)
+    (copy / "update_000012" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+    code, out, err = inspect(capsys, copy)
+    assert code == 1 and "1 of 2 ZeRO optimizer files" in err
+
+
+def test_truncated_model_states(runs, capsys, tmp_path):
+    copy = broken_copy(runs, tmp_path)
+    file = copy / "update_000012" / "mp_rank_00_model_states.pt"
+    file.write_bytes(file.read_bytes()[:300])
+    code, out, err = inspect(capsys, copy)
+    assert code == 1 and "cannot be read as a torch checkpoint" in err and "Traceback" not in err
+
+
+def test_accelerate_without_scheduler(runs, capsys, tmp_path):
+    copy = tmp_path / "acc"
+    shutil.copytree(runs / "acc" / "checkpoints" / "update_000004", copy)
+    (copy / "scheduler.bin").unlink()
+    code, out, err = inspect(capsys, copy)
+    assert code == 1 and "without scheduler state" in err and "random_states_0.pkl" in err
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would run: touch MARKER
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_code_is_not_executed(capsys, tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"scheduler": _RunsCode(marker)}, tmp_path / "evil.pt")
+    code, out, err = inspect(capsys, tmp_path / "evil.pt")
+    assert code == 1 and "does not run pickled code" in err
+    assert not marker.exists()
+
+
+def test_not_a_checkpoint(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    code, out, err = inspect(capsys, tmp_path)
+    assert code == 1 and "not a DeepSpeed, Accelerate or torch checkpoint" in err and "notes.txt" in err
+
+
+def test_command_line_exit_codes_and_no_traceback(runs, tmp_path):
+    exe = BIN / "noam-plugin"
+    ok = subprocess.run([exe, "inspect", runs / "ds"], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and f"{ref(13):.6g}" in ok.stdout
+    bad = subprocess.run([exe, "inspect", tmp_path / "nowhere"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1 and "no such file or folder" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,115 @@
+"""The demo path end to end, shortened: train with DeepSpeed ZeRO-2 on 2 processes, SIGKILL,
+convert, resume on 1 process, finish; every update's lr must be the paper's formula."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+W, D, F = 40, 64, 0.5  # configs/demo.yaml's scheduler block
+UPDATES, KILL_AFTER, EVERY = 60, 12, 5
+
+
+def ref(k):
+    return F * D**-0.5 * min(k**-0.5, k * W**-1.5)
+
+
+def run(cmd, env=None, timeout=300):
+    """Run in its own process group; on timeout kill that group (never anything else)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out: {cmd}\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def rows(path):
+    with open(path) as f:
+        return [{k: (float(v) if k in ("lr", "loss") else v if k == "backend" else int(v)) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    env = {"DEMO_OUT": str(out), "DEMO_SKIP_SETUP": "1", "DEMO_UPDATES": str(UPDATES),
+           "DEMO_KILL_AFTER": str(KILL_AFTER), "DEMO_CHECKPOINT_EVERY": str(EVERY)}
+    code, log = run(["bash", "launch/demo.sh"], env=env)
+    return out, code, log
+
+
+def test_demo_succeeds_with_a_verdict(demo):
+    out, code, log = demo
+    assert code == 0, log[-5000:]
+    assert f"lr sequences identical: {UPDATES}/{UPDATES} updates (max abs diff 0.0)" in log
+    assert "processes    2 at save (2 ZeRO optimizer files)" in log  # noam-plugin inspect ran on the killed run
+    assert (out / "lr_resume.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_killed_run_resumed_on_one_process_follows_the_formula(demo):
+    out, code, log = demo
+    assert code == 0, log[-5000:]
+    resumed = rows(out / "resumed" / "metrics.csv")
+    first = [r for r in resumed if r["attempt"] == 1]
+    second = [r for r in resumed if r["attempt"] == 2]
+    assert {r["world_size"] for r in first} == {2} and {r["world_size"] for r in second} == {1}
+    assert {r["backend"] for r in resumed} == {"deepspeed"}
+    killed_at, resumed_from = first[-1]["update"], second[0]["update"] - 1
+    assert KILL_AFTER <= killed_at < UPDATES  # really killed part-way
+    assert resumed_from % EVERY == 0 and resumed_from <= killed_at  # from the last complete checkpoint
+    assert [r["update"] for r in first] == list(range(1, killed_at + 1))
+    assert [r["update"] for r in second] == list(range(resumed_from + 1, UPDATES + 1))
+    for r in resumed:  # including the updates done twice
+        assert r["lr"] == ref(r["update"]), r
+    reference = rows(out / "reference" / "metrics.csv")
+    assert [r["lr"] for r in reference] == [ref(k) for k in range(1, UPDATES + 1)]
+    assert (out / "resumed" / "checkpoints" / f"update_{resumed_from:06d}_universal").is_dir()
+
+
+def test_universal_checkpoint_keeps_the_schedule_state(demo):
+    out, code, log = demo
+    assert code == 0, log[-5000:]
+    from noam_plugin.checkpoint import read_checkpoint
+
+    checkpoints = out / "resumed" / "checkpoints"
+    universal = (checkpoints / "latest_universal").read_text().strip()
+    info = read_checkpoint(checkpoints / universal)
+    k = int(universal.split("_")[1])
+    assert info.is_noam and info.updates()[0] == k and info.processes == 2
+    final = read_checkpoint(checkpoints)  # the run's last save, by the 1-process engine
+    assert final.updates()[0] == UPDATES and final.processes == 1
+
+
+def test_train_refuses_to_overwrite_a_run(tmp_path):
+    (tmp_path / "metrics.csv").write_text("update,lr,loss,world_size,backend,attempt\n")
+    code, log = run([sys.executable, "launch/train.py", "--output-dir", str(tmp_path), "--updates", "1"], timeout=120)
+    assert code == 2 and "already holds a run; add --resume" in log and "Traceback" not in log
+
+
+def test_train_names_a_bad_batch_setting(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text((ROOT / "configs" / "demo.yaml").read_text().replace("micro_batch: 16", "micro_batch: 24"))
+    code, log = run([sys.executable, "launch/train.py", "--config", str(config), "--output-dir", str(tmp_path / "o")], timeout=120)
+    assert code == 2 and "training.global_batch (64) must be a multiple of training.micro_batch (24)" in log
+
+
+def test_compare_runs_fails_on_a_single_different_lr(demo, tmp_path):
+    out, code, log = demo
+    assert code == 0, log[-5000:]
+    lines = (out / "resumed" / "metrics.csv").read_text().splitlines()
+    fields = lines[30].split(",")
+    fields[1] = repr(float(fields[1]) * (1 + 1e-12))  # one update, off in the 12th digit
+    lines[30] = ",".join(fields)
+    (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    code, log = run([sys.executable, "launch/compare_runs.py", "--reference", str(out / "reference"),
+                     "--resumed", str(tmp_path / "metrics.csv")], timeout=120)
+    assert code == 1 and f"lr sequences DIFFERENT: {UPDATES - 1}/{UPDATES} updates" in log
