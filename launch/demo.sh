@@ -17,6 +17,9 @@ if [ "${DEMO_SKIP_SETUP:-0}" != 1 ]; then
   bash scripts/setup-venv.sh
 fi
 PY=.venv/bin/python
+# .venv/bin first on PATH: DeepSpeed builds its ops with whichever `ninja` PATH finds, and two
+# ninja versions (the system's and the pip one) see each other's builds as stale and rebuild.
+export PATH="$PWD/.venv/bin:$PATH"
 OUT=${DEMO_OUT:-runs/demo}
 CONFIG=${DEMO_CONFIG:-configs/demo.yaml}
 UPDATES=${DEMO_UPDATES:-200}

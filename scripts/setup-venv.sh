@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# .venv/bin first on PATH: DeepSpeed builds its ops with whichever `ninja` PATH finds, and two
+# ninja versions (the system's and the pip one) see each other's builds as stale and rebuild.
+export PATH="$PWD/.venv/bin:$PATH"
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"
   "$PY" -m venv .venv
