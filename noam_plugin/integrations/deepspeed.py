@@ -1,22 +1,52 @@
-"""DeepSpeed integration: `"scheduler": {"type": "NoamLR"}` in DeepSpeed configs."""
+"""DeepSpeed integration: `"scheduler": {"type": "NoamLR"}` in DeepSpeed configs, and resume.
+
+Imported only when DeepSpeed is (by `noam_plugin._autoregister`). Besides the
+scheduler factory it wraps four `DeepSpeedEngine` methods, each doing nothing
+unless the engine's scheduler is a NoamLR:
+
+- `_configure_lr_scheduler`: a NoamLR built on another optimizer than the
+  engine's (Accelerate swaps in a DeepSpeedCPUAdam for CPU offload) is re-bound.
+- `_scheduler_from_config`: errors in `scheduler.params` name the config file.
+- `load_checkpoint`: the scheduler state is loaded after the ZeRO optimizer
+  state (which would otherwise overwrite the lr with the saved one), and a
+  checkpoint without one (saved with no scheduler) resumes at
+  k = global_steps - skipped_steps instead of crashing on None.
+- `save_checkpoint`: `latest` is written after every rank finished writing, and
+  atomically, so a run killed while saving resumes from the last complete one
+  (DeepSpeed's rank 0 writes it as soon as its own files are done).
+
+`deepspeed.runtime.tensor_parallel.init_utils.load_ds_config` is wrapped too, to
+remember which file a config dict came from (for the error messages above).
+
+Command line (see `python -m noam_plugin.integrations.deepspeed --help`):
+`convert-universal CKPT_DIR...` turns a ZeRO checkpoint into a universal one,
+to resume on another number of processes.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import os
+import sys
 from types import ModuleType
 from typing import Any
 
 from noam_plugin.errors import ConfigError
 from noam_plugin.schedule import NoamConfig
 
+log = logging.getLogger("noam_plugin")
+
+# id(config dict) -> (dict, path): which file a config loaded by deepspeed.initialize came from
+_CONFIG_FILES: dict[int, tuple[dict, str]] = {}
+
 
 def noam_lr_from_deepspeed_config(optimizer: Any, **params: Any):
     """What DeepSpeed calls for `"type": "NoamLR"`: validate `params` like a YAML file, then build."""
     from noam_plugin.scheduler import NoamLR
 
-    try:
-        config = NoamConfig.from_params(params, source="DeepSpeed config", prefix="scheduler.params.")
-    except ConfigError:
-        raise
+    config = NoamConfig.from_params(params, source="DeepSpeed config", prefix="scheduler.params.")
     return NoamLR(optimizer, **config.schedule_params, allow_param_change=config.allow_param_change)
 
 
@@ -30,5 +60,248 @@ def register_lr_schedules(lr_schedules: ModuleType) -> None:
         lr_schedules.VALID_LR_SCHEDULES.append("NoamLR")
 
 
+def _is_noam(scheduler: Any) -> bool:
+    from noam_plugin.scheduler import NoamLR
+
+    return isinstance(scheduler, NoamLR)
+
+
+def _rank0_log(engine: Any, message: str) -> None:
+    if getattr(engine, "global_rank", 0) == 0:
+        log.warning(message)
+
+
+def _wrap(owner: Any, name: str, make: Any) -> None:
+    """Replace owner.name (a class's method or a module's function) by make(original), once."""
+    original = getattr(owner, name)
+    if getattr(original, "__noam_plugin__", False):
+        return
+    wrapper = functools.wraps(original)(make(original))
+    wrapper.__noam_plugin__ = True
+    setattr(owner, name, wrapper)
+
+
+def _configure_lr_scheduler(original):
+    def wrapper(self):
+        original(self)
+        scheduler = self.lr_scheduler
+        if _is_noam(scheduler) and self.optimizer is not None:
+            before = scheduler.optimizer
+            scheduler.bind(self.optimizer)
+            if scheduler.optimizer is not before:
+                _rank0_log(
+                    self,
+                    f"NoamLR: re-bound from {type(before).__name__} to the engine's optimizer "
+                    f"{type(scheduler.optimizer).__name__} (it was built on an optimizer the engine replaced)",
+                )
+
+    return wrapper
+
+
+def _scheduler_from_config(original):
+    def wrapper(self, optimizer):
+        try:
+            return original(self, optimizer)
+        except ConfigError as error:
+            entry = _CONFIG_FILES.get(id(self.config))
+            if entry is None or entry[0] is not self.config or not error.problems:
+                raise
+            raise ConfigError(entry[1], error.problems) from None
+
+    return wrapper
+
+
+def _load_checkpoint(original):
+    signature = inspect.signature(original)
+
+    def wrapper(self, *args, **kwargs):
+        call = signature.bind(self, *args, **kwargs)
+        call.apply_defaults()
+        options = call.arguments
+        scheduler = self.lr_scheduler
+        if not _is_noam(scheduler) or not options["load_lr_scheduler_states"] or options["load_module_only"]:
+            return original(*call.args, **call.kwargs)
+        # Load everything but the scheduler; it comes last, after the ZeRO optimizer
+        # state has restored the saved param_groups (lr included).
+        options["load_lr_scheduler_states"] = False
+        load_path, client_state = original(*call.args, **call.kwargs)
+        if load_path is None:
+            return load_path, client_state
+        state = client_state.pop("lr_scheduler", None)
+        if state is None:
+            updates = self.global_steps - self.skipped_steps
+            _set_updates(scheduler, updates)
+            _rank0_log(
+                self,
+                f"NoamLR: checkpoint {load_path} has no scheduler state; resuming at update {updates} "
+                f"(global_steps {self.global_steps} - skipped_steps {self.skipped_steps}); "
+                f"next lr {scheduler.get_last_lr()[0]:.6g}",
+            )
+        else:
+            scheduler.load_state_dict(state)
+        return load_path, client_state
+
+    return wrapper
+
+
+def _set_updates(scheduler: Any, updates: int) -> None:
+    """Start NoamLR at `updates` through its public state API (same params: no mismatch)."""
+    scheduler.load_state_dict({"type": "NoamLR", "updates": updates, **scheduler.config.schedule_params})
+
+
+def _save_checkpoint(original):
+    signature = inspect.signature(original)
+
+    def wrapper(self, *args, **kwargs):
+        call = signature.bind(self, *args, **kwargs)
+        call.apply_defaults()
+        options = call.arguments
+        if not _is_noam(self.lr_scheduler) or not options["save_latest"] or self.checkpoint_engine.is_decoupled():
+            return original(*call.args, **call.kwargs)
+        if options["tag"] is None:
+            options["tag"] = f"global_step{self.global_steps}"  # what DeepSpeed would pick
+        options["save_latest"] = False
+        result = original(*call.args, **call.kwargs)  # ends with a barrier: every rank's files are written
+        if self.global_rank == 0:
+            latest = os.path.join(options["save_dir"], "latest")
+            with open(latest + ".tmp", "w") as fd:
+                fd.write(str(options["tag"]))
+            os.replace(latest + ".tmp", latest)
+        from deepspeed import comm as dist
+
+        dist.barrier()
+        return result
+
+    return wrapper
+
+
+def _remember_config_file(original):
+    def wrapper(config, *args, **kwargs):
+        loaded = original(config, *args, **kwargs)
+        if isinstance(config, str) and isinstance(loaded, dict) and os.path.exists(config):
+            _CONFIG_FILES[id(loaded)] = (loaded, config)
+        return loaded
+
+    return wrapper
+
+
 def patch_engine(engine_module: ModuleType) -> None:
-    """Engine-level fixes (resume without scheduler state, optimizer swaps): filled in by the DeepSpeed issue."""
+    """Wrap the DeepSpeedEngine methods listed in the module docstring (idempotent)."""
+    engine = engine_module.DeepSpeedEngine
+    _wrap(engine, "_configure_lr_scheduler", _configure_lr_scheduler)
+    _wrap(engine, "_scheduler_from_config", _scheduler_from_config)
+    _wrap(engine, "load_checkpoint", _load_checkpoint)
+    _wrap(engine, "save_checkpoint", _save_checkpoint)
+    try:  # deepspeed.initialize binds load_ds_config after the engine module has run
+        from deepspeed.runtime.tensor_parallel import init_utils
+    except ImportError:
+        return
+    if hasattr(init_utils, "load_ds_config"):
+        _wrap(init_utils, "load_ds_config", _remember_config_file)
+
+
+# ---------------------------------------------------------------- universal checkpoint
+
+
+def resolve_tag(checkpoint_dir: str, tag: str | None = None) -> str:
+    """The tag to convert: the given one, or the one DeepSpeed's `latest` file names."""
+    if tag is not None:
+        return tag
+    latest = os.path.join(checkpoint_dir, "latest")
+    if not os.path.isfile(latest):
+        raise FileNotFoundError("no 'latest' file; pass the checkpoint tag (--tag global_step100)")
+    with open(latest) as fd:
+        return fd.read().strip()
+
+
+def to_universal(checkpoint_dir: str, tag: str | None = None, *, workers: int = 1) -> str:
+    """Convert the DeepSpeed checkpoint `checkpoint_dir/tag` to a universal one; return its folder.
+
+    The output is `checkpoint_dir/<tag>_universal`, and `checkpoint_dir/latest_universal`
+    names it, so a run on any number of processes resumes with
+    `"checkpoint": {"load_universal": true}` in its DeepSpeed config and
+    `engine.load_checkpoint(checkpoint_dir)`. The scheduler state lives in the
+    `mp_rank_*_model_states.pt` files, which the conversion copies unchanged;
+    this function checks that it did.
+    """
+    import argparse
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    tag = resolve_tag(checkpoint_dir, tag)
+    source = os.path.join(checkpoint_dir, tag)
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"no checkpoint folder {source}")
+    target = os.path.join(checkpoint_dir, f"{tag}_universal")
+    args = argparse.Namespace(
+        input_folder=source,
+        output_folder=target,
+        num_extract_workers=workers,
+        num_merge_workers=workers,
+        keep_temp_folder=False,
+        strict=True,
+        inject_missing_state=True,  # only Megatron-style models record it themselves
+    )
+    ds_to_universal.main(args)
+
+    before, after = scheduler_state(source), scheduler_state(target)
+    if before != after:
+        raise RuntimeError(f"{target}: scheduler state changed in the conversion: {before} -> {after}")
+    return target
+
+
+def scheduler_state(folder: str) -> tuple[Any, int, int]:
+    """(lr_scheduler state, global_steps, skipped_steps) from a checkpoint folder's model-states file."""
+    import glob
+
+    import torch
+
+    files = sorted(glob.glob(os.path.join(folder, "*model_states.pt")))  # ZeRO-3: zero_pp_rank_0_mp_rank_00_...
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *model_states.pt file")
+    state = torch.load(files[0], map_location="cpu", weights_only=False)
+    return state.get("lr_scheduler"), state.get("global_steps"), state.get("skipped_steps")
+
+
+def _describe_state(state: Any) -> str:
+    scheduler, global_steps, skipped = state
+    if isinstance(scheduler, dict) and scheduler.get("type") == "NoamLR":
+        return f"NoamLR at update {scheduler['updates']}"
+    if scheduler is None:
+        return f"no scheduler state: NoamLR will resume at update {global_steps - skipped} (global_steps - skipped_steps)"
+    return f"scheduler state {sorted(scheduler)} (NoamLR adopts its count)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m noam_plugin.integrations.deepspeed",
+        description="DeepSpeed helpers of noam-plugin.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    convert = sub.add_parser(
+        "convert-universal",
+        help="convert DeepSpeed checkpoints to universal ones (resume on another number of processes)",
+        description="Runs DeepSpeed's ds_to_universal on CKPT_DIR/TAG (TAG from CKPT_DIR/latest) into "
+        "CKPT_DIR/TAG_universal and points CKPT_DIR/latest_universal at it. Then resume with "
+        '"checkpoint": {"load_universal": true} in the DeepSpeed config and engine.load_checkpoint(CKPT_DIR).',
+    )
+    convert.add_argument("checkpoint_dirs", nargs="+", metavar="CKPT_DIR", help="folder given to engine.save_checkpoint")
+    convert.add_argument("--tag", default=None, help="checkpoint tag (default: the one in CKPT_DIR/latest)")
+    convert.add_argument("--workers", type=int, default=1, help="processes for the conversion (default 1)")
+    args = parser.parse_args(argv)
+    for checkpoint_dir in args.checkpoint_dirs:
+        try:
+            target = to_universal(checkpoint_dir, args.tag, workers=args.workers)
+        except Exception as error:  # noqa: BLE001 - one line for the user, not a traceback
+            print(f"error: {checkpoint_dir}: {error}", file=sys.stderr)
+            return 1
+        summary = _describe_state(scheduler_state(target))
+        print(f"{checkpoint_dir}: universal checkpoint {target} ({summary})")
+    print('Resume with "checkpoint": {"load_universal": true} in the DeepSpeed config and engine.load_checkpoint(CKPT_DIR).')
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
