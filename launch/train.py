@@ -32,7 +32,6 @@ import warnings
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 
 warnings.filterwarnings("ignore", message=".*enable_nested_tensor.*")  # pre-LN layers just skip a fast path
@@ -52,29 +51,12 @@ class UsageError(Exception):
 
 def load_run_config(path: str) -> tuple[dict, dict]:
     """(whole YAML, validated scheduler params). The scheduler block is the plugin's; the rest is ours."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such config file")
-    except yaml.YAMLError as error:
-        raise UsageError(f"{path}: not valid YAML: {error}")
-    if not isinstance(raw, dict) or "scheduler" not in raw:
-        raise UsageError(f"{path}: expected a mapping with a 'scheduler:' block (type: NoamLR, params: ...)")
+    from noam_plugin.config import load_config, read_config_file
     from noam_plugin.errors import ConfigError
 
     try:
-        try:
-            from noam_plugin.config import load_config
-        except ImportError:  # the config module is optional for this script
-            from noam_plugin.schedule import NoamConfig
-
-            block = raw["scheduler"]
-            if not isinstance(block, dict) or block.get("type") != "NoamLR":
-                raise UsageError(f"{path}: scheduler.type: expected NoamLR, found {block!r}")
-            schedule = NoamConfig.from_params(block.get("params"), source=path, prefix="scheduler.params.")
-        else:
-            schedule = load_config(path)
-    except ConfigError as error:
+        raw, schedule = read_config_file(path), load_config(path)
+    except (ConfigError, OSError) as error:
         raise UsageError(str(error))
     params = {k: v for k, v in schedule.schedule_params.items() if v is not None}
     if schedule.allow_param_change:
