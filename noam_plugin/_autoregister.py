@@ -13,6 +13,8 @@ import sys
 POST_IMPORT_HOOKS = {
     "deepspeed.runtime.lr_schedules": "noam_plugin.integrations.deepspeed:register_lr_schedules",
     "deepspeed.runtime.engine": "noam_plugin.integrations.deepspeed:patch_engine",
+    "accelerate.state": "noam_plugin.integrations.accelerate:patch_state",
+    "accelerate.accelerator": "noam_plugin.integrations.accelerate:patch_accelerator",
 }
 
 

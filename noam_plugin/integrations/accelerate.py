@@ -1,0 +1,169 @@
+"""Accelerate integration: what Accelerate's DeepSpeed path needs beyond NoamLR itself.
+
+NoamLR needs nothing for plain Accelerate: `accelerator.prepare(..., NoamLR(...))`
+works as is (it counts applied updates, so AcceleratedScheduler stepping it once per
+process changes nothing), and Accelerate hands it to the DeepSpeed engine because
+NoamLR is in DeepSpeed's VALID_LR_SCHEDULES (see integrations/deepspeed.py).
+
+`noam_plugin._autoregister` runs the two patches below right after Accelerate's
+modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
+
+- `patch_state`: under `accelerate launch` with DeepSpeed and no GPU, Accelerate
+  finds no communication backend, so every process believes it is alone while
+  DeepSpeed joins them into one group, and DeepSpeed stops at its batch-size
+  check. No Accelerate config key or environment variable chooses the backend;
+  this picks gloo in exactly that case (by hand: `Accelerator(kwargs_handlers=
+  [InitProcessGroupKwargs(backend="gloo")])`).
+- `patch_accelerator`: with NoamLR declared in the DeepSpeed config and
+  `"warmup_num_steps": "auto"`, a `DummyScheduler` built without
+  `warmup_num_steps` (default 0) would silently become a warmup of 1 update,
+  i.e. start at the peak lr. That is an error here.
+
+`python -m noam_plugin.integrations.accelerate to-universal SAVED OUT` turns an
+`accelerator.save_state` folder of a DeepSpeed ZeRO run into one that
+`accelerator.load_state(OUT)` reads on another number of processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+from types import ModuleType
+from typing import Any
+
+log = logging.getLogger("noam_plugin")
+
+MODEL_TAG = "pytorch_model"  # the DeepSpeed checkpoint tag Accelerate's save_state uses for the first model
+
+
+def _wrap_method(cls: type, name: str, make: Any) -> None:
+    original = getattr(cls, name, None)
+    if original is None or getattr(original, "__noam_plugin__", False):
+        return  # another Accelerate version: leave it alone rather than warn on every import
+    wrapper = functools.wraps(original)(make(original))
+    wrapper.__noam_plugin__ = True
+    setattr(cls, name, wrapper)
+
+
+def _deepspeed_launch(state: object) -> bool:
+    return (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        and int(os.environ.get("LOCAL_RANK", -1)) != -1
+        and not getattr(state, "_cpu", False)
+    )
+
+
+def _prepare_backend(original):
+    def wrapper(self, *args, **kwargs):
+        backend, distributed_type = original(self, *args, **kwargs)
+        if backend is None and _deepspeed_launch(self):
+            if os.environ.get("RANK", "0") == "0":
+                log.warning("noam-plugin: Accelerate + DeepSpeed found no GPU backend; using gloo on CPU")
+            backend = "gloo"
+        return backend, distributed_type
+
+    return wrapper
+
+
+def patch_state(state_module: ModuleType) -> None:
+    """Make `PartialState` use gloo for DeepSpeed when it found no accelerator backend."""
+    _wrap_method(state_module.PartialState, "_prepare_backend", _prepare_backend)
+
+
+def check_dummy_scheduler(deepspeed_config: dict, objects: tuple) -> None:
+    """Refuse a DummyScheduler whose default warmup_num_steps=0 would fill NoamLR's "auto"."""
+    from accelerate.utils import DummyScheduler
+
+    from noam_plugin.errors import ConfigError, Problem
+
+    scheduler = deepspeed_config.get("scheduler") or {}
+    params = scheduler.get("params") or {}
+    if scheduler.get("type") != "NoamLR" or params.get("warmup_num_steps") != "auto":
+        return
+    for obj in objects:
+        if isinstance(obj, DummyScheduler) and obj.lr_scheduler_callable is None and not obj.warmup_num_steps:
+            source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config"
+            raise ConfigError(
+                source,
+                Problem(
+                    "scheduler.params.warmup_num_steps",
+                    'an int >= 1; "auto" takes it from DummyScheduler(optimizer, warmup_num_steps=...)',
+                    f"DummyScheduler(warmup_num_steps={obj.warmup_num_steps!r}), which Accelerate turns into 1 "
+                    "(no warmup: the first update would use the peak lr)",
+                ),
+            )
+
+
+def _prepare_deepspeed(original):
+    def wrapper(self, *args):
+        check_dummy_scheduler(self.deepspeed_plugin.deepspeed_config, args)
+        return original(self, *args)
+
+    return wrapper
+
+
+def patch_accelerator(accelerator_module: ModuleType) -> None:
+    """Check DummyScheduler against a NoamLR "auto" config before Accelerate fills it in."""
+    _wrap_method(accelerator_module.Accelerator, "_prepare_deepspeed", _prepare_deepspeed)
+
+
+# ---------------------------------------------------------------- resume on another number of processes
+
+
+def to_universal(saved: str, out: str) -> str:
+    """Copy the `accelerator.save_state` folder `saved` to `out`, its DeepSpeed ZeRO checkpoint made universal.
+
+    `accelerator.load_state(out)` then works on any number of processes, given
+    `"checkpoint": {"load_universal": true}` in the DeepSpeed config (e.g.
+    configs/accelerate/ds_zero2_universal.yaml). The NoamLR state travels in the
+    engine's `mp_rank_*_model_states.pt`, which the conversion keeps as is.
+    """
+    from noam_plugin.integrations.deepspeed import to_universal as deepspeed_to_universal
+
+    if not os.path.isdir(os.path.join(saved, MODEL_TAG)):
+        raise FileNotFoundError(f"{saved}: no '{MODEL_TAG}' folder; expected accelerator.save_state output of a DeepSpeed run")
+    if os.path.exists(out):
+        raise FileExistsError(f"{out}: already exists")
+    converted = deepspeed_to_universal(saved, MODEL_TAG)  # saved/pytorch_model_universal + saved/latest_universal
+    try:
+        skip = {MODEL_TAG, os.path.basename(converted), "latest", "latest_universal"}
+        shutil.copytree(saved, out, ignore=lambda folder, names: skip if folder == saved else ())
+        shutil.move(converted, os.path.join(out, MODEL_TAG))
+        for name in ("latest", "latest_universal"):
+            with open(os.path.join(out, name), "w") as fd:
+                fd.write(MODEL_TAG)
+    finally:
+        shutil.rmtree(converted, ignore_errors=True)
+        latest_universal = os.path.join(saved, "latest_universal")
+        if os.path.exists(latest_universal):
+            os.remove(latest_universal)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m noam_plugin.integrations.accelerate", description="Accelerate helpers of noam-plugin.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    convert = sub.add_parser(
+        "to-universal",
+        help="make an accelerator.save_state folder of a DeepSpeed ZeRO run loadable on another number of processes",
+        description='Writes OUT = SAVED with its DeepSpeed checkpoint converted to a universal one. Resume with '
+        '"checkpoint": {"load_universal": true} in the DeepSpeed config and accelerator.load_state(OUT).',
+    )
+    convert.add_argument("saved", metavar="SAVED", help="folder given to accelerator.save_state")
+    convert.add_argument("out", metavar="OUT", help="new folder to write")
+    args = parser.parse_args(argv)
+    try:
+        out = to_universal(args.saved, args.out)
+    except (FileNotFoundError, FileExistsError, RuntimeError) as error:
+        print(f"error: {error}")
+        return 1
+    print(f'{out}: universal; resume with "checkpoint": {{"load_universal": true}} in the DeepSpeed config and accelerator.load_state({out!r})')
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""NoamLR under real `accelerate launch` runs (CPU, gloo), with and without DeepSpeed, and resume.
+
+Every launch goes through launch/accelerate.sh with a config of configs/accelerate/,
+so what a CPU machine needs is the project's job, not the worker's. The worker
+(workers/acc_train.py) is the usual Accelerate loop; each of its ranks writes
+what it saw, and every value is compared with the schedule formula written
+again below. Resume: save_state at update k, SIGKILL of the launcher's process
+group and of every worker (torchrun gives each its own session), then a fresh
+launch, on the same or another number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+pytest.importorskip("deepspeed")
+pytest.importorskip("transformers")
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = "tests/integrations/workers/acc_train.py"
+TIMEOUT = 300  # one launch; each takes 5-15 s on 2 idle cores
+
+PEAK = {"warmup_num_steps": 4, "warmup_max_lr": 0.01}
+D_MODEL = {"warmup_num_steps": 3, "d_model": 64, "factor": 2.0}
+
+
+def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None) -> float:
+    """CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
+    w = warmup_num_steps
+    if d_model is not None:
+        return factor * d_model**-0.5 * min(k**-0.5, k * w**-1.5)
+    return warmup_max_lr * min(k / w, (w / k) ** 0.5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_args(out, *, schedule=PEAK, updates, accum=1, groups=1, scheduler="prepare", save_at=None, ckpt=None, resume=None):
+    args = [WORKER, "--out", str(out), "--updates", str(updates), "--accum", str(accum), "--groups", str(groups)]
+    args += ["--schedule", json.dumps(schedule), "--scheduler", scheduler]
+    if save_at is not None:
+        args += ["--save-at", str(save_at), "--ckpt", str(ckpt)]
+    if resume is not None:
+        args += ["--resume", str(resume)]
+    return args
+
+
+def start(config, out: Path, args, *, processes=None, extra_env=None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}  # the launch script decides
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", MAIN_PROCESS_PORT=str(free_port()))
+    if processes is not None:
+        env["NUM_PROCESSES"] = str(processes)
+    env.update(extra_env or {})
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "launch.log", "w")
+    return subprocess.Popen(
+        ["bash", "launch/accelerate.sh", config, *args], cwd=REPO, env=env,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def kill_all(proc: subprocess.Popen, out: Path) -> None:
+    """SIGKILL the launcher's process group and each worker's (their pids are in OUT/pid*)."""
+    for pid_file in out.glob("pid*"):
+        pid = int(pid_file.read_text())
+        try:
+            if "acc_train.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                os.killpg(pid, signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(30)
+
+
+def log_tail(out: Path) -> str:
+    return (out / "launch.log").read_text()[-4000:]
+
+
+def run(config, out: Path, args, *, processes=None, expect_ok=True, extra_env=None) -> str:
+    proc = start(config, out, args, processes=processes, extra_env=extra_env)
+    try:
+        proc.wait(TIMEOUT)
+    finally:
+        kill_all(proc, out)
+    assert (proc.returncode == 0) == expect_ok, f"exit {proc.returncode}\n{log_tail(out)}"
+    return (out / "launch.log").read_text()
+
+
+def run_until_saved_then_kill(config, out: Path, args, ckpt: Path, *, processes=None) -> None:
+    """Launch, wait until the worker saved its state (CKPT/saved.json), then SIGKILL everything."""
+    proc = start(config, out, args, processes=processes)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (ckpt / "saved.json").exists():
+            assert proc.poll() is None, f"exited {proc.returncode} before saving\n{log_tail(out)}"
+            assert time.monotonic() < deadline, "no checkpoint in time\n" + log_tail(out)
+            time.sleep(0.2)
+    finally:
+        kill_all(proc, out)
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(0.5)
+    for pid_file in out.glob("pid*"):  # no worker survived
+        cmdline = Path(f"/proc/{int(pid_file.read_text())}/cmdline")
+        assert not cmdline.exists() or "acc_train.py" not in cmdline.read_text(), f"{pid_file.name} still runs"
+
+
+def check(out: Path, *, processes, first, last, schedule=PEAK, groups=1, deepspeed=False) -> list[list[float]]:
+    """Every rank: after update k, lr(k+1) in the param groups, get_last_lr() and last_epoch == k;
+    update k itself ran with lr(k). Returns the lr after each update (rank 0, group 0)."""
+    files = sorted(out.glob("rank*.json"))
+    assert [f.name for f in files] == [f"rank{r}.json" for r in range(processes)], log_tail(out)
+    sequences = []
+    for f in files:
+        info = json.loads(f.read_text())
+        where = f"{out.name}/{f.name}"
+        assert info["num_processes"] == info["world_size"] == processes, where
+        assert info["scheduler"] == "NoamLR", where
+        assert ("DEEPSPEED" in info["distributed_type"]) == deepspeed, where
+        if deepspeed:
+            assert info["engine_scheduler"] == "NoamLR", f"{where}: the DeepSpeed engine does not own NoamLR"
+        assert info["n_groups"] == groups and info["start"] == first, where
+        assert [r["k"] for r in info["records"]] == list(range(first, last + 1)), where
+        for r in info["records"]:
+            k, want = r["k"], reference_lr(r["k"] + 1, **schedule)
+            for name in ("groups", "inner_groups", "last_lr"):
+                assert r[name] == pytest.approx([want] * groups, rel=1e-12), f"{where} after update {k}: {name}"
+            assert r["last_epoch"] == k, f"{where} after update {k}"
+            if k > first:
+                used = reference_lr(k, **schedule)
+                assert r["used"] and r["used"] == pytest.approx([used] * len(r["used"]), rel=1e-12), (
+                    f"{where}: update {k} ran with lr {r['used']}, expected {used}"
+                )
+        sequences.append([r["groups"][0] for r in info["records"]])
+    assert all(s == sequences[0] for s in sequences), f"{out.name}: ranks disagree"
+    return sequences[0]
+
+
+def test_ddp_two_processes_accumulation_resume_on_one_and_two(tmp_path):
+    """DDP on CPU, 2 processes, accumulation 2, 2 param groups; saved at update 3, killed, resumed on 1 and 2."""
+    common = dict(updates=7, accum=2, groups=2)
+    run("ddp", tmp_path / "full", worker_args(tmp_path / "full", **common))
+    full = check(tmp_path / "full", processes=2, first=0, last=7, groups=2)
+
+    ckpt = tmp_path / "ckpt"
+    run_until_saved_then_kill("ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
+    check(tmp_path / "save", processes=2, first=0, last=3, groups=2)
+    # Accelerate keeps the scheduler in scheduler.bin (torch.save); torch's default weights_only=True reads it.
+    state = torch.load(ckpt / "scheduler.bin")
+    assert state == {"type": "NoamLR", "updates": 3, "warmup_num_steps": 4, "d_model": None, "factor": 1.0,
+                     "warmup_max_lr": 0.01, "world_size": 2}
+
+    for n in (1, 2):
+        out = tmp_path / f"resume{n}"
+        run("ddp", out, worker_args(out, resume=ckpt, **common), processes=n)
+        assert check(out, processes=n, first=3, last=7, groups=2) == full[3:]
+
+
+def test_ddp_one_process_scheduler_on_prepared_optimizer_resume_on_two(tmp_path):
+    """1 process, NoamLR built on the prepared AcceleratedOptimizer (d_model form); saved at 4, resumed on 2."""
+    common = dict(updates=8, schedule=D_MODEL, scheduler="after")
+    ckpt = tmp_path / "ckpt"
+    run_until_saved_then_kill("ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=4, ckpt=ckpt, **common), ckpt, processes=1)
+    check(tmp_path / "save", processes=1, first=0, last=4, schedule=D_MODEL)
+    log = run("ddp", tmp_path / "resume", worker_args(tmp_path / "resume", resume=ckpt, **common), processes=2)
+    check(tmp_path / "resume", processes=2, first=4, last=8, schedule=D_MODEL)
+    assert "NoamLR: resuming at update 4" in log  # it says so when the number of processes changed
+
+
+def test_deepspeed_zero2_resume_on_same_and_fewer_processes(tmp_path):
+    """ZeRO-2, NoamLR passed to prepare(), accumulation 2, 2 groups; saved at 3, killed; resumed on 2
+    from the ZeRO checkpoint and on 1 from its universal conversion."""
+    common = dict(updates=6, accum=2, groups=2)
+    ckpt = tmp_path / "ckpt"
+    run_until_saved_then_kill("zero2", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
+    check(tmp_path / "save", processes=2, first=0, last=3, groups=2, deepspeed=True)
+    # Under DeepSpeed the engine owns the scheduler: its state is in the engine checkpoint, no scheduler.bin.
+    assert not (ckpt / "scheduler.bin").exists()
+    engine_state = torch.load(ckpt / "pytorch_model" / "mp_rank_00_model_states.pt", map_location="cpu")
+    assert engine_state["lr_scheduler"]["updates"] == 3
+
+    run("zero2", tmp_path / "resume2", worker_args(tmp_path / "resume2", resume=ckpt, **common))
+    same = check(tmp_path / "resume2", processes=2, first=3, last=6, groups=2, deepspeed=True)
+
+    universal = tmp_path / "ckpt_universal"
+    convert = subprocess.run(
+        [sys.executable, "-m", "noam_plugin.integrations.accelerate", "to-universal", str(ckpt), str(universal)],
+        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert convert.returncode == 0, convert.stdout + convert.stderr
+    log = run("zero2_universal", tmp_path / "resume1", worker_args(tmp_path / "resume1", resume=universal, **common), processes=1)
+    assert check(tmp_path / "resume1", processes=1, first=3, last=6, groups=2, deepspeed=True) == same
+    assert "NoamLR: resuming at update 3" in log
+
+
+def test_deepspeed_zero3_prepared(tmp_path):
+    """ZeRO-3 steps the inner optimizer once per sub-group: still one update each time (d_model form)."""
+    out = tmp_path / "run"
+    run("zero3", out, worker_args(out, updates=5, accum=2, groups=2, schedule=D_MODEL))
+    check(out, processes=2, first=0, last=5, groups=2, schedule=D_MODEL, deepspeed=True)
+
+
+@pytest.mark.parametrize("config", ["zero2_noam", "zero3_noam"])
+def test_deepspeed_config_noam_with_dummy_scheduler(tmp_path, config):
+    """NoamLR declared in the DeepSpeed JSON with "auto": warmup from DummyScheduler, peak from the optimizer lr."""
+    schedule = {"warmup_num_steps": 3, "warmup_max_lr": 0.02}
+    out = tmp_path / "run"
+    run(config, out, worker_args(out, updates=5, accum=2, groups=2, schedule=schedule, scheduler="dummy"))
+    check(out, processes=2, first=0, last=5, groups=2, schedule=schedule, deepspeed=True)
+
+
+def test_deepspeed_dummy_scheduler_without_warmup_is_refused(tmp_path):
+    out = tmp_path / "run"
+    log = run("zero2_noam", out, worker_args(out, updates=2, schedule={"warmup_max_lr": 0.01}, scheduler="dummy"),
+              processes=1, expect_ok=False)
+    assert ("configs/accelerate/ds_zero2_noam.json: scheduler.params.warmup_num_steps: expected an int >= 1; "
+            '"auto" takes it from DummyScheduler(optimizer, warmup_num_steps=...), found DummyScheduler(warmup_num_steps=0)') in log
+
+
+def test_deepspeed_zero2_offload_two_param_groups(tmp_path):
+    """Accelerate swaps the script's AdamW for a DeepSpeedCPUAdam; NoamLR follows it."""
+    out = tmp_path / "run"
+    run("zero2_offload", out, worker_args(out, updates=5, accum=2, groups=2))
+    check(out, processes=2, first=0, last=5, groups=2, deepspeed=True)
+    assert json.loads((out / "rank0.json").read_text())["inner_optimizer"] == "DeepSpeedCPUAdam"
+
+
+def test_multinode_template_two_machines_on_loopback(tmp_path):
+    """configs/accelerate/multinode_zero2.yaml as two 1-process "machines" on 127.0.0.1."""
+    out = tmp_path / "run"
+    args = worker_args(out, updates=5, accum=2, groups=2)
+    env = dict(NUM_MACHINES="2", MAIN_PROCESS_IP="127.0.0.1", MAIN_PROCESS_PORT=str(free_port()))
+    procs = [start("multinode_zero2", tmp_path / f"m{rank}", args, extra_env={**env, "MACHINE_RANK": str(rank)}) for rank in (0, 1)]
+    try:
+        for proc in procs:
+            proc.wait(TIMEOUT)
+    finally:
+        for proc in procs:
+            kill_all(proc, out)
+    assert [p.returncode for p in procs] == [0, 0], log_tail(tmp_path / "m0") + log_tail(tmp_path / "m1")
+    check(out, processes=2, first=0, last=5, groups=2, deepspeed=True)
