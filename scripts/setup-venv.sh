@@ -24,10 +24,9 @@ fi
 # behind a lock file. Build them here, once, so that no training run or test is ever killed
 # mid-build (a stale lock makes every later DeepSpeed start wait forever).
 echo "[setup] DeepSpeed CPU ops (shm_comm, cpu_adam): loading, building them the first time (1-3 minutes)"
-.venv/bin/python - 2>/dev/null <<'PY' || { echo "[setup] DeepSpeed's CPU ops did not build (a C++ compiler is needed)" >&2; exit 1; }
-import contextlib, io
+.venv/bin/python - >.venv/deepspeed-ops-build.log 2>&1 <<'PY' \
+  || { tail -20 .venv/deepspeed-ops-build.log; echo "[setup] DeepSpeed's CPU ops did not build (a C++ compiler is needed; log: .venv/deepspeed-ops-build.log)" >&2; exit 1; }
 from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, ShareMemCommBuilder
-with contextlib.redirect_stdout(io.StringIO()):
-    for builder in (ShareMemCommBuilder(), CPUAdamBuilder()):
-        builder.load(verbose=False)
+for builder in (ShareMemCommBuilder(), CPUAdamBuilder()):
+    builder.load(verbose=False)
 PY

@@ -26,25 +26,18 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
 from types import ModuleType
 from typing import Any
 
+from noam_plugin.integrations import wrap_once
+
 log = logging.getLogger("noam_plugin")
 
 MODEL_TAG = "pytorch_model"  # the DeepSpeed checkpoint tag Accelerate's save_state uses for the first model
 
-
-def _wrap_method(cls: type, name: str, make: Any) -> None:
-    original = getattr(cls, name, None)
-    if original is None or getattr(original, "__noam_plugin__", False):
-        return  # another Accelerate version: leave it alone rather than warn on every import
-    wrapper = functools.wraps(original)(make(original))
-    wrapper.__noam_plugin__ = True
-    setattr(cls, name, wrapper)
 
 
 def _deepspeed_launch(state: object) -> bool:
@@ -69,7 +62,7 @@ def _prepare_backend(original):
 
 def patch_state(state_module: ModuleType) -> None:
     """Make `PartialState` use gloo for DeepSpeed when it found no accelerator backend."""
-    _wrap_method(state_module.PartialState, "_prepare_backend", _prepare_backend)
+    wrap_once(state_module.PartialState, "_prepare_backend", _prepare_backend)
 
 
 def check_dummy_scheduler(deepspeed_config: dict, objects: tuple) -> None:
@@ -106,7 +99,7 @@ def _prepare_deepspeed(original):
 
 def patch_accelerator(accelerator_module: ModuleType) -> None:
     """Check DummyScheduler against a NoamLR "auto" config before Accelerate fills it in."""
-    _wrap_method(accelerator_module.Accelerator, "_prepare_deepspeed", _prepare_deepspeed)
+    wrap_once(accelerator_module.Accelerator, "_prepare_deepspeed", _prepare_deepspeed)
 
 
 # ---------------------------------------------------------------- resume on another number of processes

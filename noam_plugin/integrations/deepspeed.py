@@ -25,7 +25,6 @@ to resume on another number of processes.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
@@ -34,6 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from noam_plugin.errors import ConfigError
+from noam_plugin.integrations import wrap_once
 from noam_plugin.schedule import NoamConfig
 
 log = logging.getLogger("noam_plugin")
@@ -70,15 +70,6 @@ def _rank0_log(engine: Any, message: str) -> None:
     if getattr(engine, "global_rank", 0) == 0:
         log.warning(message)
 
-
-def _wrap(owner: Any, name: str, make: Any) -> None:
-    """Replace owner.name (a class's method or a module's function) by make(original), once."""
-    original = getattr(owner, name)
-    if getattr(original, "__noam_plugin__", False):
-        return
-    wrapper = functools.wraps(original)(make(original))
-    wrapper.__noam_plugin__ = True
-    setattr(owner, name, wrapper)
 
 
 def _configure_lr_scheduler(original):
@@ -188,16 +179,16 @@ def _remember_config_file(original):
 def patch_engine(engine_module: ModuleType) -> None:
     """Wrap the DeepSpeedEngine methods listed in the module docstring (idempotent)."""
     engine = engine_module.DeepSpeedEngine
-    _wrap(engine, "_configure_lr_scheduler", _configure_lr_scheduler)
-    _wrap(engine, "_scheduler_from_config", _scheduler_from_config)
-    _wrap(engine, "load_checkpoint", _load_checkpoint)
-    _wrap(engine, "save_checkpoint", _save_checkpoint)
+    wrap_once(engine, "_configure_lr_scheduler", _configure_lr_scheduler)
+    wrap_once(engine, "_scheduler_from_config", _scheduler_from_config)
+    wrap_once(engine, "load_checkpoint", _load_checkpoint)
+    wrap_once(engine, "save_checkpoint", _save_checkpoint)
     try:  # deepspeed.initialize binds load_ds_config after the engine module has run
         from deepspeed.runtime.tensor_parallel import init_utils
     except ImportError:
         return
     if hasattr(init_utils, "load_ds_config"):
-        _wrap(init_utils, "load_ds_config", _remember_config_file)
+        wrap_once(init_utils, "load_ds_config", _remember_config_file)
 
 
 # ---------------------------------------------------------------- universal checkpoint
