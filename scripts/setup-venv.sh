@@ -16,7 +16,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   echo "[setup] installing torch==2.13.0 (CPU) and noam-plugin[test] into .venv (first time: 1-3 minutes)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch, deepspeed, accelerate, noam_plugin" 2>/dev/null \
+  .venv/bin/python -c "import torch, deepspeed, accelerate, noam_plugin" >/dev/null 2>&1 \
     || { echo "[setup] install failed: .venv cannot import torch/deepspeed/accelerate/noam_plugin" >&2; exit 1; }
   touch "$stamp"
 fi
