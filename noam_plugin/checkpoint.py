@@ -52,10 +52,12 @@ class CheckpointInfo:
         s = self.state
         if self.is_noam:
             return int(s["updates"]), "NoamLR state"
-        if isinstance(s, dict) and "last_batch_iteration" in s:
-            return int(s["last_batch_iteration"]) + 1, f"last_batch_iteration {s['last_batch_iteration']} + 1"
-        if isinstance(s, dict) and "last_epoch" in s:
-            return int(s["last_epoch"]), f"last_epoch {s['last_epoch']}"
+        if isinstance(s, dict):
+            from noam_plugin.scheduler import foreign_updates
+
+            adopted = foreign_updates(s)
+            if adopted is not None:
+                return adopted
         if s is None and self.global_steps is not None:
             return self.global_steps - (self.skipped_steps or 0), "global_steps - skipped_steps"
         return None, ""

@@ -45,6 +45,21 @@ def _log_once(message: str) -> None:
         log.warning(message)
 
 
+def foreign_updates(state: dict[str, Any]) -> tuple[int, str] | None:
+    """The update count in another scheduler's state, and where it came from (None if unknown).
+
+    DeepSpeed's schedulers start at last_batch_iteration -1 and are stepped once per
+    applied update; torch schedulers' last_epoch is the number of step() calls.
+    """
+    if "last_batch_iteration" in state:
+        it = int(state["last_batch_iteration"])
+        return it + 1, f"a DeepSpeed scheduler state (last_batch_iteration={it})"
+    if "last_epoch" in state:
+        epoch = int(state["last_epoch"])
+        return epoch, f"a torch scheduler state (last_epoch={epoch})"
+    return None
+
+
 class NoamLR(LRScheduler):
     """Noam schedule whose step count is the number of optimizer updates actually applied.
 
@@ -155,19 +170,10 @@ class NoamLR(LRScheduler):
             if saved_world is not None and saved_world != _world_size():
                 _log_once(f"NoamLR: resuming at update {state['updates']} with world size {_world_size()} (saved with {saved_world})")
             return int(state["updates"])
-        if "last_batch_iteration" in state:
-            updates = int(state["last_batch_iteration"]) + 1
-            _log_once(
-                f"NoamLR: adopted update count {updates} from a DeepSpeed scheduler state "
-                f"(last_batch_iteration={state['last_batch_iteration']}); next lr {self.lr_at(updates + 1):.6g}"
-            )
-            return updates
-        if "last_epoch" in state:
-            updates = int(state["last_epoch"])
-            _log_once(
-                f"NoamLR: adopted update count {updates} from a torch scheduler state "
-                f"(last_epoch={state['last_epoch']}); next lr {self.lr_at(updates + 1):.6g}"
-            )
+        adopted = foreign_updates(state)
+        if adopted is not None:
+            updates, origin = adopted
+            _log_once(f"NoamLR: adopted update count {updates} from {origin}; next lr {self.lr_at(updates + 1):.6g}")
             return updates
         raise ValueError(
             "NoamLR.load_state_dict: not a scheduler state this plugin knows "
