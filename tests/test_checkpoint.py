@@ -6,7 +6,6 @@ out here, not from the code under test.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 from noam_plugin.cli import main as cli
+from procs import run as run_in_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,17 +34,8 @@ def free_port():
 
 
 def run(cmd, env=None, timeout=240):
-    """Run in its own process group; on timeout kill that group (never anything else)."""
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out: {cmd}\n{out[-3000:]}")
-    assert proc.returncode == 0, f"{cmd} failed:\n{out[-4000:]}"
+    code, out = run_in_group(cmd, {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", **(env or {})}, timeout)
+    assert code == 0, f"{cmd} failed:\n{out[-4000:]}"
     return out
 
 

@@ -2,13 +2,12 @@
 convert, resume on 1 process, finish; every update's lr must be the paper's formula."""
 
 import csv
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from procs import run
 
 ROOT = Path(__file__).resolve().parents[1]
 W, D, F = 40, 64, 0.5  # configs/demo.yaml's scheduler block
@@ -17,19 +16,6 @@ UPDATES, KILL_AFTER, EVERY = 60, 12, 5
 
 def ref(k):
     return F * D**-0.5 * min(k**-0.5, k * W**-1.5)
-
-
-def run(cmd, env=None, timeout=300):
-    """Run in its own process group; on timeout kill that group (never anything else)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out: {cmd}\n{out[-3000:]}")
-    return proc.returncode, out
 
 
 def rows(path):

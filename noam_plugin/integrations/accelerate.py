@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 from types import ModuleType
-from typing import Any
 
 from noam_plugin.integrations import wrap_once
 
