@@ -3,8 +3,7 @@
 # is SIGKILLed part-way, resumed on 1 process, and its lr sequence is compared, update by
 # update, with a run that was never stopped. Exit 0 only if the two sequences are identical.
 #
-#   bash launch/demo.sh          (about a minute once set up; the first DeepSpeed run on a machine
-#                                 also compiles DeepSpeed's CPU communication op, about a minute more)
+#   bash launch/demo.sh          (about 30 s once set up; scripts/setup-venv.sh builds DeepSpeed's CPU ops the first time)
 # Knobs for shorter runs (the tests use them): DEMO_OUT, DEMO_CONFIG, DEMO_UPDATES,
 # DEMO_KILL_AFTER, DEMO_CHECKPOINT_EVERY, DEMO_SKIP_SETUP=1.
 set -euo pipefail
@@ -31,15 +30,11 @@ free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1",
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-# DeepSpeed compiles a small C++ op on its first run on a machine; do it while the reference trains.
-"$PY" -c 'from deepspeed.comm.torch import build_shm_op; build_shm_op()' >"$OUT/deepspeed_op_build.log" 2>&1 &
-BUILD=$!
 
 say "1/5 reference: plain PyTorch, 1 process, $UPDATES updates, never stopped"
 "$PY" "${TRAIN[@]}" --output-dir "$OUT/reference"
 
 say "2/5 DeepSpeed ZeRO-2, 2 processes, gradient accumulation; SIGKILL once update $KILL_AFTER is done"
-wait "$BUILD" || { echo "DeepSpeed could not build its CPU communication op:"; tail -20 "$OUT/deepspeed_op_build.log"; exit 1; }
 setsid .venv/bin/deepspeed --quiet --num_gpus 2 --master_addr 127.0.0.1 --master_port "$(free_port)" \
   "${TRAIN[@]}" --output-dir "$OUT/resumed" &
 RUN=$!
