@@ -7,13 +7,14 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_scheduler.py --quick    # fewer rounds, a smoke test
     .venv/bin/python benchmarks/bench_scheduler.py --backend inductor   # compile counts with inductor (minutes)
 
-Three measurements, all in one process so the ratios compare like with like:
+Four measurements, all in one process so the ratios compare like with like:
 
 1. Cost of `NoamLR.step()` against a `LambdaLR` that implements Noam and against a
    bare loop that only writes `param_group["lr"]`, with 1 and 100 param groups.
 2. Extra cost per `optimizer.step()` of NoamLR's step post-hook (the update counter).
 3. Recompiles of a `torch.compile`d Adam step over 100 updates driven by NoamLR,
    with a float lr and with a tensor lr.
+4. Warmup in samples / tokens (issue 6): what an update costs with the data counted.
 
 Timings on a shared machine are noisy: every alternative is measured in the same
 round, back to back, in rotating order, for many short rounds. The headline numbers
@@ -258,9 +259,9 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
 
         def set_hook(on: bool) -> None:
             if on and not state["on"]:
-                sched._hook = opt.register_step_post_hook(sched._on_optimizer_step)
+                sched._hooks = [opt.register_step_post_hook(sched._on_optimizer_step)]
             elif not on and state["on"]:
-                sched._hook.remove()
+                sched._hooks[0].remove()
             state["on"] = on
 
         def timed(on: bool) -> Callable[[int], int]:
@@ -310,6 +311,95 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
     res = interleaved({"hook": call_hook, "empty": empty}, rounds)
     print(f"the hook call alone (loop overhead subtracted): {paired_diff(res['hook'], res['empty']):.0f} ns")
     return checks
+
+
+# --------------------------------------------------------------------------- 4. data units
+
+
+def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
+    print("\n== 4. warmup in samples / tokens: cost per update and per micro-batch ==")
+    print(
+        "Method: as in 1, one param group, float lr. 'samples': NoamLR(warmup_unit='samples', samples_per_update=256);\n"
+        "per update prepare_update() (what the step pre-hook runs: the lr of the coming update) then step().\n"
+        "'tokens': 4 x add_tokens(n) per update (int, or a one-element int64 tensor), prepare_update() (one\n"
+        "process: no all_reduce; with several, one all_reduce of one int64 per update) and step().\n"
+        f"LambdaLR as in 1 (it counts neither). {rounds} rounds."
+    )
+    W = WARMUP * 256
+
+    def make(unit: str) -> NoamLR:
+        opt = torch.optim.SGD(params(1), lr=0.001)
+        s = NoamLR(opt, warmup_max_lr=1e-3, warmup_num_steps=W, warmup_unit=unit, samples_per_update=256)
+        for hook in s._hooks:  # the loops below call prepare_update() and set the flag themselves
+            hook.remove()
+        opt.step()  # grads are None: a real but empty update, marks the optimizer as stepped
+        return s
+
+    samples, tokens, tokens_t = make("samples"), make("tokens"), make("tokens")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lam_opt = torch.optim.SGD(params(1), lr=1.0)
+        lam = LambdaLR(lam_opt, noam_lambda())
+    lam_opt.step()
+    dummy = _Flag()
+    n_tensor = torch.tensor(200)
+
+    def samples_update(n: int, s=samples) -> int:
+        prep, st = s.prepare_update, s.step
+        t = _perf()
+        for _ in range(n):
+            prep()
+            s._update_pending = True
+            st()
+        return _perf() - t
+
+    def tokens_update(n: int, s=tokens) -> int:
+        add, prep, st = s.add_tokens, s.prepare_update, s.step
+        t = _perf()
+        for _ in range(n):
+            add(200); add(200); add(200); add(200)
+            prep()
+            s._update_pending = True
+            st()
+        return _perf() - t
+
+    def tokens_tensor_update(n: int, s=tokens_t, v=n_tensor) -> int:
+        add, prep, st = s.add_tokens, s.prepare_update, s.step
+        t = _perf()
+        for _ in range(n):
+            add(v); add(v); add(v); add(v)
+            prep()
+            s._update_pending = True
+            st()
+        return _perf() - t
+
+    def lambda_step(n: int, s=lam, d=dummy) -> int:
+        st = s.step
+        t = _perf()
+        for _ in range(n):
+            d._update_pending = True
+            st()
+        return _perf() - t
+
+    res = interleaved(
+        {"samples: prepare + step": samples_update, "tokens: 4 add(int) + prepare + step": tokens_update,
+         "tokens: 4 add(tensor) + prepare + step": tokens_tensor_update, "LambdaLR.step": lambda_step},
+        rounds,
+    )
+    # sanity: counts and lr follow the formula at the data seen including the last update
+    assert samples.samples == samples.updates * 256 and tokens.tokens == tokens.updates * 800
+    assert samples.get_last_lr()[0] == noam_lr(samples.samples + 256, warmup_max_lr=1e-3, warmup_num_steps=W)
+    assert tokens.get_last_lr()[0] == noam_lr(tokens.tokens, warmup_max_lr=1e-3, warmup_num_steps=W)
+    print(f"{'variant':<40} {'best us':>9} {'median us':>10} {'x LambdaLR':>10}")
+    for name, times in res.items():
+        print(f"{name:<40} {min(times) / 1e3:>9.3f} {statistics.median(times) / 1e3:>10.3f} "
+              f"{best_ratio(times, res['LambdaLR.step']):>9.2f}x")
+    ratio = best_ratio(res["samples: prepare + step"], res["LambdaLR.step"])
+    per_update = min(res["tokens: 4 add(tensor) + prepare + step"]) / 1e3
+    return [
+        (f"samples unit, per update: {ratio:.2f}x LambdaLR.step (target <= 1.00x)", ratio <= 1.0),
+        (f"tokens unit, 4 tensor add_tokens + prepare + step: {per_update:.1f} us/update (target < 20 us)", per_update < 20),
+    ]
 
 
 # --------------------------------------------------------------------------- 3. compile
@@ -552,7 +642,7 @@ def main() -> int:
         else f"torch {torch.__version__}, torch threads {torch.get_num_threads()}"
     )
     t0 = time.perf_counter()
-    checks = bench_step(rounds) + bench_hook(rounds * 2) + bench_compile(args.updates)
+    checks = bench_step(rounds) + bench_hook(rounds * 2) + bench_data_units(rounds) + bench_compile(args.updates)
 
     print("\n== targets ==")
     for text, ok in checks:

@@ -190,7 +190,8 @@ class TorchRunner:
             self.rank, self.model = 0, model
         self.raw_model = model
         self.optimizer = adam(model, params)
-        self.scheduler = NoamLR(self.optimizer, **params)
+        self.scheduler = NoamLR(self.optimizer, **params, samples_per_update=settings["training"]["global_batch"])
+        self.noam = self.scheduler
         self.accumulation = settings["training"]["accumulation"]
         self.ckpt_dir = out / "checkpoints"
 
@@ -281,8 +282,10 @@ class AccelerateRunner:
 
             scheduler = DummyScheduler(optimizer, warmup_num_steps=params["warmup_num_steps"])
         else:
-            scheduler = NoamLR(optimizer, **params)
+            # no DataLoader goes through prepare(), so Accelerate cannot tell NoamLR the global batch
+            scheduler = NoamLR(optimizer, **params, samples_per_update=t["global_batch"])
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.noam = self.scheduler.scheduler  # the NoamLR inside Accelerate's wrapper
         from noam_plugin.scheduler import unwrap_optimizer
 
         self.inner = unwrap_optimizer(self.optimizer)
@@ -374,6 +377,7 @@ class DeepSpeedRunner:
         self.load_universal = universal
         self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=self.client_optimizer,
                                                                   model_parameters=model.parameters(), config=ds_config)
+        self.noam = self.scheduler  # the engine's NoamLR; it knows the global batch from train_batch_size()
         self.rank = self.engine.global_rank
         from noam_plugin.scheduler import unwrap_optimizer
 
@@ -524,6 +528,7 @@ def main(argv=None) -> int:
 
         bar = tqdm(total=t["updates"], initial=start, desc="train", unit="upd", dynamic_ncols=True)
     per_rank = t["global_batch"] // runner.world
+    counts_tokens = runner.noam.config.warmup_unit == "tokens"
     started = time.time()
     for update in range(start + 1, t["updates"] + 1):
         src, tgt_in, target = global_batch(update, t["seed"], t["global_batch"], task)
@@ -532,9 +537,12 @@ def main(argv=None) -> int:
         for i in range(t["accumulation"]):
             a, b = lo + i * t["micro_batch"], lo + (i + 1) * t["micro_batch"]
             last = i == t["accumulation"] - 1
-            if last:
+            runner.noam.add_tokens(target[a:b].numel())  # tokens seen: this task has no padding
+            if last and not counts_tokens:
                 lr = runner.lr()  # the lr this update is about to use
             losses.append(runner.micro_step((src[a:b], tgt_in[a:b], target[a:b]), last))
+        if counts_tokens:
+            lr = runner.noam.get_last_lr()[0]  # warmup in tokens: set just before the update, once its tokens are known
         loss = mean_over_processes(sum(losses) / len(losses))
         if main_rank:
             write(update, lr, loss)

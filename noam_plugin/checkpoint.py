@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noam_plugin.schedule import SCHEDULE_KEYS, NoamConfig
+from noam_plugin.schedule import DEFAULT_UNIT, SCHEDULE_KEYS, NoamConfig, saved_params
 
 DS_MODEL_STATES = "mp_rank_00_model_states.pt"
 ACCELERATE_MARKERS = ("random_states_0.pkl", "scheduler.bin", "optimizer.bin", "model.safetensors", "pytorch_model.bin")
@@ -45,7 +45,7 @@ class CheckpointInfo:
 
     @property
     def params(self) -> dict[str, Any] | None:
-        return {k: self.state.get(k) for k in SCHEDULE_KEYS} if self.is_noam else None
+        return saved_params(self.state) if self.is_noam else None
 
     def updates(self) -> tuple[int | None, str]:
         """k, and how it was found: NoamLR's count, or what NoamLR adopts from a foreign state."""
@@ -232,7 +232,38 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
 
 
 def _params_text(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={params[k]}" for k in SCHEDULE_KEYS if params.get(k) is not None)
+    shown = [k for k in SCHEDULE_KEYS if params.get(k) is not None and not (k == "warmup_unit" and params[k] == DEFAULT_UNIT)]
+    return " ".join(f"{k}={params[k]}" for k in shown)
+
+
+def _counter_lines(state: dict[str, Any], unit: str) -> list[str]:
+    """The data seen and the global batch at save; older states (or uncounted runs) lack them."""
+    lines = []
+    for key in ("samples", "tokens"):
+        seen = state.get(key)
+        mark = "  (the warmup_unit: the lr follows this count)" if key == unit else ""
+        lines.append(f"{key:<12} {'not counted' if seen is None else f'{seen} seen'}{mark}")
+    batch = state.get("samples_per_update")
+    lines.append(f"batch        {'not recorded' if batch is None else f'{batch} samples per update at save'} (samples_per_update)")
+    return lines
+
+
+def _next_lr(config: NoamConfig, state: dict[str, Any]) -> tuple[float | None, str]:
+    """The lr of the update after the save under `config` (None until the update's tokens are known), and how it follows."""
+    unit = config.warmup_unit
+    if unit == "updates":
+        k = int(state["updates"])
+        return config.lr(k + 1), f"lr({k + 1})"
+    seen = state.get(unit)
+    if seen is None:
+        raise CheckpointError(f"this state has no count of the {unit} seen (NoamLR with warmup_unit {unit} refuses to resume from it)")
+    last = f"the last update's lr was lr({seen}) = {config.lr(seen):.6g}" if seen >= 1 else "no update applied yet"
+    batch = state.get("samples_per_update")
+    if unit == "samples" and batch is not None:
+        return config.lr(seen + batch), f"lr({seen} + {batch}) = lr({seen + batch}), if the global batch stays {batch}"
+    if unit == "samples":
+        return None, f"lr({seen} + N) for a global batch of N (not recorded at save); {last}"
+    return None, f"depends on the next update's tokens: lr({seen} + its tokens); {last}"
 
 
 def _foreign_text(state: Any) -> str:
@@ -259,19 +290,29 @@ def report(info: CheckpointInfo, config: NoamConfig | None = None, config_path: 
         params = info.params
         lines.append(f"schedule     NoamLR  {_params_text(params)}")
         lines.append(f"k            {k} optimizer updates applied{steps}")
+        lines += _counter_lines(info.state, params["warmup_unit"])
         try:
-            saved = NoamConfig(**params)
-            lines.append(f"next lr      {saved.lr(k + 1):.6g}  (lr({k + 1}), the formula with these parameters)")
+            lr, why = _next_lr(NoamConfig(**params), info.state)
         except (ValueError, TypeError) as error:
             lines.append(f"next lr      unknown: the saved parameters are not valid ({error})")
             status = 1
+        except CheckpointError as error:
+            lines.append(f"next lr      unknown: {error}")
+            status = 1
+        else:
+            where = ", the formula with these parameters" if params["warmup_unit"] == "updates" else ""
+            lines.append(f"next lr      {why}" if lr is None else f"next lr      {lr:.6g}  ({why}{where})")
     else:
         lines.append(f"schedule     {_foreign_text(info.state)}")
         if k is None:
             lines.append("k            unknown: NoamLR cannot tell how many updates were applied")
         else:
             lines.append(f"k            NoamLR adopts {k} when it loads this checkpoint ({how}){steps}")
-            if config is not None:
+            if config is not None and config.warmup_unit == "samples":
+                lines.append(f"next lr      lr({k + 1} * N) under {config_path} for a global batch of N ({k} * N samples seen)")
+            elif config is not None and config.warmup_unit == "tokens":
+                lines.append(f"next lr      none: {config_path} counts warmup in tokens and this checkpoint has no token count")
+            elif config is not None:
                 lines.append(f"next lr      {config.lr(k + 1):.6g}  (lr({k + 1}) under {config_path})")
             else:
                 lines.append("next lr      depends on the NoamLR parameters: add --config PATH to see it")
@@ -292,12 +333,18 @@ def report(info: CheckpointInfo, config: NoamConfig | None = None, config_path: 
         now = config.schedule_params
         differing = [key for key in SCHEDULE_KEYS if info.params[key] != now[key]]
         if not differing:
-            lines.append(f"config       {config_path}: same schedule parameters; resuming continues with lr({k + 1})")
+            how = f"lr({k + 1})" if config.warmup_unit == "updates" else "the next lr above"
+            lines.append(f"config       {config_path}: same schedule parameters; resuming continues with {how}")
         else:
             lines.append(f"config       {config_path}: {len(differing)} difference(s):")
             lines += [f"  {key}: checkpoint {info.params[key]!r}, config {now[key]!r}" for key in differing]
             if config.allow_param_change:
-                lines.append(f"  the config sets allow_param_change: true, so a resume continues the new schedule from k={k}: next lr {config.lr(k + 1):.6g}")
+                try:
+                    lr, why = _next_lr(config, info.state)
+                    after = why if lr is None else f"{lr:.6g}" + ("" if config.warmup_unit == "updates" else f" ({why})")
+                except CheckpointError as error:
+                    after = f"unknown: {error}"
+                lines.append(f"  the config sets allow_param_change: true, so a resume continues the new schedule from k={k}: next lr {after}")
             else:
                 lines.append("  resuming with this config stops with an error naming these keys, unless the config sets scheduler.params.allow_param_change: true")
             status = 1

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, read_scheduler_block
 from noam_plugin.errors import ConfigError, Problem
-from noam_plugin.schedule import NoamConfig
+from noam_plugin.schedule import WARMUP_UNITS, NoamConfig
 
 
 def _params_text(config: NoamConfig) -> str:
@@ -20,11 +21,11 @@ def _params_text(config: NoamConfig) -> str:
         form = f"d_model={config.d_model}" + (f", factor={config.factor:g}" if config.factor != 1.0 else "")
     else:
         form = f"warmup_max_lr={config.warmup_max_lr:g}"
-    return f"{form}, warmup {config.warmup_num_steps} update{'s' if config.warmup_num_steps != 1 else ''}"
+    return f"{form}, warmup {config.warmup_num_steps} {config.unit_name}{'s' if config.warmup_num_steps != 1 else ''}"
 
 
 def _describe(config: NoamConfig) -> str:
-    return f"{_params_text(config)}, peak lr {config.peak_lr:.2e} at update {config.peak_step}"
+    return f"{_params_text(config)}, peak lr {config.peak_lr:.2e} at {config.unit_name} {config.peak_step}"
 
 
 def _auto_error(err: ConfigError, hint: str) -> ConfigError:
@@ -69,70 +70,180 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _default_updates(warmup: int, steps: int) -> list[int]:
-    marks = [1, warmup // 4, warmup // 2, warmup, 2 * warmup, 4 * warmup, 10 * warmup, steps]
+_VARIABLE = {"updates": "k", "samples": "s", "tokens": "t"}
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """The x axis of `show`: a unit, and which point of the config's curve each position in it uses."""
+
+    config: NoamConfig
+    unit: str
+    per_update: int | None = None  # samples or tokens per optimizer update, when unit is not the config's
+
+    @property
+    def name(self) -> str:
+        return self.unit[:-1]
+
+    @property
+    def label(self) -> str:
+        return "optimizer update" if self.unit == "updates" else f"{self.unit} seen"
+
+    def position(self, count: int) -> int:
+        """A position in the config's unit, in this unit; data -> updates rounds up to the update it falls in."""
+        n = self.per_update
+        if self.unit == self.config.warmup_unit:
+            return count
+        return -(-count // n) if self.unit == "updates" else count * n
+
+    @property
+    def peak(self) -> int:
+        """Where the peak is marked: the update in which warmup ends, when it ends inside one."""
+        return self.position(self.config.warmup_num_steps)
+
+    @property
+    def peak_inside(self) -> bool:
+        """Data shown per update, and warmup ends inside an update (W not a multiple of the batch)."""
+        converted = self.unit == "updates" and self.config.warmup_unit != "updates"
+        return converted and self.config.warmup_num_steps % self.per_update != 0
+
+    @property
+    def warmup(self) -> float:
+        """warmup_num_steps in this unit (not whole when it ends inside an update)."""
+        w = self.config.warmup_num_steps
+        return w / self.per_update if self.peak_inside else self.position(w)
+
+    @property
+    def stride(self) -> int:
+        """Distance between plotted points: an updates config shown in data changes lr once per update."""
+        return self.per_update if self.config.warmup_unit == "updates" and self.unit != "updates" else 1
+
+    def lr(self, x: int) -> float:
+        config, n = self.config, self.per_update
+        if self.unit == config.warmup_unit:
+            return config.lr(x)
+        if self.unit == "updates":  # update x has seen x * n samples or tokens, its own included
+            return config.lr(x * n)
+        return config.lr(-(-x // n))  # data position x falls in update ceil(x / n)
+
+
+def _axis(config: NoamConfig, unit: str | None, per_update: int | None) -> _Axis:
+    """Check that the asked-for unit can be reached from the config's; errors say what to add."""
+    have = config.warmup_unit
+    unit = unit or have
+    if unit == have:
+        if per_update is not None:
+            others = "updates" if have != "updates" else "samples or --unit tokens"
+            raise ValueError(f"--per-update converts between units: add --unit {others} (this config counts {have})")
+        return _Axis(config, unit)
+    if "updates" not in (unit, have):
+        raise ValueError(f"--unit {unit}: cannot convert {have} to {unit} (tokens per sample vary); "
+                         "show it per update instead: --unit updates --per-update N")
+    if per_update is None:
+        data = unit if unit != "updates" else have
+        what = "the global batch, over all processes" if data == "samples" else "summed over all processes"
+        raise ValueError(f"--unit {unit} needs --per-update N: the {data} per optimizer update ({what})")
+    return _Axis(config, unit, per_update)
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:.2f}"
+
+
+def _default_positions(peak: int, steps: int) -> list[int]:
+    marks = [1, peak // 4, peak // 2, peak, 2 * peak, 4 * peak, 10 * peak, steps]
     return sorted({k for k in marks if 1 <= k <= steps})
 
 
-def _ascii_curve(config: NoamConfig, steps: int, width: int = 60, height: int = 8) -> list[str]:
+def _ascii_curve(axis: _Axis, steps: int, width: int = 60, height: int = 8) -> list[str]:
     """A terminal picture of the curve: users look before they read."""
     width = max(1, min(width, steps))
     cols = [1 + round(c * (steps - 1) / max(1, width - 1)) for c in range(width)]
     peak_col = None
-    if config.peak_step <= steps:  # put the peak itself on the nearest column
-        peak_col = min(range(width), key=lambda c: abs(cols[c] - config.peak_step))
-        cols[peak_col] = config.peak_step
-    top = max(config.lr(k) for k in cols)
+    if axis.peak <= steps:  # put the peak itself on the nearest column
+        peak_col = min(range(width), key=lambda c: abs(cols[c] - axis.peak))
+        cols[peak_col] = axis.peak
+    top = max(axis.lr(k) for k in cols)
     grid = [[" "] * width for _ in range(height)]
     for c, k in enumerate(cols):
-        grid[height - 1 - round(config.lr(k) / top * (height - 1))][c] = "*"
+        grid[height - 1 - round(axis.lr(k) / top * (height - 1))][c] = "*"
     label = f"{top:.2e}"
     pad = " " * len(label)
     lines = [f"{label if r == 0 else pad} |{''.join(row)}".rstrip() for r, row in enumerate(grid)]
     lines.append(f"{'0'.ljust(len(label))} +{'-' * width}")
     first, last = "1", str(steps)
     ends = first if steps == 1 else first + last.rjust(max(width - len(first), len(last) + 1))
-    lines.append(f"{pad}  {ends}   (optimizer update)")
+    lines.append(f"{pad}  {ends}   ({axis.label})")
     if peak_col is not None:
-        mark = f"^ peak at update {config.peak_step}"
-        left = f"peak at update {config.peak_step} ^"
+        mark = f"^ peak at {axis.name} {axis.peak}"
+        left = f"peak at {axis.name} {axis.peak} ^"
         lines.append(f"{pad}  " + (" " * peak_col + mark if peak_col + len(mark) <= width else (left.rjust(peak_col + 1))))
     return lines
 
 
-def _plot(config: NoamConfig, steps: int, title: str, out: str) -> None:
+def _plot(axis: _Axis, steps: int, title: str, out: str) -> None:
     """Draw the curve to a PNG; matplotlib is optional and imported only here."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise ValueError("--plot needs matplotlib: pip install 'noam-plugin[plot]'") from None
-    n = min(steps, 2000)
-    ks = {1 + round(i * (steps - 1) / max(1, n - 1)) for i in range(n)}
-    if config.peak_step <= steps:
-        ks.add(config.peak_step)
+    config, stride = axis.config, axis.stride
+    last = max(1, steps // stride)
+    n = min(last, 2000)
+    ks = {stride * (1 + round(i * (last - 1) / max(1, n - 1))) for i in range(n)}
+    if axis.peak <= steps:
+        ks.add(axis.peak)
     ks = sorted(ks)
+    lrs = [axis.lr(k) for k in ks]
     fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(ks, [config.lr(k) for k in ks], color="tab:blue", lw=2, label="lr of update k")
-    warm_end = min(config.warmup_num_steps, steps)
-    ax.axvspan(1, warm_end, color="tab:orange", alpha=0.15, label=f"warmup (updates 1-{config.warmup_num_steps})")
-    if config.peak_step <= steps:
-        ax.plot([config.peak_step], [config.peak_lr], "o", color="tab:red", zorder=3)
+    ax.plot(ks, lrs, color="tab:blue", lw=2, label="lr of update k" if axis.unit == "updates" else f"lr at {axis.name} x")
+    w = config.warmup_num_steps
+    if axis.unit == config.warmup_unit:
+        band = f"warmup ({axis.unit} 1-{w})"
+    else:
+        band = f"warmup: {w} {config.warmup_unit} = {_number(axis.warmup)} {axis.unit}"
+    ax.axvspan(1, min(axis.warmup, steps), color="tab:orange", alpha=0.15, label=band)
+    right_half = axis.peak > 0.45 * steps  # then the label goes left of the peak, the legend below it
+    if axis.peak <= steps:
+        peak_lr = axis.lr(axis.peak)
+        ax.plot([axis.peak], [peak_lr], "o", color="tab:red", zorder=3)
         ax.annotate(
-            f"peak lr {config.peak_lr:.3e}\nat update {config.peak_step}",
-            xy=(config.peak_step, config.peak_lr),
-            xytext=(0.35, 0.9), textcoords="axes fraction", va="top",
-            arrowprops=dict(arrowstyle="->", color="tab:red"),
+            f"peak lr {peak_lr:.3e}\nat {axis.name} {axis.peak}",
+            xy=(axis.peak, peak_lr),
+            xytext=(axis.peak / steps - 0.04 if right_half else 0.35, 0.9), textcoords="axes fraction", va="top",
+            ha="right" if right_half else "left", arrowprops=dict(arrowstyle="->", color="tab:red"),
         )
     ax.set_xlim(0, steps)
-    ax.set_ylim(0, config.peak_lr * 1.15 if config.peak_step <= steps else None)
-    ax.set_xlabel("optimizer update")
+    ax.set_ylim(0, max(lrs) * 1.15 if axis.peak <= steps else None)
+    ax.set_xlabel(axis.label)
     ax.set_ylabel("learning rate")
     ax.set_title(title)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right" if config.peak_step <= steps else "lower right")
+    ax.legend(loc="lower right" if right_half else "upper right")
     fig.savefig(out, format=Path(out).suffix[1:] or "png")  # no suffix: still exactly this file
+
+
+def _formula_lines(config: NoamConfig, axis: _Axis) -> list[str]:
+    """The formula in the config's unit, and how the x axis reaches it when it is another unit."""
+    v, w, unit = _VARIABLE[config.warmup_unit], config.warmup_num_steps, config.warmup_unit
+    if config.d_model is not None:
+        lines = [f"  lr({v}) = {config.factor:g} * {config.d_model}**-0.5 * min({v}**-0.5, {v} * {w}**-1.5)"]
+    else:
+        lines = [f"  lr({v}) = {config.warmup_max_lr:g} * min({v} / {w}, ({w} / {v})**0.5)"]
+    if unit != "updates":
+        lines[0] += f"   ({v}: {unit} seen, the update's own included)"
+    n = axis.per_update
+    if axis.unit == "updates" and unit != "updates":
+        same = " (if every update has as many)" if unit == "tokens" else ""
+        lines.append(f"  shown per update, {n} {unit} each{same}: update k uses lr({n} * k)")
+    elif axis.unit != unit:
+        lines.append(f"  shown in {axis.unit}, {n} per update: {axis.name} x falls in update ceil(x / {n}), lr(ceil(x / {n}))")
+    if config.d_model is not None and unit != "updates":
+        lines.append(f"  note: the d_model form's peak lr depends on the unit: {config.factor:g} * {config.d_model}**-0.5 * W**-0.5 "
+                     f"with W in {unit}; warmup_max_lr sets the peak directly")
+    return lines
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -141,23 +252,22 @@ def cmd_show(args: argparse.Namespace) -> int:
         config = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
     except ConfigError as err:
         raise _auto_error(err, "Accelerate fills it at run time; show needs a number here") from None
-    steps = args.steps or 10 * config.warmup_num_steps
-    updates = args.at or _default_updates(config.warmup_num_steps, steps)
+    axis = _axis(config, args.unit, args.per_update)
+    steps = args.steps or axis.position(10 * config.warmup_num_steps)
+    positions = args.at or _default_positions(axis.peak, steps)
     print(f"{args.path}: NoamLR, {_describe(config)}")
-    if config.d_model is not None:
-        print(f"  lr(k) = {config.factor:g} * {config.d_model}**-0.5 * min(k**-0.5, k * {config.warmup_num_steps}**-1.5)")
-    else:
-        print(f"  lr(k) = {config.warmup_max_lr:g} * min(k / {config.warmup_num_steps}, ({config.warmup_num_steps} / k)**0.5)")
-    print(f"peak: update {config.peak_step}, lr {config.peak_lr:.4e}")
+    print("\n".join(_formula_lines(config, axis)))
+    inside = f" (warmup ends inside it, at {_number(axis.warmup)} updates)" if axis.peak_inside else ""
+    print(f"peak: {axis.name} {axis.peak}{inside}, lr {axis.lr(axis.peak):.4e}")
     print()
-    print(f"{'update':>10}  {'lr':>11}  {'of peak':>8}")
-    for k in updates:
-        lr = config.lr(k)
+    print(f"{axis.name:>10}  {'lr':>11}  {'of peak':>8}")
+    for k in positions:
+        lr = axis.lr(k)
         print(f"{k:>10}  {lr:>11.4e}  {100 * lr / config.peak_lr:>7.1f}%")
     print()
-    print("\n".join(_ascii_curve(config, steps)))
+    print("\n".join(_ascii_curve(axis, steps)))
     if args.plot:
-        _plot(config, steps, f"{Path(block.file).name}: NoamLR, {_params_text(config)}", args.plot)
+        _plot(axis, steps, f"{Path(block.file).name}: NoamLR, {_params_text(config)}", args.plot)
         print(f"\nplot written to {args.plot}")
     return 0
 
@@ -202,8 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="peak, a table of lr values and a picture of the curve")
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--steps", type=_positive_int, help="last update drawn (default: 10 x warmup_num_steps)")
-    p.add_argument("--at", type=_update_list, metavar="K,K,...", help="updates for the table (default: 1, W/4, W/2, W, 2W, 4W, 10W)")
+    p.add_argument("--unit", choices=WARMUP_UNITS, help="x-axis unit (default: the config's warmup_unit)")
+    p.add_argument(
+        "--per-update", type=_positive_int, metavar="N",
+        help="samples or tokens per optimizer update (the global batch, over all processes); needed by --unit "
+        "when it is not the config's unit",
+    )
+    p.add_argument("--steps", type=_positive_int, help="last position drawn, in the x-axis unit (default: 10 x warmup)")
+    p.add_argument(
+        "--at", type=_update_list, metavar="K,K,...",
+        help="positions for the table, in the x-axis unit (default: 1, W/4, W/2, W, 2W, 4W, 10W)",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="draw the curve to a PNG (needs matplotlib)")
     p.set_defaults(handler=cmd_show)
 

@@ -11,7 +11,9 @@ from typing import Any, Mapping
 
 from noam_plugin.errors import ConfigError, Problem
 
-SCHEDULE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr")
+WARMUP_UNITS = ("updates", "samples", "tokens")
+DEFAULT_UNIT = "updates"
+SCHEDULE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_unit")
 OPTION_KEYS = ("allow_param_change",)
 PARAM_KEYS = SCHEDULE_KEYS + OPTION_KEYS
 
@@ -72,6 +74,12 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     elif factor != 1.0 and d_model is None and peak is not None:
         problems.append(Problem(prefix + "factor", "factor only together with d_model (warmup_max_lr already sets the peak)", _describe(factor)))
 
+    unit = values.get("warmup_unit", DEFAULT_UNIT)
+    if unit not in WARMUP_UNITS:
+        near = closest_name(unit, WARMUP_UNITS) if isinstance(unit, str) else None
+        hint = f" (did you mean '{near}'?)" if near and near != unit else ""
+        problems.append(Problem(prefix + "warmup_unit", "one of " + ", ".join(WARMUP_UNITS), _describe(unit) + hint))
+
     allow = values.get("allow_param_change", False)
     if not isinstance(allow, bool):
         bad("allow_param_change", "true or false", allow)
@@ -86,6 +94,7 @@ class NoamConfig:
     d_model: int | None = None
     factor: float = 1.0
     warmup_max_lr: float | None = None
+    warmup_unit: str = DEFAULT_UNIT
     allow_param_change: bool = False
 
     def __post_init__(self) -> None:
@@ -114,8 +123,13 @@ class NoamConfig:
 
     @property
     def schedule_params(self) -> dict[str, Any]:
-        """The four values that define the curve (what a checkpoint must agree on)."""
+        """The values that define the curve (what a checkpoint must agree on)."""
         return {key: getattr(self, key) for key in SCHEDULE_KEYS}
+
+    @property
+    def unit_name(self) -> str:
+        """'update', 'sample' or 'token': what one step of warmup_num_steps is."""
+        return self.warmup_unit[:-1]
 
     @property
     def form(self) -> str:
@@ -130,10 +144,15 @@ class NoamConfig:
         return self.lr(self.warmup_num_steps)
 
     def lr(self, step: int) -> float:
-        """lr of the step-th optimizer update (step >= 1)."""
+        """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`."""
         if not _is_int(step) or step < 1:
             raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
         return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
+
+
+def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The schedule parameters in a saved NoamLR state; states from before warmup_unit existed counted updates."""
+    return {key: state.get(key, DEFAULT_UNIT if key == "warmup_unit" else None) for key in SCHEDULE_KEYS}
 
 
 def noam_lr(

@@ -235,3 +235,90 @@ def test_command_line_exit_codes_and_no_traceback(runs, tmp_path):
     assert ok.returncode == 0 and f"{ref(13):.6g}" in ok.stdout
     bad = subprocess.run([exe, "inspect", tmp_path / "nowhere"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and "no such file or folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- warmup_unit (issue 6)
+# States written literally: what NoamLR.state_dict() holds, as documented, not what the scheduler produces today.
+
+PEAK, WU = 1e-3, 1024
+
+
+def peak_ref(x, w=WU):
+    return PEAK * min(x / w, (w / x) ** 0.5)
+
+
+def saved(tmp_path, name, **state):
+    base = {"type": "NoamLR", "updates": 12, "warmup_num_steps": WU, "d_model": None, "factor": 1.0,
+            "warmup_max_lr": PEAK, "world_size": 2}
+    torch.save({**base, **state}, tmp_path / name)
+    return tmp_path / name
+
+
+def config_file(tmp_path, warmup=WU, unit=None):
+    path = tmp_path / "config.yaml"
+    params = f"warmup_max_lr: {PEAK}, warmup_num_steps: {warmup}" + (f", warmup_unit: {unit}" if unit else "")
+    path.write_text(f"scheduler:\n  type: NoamLR\n  params: {{{params}}}\n")
+    return path
+
+
+def test_samples_state(capsys, tmp_path):
+    path = saved(tmp_path, "samples.pt", samples=384, tokens=None, samples_per_update=32, warmup_unit="samples")
+    code, out, _ = inspect(capsys, path)
+    assert code == 0, out
+    assert "schedule     NoamLR  warmup_num_steps=1024 factor=1.0 warmup_max_lr=0.001 warmup_unit=samples\n" in out
+    assert "k            12 optimizer updates applied\n" in out
+    assert "samples      384 seen  (the warmup_unit" in out
+    assert "tokens       not counted\n" in out
+    assert "batch        32 samples per update at save" in out
+    assert f"next lr      {peak_ref(384 + 32):.6g}  (lr(384 + 32) = lr(416), if the global batch stays 32)" in out
+    assert "processes    2 at save (world_size in the NoamLR state)" in out
+    code, out, _ = inspect(capsys, path, "--config", config_file(tmp_path, unit="samples"))
+    assert code == 0 and "same schedule parameters" in out
+
+
+def test_tokens_state(capsys, tmp_path):
+    path = saved(tmp_path, "tokens.pt", warmup_num_steps=100000, samples=384, tokens=50210, samples_per_update=32, warmup_unit="tokens")
+    code, out, _ = inspect(capsys, path)
+    assert code == 0, out
+    assert "warmup_unit=tokens" in out and "samples      384 seen\n" in out and "tokens       50210 seen  (the warmup_unit" in out
+    assert "next lr      depends on the next update's tokens" in out
+    assert f"lr(50210) = {peak_ref(50210, 100000):.6g}" in out
+
+
+def test_old_updates_state_prints_as_before(capsys, tmp_path):
+    path = saved(tmp_path, "old.pt", warmup_num_steps=40)  # no samples, tokens, samples_per_update, warmup_unit
+    code, out, _ = inspect(capsys, path)
+    assert code == 0, out
+    assert "schedule     NoamLR  warmup_num_steps=40 factor=1.0 warmup_max_lr=0.001\n" in out and "warmup_unit" not in out
+    assert f"next lr      {peak_ref(13, 40):.6g}  (lr(13), the formula with these parameters)\n" in out
+    assert "samples      not counted\n" in out and "tokens       not counted\n" in out and "batch        not recorded" in out
+    code, out, _ = inspect(capsys, path, "--config", config_file(tmp_path, warmup=40))
+    assert code == 0, out
+    assert "same schedule parameters; resuming continues with lr(13)" in out
+
+
+def test_config_with_other_warmup_unit(capsys, tmp_path):
+    path = saved(tmp_path, "samples.pt", samples=384, tokens=None, samples_per_update=32, warmup_unit="samples")
+    code, out, _ = inspect(capsys, path, "--config", config_file(tmp_path))
+    assert code == 1
+    assert "1 difference(s):" in out and "  warmup_unit: checkpoint 'samples', config 'updates'" in out
+    old = saved(tmp_path, "old.pt")
+    code, out, _ = inspect(capsys, old, "--config", config_file(tmp_path, unit="tokens"))
+    assert code == 1 and "  warmup_unit: checkpoint 'updates', config 'tokens'" in out
+
+
+def test_unit_without_its_count(capsys, tmp_path):
+    path = saved(tmp_path, "nocount.pt", samples=None, tokens=None, samples_per_update=None, warmup_unit="samples")
+    code, out, _ = inspect(capsys, path)
+    assert code == 1 and "next lr      unknown: this state has no count of the samples seen" in out
+
+
+def test_foreign_state_with_samples_config(capsys, tmp_path):
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for _ in range(4):
+        optimizer.step()
+        lambda_lr.step()
+    torch.save({"scheduler": lambda_lr.state_dict()}, tmp_path / "lambdalr.pt")
+    code, out, _ = inspect(capsys, tmp_path / "lambdalr.pt", "--config", config_file(tmp_path, unit="samples"))
+    assert code == 1 and "NoamLR adopts 4" in out and "next lr      lr(5 * N)" in out

@@ -145,3 +145,102 @@ def test_inspect_is_wired(tmp_path):
     result = run("inspect", tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip()
+
+
+# ----------------------------------------------------------------------------- warmup_unit (issue 6)
+
+SAMPLES_YAML = "scheduler:\n  type: NoamLR\n  params: {warmup_max_lr: 0.001, warmup_num_steps: 1024, warmup_unit: samples}\n"
+
+
+def test_show_samples_config_in_its_own_unit(tmp_path):
+    path = write(tmp_path / "samples.yaml", SAMPLES_YAML)
+    result = run("show", path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith(f"{path}: NoamLR, warmup_max_lr=0.001, warmup 1024 samples, peak lr 1.00e-03 at sample 1024\n")
+    assert "peak: sample 1024, lr 1.0000e-03" in out
+    assert re.search(r"^\s+sample\s+lr\s+of peak$", out, re.M)
+    table = parse_table(out)
+    assert [x for x, _, _ in table] == [1, 256, 512, 1024, 2048, 4096, 10240]
+    for x, lr, pct in table:
+        assert lr == pytest.approx(reference(x, 1024, peak=1e-3), rel=1e-4)
+        assert pct == pytest.approx(100 * reference(x, 1024, peak=1e-3) / 1e-3, abs=0.05)
+    assert "(samples seen)" in out and "^ peak at sample 1024" in out and "optimizer update" not in out
+    result = run("validate", path)
+    assert result.returncode == 0 and "warmup 1024 samples, peak lr 1.00e-03 at sample 1024)" in result.stdout
+
+
+def test_show_samples_config_per_update(tmp_path):
+    path = write(tmp_path / "samples.yaml", SAMPLES_YAML)
+    result = run("show", path, "--unit", "updates", "--per-update", "32", "--at", "1,16,32,33,100")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "peak: update 32, lr 1.0000e-03" in out and "(optimizer update)" in out and "^ peak at update 32" in out
+    assert re.search(r"^\s+update\s+lr\s+of peak$", out, re.M)
+    table = parse_table(out)
+    assert [k for k, _, _ in table] == [1, 16, 32, 33, 100]
+    for k, lr, _ in table:
+        assert lr == pytest.approx(reference(k * 32, 1024, peak=1e-3), rel=1e-4)  # update k has seen 32 k samples
+        assert lr == pytest.approx(reference(k, 32, peak=1e-3), rel=1e-4)  # = updates with W = 1024 / 32
+    # A batch that does not divide the warmup: the peak falls inside update ceil(1024 / 300) = 4.
+    result = run("show", path, "--unit", "updates", "--per-update", "300")
+    assert result.returncode == 0, result.stderr
+    assert f"peak: update 4 (warmup ends inside it, at 3.41 updates), lr {reference(1200, 1024, peak=1e-3):.4e}" in result.stdout
+    table = parse_table(result.stdout)
+    assert table[-1][0] == 35  # 10 x 1024 samples end in update 35
+    for k, lr, _ in table:
+        assert lr == pytest.approx(reference(k * 300, 1024, peak=1e-3), rel=1e-4)
+
+
+def test_show_updates_config_in_samples():
+    result = run("show", CONFIGS / "peak_lr.yaml", "--unit", "samples", "--per-update", "256",
+                 "--at", "1,256,257,512000,1024000,1024001,2048000")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "warmup 4000 updates, peak lr 1.00e-03 at update 4000" in out  # the config is still described in its unit
+    assert "peak: sample 1024000, lr 1.0000e-03" in out and "(samples seen)" in out
+    table = parse_table(out)
+    assert [x for x, _, _ in table] == [1, 256, 257, 512000, 1024000, 1024001, 2048000]
+    for x, lr, _ in table:
+        assert lr == pytest.approx(reference(-(-x // 256), 4000, peak=1e-3), rel=1e-4)  # sample x is in update ceil(x/256)
+
+
+def test_show_d_model_tokens_config_notes_the_unit(tmp_path):
+    params = "{d_model: 512, warmup_num_steps: 8000, warmup_unit: tokens}"
+    path = write(tmp_path / "tokens.yaml", f"scheduler: {{type: NoamLR, params: {params}}}\n")
+    result = run("show", path)
+    assert result.returncode == 0, result.stderr
+    peak = 512**-0.5 * 8000**-0.5
+    assert f"warmup 8000 tokens, peak lr {peak:.2e} at token 8000" in result.stdout
+    notes = [line for line in result.stdout.splitlines() if "note:" in line]
+    assert len(notes) == 1 and "W in tokens" in notes[0] and "warmup_max_lr" in notes[0]
+    assert "note:" not in run("show", CONFIGS / "transformer_base.yaml").stdout
+
+
+@pytest.mark.parametrize(
+    "config, args, message",
+    [
+        ("samples", ["--unit", "tokens", "--per-update", "5"], "cannot convert samples to tokens"),
+        ("samples", ["--unit", "updates"], "--unit updates needs --per-update N: the samples per optimizer update"),
+        ("updates", ["--unit", "tokens"], "--unit tokens needs --per-update N: the tokens per optimizer update"),
+        ("samples", ["--per-update", "256"], "add --unit updates"),
+    ],
+)
+def test_show_unit_conversion_errors(tmp_path, config, args, message):
+    path = write(tmp_path / "samples.yaml", SAMPLES_YAML) if config == "samples" else CONFIGS / "peak_lr.yaml"
+    result = run("show", path, *args)
+    assert result.returncode == 1
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    if "tokens" in args and config == "samples":
+        assert "--unit updates --per-update N" in result.stderr
+
+
+def test_show_plot_samples_config(tmp_path):
+    path = write(tmp_path / "samples.yaml", SAMPLES_YAML)
+    for args in ([], ["--unit", "updates", "--per-update", "32"]):
+        out = tmp_path / "curve.png"
+        result = run("show", path, *args, "--plot", out)
+        assert result.returncode == 0, result.stderr
+        data = out.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        out.unlink()

@@ -166,6 +166,10 @@ def test_state_dict_is_plain_and_weights_only_loadable(tmp_path):
         "d_model": D,
         "factor": 1.0,
         "warmup_max_lr": None,
+        "warmup_unit": "updates",
+        "samples": None,  # no global batch given: samples are not counted
+        "tokens": None,  # add_tokens never called
+        "samples_per_update": None,
         "world_size": 1,
     }
 
@@ -262,3 +266,237 @@ def test_unknown_or_missing_state_is_a_clear_error():
         noam.load_state_dict({"foo": 1})
     with pytest.raises(ValueError, match="found NoneType"):
         noam.load_state_dict(None)
+
+
+# ---------------------------------------------------------------- warmup in samples or tokens
+
+
+def peak(x, W, top=0.01):
+    """Peak form of the contract's formula, at position x of the unit."""
+    return top * min(x / W, (W / x) ** 0.5)
+
+
+def flat(rows):
+    return [x for row in rows for x in row]
+
+
+def used_lrs(optimizer):
+    """Record the lr of every group when the optimizer applies an update (after NoamLR's own pre-hook)."""
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, a, k: seen.append(group_lrs(opt)))
+    return seen
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_samples_unit_with_constant_batch_equals_updates_unit(groups):
+    """warmup W*N samples at N samples per update gives the same lr sequence as W updates."""
+    N, updates_run = 32, 3 * W
+    runs = {}
+    for unit, warmup in (("updates", W), ("samples", W * N)):
+        model, optimizer, scheduler = make(groups, warmup_num_steps=warmup, d_model=None, warmup_max_lr=0.01,
+                                           warmup_unit=unit, samples_per_update=N)
+        seen = used_lrs(optimizer)
+        for _ in range(updates_run):
+            train_step(model, optimizer)
+            scheduler.step()
+        runs[unit] = seen
+        assert scheduler.samples == updates_run * N and scheduler.updates == updates_run
+    assert flat(runs["samples"]) == pytest.approx(flat(runs["updates"]), rel=1e-12)
+    assert [lrs[0] for lrs in runs["samples"]] == pytest.approx([peak(k, W) for k in range(1, updates_run + 1)], rel=1e-12)
+
+
+def test_samples_unit_first_update_is_not_wasted_and_groups_hold_the_next_lr():
+    N, WS = 8, 100
+    model, optimizer, scheduler = make(2, warmup_num_steps=WS, d_model=None, warmup_max_lr=0.01,
+                                       warmup_unit="samples", samples_per_update=N)
+    assert group_lrs(optimizer) == [peak(N, WS)] * 2  # the first update has seen N samples
+    for k in range(1, 30):
+        train_step(model, optimizer)
+        scheduler.step()
+        assert scheduler.last_epoch == k and scheduler.samples == k * N
+        assert group_lrs(optimizer) == pytest.approx([peak((k + 1) * N, WS)] * 2, rel=1e-12)
+        assert scheduler.get_last_lr() == group_lrs(optimizer)
+
+
+def test_samples_unit_without_global_batch_is_a_clear_error():
+    model, optimizer, scheduler = make(warmup_unit="samples")
+    with pytest.raises(RuntimeError, match=r"does not know the global batch: pass NoamLR\(\.\.\., samples_per_update=N\)"):
+        train_step(model, optimizer)
+    scheduler.samples_per_update = 4
+    train_step(model, optimizer)
+    scheduler.step()
+    assert scheduler.samples == 4 and scheduler.samples_per_update_from == "set by the training script"
+
+
+def test_bad_samples_per_update_and_tokens():
+    with pytest.raises(ValueError, match="samples_per_update: expected an int >= 1 \\(the global batch\\), found int 0"):
+        make(samples_per_update=0)
+    model, optimizer, scheduler = make(warmup_unit="tokens")
+    with pytest.raises(TypeError, match="add_tokens: expected an int >= 0, found int -3"):
+        scheduler.add_tokens(-3)
+    with pytest.raises(TypeError, match="one-element integer tensor, found a torch.float32 tensor"):
+        scheduler.add_tokens(torch.ones(2))
+
+
+def test_tokens_unit_uses_the_tokens_of_the_update_itself():
+    """Update k runs at lr(T_k), T_k = tokens up to and including update k; micro-batches accumulate."""
+    WT = 500
+    model, optimizer, scheduler = make(2, warmup_num_steps=WT, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
+    seen = used_lrs(optimizer)
+    total, expected = 0, []
+    for update in range(12):
+        for micro in range(3):  # accumulation 3, loss per micro-batch
+            n = 7 + 5 * update + micro
+            scheduler.add_tokens(torch.tensor(n) if micro == 1 else n)  # ints and integer tensors
+            model(torch.randn(2, 4)).pow(2).sum().backward()
+            scheduler.step()  # stepping per micro-batch changes nothing
+            total += n
+        expected.append(peak(total, WT))
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        assert scheduler.tokens == total and scheduler.updates == update + 1
+        assert scheduler.get_last_lr() == pytest.approx([expected[-1]] * 2, rel=1e-12)  # lr of the last update
+    assert flat(seen) == pytest.approx(flat([x, x] for x in expected), rel=1e-12)
+
+
+def test_tokens_unit_without_tokens_is_a_clear_error():
+    model, optimizer, scheduler = make(warmup_unit="tokens")
+    with pytest.raises(RuntimeError, match=r"no tokens were reported for update 1\. Call scheduler\.add_tokens\(n\)"):
+        train_step(model, optimizer)
+
+
+def test_updates_unit_counts_samples_and_tokens_without_changing_the_lr():
+    """In updates unit add_tokens only counts; the lr stays lr(k+1)."""
+    model, optimizer, scheduler = make(samples_per_update=6)
+    for k in range(1, 5):
+        scheduler.add_tokens(10 * k)
+        train_step(model, optimizer)
+        scheduler.step()
+        assert group_lrs(optimizer) == [ref(k + 1)]
+    assert (scheduler.updates, scheduler.samples, scheduler.tokens) == (4, 24, 100)
+    state = scheduler.state_dict()
+    assert (state["samples"], state["tokens"], state["samples_per_update"], state["warmup_unit"]) == (24, 100, 6, "updates")
+
+
+def _resume(state, unit, N, warmup, caplog):
+    model, optimizer, scheduler = make(2, warmup_num_steps=warmup, d_model=None, warmup_max_lr=0.01,
+                                       warmup_unit=unit, samples_per_update=N)
+    with caplog.at_level(logging.WARNING, logger="noam_plugin"):
+        scheduler.load_state_dict(state)
+    return model, optimizer, scheduler
+
+
+def test_resume_with_half_the_global_batch_continues_in_samples(caplog):
+    """Saved after 5 updates of 16 samples; resumed at 8 per update: lr(80 + 8 j) for the j-th update."""
+    WS = 120
+    model, optimizer, scheduler = make(warmup_num_steps=WS, d_model=None, warmup_max_lr=0.01,
+                                       warmup_unit="samples", samples_per_update=16)
+    for _ in range(5):
+        train_step(model, optimizer)
+        scheduler.step()
+    state = scheduler.state_dict()
+    assert (state["updates"], state["samples"], state["samples_per_update"]) == (5, 80, 16)
+
+    model, optimizer, scheduler = _resume(state, "samples", 8, WS, caplog)
+    assert "the global batch changed since the checkpoint (from 16 to 8 samples per update); " \
+           "warmup_unit 'samples' continues from 80 samples seen" in caplog.text
+    seen = used_lrs(optimizer)
+    for _ in range(6):
+        train_step(model, optimizer)
+        scheduler.step()
+    assert [lrs[0] for lrs in seen] == pytest.approx([peak(80 + 8 * j, WS) for j in range(1, 7)], rel=1e-12)
+    assert (scheduler.updates, scheduler.samples) == (11, 128)
+
+
+def test_resume_with_another_global_batch_in_updates_unit_logs_the_change(caplog):
+    model, optimizer, scheduler = make(samples_per_update=16)
+    for _ in range(5):
+        train_step(model, optimizer)
+        scheduler.step()
+    model, optimizer, scheduler = make(samples_per_update=8)
+    with caplog.at_level(logging.WARNING, logger="noam_plugin"):
+        scheduler.load_state_dict(scheduler_state := {**_state_of(5, 80, None, 16), "d_model": D, "warmup_max_lr": None})
+    assert scheduler_state["warmup_unit"] == "updates"
+    assert "the global batch changed since the checkpoint (from 16 to 8 samples per update); " \
+           "the schedule continues in updates at update 6" in caplog.text
+    assert group_lrs(optimizer) == [ref(6)]
+
+
+def _state_of(updates, samples, tokens, per_update, **params):
+    return {"type": "NoamLR", "updates": updates, "samples": samples, "tokens": tokens, "samples_per_update": per_update,
+            "warmup_num_steps": W, "d_model": None, "factor": 1.0, "warmup_max_lr": 0.01, "warmup_unit": "updates",
+            "world_size": 1, **params}
+
+
+def test_resume_tokens_unit_continues_from_tokens_seen(caplog):
+    WT = 300
+    state = _state_of(4, None, 250, None, warmup_num_steps=WT, warmup_unit="tokens")
+    model, optimizer, scheduler = _resume(state, "tokens", None, WT, caplog)
+    seen = used_lrs(optimizer)
+    scheduler.add_tokens(30)
+    train_step(model, optimizer)
+    scheduler.step()
+    assert flat(seen) == pytest.approx([peak(280, WT)] * 2, rel=1e-12) and scheduler.tokens == 280
+
+
+def test_old_state_without_unit_loads_as_updates_and_unit_change_is_a_mismatch():
+    old = {"type": "NoamLR", "updates": 3, "warmup_num_steps": W, "d_model": D, "factor": 1.0, "warmup_max_lr": None, "world_size": 1}
+    model, optimizer, scheduler = make()
+    scheduler.load_state_dict(old)
+    assert group_lrs(optimizer) == [ref(4)] and scheduler.samples is None and scheduler.tokens is None
+    model, optimizer, scheduler = make(warmup_unit="samples", samples_per_update=4)
+    with pytest.raises(ScheduleMismatchError, match="warmup_unit: checkpoint 'updates', now 'samples'"):
+        scheduler.load_state_dict(old)
+
+
+def test_unit_change_allowed_needs_the_count(caplog):
+    """updates -> samples with allow_param_change continues from the saved sample count; without one, a clear error."""
+    state = _state_of(5, 40, None, 8)
+    model, optimizer, scheduler = make(warmup_num_steps=80, d_model=None, warmup_max_lr=0.01, warmup_unit="samples",
+                                       samples_per_update=8, allow_param_change=True)
+    scheduler.load_state_dict(state)
+    assert group_lrs(optimizer) == [pytest.approx(peak(48, 80), rel=1e-12)]
+    with pytest.raises(ValueError, match="holds no count of the samples seen"):
+        scheduler.load_state_dict(_state_of(5, None, None, None))
+
+
+def test_foreign_state_adopted_in_samples(caplog):
+    model, optimizer, scheduler = make(warmup_num_steps=64, d_model=None, warmup_max_lr=0.01, warmup_unit="samples",
+                                       samples_per_update=4)
+    with caplog.at_level(logging.WARNING, logger="noam_plugin"):
+        scheduler.load_state_dict({"last_batch_iteration": 9})
+    assert "adopted update count 10 from a DeepSpeed scheduler state (last_batch_iteration=9); continuing at update 10, 40 samples" in caplog.text
+    assert group_lrs(optimizer) == [pytest.approx(peak(44, 64), rel=1e-12)]
+    model, optimizer, scheduler = make(warmup_unit="tokens")
+    with pytest.raises(ValueError, match="holds no count of the tokens seen"):
+        scheduler.load_state_dict({"last_epoch": 3})
+
+
+def test_tokens_unit_after_the_optimizer_state_is_reloaded():
+    """optimizer.load_state_dict() makes new param-group dicts (Accelerate's prepare() does it): the lr goes to those."""
+    model, optimizer, scheduler = make(2, warmup_num_steps=100, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
+    optimizer.load_state_dict(optimizer.state_dict())
+    seen = used_lrs(optimizer)
+    scheduler.add_tokens(30)
+    train_step(model, optimizer)
+    scheduler.step()
+    assert flat(seen) == pytest.approx([peak(30, 100)] * 2, rel=1e-12)
+
+
+def test_overflow_skipped_update_drops_its_tokens_and_lr():
+    """What the DeepSpeed integration does around an update the engine skips: prepare, no update, drop."""
+    model, optimizer, scheduler = make(warmup_num_steps=100, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
+    scheduler.add_tokens(40)
+    train_step(model, optimizer)
+    scheduler.step()
+    scheduler.add_tokens(25)
+    scheduler.prepare_update()  # the engine is about to step ...
+    assert group_lrs(optimizer) == [peak(65, 100)]
+    scheduler.drop_unapplied_update()  # ... and skipped it (overflow): no data, lr of the last update again
+    assert group_lrs(optimizer) == [peak(40, 100)] and scheduler.get_last_lr() == [peak(40, 100)]
+    seen = used_lrs(optimizer)
+    scheduler.add_tokens(10)
+    train_step(model, optimizer)
+    scheduler.step()
+    assert seen == [[peak(50, 100)]] and scheduler.tokens == 50 and scheduler.updates == 2

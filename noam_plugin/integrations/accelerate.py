@@ -17,7 +17,9 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 - `patch_accelerator`: with NoamLR declared in the DeepSpeed config and
   `"warmup_num_steps": "auto"`, a `DummyScheduler` built without
   `warmup_num_steps` (default 0) would silently become a warmup of 1 update,
-  i.e. start at the peak lr. That is an error here.
+  i.e. start at the peak lr. That is an error here. And without DeepSpeed,
+  `prepare()` tells a NoamLR its global batch: processes x batch x
+  accumulation of the one prepared DataLoader (DeepSpeed's engine does it there).
 
 `python -m noam_plugin.integrations.accelerate to-universal SAVED OUT` turns an
 `accelerator.save_state` folder of a DeepSpeed ZeRO run into one that
@@ -96,9 +98,53 @@ def _prepare_deepspeed(original):
     return wrapper
 
 
+def set_global_batch(accelerator, prepared: tuple) -> None:
+    """samples_per_update of each prepared NoamLR the script did not set itself: total batch x accumulation.
+
+    The DataLoader is the one prepared together with the scheduler, else the only one
+    prepared at all; with several, the script sets `samples_per_update` (NoamLR says so
+    before the first update if its warmup is in samples).
+    """
+    from accelerate.utils import DistributedType
+
+    from noam_plugin.scheduler import NoamLR
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return  # the engine knows: integrations/deepspeed.py
+    schedulers = [s.scheduler for s in accelerator._schedulers if isinstance(getattr(s, "scheduler", None), NoamLR)]
+    schedulers = [s for s in schedulers if s.samples_per_update_from in ("", ACCELERATE_SOURCE)]
+    if not schedulers:
+        return
+    loaders = [obj for obj in prepared if hasattr(obj, "total_batch_size")] or list(accelerator._dataloaders)
+    if len(loaders) != 1 or not loaders[0].total_batch_size:
+        return
+    batch, accumulation = loaders[0].total_batch_size, accelerator.gradient_accumulation_steps
+    for scheduler in schedulers:
+        scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE)
+        if scheduler.config.warmup_unit == "samples" and accelerator.is_main_process:
+            log.warning(
+                f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over {accelerator.num_processes} "
+                f"process(es), x {accumulation} accumulation steps from Accelerator.gradient_accumulation_steps); "
+                "accumulating by hand? set scheduler.samples_per_update"
+            )
+
+
+ACCELERATE_SOURCE = "Accelerate: processes x batch x accumulation"
+
+
+def _prepare(original):
+    def wrapper(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        set_global_batch(self, result if isinstance(result, tuple) else (result,))
+        return result
+
+    return wrapper
+
+
 def patch_accelerator(accelerator_module: ModuleType) -> None:
-    """Check DummyScheduler against a NoamLR "auto" config before Accelerate fills it in."""
+    """Check DummyScheduler against a NoamLR "auto" config; tell NoamLR the global batch."""
     wrap_once(accelerator_module.Accelerator, "_prepare_deepspeed", _prepare_deepspeed)
+    wrap_once(accelerator_module.Accelerator, "prepare", _prepare)
 
 
 # ---------------------------------------------------------------- resume on another number of processes

@@ -1,11 +1,15 @@
 """DeepSpeed integration: `"scheduler": {"type": "NoamLR"}` in DeepSpeed configs, and resume.
 
 Imported only when DeepSpeed is (by `noam_plugin._autoregister`). Besides the
-scheduler factory it wraps four `DeepSpeedEngine` methods, each doing nothing
+scheduler factory it wraps five `DeepSpeedEngine` methods, each doing nothing
 unless the engine's scheduler is a NoamLR:
 
 - `_configure_lr_scheduler`: a NoamLR built on another optimizer than the
-  engine's (Accelerate swaps in a DeepSpeedCPUAdam for CPU offload) is re-bound.
+  engine's (Accelerate swaps in a DeepSpeedCPUAdam for CPU offload) is re-bound,
+  and it learns the global batch (`train_batch_size()`).
+- `_take_model_step`: before each update NoamLR is told its samples (what the
+  engine adds to `global_samples`) and, when tokens are counted, sums them over
+  ranks; the data of an update skipped on overflow is dropped.
 - `_scheduler_from_config`: errors in `scheduler.params` name the config file.
 - `load_checkpoint`: the scheduler state is loaded after the ZeRO optimizer
   state (which would otherwise overwrite the lr with the saved one), and a
@@ -76,6 +80,8 @@ def _configure_lr_scheduler(original):
     def wrapper(self):
         original(self)
         scheduler = self.lr_scheduler
+        if _is_noam(scheduler):
+            scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
         if _is_noam(scheduler) and self.optimizer is not None:
             before = scheduler.optimizer
             scheduler.bind(self.optimizer)
@@ -85,6 +91,30 @@ def _configure_lr_scheduler(original):
                     f"NoamLR: re-bound from {type(before).__name__} to the engine's optimizer "
                     f"{type(scheduler.optimizer).__name__} (it was built on an optimizer the engine replaced)",
                 )
+
+    return wrapper
+
+
+def _update_samples(engine: Any) -> int:
+    """Samples of the update about to be applied, as the engine will add them to global_samples."""
+    managed = getattr(engine, "managed_gradient_accumulation", None)
+    if managed is not None and not managed():  # the caller owns the boundary: count its micro-batches
+        return engine.train_batch_size() // engine.gradient_accumulation_steps() * engine._unmanaged_backward_count
+    return engine.train_batch_size()
+
+
+def _take_model_step(original):
+    def wrapper(self, *args, **kwargs):
+        scheduler = self.lr_scheduler
+        if not _is_noam(scheduler):
+            return original(self, *args, **kwargs)
+        if scheduler.samples_per_update != self.train_batch_size():  # set_train_batch_size() since
+            scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
+        scheduler.prepare_update(samples=_update_samples(self))  # every rank is here: safe to sum tokens
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            scheduler.drop_unapplied_update()  # overflow: DeepSpeed skipped the update and scheduler.step()
 
     return wrapper
 
@@ -121,12 +151,14 @@ def _load_checkpoint(original):
         state = client_state.pop("lr_scheduler", None)
         if state is None:
             updates = self.global_steps - self.skipped_steps
-            _set_updates(scheduler, updates)
+            samples = self.global_samples - self.skipped_steps * self.train_batch_size()
+            _set_counts(scheduler, updates, samples)
             _rank0_log(
                 self,
                 f"NoamLR: checkpoint {load_path} has no scheduler state; resuming at update {updates} "
-                f"(global_steps {self.global_steps} - skipped_steps {self.skipped_steps}); "
-                f"next lr {scheduler.get_last_lr()[0]:.6g}",
+                f"(global_steps {self.global_steps} - skipped_steps {self.skipped_steps}), {samples} samples "
+                f"(global_samples {self.global_samples} - skipped_steps x {self.train_batch_size()}); "
+                f"lr {scheduler.get_last_lr()[0]:.6g}",
             )
         else:
             scheduler.load_state_dict(state)
@@ -135,9 +167,12 @@ def _load_checkpoint(original):
     return wrapper
 
 
-def _set_updates(scheduler: Any, updates: int) -> None:
-    """Start NoamLR at `updates` through its public state API (same params: no mismatch)."""
-    scheduler.load_state_dict({"type": "NoamLR", "updates": updates, **scheduler.config.schedule_params})
+def _set_counts(scheduler: Any, updates: int, samples: int) -> None:
+    """Start NoamLR at these counts through its public state API (same params: no mismatch; tokens unknown)."""
+    scheduler.load_state_dict({
+        "type": "NoamLR", "updates": updates, "samples": samples, "tokens": None,
+        "samples_per_update": scheduler.samples_per_update, **scheduler.config.schedule_params,
+    })
 
 
 def _save_checkpoint(original):
@@ -180,6 +215,7 @@ def patch_engine(engine_module: ModuleType) -> None:
     """Wrap the DeepSpeedEngine methods listed in the module docstring (idempotent)."""
     engine = engine_module.DeepSpeedEngine
     wrap_once(engine, "_configure_lr_scheduler", _configure_lr_scheduler)
+    wrap_once(engine, "_take_model_step", _take_model_step)
     wrap_once(engine, "_scheduler_from_config", _scheduler_from_config)
     wrap_once(engine, "load_checkpoint", _load_checkpoint)
     wrap_once(engine, "save_checkpoint", _save_checkpoint)

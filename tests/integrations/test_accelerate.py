@@ -49,9 +49,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker_args(out, *, schedule=PEAK, updates, accum=1, groups=1, scheduler="prepare", save_at=None, ckpt=None, resume=None):
+def worker_args(out, *, schedule=PEAK, updates, accum=1, groups=1, scheduler="prepare", save_at=None, ckpt=None, resume=None,
+                tokens=False):
     args = [WORKER, "--out", str(out), "--updates", str(updates), "--accum", str(accum), "--groups", str(groups)]
-    args += ["--schedule", json.dumps(schedule), "--scheduler", scheduler]
+    args += ["--schedule", json.dumps(schedule), "--scheduler", scheduler] + (["--tokens"] if tokens else [])
     if save_at is not None:
         args += ["--save-at", str(save_at), "--ckpt", str(ckpt)]
     if resume is not None:
@@ -164,7 +165,8 @@ def test_ddp_two_processes_accumulation_resume_on_one_and_two(tmp_path):
     # Accelerate keeps the scheduler in scheduler.bin (torch.save); torch's default weights_only=True reads it.
     state = torch.load(ckpt / "scheduler.bin")
     assert state == {"type": "NoamLR", "updates": 3, "warmup_num_steps": 4, "d_model": None, "factor": 1.0,
-                     "warmup_max_lr": 0.01, "world_size": 2}
+                     "warmup_max_lr": 0.01, "warmup_unit": "updates", "world_size": 2,
+                     "samples": 48, "tokens": None, "samples_per_update": 16}  # 2 processes x batch 4 x accumulation 2
 
     for n in (1, 2):
         out = tmp_path / f"resume{n}"
@@ -255,3 +257,89 @@ def test_multinode_template_two_machines_on_loopback(tmp_path):
             kill_all(proc, out)
     assert [p.returncode for p in procs] == [0, 0], log_tail(tmp_path / "m0") + log_tail(tmp_path / "m1")
     check(out, processes=2, first=0, last=5, groups=2, deepspeed=True)
+
+
+# ---------------------------------------------------------------- warmup in samples or tokens (issue 6)
+
+SAMPLES = {"warmup_num_steps": 48, "warmup_max_lr": 0.01, "warmup_unit": "samples"}
+TOKENS = {"warmup_num_steps": 200, "warmup_max_lr": 0.01, "warmup_unit": "tokens"}
+
+
+def check_data(out: Path, *, processes, per_update, schedule, start=(0, 0), groups=1, deepspeed=False):
+    """Update k ran at lr(D + d): D the data of the updates before it, d its own (samples: the global
+    batch; tokens: every rank's reports summed). Returns the data seen after each update (rank 0)."""
+    infos = [json.loads(f.read_text()) for f in sorted(out.glob("rank*.json"))]
+    assert len(infos) == processes, log_tail(out)
+    unit = schedule["warmup_unit"]
+    k0, seen = start
+    reference = {key: v for key, v in schedule.items() if key != "warmup_unit"}
+    after = []
+    for records in zip(*(info["records"] for info in infos)):
+        k = records[0]["k"]
+        if k > k0:
+            this = per_update if unit == "samples" else sum(sum(r["tokens_reported"]) for r in records)
+            seen += this
+            used = reference_lr(seen, **reference)
+        for rank, r in enumerate(records):
+            where = f"{out.name} rank {rank} update {k}"
+            assert r["k"] == k and r["last_epoch"] == k, where
+            assert r["samples_per_update"] == per_update, where
+            assert r[unit] == seen, f"{where}: {unit} counted {r[unit]}, expected {seen}"
+            if k > k0:
+                assert r["used"] and r["used"] == pytest.approx([used] * len(r["used"]), rel=1e-12), (
+                    f"{where}: ran with lr {r['used']}, expected lr({seen} {unit}) = {used}"
+                )
+            if unit == "samples":  # the next update's data is known: the groups hold its lr
+                want = [reference_lr(seen + per_update, **reference)] * groups
+                for name in ("groups", "inner_groups", "last_lr"):
+                    assert r[name] == pytest.approx(want, rel=1e-12), f"{where}: {name}"
+        after.append(seen)
+    for info in infos:
+        assert ("DEEPSPEED" in info["distributed_type"]) == deepspeed and (info["engine_scheduler"] == "NoamLR") == deepspeed
+    return after
+
+
+def test_ddp_samples_warmup_resumed_on_half_the_global_batch(tmp_path):
+    """2 processes x batch 4 x accumulation 2 = 16 samples per update; saved at update 3 (48 samples = the
+    peak), killed, resumed on 1 process (8 per update): update 3 + j runs at lr(48 + 8 j)."""
+    common = dict(updates=7, accum=2, groups=2, schedule=SAMPLES)
+    ckpt = tmp_path / "ckpt"
+    run_until_saved_then_kill("ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
+    assert check_data(tmp_path / "save", processes=2, per_update=16, schedule=SAMPLES, groups=2) == [0, 16, 32, 48]
+    state = torch.load(ckpt / "scheduler.bin")
+    assert (state["warmup_unit"], state["updates"], state["samples"], state["samples_per_update"]) == ("samples", 3, 48, 16)
+
+    log = run("ddp", tmp_path / "resume", worker_args(tmp_path / "resume", resume=ckpt, **common), processes=1)
+    seen = check_data(tmp_path / "resume", processes=1, per_update=8, schedule=SAMPLES, start=(3, 48), groups=2)
+    assert seen == [48, 56, 64, 72, 80]
+    assert "NoamLR: 8 samples per update (batches of 4 over 1 process(es), x 2 accumulation steps" in log
+    assert "the global batch changed since the checkpoint (from 16 to 8 samples per update); " \
+           "warmup_unit 'samples' continues from 48 samples seen" in log
+
+
+@pytest.mark.parametrize("config, deepspeed", [("ddp", False), ("zero2", True)])
+def test_tokens_warmup_summed_over_processes(tmp_path, config, deepspeed):
+    """add_tokens(tensor) once per micro-batch before backward; every rank runs each update at lr(tokens seen)."""
+    out = tmp_path / "run"
+    run(config, out, worker_args(out, updates=5, accum=2, groups=2, schedule=TOKENS, tokens=True))
+    seen = check_data(out, processes=2, per_update=16, schedule=TOKENS, groups=2, deepspeed=deepspeed)
+    assert seen[-1] > TOKENS["warmup_num_steps"]  # the run passes the peak
+
+
+def test_deepspeed_zero2_samples_warmup_resumed_on_one_process(tmp_path):
+    """Accelerate + ZeRO-2: the engine's train_batch_size (2 x 4 x accumulation 2 = 16) is the global batch;
+    saved at update 3, killed, made universal, resumed on 1 process at 8 per update."""
+    common = dict(updates=6, accum=2, groups=2, schedule=SAMPLES)
+    ckpt = tmp_path / "ckpt"
+    run_until_saved_then_kill("zero2", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
+    assert check_data(tmp_path / "save", processes=2, per_update=16, schedule=SAMPLES, groups=2, deepspeed=True) == [0, 16, 32, 48]
+    universal = tmp_path / "ckpt_universal"
+    convert = subprocess.run(
+        [sys.executable, "-m", "noam_plugin.integrations.accelerate", "to-universal", str(ckpt), str(universal)],
+        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert convert.returncode == 0, convert.stdout + convert.stderr
+    log = run("zero2_universal", tmp_path / "resume", worker_args(tmp_path / "resume", resume=universal, **common), processes=1)
+    seen = check_data(tmp_path / "resume", processes=1, per_update=8, schedule=SAMPLES, start=(3, 48), groups=2, deepspeed=True)
+    assert seen == [48, 56, 64, 72]
+    assert "warmup_unit 'samples' continues from 48 samples seen" in log

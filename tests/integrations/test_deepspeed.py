@@ -30,6 +30,10 @@ LAUNCH_TIMEOUT = 420  # first run in a fresh environment also compiles DeepSpeed
 P_D = {"d_model": 64, "warmup_num_steps": 3}
 P_PEAK = {"warmup_max_lr": 0.01, "warmup_num_steps": 3}
 P_FACTOR = {"d_model": 32, "warmup_num_steps": 4, "factor": 2.0}
+# warmup in data: 12 samples (3 updates of 2 ranks x micro-batch 2), ~150 tokens (tokens_of() in ds_common)
+P_SAMPLES = {"warmup_max_lr": 0.01, "warmup_num_steps": 12, "warmup_unit": "samples"}
+P_TOKENS = {"warmup_max_lr": 0.01, "warmup_num_steps": 150, "warmup_unit": "tokens"}
+P_TOKENS_D = {"d_model": 64, "warmup_num_steps": 100, "warmup_unit": "tokens"}
 
 
 def noam(params):
@@ -230,6 +234,44 @@ def check_attempts(record, params, start, groups, detects_overflow=True, where="
     return used
 
 
+def check_data_attempts(ranks, params, groups, start=(0, 0, 0), where=""):
+    """Like check_attempts for warmup_unit samples/tokens: update k runs at lr(D + d), D the data of the
+    updates before it, d its own (samples: the engine's train_batch_size; tokens: every rank's reports summed).
+    Returns (k, samples, tokens) at the end and the lr used by each applied update."""
+    unit = params["warmup_unit"]
+    k, samples, tokens = start
+    used = []
+    for number, attempts in enumerate(zip(*(data["attempts"] for data in ranks)), 1):
+        at = f"{where} attempt {number} (k={k})"
+        this_samples = attempts[0]["train_batch_size"]
+        this_tokens = sum(sum(a["tokens_reported"]) for a in attempts)
+        lr = ref(params, samples + this_samples if unit == "samples" else tokens + this_tokens)
+        skipped = attempts[0]["inject_inf"]
+        for rank, a in enumerate(attempts):
+            if unit == "samples":  # known ahead: the groups already hold it
+                assert a["lr_before"] == approx([lr] * groups), f"{at} rank {rank}"
+            if skipped:
+                assert a["inner_calls"] == [], f"{at}: inner optimizer stepped on a skipped update"
+            else:
+                assert a["inner_calls"], f"{at}: no inner optimizer step"
+                for call in a["inner_calls"]:
+                    assert call == approx([lr] * len(call)), f"{at} rank {rank}: update ran at {call}, expected lr({unit} seen) {lr}"
+        if not skipped:
+            k, samples, tokens = k + 1, samples + this_samples, tokens + this_tokens
+            used.append(lr)
+            Tally.updates += 1
+        else:
+            Tally.skipped += 1
+        for rank, a in enumerate(attempts):
+            assert a["last_epoch"] == k == a["global_steps"] - a["skipped_steps"], f"{at} rank {rank}"
+            assert a["samples"] == samples and a["samples_per_update"] == this_samples, f"{at} rank {rank}"
+            assert a["tokens"] == (tokens if this_tokens or tokens else None), f"{at} rank {rank}"
+            after = ref(params, samples + this_samples) if unit == "samples" else (used[-1] if used else None)
+            if after is not None:
+                assert a["group_lrs"] == approx([after] * groups) and a["last_lr"] == approx([after] * groups), f"{at} rank {rank}"
+    return (k, samples, tokens), used
+
+
 def check_snapshot(snapshot, params, k, groups, where=""):
     expected = approx([ref(params, k + 1)] * groups)
     assert snapshot["last_epoch"] == k, where
@@ -281,6 +323,19 @@ def matrix_cases():
     return cases
 
 
+def data_cases():
+    """warmup_unit samples / tokens over stages, precision, offload, accumulation, skipped updates."""
+    case = dict(dtype="fp32", offload=False, ga=1, groups=2, updates=4, inject_at=[])
+    return [
+        {**case, "name": "samples_z2_off_ga2", "stage": 2, "offload": True, "ga": 2, "scheduler": noam({**P_SAMPLES, "warmup_num_steps": 24})},
+        {**case, "name": "samples_z3_bf16", "stage": 3, "dtype": "bf16", "inject_at": [2], "scheduler": noam(P_SAMPLES), "tokens": True},
+        {**case, "name": "tokens_z0", "stage": 0, "groups": 1, "scheduler": noam(P_TOKENS_D), "tokens": True},
+        {**case, "name": "tokens_z1_bf16_ga2", "stage": 1, "dtype": "bf16", "ga": 2, "inject_at": [2], "scheduler": noam(P_TOKENS), "tokens": True},
+        {**case, "name": "tokens_z2_off", "stage": 2, "offload": True, "scheduler": noam(P_TOKENS), "tokens": True},
+        {**case, "name": "tokens_z3_ga2", "stage": 3, "ga": 2, "scheduler": noam(P_TOKENS_D), "tokens": True},
+    ]
+
+
 def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_root):
     tmp_path = work_root / "matrix"
     tmp_path.mkdir()
@@ -300,7 +355,8 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
     assert len(shipped) >= 5
     for path in shipped:
         extra.append(dict(name=f"shipped_{path.stem}", config_path=str(path), groups=2, updates=3))
-    launch, out = single_node("matrix", "ds_step_count.py", {"cases": cases + extra}, tmp_path)
+    by_data = data_cases()
+    launch, out = single_node("matrix", "ds_step_count.py", {"cases": cases + by_data + extra}, tmp_path)
     seconds = launch.wait()
 
     summary = results(out, "summary")
@@ -317,6 +373,13 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
             if case["inject_at"]:
                 assert data["attempts"][-1]["skipped_steps"] == 1, f"{case['name']}: the inf update was not skipped"
     assert {"DeepSpeedZeroOptimizer", "DeepSpeedZeroOptimizer_Stage3", "BF16_Optimizer", "FP16_UnfusedOptimizer", "AdamW"} <= wrappers, wrappers
+
+    for case in by_data:
+        ranks = results(out, case["name"])
+        (k, samples, tokens), used = check_data_attempts(ranks, case["scheduler"]["params"], case["groups"], where=case["name"])
+        assert k == case["updates"] and samples == 4 * k * case["ga"]  # 2 ranks x micro-batch 2 x accumulation
+        if not case["inject_at"]:  # DeepSpeed's own count agrees (it also counts skipped updates' samples)
+            assert all(data["attempts"][-1]["global_samples"] == samples for data in ranks)
 
     for rank, data in enumerate(results(out, "config_file")):
         check_attempts(data, P_PEAK, 0, 2, where=f"config_file rank {rank}")
@@ -343,7 +406,7 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
             check_attempts(data, params, 0, 2, where=f"{path.name} rank {rank}")
 
     updates, skipped, inner = (Tally.updates - before[0], Tally.skipped - before[1], Tally.inner_steps - before[2])
-    print(f"step count: {len(cases)} matrix engines + {len(extra)} others x 2 ranks in {seconds:.0f} s; "
+    print(f"step count: {len(cases)} matrix engines + {len(by_data)} in samples/tokens + {len(extra)} others x 2 ranks in {seconds:.0f} s; "
           f"{updates} updates, {skipped} skipped (inf), {inner} inner optimizer steps checked; wrappers {sorted(wrappers)}")
 
 
@@ -362,6 +425,12 @@ SAVED = {
     "z2": (2, "fp32", 1, P_D, 4, []),
     "z3": (3, "bf16", 2, P_FACTOR, 4, [3]),
     "z2off": (2, "fp32", 2, P_D, 4, []),
+}
+# name -> (stage, dtype, params, inject): saved by 2 processes, resumed by 1 with the same micro-batch
+DATA_SAVED = {
+    "samples": (2, "fp32", P_SAMPLES, []),
+    "tokens": (1, "bf16", P_TOKENS, [2]),
+    "batch_updates": (2, "fp32", P_D, []),
 }
 WARMUP_LR = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 0.001, "warmup_num_steps": 10}}
 MORE = 3  # updates after each resume
@@ -390,6 +459,9 @@ def run_resume_chain(work, launches):
         job("warm", 2, None, 3, scheduler=WARMUP_LR, save=str(ck / "warm")),
         job("nosched", 2, None, 3, dtype="bf16", inject_at=[2], save=str(ck / "nosched")),
         job("params", 1, P_D, 3, save=str(ck / "params")),
+        # warmup in data, and an updates schedule that will see its global batch halve
+        *[job(name, stage, params, 4, dtype, inject_at=inject, tokens=True, save=str(ck / name))
+          for name, (stage, dtype, params, inject) in DATA_SAVED.items()],
         # last: complete save at 3, two more updates, then a save during which we are killed
         job("stall", 2, P_D, 3, stall_save={"dir": str(ck / "stall"), "after": 2}),
     ]
@@ -410,7 +482,7 @@ def run_resume_chain(work, launches):
     start = time.monotonic()
     convert = subprocess.run(
         [str(BIN / "python"), "-m", "noam_plugin.integrations.deepspeed", "convert-universal",
-         str(ck / "z1"), str(ck / "z2"), str(ck / "z3")],
+         *(str(ck / name) for name in ("z1", "z2", "z3", *DATA_SAVED))],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
     )
     assert convert.returncode == 0, convert.stdout[-3000:] + convert.stderr[-3000:]
@@ -421,6 +493,8 @@ def run_resume_chain(work, launches):
     for name in ("z1", "z2", "z3"):
         stage, dtype, groups, params, _, _ = SAVED[name]
         one_jobs.append(job(f"{name}_to1", stage, params, MORE, dtype, groups, load=str(ck / name), load_universal=True))
+    for name, (stage, dtype, params, _) in DATA_SAVED.items():
+        one_jobs.append(job(f"{name}_to1", stage, params, MORE, dtype, tokens=True, load=str(ck / name), load_universal=True))
     one_jobs.append(job("one", 2, P_PEAK, 4, save=str(ck / "one")))
     one, one_out = single_node("one_process", "ds_resume.py", {"jobs": one_jobs, "hang_at_end": True}, work, nproc=1)
     launches.append(one)
@@ -505,6 +579,34 @@ def test_resume_two_processes_on_one_through_universal_checkpoint(resume_runs):
     for name in ("z1", "z2", "z3"):
         assert f"{resume_runs['ck'] / name}: universal checkpoint" in resume_runs["convert"]
         assert (resume_runs["ck"] / name / "latest_universal").exists()
+
+
+def test_resume_on_half_the_global_batch_continues_in_samples_and_tokens(resume_runs):
+    """Issue 6: 2 processes -> 1 with the same micro-batch, so the global batch halves (4 -> 2 samples).
+
+    samples/tokens: update j after the resume runs at lr(data seen including it), counted
+    over the whole run; updates: continues in updates and says the global batch changed."""
+    for name in ("samples", "tokens"):
+        stage, dtype, params, inject = DATA_SAVED[name]
+        saved_ranks = results(resume_runs["nodes"], name)
+        counts, before = check_data_attempts(saved_ranks, params, 2, where=f"{name} before the kill")
+        assert counts[0] == 4 and counts[1] == 16  # 4 updates x (2 ranks x micro-batch 2)
+        assert all(data["saved"]["samples"] == counts[1] and data["saved"]["tokens"] == counts[2] for data in saved_ranks)
+        (data,) = results(resume_runs["one"], f"{name}_to1", world=1)
+        loaded = data["after_load"]
+        assert (loaded["last_epoch"], loaded["samples"], loaded["tokens"]) == counts, f"{name}: counts after load"
+        assert loaded["samples_per_update"] == loaded["train_batch_size"] == 2
+        end, after = check_data_attempts([data], params, 2, start=counts, where=f"{name} 2->1")
+        assert end[0] == 4 + MORE and end[1] == 16 + 2 * MORE
+        if name == "samples":  # the lr of update 4 + j is the curve at 16 + 2j samples
+            assert after == approx([ref(params, 16 + 2 * j) for j in range(1, MORE + 1)])
+    assert "the global batch changed since the checkpoint (from 4 to 2 samples per update); " \
+           "warmup_unit 'samples' continues from 16 samples seen" in resume_runs["log_one"]
+    stage, dtype, params, _ = DATA_SAVED["batch_updates"]
+    (data,) = results(resume_runs["one"], "batch_updates_to1", world=1)
+    check_resumed(data, params, 4, 2, "batch_updates 2->1")
+    assert "the global batch changed since the checkpoint (from 4 to 2 samples per update); " \
+           "the schedule continues in updates at update 5" in resume_runs["log_one"]
 
 
 def test_resume_one_process_on_two_through_universal_checkpoint(resume_runs):

@@ -46,6 +46,7 @@ def main():
     parser.add_argument("--save-at", type=int)
     parser.add_argument("--ckpt")
     parser.add_argument("--resume")
+    parser.add_argument("--tokens", action="store_true", help="report each micro-batch's tokens with NoamLR.add_tokens")
     args = parser.parse_args()
     schedule = json.loads(args.schedule)
     os.makedirs(args.out, exist_ok=True)  # torchrun starts each worker in its own session: the test kills these too
@@ -101,8 +102,15 @@ def main():
         "records": [],
     }
 
+    noam = scheduler.scheduler  # the NoamLR inside Accelerate's wrapper
+    reported = []  # this rank's add_tokens() calls during the current update
+
     def record(k, used):
         info["records"].append({
+            "samples": noam.samples,
+            "tokens": noam.tokens,
+            "samples_per_update": noam.samples_per_update,
+            "tokens_reported": reported[:],
             "k": k,
             "used": used,  # lrs the inner optimizer stepped with during update k
             "groups": [g["lr"] for g in optimizer.param_groups],
@@ -119,6 +127,9 @@ def main():
     while done < args.updates:
         for x, y in loader:
             with accelerator.accumulate(model):
+                if args.tokens:  # before backward: under DeepSpeed the update happens inside it
+                    reported.append(int((x.abs() > 0.5).sum()))
+                    noam.add_tokens((x.abs() > 0.5).sum())
                 loss = torch.nn.functional.mse_loss(model(x), y)
                 accelerator.backward(loss)
                 optimizer.step()
@@ -128,6 +139,7 @@ def main():
                 done += 1
                 record(done, seen[:])
                 seen.clear()
+                reported.clear()
                 if done == args.save_at:
                     accelerator.save_state(args.ckpt)
                     write()

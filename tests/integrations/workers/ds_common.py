@@ -80,6 +80,11 @@ def build(case, config=None, **kwargs):
     return engine
 
 
+def tokens_of(step, rank, micro):
+    """Tokens a micro-batch reports: different on every rank, micro-batch and update (like real padding)."""
+    return 5 + 3 * rank + 2 * micro + 7 * (step % 4)
+
+
 class Recorder:
     """Runs updates on an engine and records what the contract talks about, per boundary."""
 
@@ -101,6 +106,12 @@ class Recorder:
             "last_lr": [float(x) for x in scheduler.get_last_lr()] if scheduler is not None else None,
             "group_lrs": [float(g["lr"]) for g in self.inner.param_groups],
             "engine_lrs": [float(x) for x in engine.get_lr()],
+            "global_samples": engine.global_samples,
+            "train_batch_size": engine.train_batch_size(),
+            # NoamLR's data counters (None for other schedulers)
+            "samples": getattr(scheduler, "samples", None),
+            "tokens": getattr(scheduler, "tokens", None),
+            "samples_per_update": getattr(scheduler, "samples_per_update", None),
         }
 
     def attempt(self, inject_inf=False):
@@ -109,14 +120,19 @@ class Recorder:
         n_calls = len(self.inner_lrs)
         used = [float(g["lr"]) for g in self.inner.param_groups]  # what this update will use
         generator = torch.Generator().manual_seed(1000 * engine.global_steps + RANK)
+        reported = []
         for micro in range(self.case.get("ga", 1)):
             x = torch.randn(2, 8, generator=generator).to(self.dtype)
+            if self.case.get("tokens"):  # a different count on each rank, micro-batch and update
+                reported.append(tokens_of(engine.global_steps, RANK, micro))
+                engine.lr_scheduler.add_tokens(reported[-1])
             loss = engine(x).float().pow(2).mean()
             if inject_inf and micro == 0:
                 loss = loss * float("inf")
             engine.backward(loss)
             engine.step()
-        record = {"lr_before": used, "inject_inf": inject_inf, "inner_calls": self.inner_lrs[n_calls:], **self.snapshot()}
+        record = {"lr_before": used, "inject_inf": inject_inf, "inner_calls": self.inner_lrs[n_calls:],
+                  "tokens_reported": reported, **self.snapshot()}
         self.attempts.append(record)
         return record
 
