@@ -69,6 +69,10 @@ BAD = {
                            ["scheduler.params:", "expected a mapping", "found list [512, 4000]"]),
     "top_level_list": ("c.yaml", "- scheduler\n- NoamLR\n", ["(top level):", "expected a mapping", "found list"]),
     "empty": ("c.yaml", "", ["(top level):", "expected a mapping", "found an empty file"]),
+    "unit_typo": ("c.yaml", yaml_params("warmup_max_lr: 1.0e-3\nwarmup_num_steps: 10\nwarmup_unit: sample"),
+                  ["scheduler.params.warmup_unit:", "expected one of updates, samples, tokens", "found str 'sample' (did you mean 'samples'?)"]),
+    "unit_type": ("ds.json", json.dumps({"scheduler": {"type": "NoamLR", "params": {"d_model": 8, "warmup_num_steps": 1, "warmup_unit": 5}}}),
+                  ["scheduler.params.warmup_unit:", "expected one of updates, samples, tokens", "found int 5"]),
     "auto": ("ds.json", json.dumps({"scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": 1e-3}}}),
              ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found str 'auto'", "Accelerate"]),
 }
@@ -210,6 +214,14 @@ def test_shipped_configs_give_the_formula(name):
     for k in [1, 2, 1000, 3999, 4000, 4001, 8000, 40000, 100000]:
         assert config.lr(k) == pytest.approx(reference(k, want["W"], want.get("d_model"), 1.0, want.get("peak")), rel=1e-12)
     assert max(range(1, 20001), key=config.lr) == 4000
+
+
+def test_paper_base_in_tokens_has_the_papers_peak_after_100m_tokens():
+    config = load_config(CONFIGS / "transformer_base_tokens.yaml")
+    assert (config.warmup_unit, config.warmup_num_steps) == ("tokens", 4000 * 25000)
+    # 25,000 tokens per update: update k runs at lr(25000 k), the paper's lr(k) at the same peak
+    for k in (1, 100, 4000, 8000):
+        assert config.lr(25000 * k) == pytest.approx(reference(k, 4000, 512, 1.0, None), rel=1e-4)
 
 
 def test_paper_base_peak():
