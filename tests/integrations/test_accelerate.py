@@ -122,6 +122,16 @@ def run_until_saved_then_kill(config, out: Path, args, ckpt: Path, *, processes=
         assert not cmdline.exists() or "acc_train.py" not in cmdline.read_text(), f"{pid_file.name} still runs"
 
 
+def to_universal(saved: Path, out: Path) -> Path:
+    """The plugin's command for resuming a save_state folder of a ZeRO run on another number of processes."""
+    convert = subprocess.run(
+        [sys.executable, "-m", "noam_plugin.integrations.accelerate", "to-universal", str(saved), str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert convert.returncode == 0, convert.stdout + convert.stderr
+    return out
+
+
 def check(out: Path, *, processes, first, last, schedule=PEAK, groups=1, deepspeed=False) -> list[list[float]]:
     """Every rank: after update k, lr(k+1) in the param groups, get_last_lr() and last_epoch == k;
     update k itself ran with lr(k). Returns the lr after each update (rank 0, group 0)."""
@@ -200,12 +210,7 @@ def test_deepspeed_zero2_resume_on_same_and_fewer_processes(tmp_path):
     run("zero2", tmp_path / "resume2", worker_args(tmp_path / "resume2", resume=ckpt, **common))
     same = check(tmp_path / "resume2", processes=2, first=3, last=6, groups=2, deepspeed=True)
 
-    universal = tmp_path / "ckpt_universal"
-    convert = subprocess.run(
-        [sys.executable, "-m", "noam_plugin.integrations.accelerate", "to-universal", str(ckpt), str(universal)],
-        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
-    )
-    assert convert.returncode == 0, convert.stdout + convert.stderr
+    universal = to_universal(ckpt, tmp_path / "ckpt_universal")
     log = run("zero2_universal", tmp_path / "resume1", worker_args(tmp_path / "resume1", resume=universal, **common), processes=1)
     assert check(tmp_path / "resume1", processes=1, first=3, last=6, groups=2, deepspeed=True) == same
     assert "NoamLR: resuming at update 3" in log
@@ -333,12 +338,7 @@ def test_deepspeed_zero2_samples_warmup_resumed_on_one_process(tmp_path):
     ckpt = tmp_path / "ckpt"
     run_until_saved_then_kill("zero2", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
     assert check_data(tmp_path / "save", processes=2, per_update=16, schedule=SAMPLES, groups=2, deepspeed=True) == [0, 16, 32, 48]
-    universal = tmp_path / "ckpt_universal"
-    convert = subprocess.run(
-        [sys.executable, "-m", "noam_plugin.integrations.accelerate", "to-universal", str(ckpt), str(universal)],
-        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
-    )
-    assert convert.returncode == 0, convert.stdout + convert.stderr
+    universal = to_universal(ckpt, tmp_path / "ckpt_universal")
     log = run("zero2_universal", tmp_path / "resume", worker_args(tmp_path / "resume", resume=universal, **common), processes=1)
     seen = check_data(tmp_path / "resume", processes=1, per_update=8, schedule=SAMPLES, start=(3, 48), groups=2, deepspeed=True)
     assert seen == [48, 56, 64, 72]
