@@ -221,7 +221,7 @@ def _plot(axis: _Axis, steps: int, title: str, out: str) -> None:
     ax.set_title(title)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right" if right_half else "upper right")
+    ax.legend(loc="lower right" if right_half else "center right")  # clear of the peak label either way
     fig.savefig(out, format=Path(out).suffix[1:] or "png")  # no suffix: still exactly this file
 
 
@@ -267,7 +267,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print()
     print("\n".join(_ascii_curve(axis, steps)))
     if args.plot:
-        _plot(axis, steps, f"{Path(block.file).name}: NoamLR, {_params_text(config)}", args.plot)
+        _plot(axis, steps, f"{Path(block.file).name}: NoamLR\n{_params_text(config)}", args.plot)
         print(f"\nplot written to {args.plot}")
     return 0
 
