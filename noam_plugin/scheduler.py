@@ -291,6 +291,8 @@ class NoamLR(LRScheduler):
                 self.samples = self.samples + samples if self.samples is not None and samples is not None else None
                 if tokens is not None:
                     self.tokens += tokens
+        elif self._prepared is not None:  # prepared, then skipped (a GradScaler inside DeepSpeed ZeRO-0)
+            self.drop_unapplied_update()
         self._prepared = None
         self._apply_lr()
 

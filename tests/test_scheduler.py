@@ -500,3 +500,15 @@ def test_overflow_skipped_update_drops_its_tokens_and_lr():
     train_step(model, optimizer)
     scheduler.step()
     assert seen == [[peak(50, 100)]] and scheduler.tokens == 50 and scheduler.updates == 2
+
+
+def test_step_after_a_prepared_but_skipped_update_drops_it():
+    """DeepSpeed ZeRO-0 with torch's GradScaler steps the scheduler even when the scaler skipped the update."""
+    model, optimizer, scheduler = make(warmup_num_steps=100, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
+    scheduler.add_tokens(40)
+    train_step(model, optimizer)
+    scheduler.step()
+    scheduler.add_tokens(25)
+    scheduler.prepare_update()
+    scheduler.step()  # no update happened
+    assert (scheduler.updates, scheduler.tokens) == (1, 40) and group_lrs(optimizer) == [peak(40, 100)]

@@ -102,8 +102,9 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     """samples_per_update of each prepared NoamLR the script did not set itself: total batch x accumulation.
 
     The DataLoader is the one prepared together with the scheduler, else the only one
-    prepared at all; with several, the script sets `samples_per_update` (NoamLR says so
-    before the first update if its warmup is in samples).
+    prepared at all; with several, or one that yields whole batches (batch_size=None),
+    the script sets `samples_per_update` (NoamLR says so before the first update if its
+    warmup is in samples).
     """
     from accelerate.utils import DistributedType
 
@@ -111,17 +112,27 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return  # the engine knows: integrations/deepspeed.py
-    schedulers = [s.scheduler for s in accelerator._schedulers if isinstance(getattr(s, "scheduler", None), NoamLR)]
+    def noams(objects) -> list[NoamLR]:
+        return [s.scheduler for s in objects if isinstance(getattr(s, "scheduler", None), NoamLR)]
+
+    here = noams(prepared)  # else a DataLoader prepared after the scheduler: the ones still without a batch
+    schedulers = here or [s for s in noams(accelerator._schedulers) if s.samples_per_update is None]
     schedulers = [s for s in schedulers if s.samples_per_update_from in ("", ACCELERATE_SOURCE)]
     if not schedulers:
         return
-    loaders = [obj for obj in prepared if hasattr(obj, "total_batch_size")] or list(accelerator._dataloaders)
-    if len(loaders) != 1 or not loaders[0].total_batch_size:
+    loaders = [obj for obj in prepared if obj in accelerator._dataloaders] or list(accelerator._dataloaders)
+    if len(loaders) != 1:
         return
-    batch, accumulation = loaders[0].total_batch_size, accelerator.gradient_accumulation_steps
+    try:
+        batch = loaders[0].total_batch_size
+    except (AttributeError, TypeError):  # batch_size=None (the dataset yields batches): not knowable here
+        return
+    if not isinstance(batch, int) or batch < 1:
+        return
+    accumulation = accelerator.gradient_accumulation_steps
     for scheduler in schedulers:
         scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE)
-        if scheduler.config.warmup_unit == "samples" and accelerator.is_main_process:
+        if scheduler.config.warmup_unit == "samples" and accelerator.is_main_process and scheduler is schedulers[0]:
             log.warning(
                 f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over {accelerator.num_processes} "
                 f"process(es), x {accumulation} accumulation steps from Accelerator.gradient_accumulation_steps); "

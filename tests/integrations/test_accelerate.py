@@ -343,3 +343,48 @@ def test_deepspeed_zero2_samples_warmup_resumed_on_one_process(tmp_path):
     seen = check_data(tmp_path / "resume", processes=1, per_update=8, schedule=SAMPLES, start=(3, 48), groups=2, deepspeed=True)
     assert seen == [48, 56, 64, 72]
     assert "warmup_unit 'samples' continues from 48 samples seen" in log
+
+
+def test_prepare_finds_the_global_batch_only_where_it_can(caplog):
+    """In one process with real Accelerate: the loader prepared with the scheduler, or later; a loader that
+    yields whole batches leaves it unknown, and a samples warmup then stops with what to do."""
+    from accelerate import Accelerator
+
+    from noam_plugin import NoamLR
+
+    def parts(warmup_unit="samples"):
+        model = torch.nn.Linear(4, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return model, optimizer, NoamLR(optimizer, warmup_num_steps=10, warmup_max_lr=0.01, warmup_unit=warmup_unit)
+
+    def loader(batch_size):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 4)), batch_size=batch_size)
+
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=3)
+    model, optimizer, noam = parts()
+    accelerator.prepare(model, optimizer, loader(4), noam)
+    assert noam.samples_per_update == 12 and noam.samples_per_update_from.startswith("Accelerate")
+
+    model, optimizer, later = parts()
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(model, optimizer, later)
+    assert later.samples_per_update is None
+    accelerator.prepare(loader(5))  # prepared after the scheduler
+    assert later.samples_per_update == 5
+
+    model, optimizer, mine = parts()
+    mine.samples_per_update = 7  # the script's own value is kept
+    Accelerator(cpu=True).prepare(model, optimizer, loader(4), mine)
+    assert mine.samples_per_update == 7
+
+    class Batches(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield torch.randn(3, 4)
+
+    model, optimizer, unknown = parts()
+    model, optimizer, batches, scheduler = Accelerator(cpu=True).prepare(
+        model, optimizer, torch.utils.data.DataLoader(Batches(), batch_size=None), unknown)
+    assert unknown.samples_per_update is None
+    model(next(iter(batches))).sum().backward()
+    with pytest.raises(RuntimeError, match="does not know the global batch"):
+        optimizer.step()
