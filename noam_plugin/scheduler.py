@@ -228,8 +228,8 @@ class NoamLR(LRScheduler):
             # groups can be new dicts since the last step() (Accelerate's prepare() reloads the optimizer
             # state); a shorter list is ZeRO-1/2 stepping one group at a time: keep the full one
             self._groups = list(self.optimizer.param_groups)
-        self._lrs_before_update = [float(g["lr"]) for g in self._groups]
         if unit != "updates":
+            self._lrs_before_update = [float(g["lr"]) for g in self._groups]
             seen = self.samples if unit == "samples" else self.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
@@ -240,6 +240,8 @@ class NoamLR(LRScheduler):
         if self._update_pending or self._prepared is None:
             return
         self._prepared = None
+        if self.config.warmup_unit == "updates":
+            return  # nothing was written for it
         for group, lr in zip(self._groups, self._lrs_before_update):
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)

@@ -180,8 +180,10 @@ def test_ddp_two_processes_accumulation_resume_on_one_and_two(tmp_path):
 
     for n in (1, 2):
         out = tmp_path / f"resume{n}"
-        run("ddp", out, worker_args(out, resume=ckpt, **common), processes=n)
+        log = run("ddp", out, worker_args(out, resume=ckpt, **common), processes=n)
         assert check(out, processes=n, first=3, last=7, groups=2) == full[3:]
+        changed = "the global batch changed since the checkpoint (from 16 to 8 samples per update); the schedule continues in updates at update 4"
+        assert (changed in log) == (n == 1), log_tail(out)
 
 
 def test_ddp_one_process_scheduler_on_prepared_optimizer_resume_on_two(tmp_path):
