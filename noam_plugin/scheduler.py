@@ -61,7 +61,7 @@ def _as_count(n: Any, what: str) -> int | torch.Tensor:
     if isinstance(n, torch.Tensor):
         if n.numel() != 1 or n.dtype.is_floating_point or n.dtype.is_complex:
             raise TypeError(f"{what}: expected an int or a one-element integer tensor, found a {n.dtype} tensor of shape {tuple(n.shape)}")
-        return n.detach().reshape(())
+        return n
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise TypeError(f"{what}: expected an int >= 0, found {type(n).__name__} {n!r}")
     return n
@@ -122,19 +122,19 @@ class NoamLR(LRScheduler):
         self.updates = 0
         self.samples: int | None = 0  # None once an update's samples were unknown
         self.tokens: int | None = 0 if warmup_unit == "tokens" else None  # None: never reported
-        self._groups: list[dict] = []
         self._samples_per_update: int | None = None
         self.samples_per_update_from = ""
-        if samples_per_update is not None:
-            self.set_samples_per_update(samples_per_update, "samples_per_update=")
         self._pending_tokens = 0  # this rank's add_tokens() since the last update: ints,
         self._pending_token_tensors: list[torch.Tensor] = []  # and tensors
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
         self._update_pending = False
         self._hooks: list[Any] = []
         inner = unwrap_optimizer(optimizer)
+        self._groups = list(inner.param_groups)  # the full list, for prepare_update() (see there)
         super().__init__(inner)  # runs step() once: lr(1) before the first update
         self._register_hooks()
+        if samples_per_update is not None:
+            self.set_samples_per_update(samples_per_update, "samples_per_update=")
 
     @property
     def _needs_prepare(self) -> bool:
@@ -171,7 +171,7 @@ class NoamLR(LRScheduler):
             raise ValueError(f"NoamLR samples_per_update: expected an int >= 1 (the global batch), found {type(value).__name__} {value!r}")
         self._samples_per_update = value
         self.samples_per_update_from = source
-        if self.config.warmup_unit == "samples" and self._groups:
+        if self.config.warmup_unit == "samples":
             self._apply_lr()
 
     def add_tokens(self, n: Any) -> None:
@@ -206,7 +206,7 @@ class NoamLR(LRScheduler):
         if self.tokens is not None:
             pending, tensors = self._pending_tokens, self._pending_token_tensors
             if tensors:
-                pending += int(torch.stack([t.to(torch.int64) for t in tensors]).sum().item())
+                pending += int(torch.cat([t.detach().reshape(1).to(torch.int64) for t in tensors]).sum().item())
             self._pending_tokens, self._pending_token_tensors = 0, []
             tokens = _sum_over_ranks(pending)
             if tokens < 0:
@@ -224,16 +224,16 @@ class NoamLR(LRScheduler):
                 "(n = the micro-batch's non-padding tokens, e.g. batch['attention_mask'].sum())."
             )
         self._prepared = (samples, tokens)
-        if len(self.optimizer.param_groups) >= len(self._groups):
-            # groups can be new dicts since the last step() (Accelerate's prepare() reloads the optimizer
-            # state); a shorter list is ZeRO-1/2 stepping one group at a time: keep the full one
-            self._groups = list(self.optimizer.param_groups)
         if unit != "updates":
+            if len(self.optimizer.param_groups) >= len(self._groups):
+                # groups can be new dicts by now (Accelerate's prepare() reloads the optimizer state);
+                # a shorter list is ZeRO-1/2 stepping one group at a time: keep the full one
+                self._groups = list(self.optimizer.param_groups)
             self._lrs_before_update = [float(g["lr"]) for g in self._groups]
             seen = self.samples if unit == "samples" else self.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
-            self._write_lr(self.lr_at(seen + (samples if unit == "samples" else tokens)))
+            self._write_lr(self.lr_at(seen + (samples if unit == "samples" else tokens)), self._groups)
 
     def drop_unapplied_update(self) -> None:
         """Forget the prepared data of an update that was not applied (skipped on overflow), and its lr."""
@@ -259,6 +259,7 @@ class NoamLR(LRScheduler):
         if inner is self.optimizer:
             return
         self.optimizer = inner
+        self._groups = list(inner.param_groups)
         for group in inner.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self._register_hooks()
@@ -288,38 +289,37 @@ class NoamLR(LRScheduler):
         if self._update_pending:
             self._update_pending = False
             self.updates += 1
-            if self._prepared is not None or self.samples is not None:
-                samples, tokens = self._prepared or (self._samples_per_update, None)
-                self.samples = self.samples + samples if self.samples is not None and samples is not None else None
-                if tokens is not None:
-                    self.tokens += tokens
+            samples, tokens = self._prepared or (self._samples_per_update, None)
+            self.samples = None if self.samples is None or samples is None else self.samples + samples
+            if tokens is not None:
+                self.tokens += tokens
         elif self._prepared is not None:  # prepared, then skipped (a GradScaler inside DeepSpeed ZeRO-0)
             self.drop_unapplied_update()
         self._prepared = None
         self._apply_lr()
 
     def _apply_lr(self) -> None:
-        self._groups = list(self.optimizer.param_groups)  # outside optimizer.step(): the full list (ZeRO swaps it inside)
+        groups = self.optimizer.param_groups  # outside optimizer.step(): the full list (ZeRO swaps it inside)
         self.last_epoch = self.updates
         if self.config.warmup_unit == "updates":
             c = self.config
-            self._write_lr(_formula(self.updates + 1, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
+            self._write_lr(_formula(self.updates + 1, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr), groups)
             return
         lr = self.next_lr()
         if lr is not None:
-            self._write_lr(lr)
+            self._write_lr(lr, groups)
         else:  # tokens: set just before the update; until then the groups keep the last update's lr
-            self._last_lr = [float(g["lr"]) for g in self._groups]
+            self._last_lr = [float(g["lr"]) for g in groups]
 
-    def _write_lr(self, lr: float) -> None:
-        for group in self._groups:
+    def _write_lr(self, lr: float, groups: list[dict]) -> None:
+        for group in groups:
             current = group["lr"]
             # `type() is float` first: isinstance(Tensor) is 4x slower and this runs per group per update.
             if type(current) is float or not isinstance(current, torch.Tensor):
                 group["lr"] = lr
             else:
                 current.fill_(lr)  # in place: a compiled optimizer step sees the same tensor
-        self._last_lr = [lr] * len(self._groups)
+        self._last_lr = [lr] * len(groups)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain values only, so `torch.load(weights_only=True)` reads it."""

@@ -40,7 +40,6 @@ log = logging.getLogger("noam_plugin")
 MODEL_TAG = "pytorch_model"  # the DeepSpeed checkpoint tag Accelerate's save_state uses for the first model
 
 
-
 def _deepspeed_launch(state: object) -> bool:
     return (
         os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"

@@ -75,14 +75,14 @@ def _rank0_log(engine: Any, message: str) -> None:
         log.warning(message)
 
 
-
 def _configure_lr_scheduler(original):
     def wrapper(self):
         original(self)
         scheduler = self.lr_scheduler
-        if _is_noam(scheduler):
-            scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
-        if _is_noam(scheduler) and self.optimizer is not None:
+        if not _is_noam(scheduler):
+            return
+        scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
+        if self.optimizer is not None:
             before = scheduler.optimizer
             scheduler.bind(self.optimizer)
             if scheduler.optimizer is not before:
