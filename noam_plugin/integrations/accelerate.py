@@ -204,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("saved", metavar="SAVED", help="folder given to accelerator.save_state")
     convert.add_argument("out", metavar="OUT", help="new folder to write")
     args = parser.parse_args(argv)
+    from noam_plugin.checkpoint import CheckpointError
+
     try:
         out = to_universal(args.saved, args.out)
-    except (FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except (FileNotFoundError, FileExistsError, RuntimeError, CheckpointError) as error:
         print(f"error: {error}")
         return 1
     print(f'{out}: universal; resume with "checkpoint": {{"load_universal": true}} in the DeepSpeed config and accelerator.load_state({out!r})')

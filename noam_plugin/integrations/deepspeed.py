@@ -271,32 +271,28 @@ def to_universal(checkpoint_dir: str, tag: str | None = None, *, workers: int = 
     )
     ds_to_universal.main(args)
 
-    before, after = scheduler_state(source), scheduler_state(target)
-    if before != after:
-        raise RuntimeError(f"{target}: scheduler state changed in the conversion: {before} -> {after}")
+    before, after = _scheduler_facts(source), _scheduler_facts(target)
+    if (before.state, before.global_steps, before.skipped_steps) != (after.state, after.global_steps, after.skipped_steps):
+        raise RuntimeError(f"{target}: scheduler state changed in the conversion: {before.state} -> {after.state}")
     return target
 
 
-def scheduler_state(folder: str) -> tuple[Any, int, int]:
-    """(lr_scheduler state, global_steps, skipped_steps) from a checkpoint folder's model-states file."""
-    import glob
+def _scheduler_facts(folder: str) -> Any:
+    """The CheckpointInfo `noam-plugin inspect` reads from a DeepSpeed tag folder (no pickled code runs)."""
+    from pathlib import Path
 
-    import torch
+    from noam_plugin.checkpoint import _read_deepspeed
 
-    files = sorted(glob.glob(os.path.join(folder, "*model_states.pt")))  # ZeRO-3: zero_pp_rank_0_mp_rank_00_...
-    if not files:
-        raise FileNotFoundError(f"{folder}: no *model_states.pt file")
-    state = torch.load(files[0], map_location="cpu", weights_only=False)
-    return state.get("lr_scheduler"), state.get("global_steps"), state.get("skipped_steps")
+    return _read_deepspeed(Path(folder), "")
 
 
-def _describe_state(state: Any) -> str:
-    scheduler, global_steps, skipped = state
-    if isinstance(scheduler, dict) and scheduler.get("type") == "NoamLR":
-        return f"NoamLR at update {scheduler['updates']}"
-    if scheduler is None:
-        return f"no scheduler state: NoamLR will resume at update {global_steps - skipped} (global_steps - skipped_steps)"
-    return f"scheduler state {sorted(scheduler)} (NoamLR adopts its count)"
+def _summary(info: Any) -> str:
+    k, how = info.updates()
+    if info.is_noam:
+        return f"NoamLR at update {k}"
+    if k is None:
+        return "a scheduler state NoamLR cannot adopt"
+    return f"no NoamLR state: NoamLR will resume at update {k} ({how})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:  # noqa: BLE001 - one line for the user, not a traceback
             print(f"error: {checkpoint_dir}: {error}", file=sys.stderr)
             return 1
-        summary = _describe_state(scheduler_state(target))
+        summary = _summary(_scheduler_facts(target))
         print(f"{checkpoint_dir}: universal checkpoint {target} ({summary})")
     print('Resume with "checkpoint": {"load_universal": true} in the DeepSpeed config and engine.load_checkpoint(CKPT_DIR).')
     return 0
