@@ -33,7 +33,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def formula(params: dict):
-    """CONTRACT.md section 1, written out again."""
+    """docs/CONTRACT.md section 1, written out again."""
     w = params["warmup_num_steps"]
     if params.get("d_model") is not None:
         d, f = params["d_model"], params.get("factor", 1.0)

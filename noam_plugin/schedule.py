@@ -19,7 +19,7 @@ PARAM_KEYS = SCHEDULE_KEYS + OPTION_KEYS
 
 
 def _formula(step: int, warmup_num_steps: int, d_model: int | None, factor: float, warmup_max_lr: float | None) -> float:
-    # Written exactly as CONTRACT.md section 1, so values match the reference bit for bit.
+    # Written exactly as docs/CONTRACT.md section 1, so values match the reference bit for bit.
     if d_model is not None:
         return factor * d_model**-0.5 * min(step**-0.5, step * warmup_num_steps**-1.5)
     return warmup_max_lr * min(step / warmup_num_steps, (warmup_num_steps / step) ** 0.5)

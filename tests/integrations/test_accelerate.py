@@ -36,7 +36,7 @@ D_MODEL = {"warmup_num_steps": 3, "d_model": 64, "factor": 2.0}
 
 
 def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None) -> float:
-    """CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
+    """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
     w = warmup_num_steps
     if d_model is not None:
         return factor * d_model**-0.5 * min(k**-0.5, k * w**-1.5)

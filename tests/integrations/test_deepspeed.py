@@ -41,7 +41,7 @@ def noam(params):
 
 
 def ref(params, k):
-    """lr of the k-th update, CONTRACT.md section 1."""
+    """lr of the k-th update, docs/CONTRACT.md section 1."""
     W = params["warmup_num_steps"]
     if params.get("d_model") is not None:
         return params.get("factor", 1.0) * params["d_model"] ** -0.5 * min(k**-0.5, k * W**-1.5)
