@@ -15,6 +15,8 @@ POST_IMPORT_HOOKS = {
     "deepspeed.runtime.engine": "noam_plugin.integrations.deepspeed:patch_engine",
     "accelerate.state": "noam_plugin.integrations.accelerate:patch_state",
     "accelerate.accelerator": "noam_plugin.integrations.accelerate:patch_accelerator",
+    "transformers.integrations.deepspeed": "noam_plugin.integrations.transformers:patch_deepspeed_config",
+    "transformers.trainer": "noam_plugin.integrations.transformers:patch_trainer",
 }
 
 

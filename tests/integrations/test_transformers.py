@@ -1,0 +1,134 @@
+"""NoamLR through the Hugging Face Trainer (docs/CONTRACT.md section 3), with real torchrun launches.
+
+A tiny GPT-2 built from a config trains on random tokens, 2 processes on CPU (gloo),
+gradient accumulation 2. The worker (workers/hf_train.py) records, on every rank, the lr
+each update ran at and the lr after it; both are compared with the contract's formula
+written again below. Resume: the Trainer saves checkpoint-K, the workers wait, the test
+SIGKILLs every process, and a fresh launch with resume_from_checkpoint goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deepspeed")
+pytest.importorskip("accelerate")
+pytest.importorskip("transformers")
+
+from launches import BIN, free_port, run, run_until_then_kill  # noqa: E402
+
+WORKER = "tests/integrations/workers/hf_train.py"
+MAX_STEPS, SAVE_AT = 8, 4
+
+
+def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None) -> float:
+    """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
+    w = warmup_num_steps
+    if d_model is not None:
+        return factor * d_model**-0.5 * min(k**-0.5, k * w**-1.5)
+    return warmup_max_lr * min(k / w, (w / k) ** 0.5)
+
+
+def torchrun(out: Path, *worker_args, processes=2) -> list:
+    return [BIN / "torchrun", "--nproc_per_node", processes, "--master_addr", "127.0.0.1", "--master_port", free_port(),
+            WORKER, "--out", out, "--max-steps", MAX_STEPS, "--accum", 2, "--batch", 2, *worker_args]
+
+
+def check(out: Path, lr, *, first: int, last: int, scheduler: str) -> None:
+    """Each rank: update k ran at lr(k) (every inner step of it), and lr(k+1) is in the groups after it."""
+    for rank in (0, 1):
+        info = json.loads((out / f"rank{rank}.json").read_text())
+        where = f"{out.name}/rank{rank}"
+        assert info["world"] == 2 and info["scheduler"] == scheduler and info["start"] == first, (where, info)
+        assert sorted(map(int, info["used"])) == list(range(first + 1, last + 1)), where
+        for k in range(first + 1, last + 1):
+            used = info["used"][str(k)]
+            assert used == pytest.approx([lr(k)] * len(used), rel=1e-12), f"{where}: update {k} ran at {used}, want {lr(k)}"
+            for name in ("after", "last_lr"):
+                got = info[name][str(k)]
+                assert got == pytest.approx([lr(k + 1)] * len(got), rel=1e-12), f"{where} after update {k}: {name}"
+
+
+def train_kill_resume(tmp_path: Path, args: list, lr, scheduler: str) -> tuple[str, str]:
+    """Train to checkpoint SAVE_AT, SIGKILL all processes, resume to MAX_STEPS: every update at lr(k)."""
+    first = tmp_path / "first"
+    log1 = run_until_then_kill(torchrun(first, *args, "--save-steps", SAVE_AT, "--hang-after-save", SAVE_AT), first,
+                               "hf_train.py", [first / "saved0", first / "saved1"])
+    check(first, lr, first=0, last=SAVE_AT, scheduler=scheduler)
+    resumed = tmp_path / "resumed"
+    log2 = run(torchrun(resumed, *args, "--resume", first / "ckpt" / f"checkpoint-{SAVE_AT}"), resumed, "hf_train.py")
+    check(resumed, lr, first=SAVE_AT, last=MAX_STEPS, scheduler=scheduler)
+    return log1, log2
+
+
+def ds_config(tmp_path: Path, stage: int, params: dict) -> Path:
+    path = tmp_path / f"ds_zero{stage}.json"
+    path.write_text(json.dumps({
+        "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto", "zero_optimization": {"stage": stage},
+        "scheduler": {"type": "NoamLR", "params": params},
+    }))
+    return path
+
+
+def test_deepspeed_zero2_explicit_params_kill_and_resume_and_dropped_noam_warns(tmp_path):
+    """ZeRO-2, explicit params equal to TrainingArguments; the script also passes optimizers=(AdamW, NoamLR(d_model))."""
+    config = ds_config(tmp_path, 2, {"warmup_num_steps": 4, "warmup_max_lr": 0.01})
+    args = ["--ds", config, "--warmup-steps", 4, "--lr", 0.01, "--pass-noam"]
+    log, _ = train_kill_resume(tmp_path, args, lambda k: reference_lr(k, 4, warmup_max_lr=0.01), "NoamLR")
+    assert "the NoamLR passed there is dropped and the DeepSpeed config's scheduler (NoamLR) is used" in log
+    assert '"scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto"' in log  # how to declare it
+
+
+def test_deepspeed_zero3_auto_params_filled_from_training_arguments(tmp_path):
+    """ZeRO-3, "auto" params: warmup_num_steps from warmup_steps, warmup_max_lr from learning_rate."""
+    config = ds_config(tmp_path, 3, {"warmup_num_steps": "auto", "warmup_max_lr": "auto"})
+    out = tmp_path / "run"
+    run(torchrun(out, "--ds", config, "--warmup-steps", 3, "--lr", 0.02), out, "hf_train.py")
+    check(out, lambda k: reference_lr(k, 3, warmup_max_lr=0.02), first=0, last=MAX_STEPS, scheduler="NoamLR")
+
+
+def test_no_deepspeed_ddp_samples_learns_global_batch_kill_and_resume(tmp_path):
+    """DDP: Trainer(optimizers=(AdamW, NoamLR)), warmup in samples: 2 processes x batch 2 x accumulation 2 = 8."""
+    params = {"warmup_num_steps": 24, "warmup_max_lr": 0.01, "warmup_unit": "samples"}
+    log, _ = train_kill_resume(tmp_path, ["--noam", json.dumps(params)],
+                               lambda k: reference_lr(8 * k, 24, warmup_max_lr=0.01), "NoamLR")
+    assert "NoamLR: 8 samples per update" in log
+
+
+# ------------------------------------------------------------- the Trainer's DeepSpeed config filling, in process
+
+def _finalize(params: dict, **training_args):
+    from transformers import TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    args = TrainingArguments(output_dir="unused", report_to=[], use_cpu=True, **training_args)
+    config = HfTrainerDeepSpeedConfig({"scheduler": {"type": "NoamLR", "params": dict(params)}})
+    config.trainer_config_process(args)
+    config.trainer_config_finalize(args, None, 100)  # what Trainer.train() does with max_steps=100
+    return config.config["scheduler"]["params"]
+
+
+def test_auto_warmup_without_warmup_steps_is_an_error_naming_key_and_field():
+    from noam_plugin import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        _finalize({"warmup_num_steps": "auto", "warmup_max_lr": "auto"}, learning_rate=0.001)
+    message = str(error.value)
+    assert "scheduler.params.warmup_num_steps" in message and "TrainingArguments(warmup_steps=N)" in message
+    assert "found TrainingArguments(warmup_steps=0)" in message and "first update would use the peak lr" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_auto_is_filled_from_training_arguments_and_explicit_must_match():
+    filled = _finalize({"warmup_num_steps": "auto", "warmup_max_lr": "auto"}, warmup_steps=0.1, learning_rate=0.003)
+    assert filled == {"warmup_num_steps": 10, "warmup_max_lr": 0.003}  # 10% of 100 steps
+    assert _finalize({"warmup_num_steps": "auto", "d_model": 64}, warmup_steps=7) == {"warmup_num_steps": 7, "d_model": 64}
+    with pytest.raises(ValueError, match=r"scheduler.params.warmup_num_steps=4 vs hf warmup_steps=1"):
+        _finalize({"warmup_num_steps": 4, "warmup_max_lr": 0.01}, learning_rate=0.01)  # warmup_steps not given
+    with pytest.raises(ValueError, match=r"scheduler.params.warmup_max_lr=0.01 vs hf learning_rate=5e-05"):
+        _finalize({"warmup_num_steps": 4, "warmup_max_lr": 0.01}, warmup_steps=4)  # learning_rate not given
+
