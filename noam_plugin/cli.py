@@ -13,6 +13,7 @@ from pathlib import Path
 
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, read_scheduler_block
 from noam_plugin.errors import ConfigError, Problem
+from noam_plugin.examples import add_init_parser
 from noam_plugin.schedule import WARMUP_UNITS, NoamConfig
 
 
@@ -330,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
     p.add_argument("--config", metavar="PATH", help="compare with this config; exit 1 on differences")
     p.set_defaults(handler=cmd_inspect)
+
+    add_init_parser(sub)
     return parser
 
 

@@ -18,7 +18,7 @@ pytest.importorskip("deepspeed")
 pytest.importorskip("accelerate")
 pytest.importorskip("transformers")
 
-from launches import BIN, free_port, run, run_until_then_kill  # noqa: E402
+from launches import BIN, REPO, free_port, run, run_until_then_kill  # noqa: E402
 
 WORKER = "tests/integrations/workers/hf_train.py"
 MAX_STEPS, SAVE_AT = 8, 4
@@ -84,8 +84,12 @@ def test_deepspeed_zero2_explicit_params_kill_and_resume_and_dropped_noam_warns(
 
 
 def test_deepspeed_zero3_auto_params_filled_from_training_arguments(tmp_path):
-    """ZeRO-3, "auto" params: warmup_num_steps from warmup_steps, warmup_max_lr from learning_rate."""
-    config = ds_config(tmp_path, 3, {"warmup_num_steps": "auto", "warmup_max_lr": "auto"})
+    """The shipped Trainer example on ZeRO-3: warmup_num_steps from warmup_steps, warmup_max_lr from learning_rate."""
+    example = json.loads((REPO / "noam_plugin" / "examples" / "trainer_deepspeed.json").read_text())
+    assert example["scheduler"]["params"] == {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}
+    example["zero_optimization"]["stage"] = 3
+    config = tmp_path / "ds_zero3.json"
+    config.write_text(json.dumps(example))
     out = tmp_path / "run"
     run(torchrun(out, "--ds", config, "--warmup-steps", 3, "--lr", 0.02), out, "hf_train.py")
     check(out, lambda k: reference_lr(k, 3, warmup_max_lr=0.02), first=0, last=MAX_STEPS, scheduler="NoamLR")
