@@ -20,6 +20,7 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from types import ModuleType
 from typing import Any
@@ -48,7 +49,8 @@ def check_auto_warmup(config: dict, args: Any, num_training_steps: int) -> None:
         return
     if args.get_warmup_steps(num_training_steps) >= 1:
         return
-    source = args.deepspeed if isinstance(args.deepspeed, str) else "DeepSpeed config (TrainingArguments.deepspeed)"
+    source = args.deepspeed if isinstance(args.deepspeed, str) else None
+    source = source or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config (TrainingArguments.deepspeed)"
     ratio = getattr(args, "warmup_ratio", None)  # transformers < 5 has it besides warmup_steps
     given = f"warmup_steps={args.warmup_steps!r}" + (f", warmup_ratio={ratio!r}" if ratio is not None else "")
     raise ConfigError(
