@@ -35,6 +35,12 @@ HOST_TARGETS: dict[str, dict[str, str]] = {
         "accelerate.accelerator:Accelerator._prepare_deepspeed": "refuse a DummyScheduler that fills a 1-update warmup",
         "accelerate.accelerator:Accelerator.prepare": "tell NoamLR the global batch (processes x batch x accumulation)",
     },
+    "transformers": {
+        "transformers.integrations.deepspeed:HfTrainerDeepSpeedConfig.trainer_config_finalize":
+            "refuse an \"auto\" warmup_num_steps the Trainer would fill with 1 (no warmup_steps given)",
+        "transformers.trainer:Trainer.__init__": "warn that DeepSpeed drops a NoamLR given in optimizers=(...)",
+        "transformers.trainer:Trainer.create_scheduler": "tell NoamLR the global batch (no DeepSpeed)",
+    },
 }
 
 _FAILED: dict[str, str] = {}  # framework -> why its wrappers are not in place

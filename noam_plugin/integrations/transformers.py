@@ -25,7 +25,7 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from noam_plugin.integrations import wrap_once
+from noam_plugin.integrations import wrap_all
 
 log = logging.getLogger("noam_plugin")
 
@@ -75,7 +75,7 @@ def _trainer_config_finalize(original):
 
 def patch_deepspeed_config(module: ModuleType) -> None:
     """Check NoamLR's "auto" warmup before the Trainer fills it (HfTrainerDeepSpeedConfig)."""
-    wrap_once(module.HfTrainerDeepSpeedConfig, "trainer_config_finalize", _trainer_config_finalize)
+    wrap_all("transformers", [(module.HfTrainerDeepSpeedConfig, "trainer_config_finalize", _trainer_config_finalize)])
 
 
 def _is_noam(scheduler: Any) -> bool:
@@ -135,5 +135,5 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
 
 def patch_trainer(module: ModuleType) -> None:
     """Warn when the Trainer drops a NoamLR (DeepSpeed); tell NoamLR the global batch (no DeepSpeed)."""
-    wrap_once(module.Trainer, "__init__", _trainer_init)
-    wrap_once(module.Trainer, "create_scheduler", _create_scheduler)
+    wrap_all("transformers", [(module.Trainer, "__init__", _trainer_init),
+                              (module.Trainer, "create_scheduler", _create_scheduler)])
