@@ -57,16 +57,24 @@ def train_kill_resume(tmp_path: Path, command, lr, interval: str, resume_flag: s
     check(resumed, lr, first=SAVE_AT, last=MAX_STEPS, interval=interval)
 
 
-@pytest.mark.parametrize("interval", ["step", "epoch"])
-def test_configure_optimizers_route_ddp_accumulation_kill_and_ckpt_path_resume(tmp_path, interval):
-    """configure_optimizers returns NoamLR with this interval; 'epoch' steps it once per 4 updates."""
-    params = {"warmup_num_steps": 3, "warmup_max_lr": 0.01}
+def module_route(out: Path, interval: str, hang_after: int) -> list:
+    return [BIN / "python", WORKER, "--out", out, "--noam", json.dumps(PARAMS), "--interval", interval,
+            "--max-steps", MAX_STEPS, "--save-every", SAVE_AT, "--hang-after", hang_after]
 
-    def command(out, hang_after):
-        return [BIN / "python", WORKER, "--out", out, "--noam", json.dumps(params), "--interval", interval,
-                "--max-steps", MAX_STEPS, "--save-every", SAVE_AT, "--hang-after", hang_after]
 
-    train_kill_resume(tmp_path, command, lambda k: reference_lr(k, **params), interval, "--resume")
+PARAMS = {"warmup_num_steps": 3, "warmup_max_lr": 0.01}
+
+
+def test_configure_optimizers_route_interval_step_ddp_accumulation_kill_and_ckpt_path_resume(tmp_path):
+    train_kill_resume(tmp_path, lambda out, hang: module_route(out, "step", hang), lambda k: reference_lr(k, **PARAMS),
+                      "step", "--resume")
+
+
+def test_configure_optimizers_route_interval_epoch(tmp_path):
+    """interval 'epoch': Lightning steps NoamLR once per 4 updates; every update still runs at lr(k)."""
+    out = tmp_path / "run"
+    run(module_route(out, "epoch", -1), out, "pl_train.py")
+    check(out, lambda k: reference_lr(k, **PARAMS), first=0, last=MAX_STEPS, interval="epoch")
 
 
 def test_lightning_cli_yaml_class_path_route_kill_and_ckpt_path_resume(tmp_path):
