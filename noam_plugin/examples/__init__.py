@@ -25,7 +25,8 @@ ROUTES = {
         "noam-plugin show {path}",
     ),
     "deepspeed": Example(
-        "deepspeed.json", "DeepSpeed config, ZeRO-2, NoamLR with explicit params (deepspeed.initialize, deepspeed launcher)",
+        "deepspeed.json",
+        "DeepSpeed config, ZeRO-2, NoamLR with explicit params (deepspeed.initialize, deepspeed launcher)",
         "deepspeed.initialize(model=model, model_parameters=model.parameters(), config='{path}')",
     ),
     "trainer": Example(

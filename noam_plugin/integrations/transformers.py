@@ -49,8 +49,8 @@ def check_auto_warmup(config: dict, args: Any, num_training_steps: int) -> None:
         return
     if args.get_warmup_steps(num_training_steps) >= 1:
         return
-    source = args.deepspeed if isinstance(args.deepspeed, str) else None
-    source = source or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config (TrainingArguments.deepspeed)"
+    source = (args.deepspeed if isinstance(args.deepspeed, str) else None) or os.environ.get(
+        "ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config (TrainingArguments.deepspeed)"
     ratio = getattr(args, "warmup_ratio", None)  # transformers < 5 has it besides warmup_steps
     given = f"warmup_steps={args.warmup_steps!r}" + (f", warmup_ratio={ratio!r}" if ratio is not None else "")
     raise ConfigError(
@@ -90,7 +90,8 @@ def _trainer_init(original):
         if getattr(self, "is_deepspeed_enabled", False) and _is_noam(getattr(self, "lr_scheduler", None)):
             config = getattr(getattr(self.args, "hf_deepspeed_config", None), "config", None) or {}
             declared = (config.get("scheduler") or {}).get("type")
-            used = f"the DeepSpeed config's scheduler ({declared})" if declared else "the Trainer's own lr_scheduler_type"
+            used = (f"the DeepSpeed config's scheduler ({declared})" if declared
+                    else "the Trainer's own lr_scheduler_type")
             warnings.warn(
                 "noam-plugin: with DeepSpeed the Trainer ignores the optimizer and scheduler given in "
                 f"Trainer(optimizers=(...)): the NoamLR passed there is dropped and {used} is used. Declare NoamLR in "

@@ -2,7 +2,8 @@
 
 Routes (--route):
 - module: `configure_optimizers` returns NoamLR with `interval` --interval (this route imports noam_plugin).
-- cli (`pl_train.py fit --config CONFIG.yaml --model.out=OUT ...`): LightningCLI with a YAML holding `lr_scheduler: {class_path: noam_plugin.NoamLR, ...}`;
+- cli (`pl_train.py fit --config CONFIG.yaml --model.out=OUT ...`): LightningCLI with a YAML holding
+  `lr_scheduler: {class_path: noam_plugin.NoamLR, ...}`;
   LightningCLI steps it once per epoch. This script does not import noam_plugin.
 - deepspeed: DeepSpeedStrategy whose DeepSpeed config declares NoamLR (needs CUDA: Lightning refuses
   DeepSpeedStrategy on CPU). No noam_plugin import either.
@@ -34,7 +35,8 @@ def innermost(optimizer):
 class Data(pl.LightningDataModule):
     def train_dataloader(self):
         g = torch.Generator().manual_seed(0)
-        data = torch.utils.data.TensorDataset(torch.randn(SAMPLES, 8, generator=g), torch.randn(SAMPLES, 1, generator=g))
+        x, y = torch.randn(SAMPLES, 8, generator=g), torch.randn(SAMPLES, 1, generator=g)
+        data = torch.utils.data.TensorDataset(x, y)
         return torch.utils.data.DataLoader(data, batch_size=2)
 
 
@@ -138,8 +140,8 @@ def main():
     else:
         strategy, accelerator = "ddp", "cpu"
         model = ModuleRoute(args.out, args.hang_after, args.noam, args.interval)
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=os.path.join(args.out, "ckpt"), every_n_train_steps=args.save_every,
-                                              save_top_k=-1, filename="{step}")
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=os.path.join(args.out, "ckpt"), save_top_k=-1, filename="{step}",
+                                              every_n_train_steps=args.save_every)
     trainer = pl.Trainer(accelerator=accelerator, devices=args.devices, strategy=strategy, max_steps=args.max_steps,
                          accumulate_grad_batches=2, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=True)
