@@ -150,7 +150,8 @@ def main(argv=None) -> None:
     optimizer.register_step_pre_hook(lambda opt, a, kw: used.extend(float(g["lr"]) for g in opt.param_groups))
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / f"lr_rank{rank}.jsonl"
-    kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["update"] <= done] if log_path.exists() else []
+    earlier = log_path.read_text().splitlines() if log_path.exists() else []
+    kept = [line for line in earlier if json.loads(line)["update"] <= done]  # a resume rewrites what came after
     log_path.write_text("".join(line + "\n" for line in kept))
     log = log_path.open("a")
     if rank == 0:

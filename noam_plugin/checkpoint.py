@@ -239,7 +239,7 @@ def _dcp_metadata(folder: Path) -> Any:
         ) from None
     except Exception as error:  # truncated, not a pickle, a class missing from this torch...
         raise CheckpointError(f"{file}: cannot be read as DCP metadata (truncated, or not one): {error}") from None
-    if not all(hasattr(metadata, a) for a in ("state_dict_metadata", "storage_data")) or not isinstance(metadata.storage_data, dict):
+    if not isinstance(getattr(metadata, "storage_data", None), dict) or not hasattr(metadata, "state_dict_metadata"):
         raise CheckpointError(f"{file}: not DCP metadata (found a {type(metadata).__name__})")
     return metadata
 
@@ -250,12 +250,15 @@ def _dcp_value(folder: Path, fqn: str, where: Any) -> Any:
 
     import torch
 
-    name, offset, length = getattr(where, "relative_path", None), getattr(where, "offset", None), getattr(where, "length", None)
+    name, offset, length = (getattr(where, a, None) for a in ("relative_path", "offset", "length"))
     if not (isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
             and isinstance(offset, int) and isinstance(length, int) and offset >= 0 and length >= 0):
-        raise CheckpointError(f"{folder / DCP_METADATA}: '{fqn}' points at {where!r}, not at a part of a file in {folder}")
+        raise CheckpointError(f"{folder / DCP_METADATA}: '{fqn}' points at {where!r}, not into a file in {folder}")
     if getattr(where, "transform_descriptors", None):
-        raise CheckpointError(f"{folder / name}: '{fqn}' was saved through DCP extensions {list(where.transform_descriptors)}; inspect reads plain saves only")
+        raise CheckpointError(
+            f"{folder / name}: '{fqn}' was saved through DCP extensions {list(where.transform_descriptors)}; "
+            "inspect reads plain saves only"
+        )
     try:
         with (folder / name).open("rb") as f:
             f.seek(offset)
@@ -263,14 +266,14 @@ def _dcp_value(folder: Path, fqn: str, where: Any) -> Any:
     except OSError as error:
         raise CheckpointError(f"{folder / name}: cannot read '{fqn}' ({error}); partial or moved checkpoint") from None
     if len(blob) != length:
-        raise CheckpointError(f"{folder / name}: '{fqn}' needs bytes {offset}..{offset + length}, the file ends before: truncated")
+        raise CheckpointError(f"{folder / name}: '{fqn}' at bytes {offset}..{offset + length}, past the end: truncated")
     try:
         return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"{folder / name}: refused: '{fqn}' holds Python objects other than tensors and plain values; inspect reads "
-            f"with torch.load(weights_only=True) and does not run pickled code ({first})"
+            f"{folder / name}: refused: '{fqn}' holds Python objects other than tensors and plain values; "
+            f"inspect reads with torch.load(weights_only=True) and does not run pickled code ({first})"
         ) from None
     except Exception as error:
         raise CheckpointError(f"{folder / name}: '{fqn}' at offset {offset} cannot be read: {error}") from None
@@ -303,9 +306,11 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
     if states:
         info.kind += f"; scheduler state under '{states[0][0]}'"
         if len(states) > 1:
-            info.notes.append(f"{len(states)} scheduler states ({', '.join(w for w, _ in states)}); showing '{states[0][0]}'")
+            where = ", ".join(w for w, _ in states)
+            info.notes.append(f"{len(states)} scheduler states ({where}); showing '{states[0][0]}'")
     else:
-        info.notes.append(f"no scheduler state among the {len(located)} non-tensor values (save scheduler.state_dict() in the DCP state dict)")
+        info.notes.append(f"no scheduler state among the {len(located)} non-tensor values "
+                          "(save scheduler.state_dict() in the DCP state dict)")
     info.notes.append("DCP reshards on load: resumes on any number of processes")
     return info
 
@@ -350,7 +355,7 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
         return info
     found = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "") if names else "an empty folder"
     raise CheckpointError(
-        f"{p}: not a DeepSpeed, Accelerate, DCP or torch checkpoint (found: {found}). Expected a 'latest' file and "
+        f"{p}: not a DeepSpeed, Accelerate or torch checkpoint (found: {found}). Expected a 'latest' file and "
         f"tag folders (DeepSpeed), {DS_MODEL_STATES}, scheduler.bin and random_states_*.pkl (Accelerate), "
         f"or {DCP_METADATA} and *.distcp (torch.distributed.checkpoint)."
     )

@@ -54,8 +54,8 @@ class Touch:
 
 def test_noam_state_nested_in_an_app_state_without_reading_tensors(tmp_path, capsys):
     model, optimizer, scheduler = trained(3)
-    folder = save({"app": {"model": model.state_dict(), "optim": optimizer.state_dict(), "scheduler": scheduler.state_dict()}},
-                  tmp_path / "ckpt")
+    app = {"model": model.state_dict(), "optim": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    folder = save({"app": app}, tmp_path / "ckpt")
     metadata = dcp.FileSystemReader(str(folder)).read_metadata()
     for index, where in metadata.storage_data.items():  # spoil every tensor: a reader that loads one fails
         if isinstance(metadata.state_dict_metadata[index.fqn], dcp.metadata.TensorStorageMetadata):
@@ -69,7 +69,7 @@ def test_noam_state_nested_in_an_app_state_without_reading_tensors(tmp_path, cap
     assert main(["inspect", str(tmp_path)]) == 0  # a folder holding checkpoints
     shown = capsys.readouterr().out
     assert "k            3 optimizer updates applied" in shown
-    assert f"next lr      {0.01 * 4 / 4:.6g}  (lr(4)" in shown  # the peak form written again: 0.01 * min(4/4, (4/4)**0.5)
+    assert f"next lr      {0.01 * min(4 / 4, (4 / 4) ** 0.5):.6g}  (lr(4)" in shown  # the peak form written again
     assert "processes    1 at save (1 rank wrote __RANK_*.distcp files)" in shown
 
 
@@ -82,7 +82,8 @@ def test_scheduler_as_a_stateful_and_a_partial_newer_checkpoint(tmp_path):
     info = read_checkpoint(tmp_path)
     assert info.path.name == "update_000002" and info.state["updates"] == 2
     assert "scheduler state under 'scheduler'" in info.kind
-    with pytest.raises(CheckpointError, match=r"update_000005: partial torch.distributed.checkpoint: .distcp files but no .metadata"):
+    partial_message = r"update_000005: partial torch.distributed.checkpoint: .distcp files but no .metadata"
+    with pytest.raises(CheckpointError, match=partial_message):
         read_checkpoint(partial)
 
 
