@@ -234,12 +234,6 @@ def parts(optimizer=torch.optim.SGD, **schedule):
     return model, opt, NoamLR(opt, warmup_num_steps=10, warmup_max_lr=0.01, **schedule)
 
 
-DCP_INIT_STEP = pytest.mark.xfail(strict=True, reason=(
-    "NoamLR takes the zero-lr optimizer.step() that DCP's get_state_dict / set_state_dict run to initialise "
-    "an empty optimizer state (torch.distributed.checkpoint.state_dict._init_optim_state) for an update"))
-
-
-@DCP_INIT_STEP
 def test_dcp_state_init_step_is_not_counted():
     """SGD without momentum has no state: get_state_dict steps it (zero grads, lr 0) at every save."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -254,7 +248,6 @@ def test_dcp_state_init_step_is_not_counted():
     assert scheduler.last_epoch == 3
 
 
-@DCP_INIT_STEP
 def test_dcp_state_init_step_needs_no_tokens():
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -262,7 +255,6 @@ def test_dcp_state_init_step_needs_no_tokens():
     get_state_dict(model, opt)  # a fresh AdamW (a resume's template state dict): "no tokens were reported for update 1"
 
 
-@DCP_INIT_STEP
 def test_dcp_state_init_step_runs_at_lr_zero():
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
