@@ -107,6 +107,7 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     """
     from accelerate.utils import DistributedType
 
+    from noam_plugin._dist import log_rank0
     from noam_plugin.scheduler import NoamLR
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -131,8 +132,8 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     accumulation = accelerator.gradient_accumulation_steps
     for scheduler in schedulers:
         scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE)
-        if scheduler.config.warmup_unit == "samples" and accelerator.is_main_process and scheduler is schedulers[0]:
-            log.warning(
+        if scheduler.config.warmup_unit == "samples" and scheduler is schedulers[0]:
+            log_rank0(
                 f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over {accelerator.num_processes} "
                 f"process(es), x {accumulation} accumulation steps from Accelerator.gradient_accumulation_steps); "
                 "accumulating by hand? set scheduler.samples_per_update"

@@ -37,6 +37,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from noam_plugin._dist import log_rank0
 from noam_plugin.errors import ConfigError
 from noam_plugin.integrations import RegistrationError, registration_error, report_missing, wrap_all
 from noam_plugin.schedule import NoamConfig
@@ -77,11 +78,6 @@ def _is_noam(scheduler: Any) -> bool:
     return isinstance(scheduler, NoamLR)
 
 
-def _rank0_log(engine: Any, message: str) -> None:
-    if getattr(engine, "global_rank", 0) == 0:
-        log.warning(message)
-
-
 def _configure_lr_scheduler(original):
     def wrapper(self):
         original(self)
@@ -93,8 +89,7 @@ def _configure_lr_scheduler(original):
             before = scheduler.optimizer
             scheduler.bind(self.optimizer)
             if scheduler.optimizer is not before:
-                _rank0_log(
-                    self,
+                log_rank0(
                     f"NoamLR: re-bound from {type(before).__name__} to the engine's optimizer "
                     f"{type(scheduler.optimizer).__name__} (it was built on an optimizer the engine replaced)",
                 )
@@ -159,8 +154,7 @@ def _load_checkpoint(original):
             updates = self.global_steps - self.skipped_steps
             samples = self.global_samples - self.skipped_steps * self.train_batch_size()
             _set_counts(scheduler, updates, samples)
-            _rank0_log(
-                self,
+            log_rank0(
                 f"NoamLR: checkpoint {load_path} has no scheduler state; resuming at update {updates} "
                 f"(global_steps {self.global_steps} - skipped_steps {self.skipped_steps}), {samples} samples "
                 f"(global_samples {self.global_samples} - skipped_steps x {self.train_batch_size()}); "
