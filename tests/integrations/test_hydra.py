@@ -8,9 +8,8 @@ import torch
 pytest.importorskip("hydra")
 
 from hydra.utils import instantiate  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
 from launches import REPO  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 EXAMPLE = REPO / "noam_plugin" / "examples" / "hydra.yaml"  # what `noam-plugin init hydra` writes
 
