@@ -32,6 +32,20 @@ def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup
     return warmup_max_lr * min(k / w, (w / k) ** 0.5)
 
 
+def reference_lr_cooldown(t: int, *, total: int, cooldown: int, noam, minimum: float = 0.0) -> float:
+    """docs/CONTRACT.md section 1, cooldown (linear), written again."""
+    start = total - cooldown
+    if t <= start:
+        return noam(t)
+    return minimum + (noam(start) - minimum) * (1 - min(1.0, (t - start) / (cooldown + 1)))
+
+
+def cooldown_supported() -> bool:
+    from noam_plugin.schedule import PARAM_KEYS
+
+    return "total_num_steps" in PARAM_KEYS
+
+
 def torchrun(out: Path, *worker_args, processes=2) -> list:
     return [BIN / "torchrun", "--nproc_per_node", processes, "--master_addr", "127.0.0.1", "--master_port", free_port(),
             WORKER, "--out", out, "--max-steps", MAX_STEPS, "--accum", 2, "--batch", 2, *worker_args]
@@ -84,15 +98,22 @@ def test_deepspeed_zero2_explicit_params_kill_and_resume_and_dropped_noam_warns(
 
 
 def test_deepspeed_zero3_auto_params_filled_from_training_arguments(tmp_path):
-    """The shipped Trainer example on ZeRO-3: warmup_num_steps from warmup_steps, warmup_max_lr from learning_rate."""
+    """The shipped Trainer example on ZeRO-3: warmup_num_steps from warmup_steps, warmup_max_lr from learning_rate,
+    and (where NoamLR has a cooldown) total_num_steps from max_steps, with a linear cooldown over the last 3 updates."""
     example = json.loads((REPO / "noam_plugin" / "examples" / "trainer_deepspeed.json").read_text())
-    assert example["scheduler"]["params"] == {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}
+    params = example["scheduler"]["params"]
+    assert {params["warmup_num_steps"], params["warmup_max_lr"]} == {"auto"}
     example["zero_optimization"]["stage"] = 3
+    noam = lambda k: reference_lr(k, 3, warmup_max_lr=0.02)
+    lr = noam
+    if cooldown_supported():
+        params.update(total_num_steps="auto", cooldown_num_steps=3)
+        lr = lambda k: reference_lr_cooldown(k, total=MAX_STEPS, cooldown=3, noam=noam)
     config = tmp_path / "ds_zero3.json"
     config.write_text(json.dumps(example))
     out = tmp_path / "run"
     run(torchrun(out, "--ds", config, "--warmup-steps", 3, "--lr", 0.02), out, "hf_train.py")
-    check(out, lambda k: reference_lr(k, 3, warmup_max_lr=0.02), first=0, last=MAX_STEPS, scheduler="NoamLR")
+    check(out, lr, first=0, last=MAX_STEPS, scheduler="NoamLR")
 
 
 def test_no_deepspeed_ddp_samples_learns_global_batch_kill_and_resume(tmp_path):
@@ -137,3 +158,18 @@ def test_auto_is_filled_from_training_arguments_and_explicit_must_match():
     with pytest.raises(ValueError, match=r"scheduler.params.warmup_max_lr=0.01 vs hf learning_rate=5e-05"):
         _finalize({"warmup_num_steps": 4, "warmup_max_lr": 0.01}, warmup_steps=4)  # learning_rate not given
 
+
+
+def test_auto_total_num_steps_is_filled_from_max_steps():
+    from noam_plugin.schedule import NoamConfig
+
+    if not cooldown_supported():
+        pytest.skip("this NoamLR has no total_num_steps (issue 14)")
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "total_num_steps": "auto", "cooldown_num_steps": 20}
+    filled = _finalize(params, warmup_steps=10, learning_rate=0.003)
+    assert filled["total_num_steps"] == 100  # the Trainer's num_training_steps (max_steps)
+    config = NoamConfig.from_params(filled, source="test", prefix="scheduler.params.")
+    assert (config.warmup_num_steps, config.total_num_steps, config.cooldown_num_steps) == (10, 100, 20)
+    mismatch = r"scheduler.params.total_num_steps=50 vs hf num_training_steps \(calculated\)=100"
+    with pytest.raises(ValueError, match=mismatch):
+        _finalize({**params, "total_num_steps": 50}, warmup_steps=10, learning_rate=0.003)
