@@ -310,7 +310,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _positive_int(text: str) -> int:
     try:
-        value = int(text) if len(text) <= 30 else None  # int() of a huge text is slow, then refused anyway
+        # int() of a huge text is slow and then refused anyway: a long run of digits is too large unread
+        value = int(text) if len(text) <= 30 or not text.strip().lstrip("+").isdigit() else None
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, found {shorten(repr(text), 60)}") from None
     if value is not None and value < 1:

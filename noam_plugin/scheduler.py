@@ -11,6 +11,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from noam_plugin.errors import ScheduleMismatchError
 from noam_plugin.schedule import SCHEDULE_KEYS, NoamConfig, _formula, saved_params
+from noam_plugin.state import check_state, foreign_updates  # noqa: F401 - foreign_updates re-exported from here
 
 log = logging.getLogger("noam_plugin")
 
@@ -65,21 +66,6 @@ def _as_count(n: Any, what: str) -> int | torch.Tensor:
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise TypeError(f"{what}: expected an int >= 0, found {type(n).__name__} {n!r}")
     return n
-
-
-def foreign_updates(state: dict[str, Any]) -> tuple[int, str] | None:
-    """The update count in another scheduler's state, and where it came from (None if unknown).
-
-    DeepSpeed's schedulers start at last_batch_iteration -1 and are stepped once per
-    applied update; torch schedulers' last_epoch is the number of step() calls.
-    """
-    if "last_batch_iteration" in state:
-        it = int(state["last_batch_iteration"])
-        return it + 1, f"a DeepSpeed scheduler state (last_batch_iteration={it})"
-    if "last_epoch" in state:
-        epoch = int(state["last_epoch"])
-        return epoch, f"a torch scheduler state (last_epoch={epoch})"
-    return None
 
 
 class NoamLR(LRScheduler):
@@ -358,6 +344,7 @@ class NoamLR(LRScheduler):
                 "If the checkpoint has no scheduler state, start NoamLR from its optimizer-update count instead."
             )
         if state.get("type") == STATE_TYPE:
+            check_state(state, "NoamLR.load_state_dict")  # every bad key named, before anything changes
             self._check_params(state)
             updates = int(state["updates"])
             saved_world = state.get("world_size")

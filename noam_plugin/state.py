@@ -1,0 +1,100 @@
+"""Checks of saved scheduler states, without torch: what `NoamLR.load_state_dict` and `noam-plugin inspect`
+accept from disk. A malformed state is refused whole, every bad key named with what was expected and found,
+before anything is restored (a half-loaded count would silently move the lr).
+
+Also the one place that reads the step count of a foreign scheduler's state (DeepSpeed's `last_batch_iteration`,
+a torch scheduler's `last_epoch`), which NoamLR adopts when a run switches to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from noam_plugin.errors import Problem, StateError, describe
+from noam_plugin.schedule import DEFAULT_UNIT, MAX_INT, SCHEDULE_KEYS, _check_values, _is_int, closest_name
+
+STATE_TYPE = "NoamLR"
+# What NoamLR.state_dict() writes besides the schedule parameters (SCHEDULE_KEYS).
+COUNT_KEYS = ("updates", "samples", "tokens", "samples_per_update", "world_size")
+STATE_KEYS = ("type",) + COUNT_KEYS + SCHEDULE_KEYS
+# key -> (smallest value, None allowed); None is also what a state from before the key existed holds
+_COUNTS = {"updates": (0, False), "samples": (0, True), "tokens": (0, True), "samples_per_update": (1, True), "world_size": (1, True)}
+
+
+def _int_problem(key: str, value: Any, low: int, optional: bool) -> Problem | None:
+    if optional and value is None:
+        return None
+    if _is_int(value) and low <= value <= MAX_INT:
+        return None
+    expected = f"an int >= {low}" + (" or None" if optional else "") + (" and at most 2**63 - 1" if _is_int(value) and value > MAX_INT else "")
+    return Problem(key, expected, describe(value))
+
+
+def check_noam_state(state: Any) -> list[Problem]:
+    """Problems of a saved `NoamLR.state_dict()`, one per bad key; [] when it can be loaded as is."""
+    if not isinstance(state, Mapping):
+        return [Problem("(state)", "a dict, as NoamLR.state_dict() returns", describe(state))]
+    problems = []
+    if state.get("type") != STATE_TYPE:
+        problems.append(Problem("type", repr(STATE_TYPE), "nothing" if "type" not in state else describe(state["type"])))
+    for key in state:
+        if key not in STATE_KEYS:
+            near = closest_name(str(key), STATE_KEYS) if isinstance(key, str) else None
+            hint = f" (did you mean '{near}'?)" if near else " (saved by a newer noam-plugin?)"
+            problems.append(Problem(str(key)[:100], "only the keys of NoamLR.state_dict(): " + ", ".join(STATE_KEYS), f"unknown key{hint}"))
+    if "updates" not in state:
+        problems.append(Problem("updates", "an int >= 0 (the optimizer updates applied; required)", "nothing"))
+    for key, (low, optional) in _COUNTS.items():
+        if key in state:
+            problem = _int_problem(key, state[key], low, optional)
+            if problem is not None:
+                problems.append(problem)
+    # Schedule parameters: those saved (older states lack warmup_unit: they counted updates), checked like a config.
+    params = {key: state[key] for key in SCHEDULE_KEYS if key in state}
+    params.setdefault("warmup_unit", DEFAULT_UNIT)
+    problems += _check_values(params)
+    return problems
+
+
+def check_foreign_state(state: Mapping[str, Any]) -> list[Problem]:
+    """Problems of the step count in a DeepSpeed (`last_batch_iteration`) or torch (`last_epoch`) scheduler state."""
+    problems = []
+    if "last_batch_iteration" in state:
+        it = state["last_batch_iteration"]
+        if not (_is_int(it) and -1 <= it < MAX_INT):  # -1: built, never stepped
+            problems.append(Problem("last_batch_iteration", "an int >= -1 (DeepSpeed's count of updates, minus one)", describe(it)))
+    elif "last_epoch" in state:
+        epoch = state["last_epoch"]
+        if not (_is_int(epoch) and 0 <= epoch <= MAX_INT):
+            problems.append(Problem("last_epoch", "an int >= 0 (the torch scheduler's count of step() calls)", describe(epoch)))
+    return problems
+
+
+def foreign_updates(state: Mapping[str, Any], source: str = "scheduler state") -> tuple[int, str] | None:
+    """The update count in another scheduler's state and where it came from; None when it holds none.
+
+    DeepSpeed's schedulers start at last_batch_iteration -1 and are stepped once per
+    applied update; torch schedulers' last_epoch is the number of step() calls.
+    Raises StateError (naming the key) when the count is there but malformed.
+    """
+    problems = check_foreign_state(state)
+    if problems:
+        raise StateError(source, problems)
+    if "last_batch_iteration" in state:
+        it = state["last_batch_iteration"]
+        return it + 1, f"a DeepSpeed scheduler state (last_batch_iteration={it})"
+    if "last_epoch" in state:
+        epoch = state["last_epoch"]
+        return epoch, f"a torch scheduler state (last_epoch={epoch})"
+    return None
+
+
+def check_state(state: Any, source: str = "scheduler state") -> None:
+    """Raise StateError naming every bad key of a NoamLR state, or of a foreign state's count; else return."""
+    if isinstance(state, Mapping) and state.get("type") != STATE_TYPE and ("last_batch_iteration" in state or "last_epoch" in state):
+        problems = check_foreign_state(state)
+    else:
+        problems = check_noam_state(state)
+    if problems:
+        raise StateError(source, problems)
