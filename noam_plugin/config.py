@@ -311,8 +311,9 @@ def _parse(path: Path, source: str, as_json: bool) -> Any:
         if problems:
             raise ConfigError(source, problems)
         return data
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # its reader already refuses control characters
         node = loader.get_single_node()
         problems = [] if node is None else _check_tree(node, _node_children, _yaml_leaf)
         if problems:
@@ -328,7 +329,8 @@ def _parse(path: Path, source: str, as_json: bool) -> Any:
     except yaml.YAMLError as err:
         raise ConfigError(source, f"invalid YAML: {shorten(str(err), 200)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_config_file(path: str | os.PathLike) -> dict:

@@ -66,7 +66,7 @@ class Problem:
 
     def render(self, source: str) -> str:
         # key and found can come from the input (unknown keys, values): keep them short
-        return f"{source}: {shorten(self.key, 2 * MAX_SHOWN)}: expected {self.expected}, found {shorten(self.found, 4 * MAX_SHOWN)}"
+        return f"{source}: {shorten(self.key, 120)}: expected {self.expected}, found {shorten(self.found, 3 * MAX_SHOWN)}"
 
 
 class ConfigError(ValueError):
