@@ -19,7 +19,13 @@ STATE_TYPE = "NoamLR"
 COUNT_KEYS = ("updates", "samples", "tokens", "samples_per_update", "world_size")
 STATE_KEYS = ("type",) + COUNT_KEYS + SCHEDULE_KEYS
 # key -> (smallest value, None allowed); None is also what a state from before the key existed holds
-_COUNTS = {"updates": (0, False), "samples": (0, True), "tokens": (0, True), "samples_per_update": (1, True), "world_size": (1, True)}
+_COUNTS = {
+    "updates": (0, False),
+    "samples": (0, True),
+    "tokens": (0, True),
+    "samples_per_update": (1, True),
+    "world_size": (1, True),
+}
 
 
 def _int_problem(key: str, value: Any, low: int, optional: bool) -> Problem | None:
@@ -27,7 +33,11 @@ def _int_problem(key: str, value: Any, low: int, optional: bool) -> Problem | No
         return None
     if _is_int(value) and low <= value <= MAX_INT:
         return None
-    expected = f"an int >= {low}" + (" or None" if optional else "") + (" and at most 2**63 - 1" if _is_int(value) and value > MAX_INT else "")
+    expected = (
+        f"an int >= {low}"
+        + (" or None" if optional else "")
+        + (" and at most 2**63 - 1" if _is_int(value) and value > MAX_INT else "")
+    )
     return Problem(key, expected, describe(value))
 
 
@@ -37,12 +47,20 @@ def check_noam_state(state: Any) -> list[Problem]:
         return [Problem("(state)", "a dict, as NoamLR.state_dict() returns", describe(state))]
     problems = []
     if state.get("type") != STATE_TYPE:
-        problems.append(Problem("type", repr(STATE_TYPE), "nothing" if "type" not in state else describe(state["type"])))
+        problems.append(
+            Problem("type", repr(STATE_TYPE), "nothing" if "type" not in state else describe(state["type"]))
+        )
     for key in state:
         if key not in STATE_KEYS:
             near = closest_name(str(key), STATE_KEYS) if isinstance(key, str) else None
             hint = f" (did you mean '{near}'?)" if near else " (saved by a newer noam-plugin?)"
-            problems.append(Problem(str(key)[:100], "only the keys of NoamLR.state_dict(): " + ", ".join(STATE_KEYS), f"unknown key{hint}"))
+            problems.append(
+                Problem(
+                    str(key)[:100],
+                    "only the keys of NoamLR.state_dict(): " + ", ".join(STATE_KEYS),
+                    f"unknown key{hint}",
+                )
+            )
     if "updates" not in state:
         problems.append(Problem("updates", "an int >= 0 (the optimizer updates applied; required)", "nothing"))
     for key, (low, optional) in _COUNTS.items():
@@ -63,11 +81,15 @@ def check_foreign_state(state: Mapping[str, Any]) -> list[Problem]:
     if "last_batch_iteration" in state:
         it = state["last_batch_iteration"]
         if not (_is_int(it) and -1 <= it < MAX_INT):  # -1: built, never stepped
-            problems.append(Problem("last_batch_iteration", "an int >= -1 (DeepSpeed's count of updates, minus one)", describe(it)))
+            problems.append(
+                Problem("last_batch_iteration", "an int >= -1 (DeepSpeed's count of updates, minus one)", describe(it))
+            )
     elif "last_epoch" in state:
         epoch = state["last_epoch"]
         if not (_is_int(epoch) and 0 <= epoch <= MAX_INT):
-            problems.append(Problem("last_epoch", "an int >= 0 (the torch scheduler's count of step() calls)", describe(epoch)))
+            problems.append(
+                Problem("last_epoch", "an int >= 0 (the torch scheduler's count of step() calls)", describe(epoch))
+            )
     return problems
 
 
@@ -92,7 +114,11 @@ def foreign_updates(state: Mapping[str, Any], source: str = "scheduler state") -
 
 def check_state(state: Any, source: str = "scheduler state") -> None:
     """Raise StateError naming every bad key of a NoamLR state, or of a foreign state's count; else return."""
-    if isinstance(state, Mapping) and state.get("type") != STATE_TYPE and ("last_batch_iteration" in state or "last_epoch" in state):
+    if (
+        isinstance(state, Mapping)
+        and state.get("type") != STATE_TYPE
+        and ("last_batch_iteration" in state or "last_epoch" in state)
+    ):
         problems = check_foreign_state(state)
     else:
         problems = check_noam_state(state)

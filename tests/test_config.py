@@ -282,8 +282,9 @@ def test_aliases_depth_and_size_are_bounded(tmp_path):
     assert load_config(ok).warmup_num_steps == 4  # ordinary anchors still work
     cases = {
         "bomb.yaml": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcdef", "bcdefg")), "f: expected at most 2,000,000"),  # f: 10**6 strings; e: 10**5
-        "cycle.yaml": ("a: &a [1, *a]\n", "a: expected no alias inside the value it names, found a recursive alias on line 1"),
+            f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcdef", "bcdefg")),
+            "f: expected at most 2,000,000"),  # f: 10**6 strings, over the limit; e: 10**5, under it
+        "cycle.yaml": ("a: &a [1, *a]\n", "a[1]: expected no alias inside the value it names, found a recursive alias on line 1"),
         "deep.json": ('{"a": ' + "[" * 101 + "]" * 101 + "}", "expected at most 100 levels of nesting"),
         "big.yaml": ("x" * (257 << 10), "larger than 256 KiB"),
     }

@@ -21,7 +21,9 @@ LINE_BOUND = 700  # characters of one message line, whatever the input's size
 
 
 def params(text: str) -> str:
-    return "model: {layers: 2}\nscheduler:\n  type: NoamLR\n  params:\n" + "".join(f"    {line}\n" for line in text.splitlines())
+    return "model: {layers: 2}\nscheduler:\n  type: NoamLR\n  params:\n" + "".join(
+        f"    {line}\n" for line in text.splitlines()
+    )
 
 
 def alias_bomb() -> str:
@@ -33,12 +35,17 @@ def alias_bomb() -> str:
 
 def merge_bomb() -> str:  # `<<` merges copy keys: nested merges grow like aliases
     text = "m0: &m0 {a: 1, b: 2, c: 3, d: 4}\n"
-    text += "".join(f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: [*m{i - 1}, *m{i - 1}, *m{i - 1}, *m{i - 1}]}}\n" for i in range(1, 14))
+    text += "".join(
+        f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: [*m{i - 1}, *m{i - 1}, *m{i - 1}, *m{i - 1}]}}\n"
+        for i in range(1, 14)
+    )
     return text + "scheduler: {type: NoamLR, params: {d_model: 8, warmup_num_steps: 1}}\n"
 
 
 def alias_chain() -> str:  # shallow in the file, 300 levels deep once aliases are expanded
-    return "a0: &a0 [1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 300)) + "scheduler: {type: NoamLR}\n"
+    return (
+        "a0: &a0 [1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 300)) + "scheduler: {type: NoamLR}\n"
+    )
 
 
 def json_params(**values) -> str:
@@ -62,78 +69,212 @@ CASES = {
     # YAML that explodes or recurses
     "alias_bomb": ("bomb.yaml", alias_bomb(), "i", ["once YAML aliases are expanded"]),
     "merge_bomb": ("merge.yaml", merge_bomb(), "m7.k7", ["once YAML aliases are expanded"]),
-    "recursive_alias": ("rec.yaml", "scheduler: &s {type: NoamLR, params: *s}\n", "scheduler.params", ["recursive alias"]),
+    "recursive_alias": (
+        "rec.yaml",
+        "scheduler: &s {type: NoamLR, params: *s}\n",
+        "scheduler.params",
+        ["recursive alias"],
+    ),
     "alias_chain": ("chain.yaml", alias_chain(), "a99", ["at most 100 levels of nesting"]),
-    "deep_flow": ("deep.yaml", "scheduler: " + "[" * 3000 + "]" * 3000 + "\n", "line 1", ["nested deeper than 100 levels"]),
-    "deep_block": ("deepblock.yaml", "".join(" " * i + f"k{i}:\n" for i in range(400)) + " " * 400 + "v: 1\n", "line 100",
-                   ["nested deeper than 100 levels"]),
-    "deep_json": ("deep.json", '{"scheduler": ' + "[" * 3000 + "]" * 3000 + "}", "invalid JSON", ["nested deeper than 100"]),
-    "deep_json_500": ("deep500.json", '{"scheduler": ' + "[" * 500 + "]" * 500 + "}", "scheduler[0][0]", ["at most 100 levels"]),
+    "deep_flow": (
+        "deep.yaml",
+        "scheduler: " + "[" * 3000 + "]" * 3000 + "\n",
+        "line 1",
+        ["nested deeper than 100 levels"],
+    ),
+    "deep_block": (
+        "deepblock.yaml",
+        "".join(" " * i + f"k{i}:\n" for i in range(400)) + " " * 400 + "v: 1\n",
+        "line 100",
+        ["nested deeper than 100 levels"],
+    ),
+    "deep_json": (
+        "deep.json",
+        '{"scheduler": ' + "[" * 3000 + "]" * 3000 + "}",
+        "invalid JSON",
+        ["nested deeper than 100"],
+    ),
+    "deep_json_500": (
+        "deep500.json",
+        '{"scheduler": ' + "[" * 500 + "]" * 500 + "}",
+        "scheduler[0][0]",
+        ["at most 100 levels"],
+    ),
     # size and file type
     "huge_file": ("huge.yaml", "a: " + "x" * (300 << 10) + "\n", "larger than 256 KiB", ["not read further"]),
     "fifo": ("fifo.yaml", fifo, "is a FIFO", ["not read"]),
     "directory": ("dir.yaml", directory, "is a directory", []),
     "dev_zero": ("zero.yaml", device_link, "is a device", ["not read"]),
-    "not_utf8": ("latin.yaml", b"scheduler: {type: NoamLR, params: {d_model: 8, warmup_num_steps: 1}} # \xe9\xff\n", "not UTF-8", []),
+    "not_utf8": (
+        "latin.yaml",
+        b"scheduler: {type: NoamLR, params: {d_model: 8, warmup_num_steps: 1}} # \xe9\xff\n",
+        "not UTF-8",
+        [],
+    ),
     "nul_bytes": ("nul.yaml", "scheduler:\x00\x00\n", "invalid YAML", []),
     # numbers YAML 1.1 (yaml.safe_load) and 1.2 read differently: refused with both readings
-    "octal_leading_zero": ("oct.yaml", params("d_model: 512\nwarmup_num_steps: 04000"), "scheduler.params.warmup_num_steps",
-                           ["04000 on line 6", "YAML 1.1 (yaml.safe_load) reads as int 2048 and YAML 1.2 as int 4000"]),
-    "base_60": ("sexa.yaml", params("d_model: 512\nwarmup_num_steps: 1:30"), "scheduler.params.warmup_num_steps",
-                ["1:30", "YAML 1.1 (yaml.safe_load) reads as int 90 and YAML 1.2 as a string"]),
-    "octal_0o": ("o.yaml", params("d_model: 512\nwarmup_num_steps: 0o17"), "scheduler.params.warmup_num_steps",
-                 ["reads as a string and YAML 1.2 as int 15"]),
-    "underscores": ("us.yaml", params("d_model: 512\nwarmup_num_steps: 1_000"), "scheduler.params.warmup_num_steps",
-                    ["reads as int 1000 and YAML 1.2 as a string"]),
-    "binary": ("bin.yaml", params("d_model: 0b1000000000\nwarmup_num_steps: 10"), "scheduler.params.d_model", ["int 512"]),
-    "leading_zero_nine": ("nine.yaml", params("d_model: 512\nwarmup_num_steps: 09"), "scheduler.params.warmup_num_steps",
-                          ["reads as a string and YAML 1.2 as int 9"]),
+    "octal_leading_zero": (
+        "oct.yaml",
+        params("d_model: 512\nwarmup_num_steps: 04000"),
+        "scheduler.params.warmup_num_steps",
+        ["04000 on line 6", "YAML 1.1 (yaml.safe_load) reads as int 2048 and YAML 1.2 as int 4000"],
+    ),
+    "base_60": (
+        "sexa.yaml",
+        params("d_model: 512\nwarmup_num_steps: 1:30"),
+        "scheduler.params.warmup_num_steps",
+        ["1:30", "YAML 1.1 (yaml.safe_load) reads as int 90 and YAML 1.2 as a string"],
+    ),
+    "octal_0o": (
+        "o.yaml",
+        params("d_model: 512\nwarmup_num_steps: 0o17"),
+        "scheduler.params.warmup_num_steps",
+        ["reads as a string and YAML 1.2 as int 15"],
+    ),
+    "underscores": (
+        "us.yaml",
+        params("d_model: 512\nwarmup_num_steps: 1_000"),
+        "scheduler.params.warmup_num_steps",
+        ["reads as int 1000 and YAML 1.2 as a string"],
+    ),
+    "binary": (
+        "bin.yaml",
+        params("d_model: 0b1000000000\nwarmup_num_steps: 10"),
+        "scheduler.params.d_model",
+        ["int 512"],
+    ),
+    "leading_zero_nine": (
+        "nine.yaml",
+        params("d_model: 512\nwarmup_num_steps: 09"),
+        "scheduler.params.warmup_num_steps",
+        ["reads as a string and YAML 1.2 as int 9"],
+    ),
     "user_key_octal": ("user.yaml", "seed: 0042\n" + params("d_model: 512\nwarmup_num_steps: 10"), "seed", ["int 34"]),
-    "exponent_is_float": ("e3.yaml", params("d_model: 512\nwarmup_num_steps: 1e3"), "scheduler.params.warmup_num_steps",
-                          ["expected an int >= 1, found float 1000.0"]),
+    "exponent_is_float": (
+        "e3.yaml",
+        params("d_model: 512\nwarmup_num_steps: 1e3"),
+        "scheduler.params.warmup_num_steps",
+        ["expected an int >= 1, found float 1000.0"],
+    ),
     # huge numbers and strings: refused, shortened
-    "int_400_digits": ("i400.yaml", params("d_model: 512\nwarmup_num_steps: " + "7" * 400), "scheduler.params.warmup_num_steps",
-                       ["at most 2**63 - 1", "(400 digits)"]),
-    "int_5000_digits": ("i5000.yaml", params("d_model: 512\nwarmup_num_steps: " + "7" * 5000), "scheduler.params.warmup_num_steps",
-                        ["at most 4000 digits", "5000 digits"]),
-    "json_int_5000": ("i5000.json", json_params(d_model=512, warmup_num_steps=int("7" * 4000)).replace("7" * 4000, "7" * 5000),
-                      "scheduler.params.warmup_num_steps", ["at most 4000 digits"]),
-    "json_int_400": ("i400.json", json_params(d_model=int("9" * 400), warmup_num_steps=10), "scheduler.params.d_model",
-                     ["(400 digits)"]),
-    "float_1e400": ("f.yaml", params("warmup_max_lr: 1.0e+400\nwarmup_num_steps: 10"), "scheduler.params.warmup_max_lr",
-                    ["finite number > 0", "float inf"]),
-    "long_string": ("s.yaml", params("d_model: 512\nwarmup_num_steps: 10\nwarmup_unit: " + "x" * 200000),
-                    "scheduler.params.warmup_unit", ["'xxxx", "..."]),
-    "long_key": ("k.yaml", params("d_model: 512\nwarmup_num_steps: 10\n? " + "y" * 100000 + "\n: 1"), "scheduler.params.yyyy",
-                 ["unknown key"]),
-    "many_keys": ("many.yaml", params("d_model: 512\nwarmup_num_steps: 10\n" + "".join(f"k{i}: 1\n" for i in range(5000))),
-                  "scheduler.params.k0", ["and 4980 more problems"]),
-    "json_nan": ("nan.json", json_params(warmup_max_lr=float("nan"), warmup_num_steps=10), "scheduler.params.warmup_max_lr",
-                 ["finite number > 0", "nan"]),
-    "json_infinity": ("inf.json", json_params(d_model=8, factor=float("inf"), warmup_num_steps=10), "scheduler.params.factor",
-                      ["finite number > 0"]),
-    "json_duplicates": ("dup.json", '{"scheduler": {"type": "NoamLR", "params": {"d_model": 8, "warmup_num_steps": 1, '
-                        + ", ".join(f'"x{i}": 1' for i in range(20000)) + ', "d_model": 16}}}', "invalid JSON",
-                        ["duplicate key 'd_model'"]),
+    "int_400_digits": (
+        "i400.yaml",
+        params("d_model: 512\nwarmup_num_steps: " + "7" * 400),
+        "scheduler.params.warmup_num_steps",
+        ["at most 2**63 - 1", "(400 digits)"],
+    ),
+    "int_5000_digits": (
+        "i5000.yaml",
+        params("d_model: 512\nwarmup_num_steps: " + "7" * 5000),
+        "scheduler.params.warmup_num_steps",
+        ["at most 4000 digits", "5000 digits"],
+    ),
+    "json_int_5000": (
+        "i5000.json",
+        json_params(d_model=512, warmup_num_steps=int("7" * 4000)).replace("7" * 4000, "7" * 5000),
+        "scheduler.params.warmup_num_steps",
+        ["at most 4000 digits"],
+    ),
+    "json_int_400": (
+        "i400.json",
+        json_params(d_model=int("9" * 400), warmup_num_steps=10),
+        "scheduler.params.d_model",
+        ["(400 digits)"],
+    ),
+    "float_1e400": (
+        "f.yaml",
+        params("warmup_max_lr: 1.0e+400\nwarmup_num_steps: 10"),
+        "scheduler.params.warmup_max_lr",
+        ["finite number > 0", "float inf"],
+    ),
+    "long_string": (
+        "s.yaml",
+        params("d_model: 512\nwarmup_num_steps: 10\nwarmup_unit: " + "x" * 200000),
+        "scheduler.params.warmup_unit",
+        ["'xxxx", "..."],
+    ),
+    "long_key": (
+        "k.yaml",
+        params("d_model: 512\nwarmup_num_steps: 10\n? " + "y" * 100000 + "\n: 1"),
+        "scheduler.params.yyyy",
+        ["unknown key"],
+    ),
+    "many_keys": (
+        "many.yaml",
+        params("d_model: 512\nwarmup_num_steps: 10\n" + "".join(f"k{i}: 1\n" for i in range(5000))),
+        "scheduler.params.k0",
+        ["and 4980 more problems"],
+    ),
+    "json_nan": (
+        "nan.json",
+        json_params(warmup_max_lr=float("nan"), warmup_num_steps=10),
+        "scheduler.params.warmup_max_lr",
+        ["finite number > 0", "nan"],
+    ),
+    "json_infinity": (
+        "inf.json",
+        json_params(d_model=8, factor=float("inf"), warmup_num_steps=10),
+        "scheduler.params.factor",
+        ["finite number > 0"],
+    ),
+    "json_duplicates": (
+        "dup.json",
+        '{"scheduler": {"type": "NoamLR", "params": {"d_model": 8, "warmup_num_steps": 1, '
+        + ", ".join(f'"x{i}": 1' for i in range(20000))
+        + ', "d_model": 16}}}',
+        "invalid JSON",
+        ["duplicate key 'd_model'"],
+    ),
     # values whose curve is degenerate in floating point
-    "peak_underflows": ("zero.yaml2", params("warmup_max_lr: 1.0e-320\nwarmup_num_steps: 4000"), "scheduler.params.warmup_max_lr",
-                        ["above 0.0 and finite"]),
-    "factor_underflows": ("factor.yaml", params("d_model: 512\nfactor: 1.0e-320\nwarmup_num_steps: 4000"), "scheduler.params.factor",
-                          ["the first update's lr(1) = 0.0"]),
-    "huge_d_model": ("dm.yaml", params("d_model: 99999999999999999999\nwarmup_num_steps: 10"), "scheduler.params.d_model",
-                     ["at most 2**63 - 1"]),
+    "peak_underflows": (
+        "zero.yaml2",
+        params("warmup_max_lr: 1.0e-320\nwarmup_num_steps: 4000"),
+        "scheduler.params.warmup_max_lr",
+        ["above 0.0 and finite"],
+    ),
+    "factor_underflows": (
+        "factor.yaml",
+        params("d_model: 512\nfactor: 1.0e-320\nwarmup_num_steps: 4000"),
+        "scheduler.params.factor",
+        ["the first update's lr(1) = 0.0"],
+    ),
+    "huge_d_model": (
+        "dm.yaml",
+        params("d_model: 99999999999999999999\nwarmup_num_steps: 10"),
+        "scheduler.params.d_model",
+        ["at most 2**63 - 1"],
+    ),
     # an Accelerate config pointing at hostile places
-    "accelerate_to_fifo": ("acc.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: fifo.yaml\n",
-                           "is a FIFO", []),
-    "accelerate_long_name": ("acc2.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: " + "n" * 5000
-                             + "\n", "deepspeed_config.deepspeed_config_file", ["no such file"]),
+    "accelerate_to_fifo": (
+        "acc.yaml",
+        "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: fifo.yaml\n",
+        "is a FIFO",
+        [],
+    ),
+    "accelerate_long_name": (
+        "acc2.yaml",
+        "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: " + "n" * 5000 + "\n",
+        "deepspeed_config.deepspeed_config_file",
+        ["no such file"],
+    ),
 }
 ACCEPTED = {  # read as written: (file name, text, what the ok line says)
     "hex": ("hex.yaml", params("d_model: 512\nwarmup_num_steps: 0x10"), "warmup 16 updates"),
-    "plain": ("plain.yaml", params("d_model: 512\nwarmup_num_steps: 4000\nfactor: 2.0e+0"), "d_model=512, factor=2, warmup 4000 updates"),
-    "anchors": ("anchors.yaml", "w: &w 4000\nscheduler: {type: NoamLR, params: {d_model: 512, warmup_num_steps: *w}}\n",
-                "warmup 4000 updates"),
-    "tiny_peak": ("tiny.yaml", params("warmup_max_lr: 1.0e-300\nwarmup_num_steps: 1000"), "warmup_max_lr=1e-300, warmup 1000"),
+    "plain": (
+        "plain.yaml",
+        params("d_model: 512\nwarmup_num_steps: 4000\nfactor: 2.0e+0"),
+        "d_model=512, factor=2, warmup 4000 updates",
+    ),
+    "anchors": (
+        "anchors.yaml",
+        "w: &w 4000\nscheduler: {type: NoamLR, params: {d_model: 512, warmup_num_steps: *w}}\n",
+        "warmup 4000 updates",
+    ),
+    "tiny_peak": (
+        "tiny.yaml",
+        params("warmup_max_lr: 1.0e-300\nwarmup_num_steps: 1000"),
+        "warmup_max_lr=1e-300, warmup 1000",
+    ),
 }
 
 
@@ -164,7 +305,12 @@ def test_hostile_config_files_one_message_each(tmp_path):
         _, _, key, pieces = CASES[case]
         lines = [line for line in err.splitlines() if line.startswith(f"{path}: ") or f"(named in {path})" in line]
         message = "\n".join(lines)
-        if not lines or key not in lines[0] or any(p not in message for p in pieces) or max(map(len, lines)) > LINE_BOUND:
+        if (
+            not lines
+            or key not in lines[0]
+            or any(p not in message for p in pieces)
+            or max(map(len, lines)) > LINE_BOUND
+        ):
             failed.append(f"{case}: {message[:1000] or 'no message'}")
         if any(line.startswith(f"ok  {path}  ") for line in out.splitlines()):
             failed.append(f"{case}: accepted")
@@ -190,8 +336,9 @@ def test_show_refuses_degenerate_curve_and_hostile_arguments(tmp_path):
         (["show", good, "--plot", target], 1, "exists and is not a regular file; not replaced"),
     ]
     for args, status, message in cases:
-        result = subprocess.run([sys.executable, "-m", "noam_plugin", *map(str, args)], capture_output=True, text=True,
-                                timeout=60, env=ENV)
+        result = subprocess.run(
+            [sys.executable, "-m", "noam_plugin", *map(str, args)], capture_output=True, text=True, timeout=60, env=ENV
+        )
         assert result.returncode == status, (args, result.stderr[-2000:])
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert len(result.stdout) + len(result.stderr) < 5000
@@ -201,8 +348,12 @@ def test_show_refuses_degenerate_curve_and_hostile_arguments(tmp_path):
 def test_show_into_closed_pipe_is_quiet():
     """`noam-plugin show ... | head -1`: the reader leaves; exit 0, no 'Broken pipe', no traceback."""
     at = ",".join(map(str, range(1, 20001)))  # a table far larger than a pipe's buffer
-    proc = subprocess.Popen([sys.executable, "-m", "noam_plugin", "show", str(ROOT / "configs/transformer_base.yaml"), "--at", at],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noam_plugin", "show", str(ROOT / "configs/transformer_base.yaml"), "--at", at],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
     first = proc.stdout.readline()
     proc.stdout.close()  # as `head -1` does
     err = proc.stderr.read()
@@ -216,8 +367,13 @@ def test_plot_is_written_whole_and_a_leftover_does_not_block(tmp_path):
     target = tmp_path / "curve.png"
     target.write_bytes(b"old plot")
     (tmp_path / ".curve.png.x1y2z3.tmp").write_bytes(b"half a plot from a killed run")
-    result = subprocess.run([sys.executable, "-m", "noam_plugin", "show", str(ROOT / "configs/peak_lr.yaml"), "--plot", str(target)],
-                            capture_output=True, text=True, timeout=120, env=ENV)
+    result = subprocess.run(
+        [sys.executable, "-m", "noam_plugin", "show", str(ROOT / "configs/peak_lr.yaml"), "--plot", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".curve.png.x1y2z3.tmp", "curve.png"]  # no new temporary left
@@ -246,14 +402,30 @@ DRIVER = textwrap.dedent(
 
 def drive(tmp_path, calls, timeout=300):
     (tmp_path / "calls.json").write_text(json.dumps([[c, list(map(str, a))] for c, a in calls]))
-    result = subprocess.run([sys.executable, "-c", DRIVER, tmp_path / "calls.json", tmp_path / "results.json"],
-                            capture_output=True, text=True, timeout=timeout, env=ENV)
+    result = subprocess.run(
+        [sys.executable, "-c", DRIVER, tmp_path / "calls.json", tmp_path / "results.json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((tmp_path / "results.json").read_text())
 
 
-NOAM = {"type": "NoamLR", "updates": 12, "samples": 96, "tokens": None, "samples_per_update": 8, "warmup_num_steps": 40,
-        "d_model": 64, "factor": 0.5, "warmup_max_lr": None, "warmup_unit": "updates", "world_size": 2}
+NOAM = {
+    "type": "NoamLR",
+    "updates": 12,
+    "samples": 96,
+    "tokens": None,
+    "samples_per_update": 8,
+    "warmup_num_steps": 40,
+    "d_model": 64,
+    "factor": 0.5,
+    "warmup_max_lr": None,
+    "warmup_unit": "updates",
+    "world_size": 2,
+}
 
 
 class _MakesMarker:
@@ -270,8 +442,10 @@ def deepspeed_folder(base: Path, state, latest="global_step12", **extra) -> Path
 
     tag = base / "global_step12"
     tag.mkdir(parents=True)
-    torch.save({"lr_scheduler": state, "global_steps": 12, "skipped_steps": 0, "dp_world_size": 1, **extra},
-               tag / "mp_rank_00_model_states.pt")
+    torch.save(
+        {"lr_scheduler": state, "global_steps": 12, "skipped_steps": 0, "dp_world_size": 1, **extra},
+        tag / "mp_rank_00_model_states.pt",
+    )
     if latest is not None:
         (base / "latest").write_text(latest)
     return base
@@ -293,15 +467,26 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
     state_file("updates_str", ["updates: expected an int >= 0, found str '12'"], updates="12")
     state_file("updates_float", ["updates: expected an int >= 0, found float 12.7"], updates=12.7)
     state_file("updates_bool", ["updates: expected an int >= 0, found bool True"], updates=True)
-    state_file("updates_missing", ["updates: expected an int >= 0 (the optimizer updates applied; required), found nothing"],
-               updates=_DROP)
-    state_file("updates_huge", ["updates: expected an int >= 0 and at most 2**63 - 1", "(400 digits)"], updates=int("9" * 400))
+    state_file(
+        "updates_missing",
+        ["updates: expected an int >= 0 (the optimizer updates applied; required), found nothing"],
+        updates=_DROP,
+    )
+    state_file(
+        "updates_huge", ["updates: expected an int >= 0 and at most 2**63 - 1", "(400 digits)"], updates=int("9" * 400)
+    )
     state_file("samples_str", ["samples: expected an int >= 0 or None, found str 'lots'"], samples="lots")
     state_file("batch_zero", ["samples_per_update: expected an int >= 1 or None, found int 0"], samples_per_update=0)
     state_file("world_negative", ["world_size: expected an int >= 1 or None, found int -2"], world_size=-2)
-    state_file("unknown_key", ["updtes: expected only the keys of NoamLR.state_dict()", "did you mean 'updates'?"], updtes=3)
-    state_file("bad_params", ["warmup_num_steps: expected an int >= 1, found int 0", "d_model / warmup_max_lr"],
-               warmup_num_steps=0, warmup_max_lr=1e-3)
+    state_file(
+        "unknown_key", ["updtes: expected only the keys of NoamLR.state_dict()", "did you mean 'updates'?"], updtes=3
+    )
+    state_file(
+        "bad_params",
+        ["warmup_num_steps: expected an int >= 1, found int 0", "d_model / warmup_max_lr"],
+        warmup_num_steps=0,
+        warmup_max_lr=1e-3,
+    )
     state_file("long_unit", ["warmup_unit: expected one of updates, samples, tokens", "..."], warmup_unit="u" * 100000)
     torch.save({"scheduler": {"last_batch_iteration": "5"}}, tmp_path / "foreign_ds.pt")
     cases["foreign_ds"] = (tmp_path / "foreign_ds.pt", ["last_batch_iteration: expected an int >= -1", "found str '5'"])
@@ -314,7 +499,11 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
     def ds(name, pieces, **kwargs):
         cases[name] = (deepspeed_folder(tmp_path / name, NOAM, **kwargs), pieces)
 
-    ds("latest_dotdot", ["'latest' names '../outside' is not the name of a checkpoint folder inside it"], latest="../outside")
+    ds(
+        "latest_dotdot",
+        ["'latest' names '../outside' is not the name of a checkpoint folder inside it"],
+        latest="../outside",
+    )
     ds("latest_absolute", [f"'latest' names '{outside}' is not the name"], latest=str(outside))
     ds("latest_symlink_out", ["a symlink leading out of the checkpoint folder"], latest="escape")
     (tmp_path / "latest_symlink_out" / "escape").symlink_to(outside)
@@ -328,10 +517,19 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
     model_states = tmp_path / "model_states_fifo" / "global_step12" / "mp_rank_00_model_states.pt"
     model_states.unlink()
     os.mkfifo(model_states)
-    ds("ds_state_malformed", ["mp_rank_00_model_states.pt: updates: expected an int >= 0, found str 'x'"],
-       global_steps="many")
-    torch.save({"lr_scheduler": {**NOAM, "updates": "x"}, "global_steps": "many", "ds_config": {"zero_optimization": {"stage": "z" * 9999}}},
-               tmp_path / "ds_state_malformed" / "global_step12" / "mp_rank_00_model_states.pt")
+    ds(
+        "ds_state_malformed",
+        ["mp_rank_00_model_states.pt: updates: expected an int >= 0, found str 'x'"],
+        global_steps="many",
+    )
+    torch.save(
+        {
+            "lr_scheduler": {**NOAM, "updates": "x"},
+            "global_steps": "many",
+            "ds_config": {"zero_optimization": {"stage": "z" * 9999}},
+        },
+        tmp_path / "ds_state_malformed" / "global_step12" / "mp_rank_00_model_states.pt",
+    )
     loop = tmp_path / "loop"
     loop.mkdir()
     (loop / "checkpoints").symlink_to(loop)
@@ -342,8 +540,14 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
     results = drive(tmp_path, [("noam-plugin", ["inspect", path]) for path, _ in cases.values()])
     failed = []
     for (name, (path, pieces)), (status, out, err) in zip(cases.items(), results):
-        if status != 1 or "Traceback" in out + err or not err or any(p not in err for p in pieces) \
-                or len(out) + len(err) > 3000 or max(map(len, err.splitlines())) > LINE_BOUND:
+        if (
+            status != 1
+            or "Traceback" in out + err
+            or not err
+            or any(p not in err for p in pieces)
+            or len(out) + len(err) > 3000
+            or max(map(len, err.splitlines())) > LINE_BOUND
+        ):
             failed.append(f"{name}: status {status}\n{out[:800]}{err[:800]}")
     assert not failed, "\n".join(failed)
     assert not marker.exists()
@@ -362,7 +566,8 @@ DS_RUN = textwrap.dedent(
     model = torch.nn.Linear(4, 4)
     config = {"train_batch_size": 2, "zero_optimization": {"stage": 2},
               "scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": 10, "d_model": 16}}}
-    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01), config=config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     for _ in range(3):
         engine.backward(engine(torch.randn(2, 4)).pow(2).sum())
         engine.step()
@@ -382,9 +587,19 @@ def zero2(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     base = tmp_path_factory.mktemp("zero2")
-    code, out = run([sys.executable, "-c", DS_RUN, base / "ckpt"], env={
-        "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}, timeout=240)
+    code, out = run(
+        [sys.executable, "-c", DS_RUN, base / "ckpt"],
+        env={
+            "DS_ACCELERATOR": "cpu",
+            "OMP_NUM_THREADS": "1",
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+        },
+        timeout=240,
+    )
     assert code == 0, out[-3000:]
     return base / "ckpt"
 
@@ -414,8 +629,12 @@ def test_conversions_refuse_pickled_code_and_paths_leading_out(zero2, tmp_path):
     (escape / "latest").write_text("../evil/global_step3")
     tagged = copy_checkpoint(zero2, tmp_path / "tagged")
     linked = copy_checkpoint(zero2, tmp_path / "linked")
-    (linked / "global_step3" / "mp_rank_01_model_states.pt").symlink_to(evil / "global_step3" / "mp_rank_00_model_states.pt")
-    saved = tmp_path / "saved"  # an accelerator.save_state folder of a DeepSpeed run: the engine's files under pytorch_model
+    (linked / "global_step3" / "mp_rank_01_model_states.pt").symlink_to(
+        evil / "global_step3" / "mp_rank_00_model_states.pt"
+    )
+    saved = (
+        tmp_path / "saved"
+    )  # an accelerator.save_state folder of a DeepSpeed run: the engine's files under pytorch_model
     saved.mkdir()
     (copy_checkpoint(zero2, tmp_path / "engine") / "global_step3").rename(saved / "pytorch_model")
     (saved / "latest").write_text("pytorch_model")
@@ -460,25 +679,44 @@ def test_conversions_refuse_pickled_code_and_paths_leading_out(zero2, tmp_path):
     for folder in (evil, escape, tagged, linked):  # nothing written into a refused checkpoint
         assert not (folder / "latest_universal").exists() and not list(folder.glob("*universal*"))
         assert not list(folder.glob(".*tmp*"))
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["latest", "latest_universal", "pytorch_model", "random_states_0.pkl"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "latest",
+        "latest_universal",
+        "pytorch_model",
+        "random_states_0.pkl",
+    ]
     # Control: DeepSpeed's converter itself runs the poisoned file's code (so the refusal above is what protects).
-    control = subprocess.run([sys.executable, "-c", "import sys, argparse\nfrom deepspeed.checkpoint import ds_to_universal\n"
-                              "ds_to_universal.main(argparse.Namespace(input_folder=sys.argv[1], output_folder=sys.argv[2], "
-                              "num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False, strict=True, "
-                              "inject_missing_state=True))", evil / "global_step3", tmp_path / "control" / "x"],
-                             capture_output=True, text=True, timeout=300, env=ENV)
+    control = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, argparse\nfrom deepspeed.checkpoint import ds_to_universal\n"
+            "ds_to_universal.main(argparse.Namespace(input_folder=sys.argv[1], output_folder=sys.argv[2], "
+            "num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False, strict=True, "
+            "inject_missing_state=True))",
+            evil / "global_step3",
+            tmp_path / "control" / "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert marker.exists(), control.stderr[-2000:]
 
 
 def test_convert_killed_midway_leaves_the_old_conversion_and_a_rerun_works(zero2, tmp_path):
-    """SIGKILL inside DeepSpeed's converter: the earlier conversion and latest_universal stay whole; a rerun replaces them."""
+    """SIGKILL inside DeepSpeed's converter: the earlier conversion and latest_universal stay whole;
+    a rerun replaces them."""
     ckpt = copy_checkpoint(zero2, tmp_path / "ckpt")
     command = [sys.executable, "-u", "-m", "noam_plugin.integrations.deepspeed", "convert-universal", str(ckpt)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
     assert first.returncode == 0, first.stderr[-3000:]
     old = ckpt / "global_step3_universal"
     (old / "old-conversion").write_text("")
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True
+    )
     seen = ""
     for line in proc.stdout:
         seen += line
