@@ -68,6 +68,12 @@ def device_link(path: Path) -> None:
 CASES = {
     # YAML that explodes or recurses
     "alias_bomb": ("bomb.yaml", alias_bomb(), "i", ["once YAML aliases are expanded"]),
+    "alias_bomb_as_params": (
+        "bomb2.yaml",
+        alias_bomb().replace("params: {d_model: 8, warmup_num_steps: 1}", "params: *i"),
+        "i",
+        ["once YAML aliases are expanded"],
+    ),
     "merge_bomb": ("merge.yaml", merge_bomb(), "m7.k7", ["once YAML aliases are expanded"]),
     "recursive_alias": (
         "rec.yaml",
