@@ -3,14 +3,17 @@
 Behind `noam-plugin inspect`: users want to know where a run will resume (k, next lr),
 with which parameters, and how many processes saved it, before they spend compute.
 Knows DeepSpeed `save_checkpoint` folders (plain and universal), Accelerate `save_state`
-folders (with or without DeepSpeed) and `torch.save` files (launch/train.py's, or a bare
-`NoamLR.state_dict()`). Files are read with `torch.load(weights_only=True)`; Accelerate's
-`random_states_*.pkl` are only counted, never unpickled.
+folders (with or without DeepSpeed), torch.distributed.checkpoint (DCP) folders and `torch.save`
+files (launch/train.py's, or a bare `NoamLR.state_dict()`). Files are read with
+`torch.load(weights_only=True)`; Accelerate's `random_states_*.pkl` are only counted, never
+unpickled; DCP's `.metadata` pickle is read with an unpickler that builds only DCP's own
+metadata classes.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import stat
 import sys
@@ -24,6 +27,7 @@ from noam_plugin.state import check_state
 
 DS_MODEL_STATES = "mp_rank_00_model_states.pt"
 MAX_POINTER_BYTES = 512  # a `latest` file holds one tag name
+DCP_METADATA = ".metadata"  # torch.distributed.checkpoint writes it last, once every rank has saved
 ACCELERATE_MARKERS = ("random_states_0.pkl", "scheduler.bin", "optimizer.bin", "model.safetensors", "pytorch_model.bin")
 
 
@@ -180,7 +184,7 @@ def _looks_like_checkpoint(p: Path) -> bool:
         return False
     names = {c.name for c in p.iterdir()}
     return bool(
-        names & {"latest", "latest_universal", DS_MODEL_STATES, *ACCELERATE_MARKERS}
+        names & {"latest", "latest_universal", DS_MODEL_STATES, DCP_METADATA, *ACCELERATE_MARKERS}
         or any(n.endswith("model_states.pt") for n in names)
     )
 
@@ -269,13 +273,136 @@ def _read_torch_file(file: Path) -> CheckpointInfo:
     return info
 
 
+# DCP's `.metadata` is a pickle of these dataclasses (and torch.Size, dtypes, a path): nothing else is built.
+_DCP_CLASSES = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "MetadataIndex", "StorageMeta", "BytesStorageMetadata", "TensorStorageMetadata",
+        "ChunkStorageMetadata", "TensorProperties", "_MEM_FORMAT_ENCODING",
+    },
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo", "_StoragePrefix"},
+}
+_PATH_CLASSES = {"PosixPath": "PurePosixPath", "PurePosixPath": "PurePosixPath",
+                 "WindowsPath": "PureWindowsPath", "PureWindowsPath": "PureWindowsPath"}
+
+
+class _DcpMetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's `.metadata` building only the classes DCP writes there; any other global is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        import importlib
+
+        import torch
+
+        if name in _DCP_CLASSES.get(module, ()):
+            return getattr(importlib.import_module(module), name)
+        if module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
+            return getattr(torch, name)
+        if (module, name) == ("torch.serialization", "_get_layout"):
+            return torch.serialization._get_layout
+        if module in ("pathlib", "pathlib._local") and name in _PATH_CLASSES:  # the checkpoint_id; never touched
+            import pathlib
+
+            return getattr(pathlib, _PATH_CLASSES[name])
+        raise pickle.UnpicklingError(f"'{module}.{name}' is not one of the classes DCP metadata is made of")
+
+
+def _dcp_metadata(folder: Path) -> Any:
+    file = folder / DCP_METADATA
+    _regular_file(file)  # a FIFO would block the open
+    try:
+        with file.open("rb") as f:
+            metadata = _DcpMetadataUnpickler(f).load()
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{file}: refused: the pickle refers to code other than DCP's metadata classes ({error}); "
+            "inspect does not run pickled code. Was this checkpoint written by torch.distributed.checkpoint?"
+        ) from None
+    except Exception as error:  # truncated, not a pickle, a class missing from this torch...
+        raise CheckpointError(f"{file}: cannot be read as DCP metadata (truncated, or not one): {error}") from None
+    if not isinstance(getattr(metadata, "storage_data", None), dict) or not hasattr(metadata, "state_dict_metadata"):
+        raise CheckpointError(f"{file}: not DCP metadata (found a {type(metadata).__name__})")
+    return metadata
+
+
+def _dcp_value(folder: Path, fqn: str, where: Any) -> Any:
+    """A non-tensor value DCP saved: torch.save bytes at an offset of one .distcp file, read weights_only."""
+    import io
+
+    import torch
+
+    name, offset, length = (getattr(where, a, None) for a in ("relative_path", "offset", "length"))
+    if not (isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
+            and isinstance(offset, int) and isinstance(length, int) and offset >= 0 and length >= 0):
+        raise CheckpointError(f"{folder / DCP_METADATA}: '{fqn}' points at {where!r}, not into a file in {folder}")
+    if getattr(where, "transform_descriptors", None):
+        raise CheckpointError(
+            f"{folder / name}: '{fqn}' was saved through DCP extensions {list(where.transform_descriptors)}; "
+            "inspect reads plain saves only"
+        )
+    _regular_file(folder / name)
+    try:
+        with (folder / name).open("rb") as f:
+            f.seek(offset)
+            blob = f.read(length)
+    except OSError as error:
+        raise CheckpointError(f"{folder / name}: cannot read '{fqn}' ({error}); partial or moved checkpoint") from None
+    if len(blob) != length:
+        raise CheckpointError(f"{folder / name}: '{fqn}' at bytes {offset}..{offset + length}, past the end: truncated")
+    try:
+        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{folder / name}: refused: '{fqn}' holds Python objects other than tensors and plain values; "
+            f"inspect reads with torch.load(weights_only=True) and does not run pickled code ({first})"
+        ) from None
+    except Exception as error:
+        raise CheckpointError(f"{folder / name}: '{fqn}' at offset {offset} cannot be read: {error}") from None
+
+
+def _read_dcp(folder: Path) -> CheckpointInfo:
+    """A torch.distributed.checkpoint folder: the scheduler state among the non-tensor values; no tensor is read."""
+    metadata = _dcp_metadata(folder)
+    kinds = metadata.state_dict_metadata if isinstance(metadata.state_dict_metadata, dict) else {}
+    located = {index.fqn: where for index, where in metadata.storage_data.items()  # non-tensor values only
+               if type(kinds.get(getattr(index, "fqn", None))).__name__ == "BytesStorageMetadata"}
+    mappings = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
+    paths = {fqn: tuple(map(str, mappings.get(fqn) or fqn.split("."))) for fqn in located}
+
+    def state_under(prefix: tuple[str, ...]) -> dict[str, Any]:
+        return {path[-1]: _dcp_value(folder, fqn, located[fqn]) for fqn, path in paths.items() if path[:-1] == prefix}
+
+    states = []  # (where, state): NoamLR states first, then states NoamLR can adopt
+    for fqn, path in paths.items():
+        if path[-1] == "type" and _dcp_value(folder, fqn, located[fqn]) == "NoamLR":
+            states.append((".".join(path[:-1]), state_under(path[:-1])))
+    if not states:
+        for fqn, path in paths.items():
+            if path[-1] in ("last_epoch", "last_batch_iteration"):
+                states.append((".".join(path[:-1]), state_under(path[:-1])))
+    ranks = {m.group(1) for p in folder.glob("*.distcp") if (m := re.match(r"__(\d+)_\d+\.distcp$", p.name))}
+    info = CheckpointInfo(folder, "torch.distributed.checkpoint (DCP)", states[0][1] if states else None)
+    if ranks:
+        info.processes, info.processes_from = len(ranks), f"{_count(len(ranks), 'rank')} wrote __RANK_*.distcp files"
+    if states:
+        info.kind += f"; scheduler state under '{states[0][0]}'"
+        if len(states) > 1:
+            where = ", ".join(w for w, _ in states)
+            info.notes.append(f"{len(states)} scheduler states ({where}); showing '{states[0][0]}'")
+    else:
+        info.notes.append(f"no scheduler state among the {len(located)} non-tensor values "
+                          "(save scheduler.state_dict() in the DCP state dict)")
+    info.notes.append("DCP reshards on load: resumes on any number of processes")
+    return info
+
+
 def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
     """Find the checkpoint at `path` (a file, a checkpoint folder, or a folder of checkpoints) and read it."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(
-            f"{p}: no such file or folder. Give the folder passed to engine.save_checkpoint() or "
-            "accelerator.save_state(), one checkpoint inside it, or a torch.save file."
+            f"{p}: no such file or folder. Give the folder passed to engine.save_checkpoint(), "
+            "accelerator.save_state() or dcp.save(), one checkpoint inside it, or a torch.save file."
         )
     if p.is_file():
         return _read_torch_file(p)
@@ -284,6 +411,13 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
     if _depth > 3:  # folders of folders of checkpoints (or a symlink loop): give up, saying where
         raise CheckpointError(f"{p}: no checkpoint within 3 folder levels of the path given")
     names = {c.name for c in p.iterdir()}
+    if DCP_METADATA in names:
+        return _read_dcp(p)
+    if any(n.endswith(".distcp") for n in names):
+        raise CheckpointError(
+            f"{p}: partial torch.distributed.checkpoint: .distcp files but no {DCP_METADATA} (DCP writes it last, once "
+            "every rank has saved); the save did not finish. Use an earlier checkpoint."
+        )
     if names & set(ACCELERATE_MARKERS) or any(n.startswith("random_states_") for n in names):
         return _read_accelerate(p)
     if "latest" in names or ("latest_universal" in names and not any(n.endswith("model_states.pt") for n in names)):
@@ -309,7 +443,8 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
     found = shorten(", ".join(sorted(names)[:8]), 300) + (", ..." if len(names) > 8 else "") if names else "an empty folder"
     raise CheckpointError(
         f"{p}: not a DeepSpeed, Accelerate or torch checkpoint (found: {found}). Expected a 'latest' file and "
-        f"tag folders (DeepSpeed), {DS_MODEL_STATES}, or scheduler.bin and random_states_*.pkl (Accelerate)."
+        f"tag folders (DeepSpeed), {DS_MODEL_STATES}, scheduler.bin and random_states_*.pkl (Accelerate), "
+        f"or {DCP_METADATA} and *.distcp (torch.distributed.checkpoint)."
     )
 
 

@@ -8,6 +8,7 @@ a torch scheduler's `last_epoch`), which NoamLR adopts when a run switches to it
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from noam_plugin.errors import Problem, StateError, describe
 from noam_plugin.schedule import DEFAULT_UNIT, MAX_INT, SCHEDULE_KEYS, _check_values, _is_int, closest_name
 
 STATE_TYPE = "NoamLR"
+SOURCE = "NoamLR.load_state_dict"
 # What NoamLR.state_dict() writes besides the schedule parameters (SCHEDULE_KEYS).
 COUNT_KEYS = ("updates", "samples", "tokens", "samples_per_update", "world_size")
 STATE_KEYS = ("type",) + COUNT_KEYS + SCHEDULE_KEYS
@@ -62,7 +64,7 @@ def check_noam_state(state: Any) -> list[Problem]:
                 )
             )
     if "updates" not in state:
-        problems.append(Problem("updates", "an int >= 0 (the optimizer updates applied; required)", "nothing"))
+        problems.append(Problem("updates", "an int >= 0 (required)", "nothing"))
     for key, (low, optional) in _COUNTS.items():
         if key in state:
             problem = _int_problem(key, state[key], low, optional)
@@ -81,15 +83,11 @@ def check_foreign_state(state: Mapping[str, Any]) -> list[Problem]:
     if "last_batch_iteration" in state:
         it = state["last_batch_iteration"]
         if not (_is_int(it) and -1 <= it < MAX_INT):  # -1: built, never stepped
-            problems.append(
-                Problem("last_batch_iteration", "an int >= -1 (DeepSpeed's count of updates, minus one)", describe(it))
-            )
+            problems.append(Problem("last_batch_iteration", "an int >= -1", describe(it)))
     elif "last_epoch" in state:
         epoch = state["last_epoch"]
         if not (_is_int(epoch) and 0 <= epoch <= MAX_INT):
-            problems.append(
-                Problem("last_epoch", "an int >= 0 (the torch scheduler's count of step() calls)", describe(epoch))
-            )
+            problems.append(Problem("last_epoch", "an int >= 0", describe(epoch)))
     return problems
 
 
@@ -112,15 +110,23 @@ def foreign_updates(state: Mapping[str, Any], source: str = "scheduler state") -
     return None
 
 
-def check_state(state: Any, source: str = "scheduler state") -> None:
-    """Raise StateError naming every bad key of a NoamLR state, or of a foreign state's count; else return."""
-    if (
-        isinstance(state, Mapping)
-        and state.get("type") != STATE_TYPE
-        and ("last_batch_iteration" in state or "last_epoch" in state)
-    ):
-        problems = check_foreign_state(state)
-    else:
-        problems = check_noam_state(state)
+def state_problems(state: Any) -> list[Problem]:
+    """Every problem of a NoamLR, DeepSpeed-scheduler or torch-scheduler state, one Problem per bad key."""
+    if not isinstance(state, Mapping):
+        return [Problem("state", "a scheduler state dict (from scheduler.state_dict())", describe(state))]
+    if state.get("type") != STATE_TYPE and ("last_batch_iteration" in state or "last_epoch" in state):
+        return check_foreign_state(state)
+    if state.get("type") != STATE_TYPE and "updates" not in state:
+        keys = ", ".join(sorted(map(str, itertools.islice(state, 20))))
+        return [Problem(
+            "state", "a NoamLR state, or one with 'last_batch_iteration' (DeepSpeed) or 'last_epoch' (torch)",
+            f"not a scheduler state this plugin knows (keys: [{keys}])",
+        )]
+    return check_noam_state(state)
+
+
+def check_state(state: Any, source: str = SOURCE) -> None:
+    """Raise one StateError (a ConfigError) naming every bad key; nothing is loaded when it raises."""
+    problems = state_problems(state)
     if problems:
         raise StateError(source, problems)

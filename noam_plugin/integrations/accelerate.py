@@ -33,7 +33,7 @@ import os
 import shutil
 from types import ModuleType
 
-from noam_plugin.integrations import wrap_once
+from noam_plugin.integrations import wrap_all
 
 log = logging.getLogger("noam_plugin")
 
@@ -62,7 +62,7 @@ def _prepare_backend(original):
 
 def patch_state(state_module: ModuleType) -> None:
     """Make `PartialState` use gloo for DeepSpeed when it found no accelerator backend."""
-    wrap_once(state_module.PartialState, "_prepare_backend", _prepare_backend)
+    wrap_all("accelerate", [(state_module.PartialState, "_prepare_backend", _prepare_backend)])
 
 
 def check_dummy_scheduler(deepspeed_config: dict, objects: tuple) -> None:
@@ -107,6 +107,7 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     """
     from accelerate.utils import DistributedType
 
+    from noam_plugin._dist import log_rank0
     from noam_plugin.scheduler import NoamLR
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -131,8 +132,8 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     accumulation = accelerator.gradient_accumulation_steps
     for scheduler in schedulers:
         scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE)
-        if scheduler.config.warmup_unit == "samples" and accelerator.is_main_process and scheduler is schedulers[0]:
-            log.warning(
+        if scheduler.config.warmup_unit == "samples" and scheduler is schedulers[0]:
+            log_rank0(
                 f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over {accelerator.num_processes} "
                 f"process(es), x {accumulation} accumulation steps from Accelerator.gradient_accumulation_steps); "
                 "accumulating by hand? set scheduler.samples_per_update"
@@ -153,8 +154,8 @@ def _prepare(original):
 
 def patch_accelerator(accelerator_module: ModuleType) -> None:
     """Check DummyScheduler against a NoamLR "auto" config; tell NoamLR the global batch."""
-    wrap_once(accelerator_module.Accelerator, "_prepare_deepspeed", _prepare_deepspeed)
-    wrap_once(accelerator_module.Accelerator, "prepare", _prepare)
+    accelerator = accelerator_module.Accelerator
+    wrap_all("accelerate", [(accelerator, "_prepare_deepspeed", _prepare_deepspeed), (accelerator, "prepare", _prepare)])
 
 
 # ---------------------------------------------------------------- resume on another number of processes
