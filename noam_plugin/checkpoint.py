@@ -96,7 +96,8 @@ def _load(file: Path) -> Any:
             f"torch.load(weights_only=True) and does not run pickled code ({shorten(first, 300)})"
         ) from None
     except Exception as error:  # truncated zip, not a torch file, permission...
-        raise CheckpointError(f"{file}: cannot be read as a torch checkpoint (truncated, or not one): {shorten(str(error), 300)}") from None
+        why = shorten(str(error), 300)
+        raise CheckpointError(f"{file}: cannot be read as a torch checkpoint (truncated, or not one): {why}") from None
 
 
 def _regular_file(file: Path) -> None:
@@ -123,7 +124,9 @@ def tag_folder(folder: str | os.PathLike, tag: str, named_by: str = "the tag") -
         raise CheckpointError(f"{folder}: {named_by} {shown} is not the name of a checkpoint folder inside it")
     path = folder / tag
     if path.is_symlink() and not _inside(folder, path):
-        raise CheckpointError(f"{folder}: {named_by} {shown} is a symlink leading out of the checkpoint folder; not followed")
+        raise CheckpointError(
+            f"{folder}: {named_by} {shown} is a symlink leading out of the checkpoint folder; not followed"
+        )
     return path
 
 
@@ -151,7 +154,10 @@ def read_latest(folder: str | os.PathLike, name: str = "latest") -> str | None:
     finally:
         os.close(fd)
     if len(data) > MAX_POINTER_BYTES or info.st_size > MAX_POINTER_BYTES:
-        raise CheckpointError(f"{pointer}: {info.st_size} bytes; DeepSpeed's '{name}' holds one tag name (at most {MAX_POINTER_BYTES} bytes)")
+        raise CheckpointError(
+            f"{pointer}: {info.st_size} bytes; DeepSpeed's '{name}' holds one tag name "
+            f"(at most {MAX_POINTER_BYTES} bytes)"
+        )
     try:
         tag = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -262,7 +268,8 @@ def _read_torch_file(file: Path) -> CheckpointInfo:
         info = CheckpointInfo(file, "torch.save of NoamLR.state_dict()", data, source=str(file))
     elif isinstance(data, dict) and any(k in data for k in ("scheduler", "lr_scheduler")):
         key = "scheduler" if "scheduler" in data else "lr_scheduler"
-        info = CheckpointInfo(file, f"torch.save file (scheduler state under '{key}')", data[key], source=f"{file} ['{key}']")
+        kind = f"torch.save file (scheduler state under '{key}')"
+        info = CheckpointInfo(file, kind, data[key], source=f"{file} ['{key}']")
         if isinstance(data.get("world_size"), int):
             info.processes, info.processes_from = data["world_size"], "world_size in the file"
     elif isinstance(data, dict) and ("last_epoch" in data or "last_batch_iteration" in data):
@@ -440,7 +447,8 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
         if len(candidates) > 1:
             info.notes.append(f"newest of {len(candidates)} checkpoints in {p}")
         return info
-    found = shorten(", ".join(sorted(names)[:8]), 300) + (", ..." if len(names) > 8 else "") if names else "an empty folder"
+    found = shorten(", ".join(sorted(names)[:8]), 300) + (", ..." if len(names) > 8 else "")
+    found = found if names else "an empty folder"
     raise CheckpointError(
         f"{p}: not a DeepSpeed, Accelerate or torch checkpoint (found: {found}). Expected a 'latest' file and "
         f"tag folders (DeepSpeed), {DS_MODEL_STATES}, scheduler.bin and random_states_*.pkl (Accelerate), "
@@ -501,7 +509,7 @@ def check_no_pickled_code(tag_dir: str | os.PathLike) -> int:
                             raise
                         torch.load(file, map_location="cpu", weights_only=True)
                 except pickle.UnpicklingError as error:
-                    lines = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line or "GLOBAL" in line]
+                    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
                     why = shorten(lines[0] if lines else str(error).strip().splitlines()[0], 300)
                     raise CheckpointError(
                         f"{file}: holds Python objects that torch.load(weights_only=True) refuses ({why}). DeepSpeed's "
@@ -509,7 +517,8 @@ def check_no_pickled_code(tag_dir: str | os.PathLike) -> int:
                         "Convert a checkpoint you trust with DeepSpeed's ds_to_universal.py directly."
                     ) from None
                 except Exception as error:  # noqa: BLE001 - truncated, not a torch file
-                    raise CheckpointError(f"{file}: cannot be read as a torch checkpoint: {shorten(str(error), 300)}") from None
+                    why = shorten(str(error), 300)
+                    raise CheckpointError(f"{file}: cannot be read as a torch checkpoint: {why}") from None
                 checked += 1
     return checked
 

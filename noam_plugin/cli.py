@@ -224,7 +224,7 @@ def _plot(axis: _Axis, steps: int, title: str, out: str) -> None:
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right" if right_half else "center right")  # clear of the peak label either way
-    write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))  # no suffix: still this file
+    write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))  # no suffix: this file
 
 
 def write_atomically(path: str | os.PathLike, write) -> None:

@@ -38,7 +38,9 @@ _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _AMBIGUOUS = "tag:noam-plugin:ambiguous-number"  # refused: YAML 1.1 and 1.2 read different values
 _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _YAML12_INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
-_YAML12_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+_YAML12_FLOAT = re.compile(
+    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+)
 _YAML11 = yaml.SafeLoader("")  # PyYAML as shipped (YAML 1.1): what yaml.safe_load makes of the same text
 
 
@@ -87,7 +89,9 @@ class _Loader(yaml.SafeLoader):
                 v11 = yaml.resolver.Resolver.resolve(_YAML11, kind, value, (True, False))
                 if v11 == _INT or _YAML12_INT.fullmatch(value):
                     return _AMBIGUOUS
-                return _FLOAT if v11 == _FLOAT or _YAML12_FLOAT.fullmatch(value) else super().resolve(kind, value, implicit)
+                if v11 == _FLOAT or _YAML12_FLOAT.fullmatch(value):
+                    return _FLOAT
+                return super().resolve(kind, value, implicit)
             if _PLAIN_INT.fullmatch(value):  # the common case, read alike by both
                 return _INT
             v11, v12 = _yaml11_number(value), _yaml12_number(value)
@@ -110,11 +114,13 @@ class _Loader(yaml.SafeLoader):
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         number = _yaml12_number(node.value)
         if not isinstance(number, int):  # an explicit !!int on something else
-            raise yaml.constructor.ConstructorError(None, None, f"not a YAML 1.2 int: {shorten(node.value)!r}", node.start_mark)
+            what = f"not a YAML 1.2 int: {shorten(node.value)!r}"
+            raise yaml.constructor.ConstructorError(None, None, what, node.start_mark)
         return number
 
     def construct_ambiguous(self, node: yaml.ScalarNode) -> Any:  # _check_nodes reports these first
-        raise yaml.constructor.ConstructorError(None, None, f"ambiguous number {shorten(node.value)!r}", node.start_mark)
+        what = f"ambiguous number {shorten(node.value)!r}"
+        raise yaml.constructor.ConstructorError(None, None, what, node.start_mark)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -144,8 +150,10 @@ def _number_problem(path: str, node: yaml.ScalarNode) -> Problem:
 
     v11, v12 = _yaml11_number(text), _yaml12_number(text)
     return Problem(
-        path, "a number that YAML 1.1 and YAML 1.2 read alike: plain decimal (4000), 0x hex, 1.0e-3, or quotes for a string",
-        f"{shorten(text)} on line {line}, which YAML 1.1 (yaml.safe_load) reads as {reading(v11)} and YAML 1.2 as {reading(v12)}",
+        path,
+        "a number that YAML 1.1 and YAML 1.2 read alike: plain decimal (4000), 0x hex, 1.0e-3, or quotes for a string",
+        f"{shorten(text)} on line {line}, which YAML 1.1 (yaml.safe_load) reads as {reading(v11)} "
+        f"and YAML 1.2 as {reading(v12)}",
     )
 
 
@@ -186,7 +194,8 @@ def _check_tree(root: Any, children: Any, leaf: Any) -> list[Problem]:
             levels = 1 + max((size[id(k)][1] for k, _ in kids), default=0)
             size[key] = (total, levels)
             if levels > MAX_DEPTH:
-                return [Problem(path or "(top level)", f"at most {MAX_DEPTH} levels of nesting (aliases expanded)", "deeper")]
+                expected = f"at most {MAX_DEPTH} levels of nesting (aliases expanded)"
+                return [Problem(path or "(top level)", expected, "deeper")]
             continue
         if key in size:
             continue
@@ -211,7 +220,8 @@ def _check_tree(root: Any, children: Any, leaf: Any) -> list[Problem]:
                 break
             node, path = big[0]
         found = "more (an alias bomb?)"
-        problems.insert(0, Problem(path or "(top level)", f"at most {MAX_EXPANDED:,} values and characters once YAML aliases are expanded", found))
+        expected = f"at most {MAX_EXPANDED:,} values and characters once YAML aliases are expanded"
+        problems.insert(0, Problem(path or "(top level)", expected, found))
     return problems
 
 
@@ -274,7 +284,8 @@ def _read_text(path: Path, source: str) -> str:
         if stat.S_ISDIR(mode):
             raise ConfigError(source, "is a directory, expected a YAML or JSON config file")
         if not stat.S_ISREG(mode):
-            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+            device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if device else "not a regular file"
             raise ConfigError(source, f"is {kind}, expected a YAML or JSON config file (not read)")
         chunks, size = [], 0
         while size <= MAX_CONFIG_BYTES:
@@ -359,14 +370,15 @@ def _follow_accelerate(data: dict, path: Path) -> tuple[Path, str] | None:
     candidates = [Path(name)] if Path(name).is_absolute() else [Path.cwd() / name, path.parent / name]
     for candidate in candidates:
         try:
-            usable = candidate.exists() and not candidate.is_dir()  # not is_file(): a FIFO or device gets its own message
+            usable = candidate.exists() and not candidate.is_dir()  # a FIFO or a device gets its own message
         except (OSError, ValueError):  # a name too long, or with a NUL byte
             usable = False
         if usable:
             shown = candidate if Path(name).is_absolute() else Path(os.path.relpath(candidate))
             return shown, f"{shown} (named in {path})"
     tried = " and ".join(str(c) for c in candidates)
-    raise ConfigError(str(path), Problem(key, "an existing DeepSpeed config JSON", f"'{shorten(name)}': no such file (tried {shorten(tried, 300)})"))
+    found = f"'{shorten(name)}': no such file (tried {shorten(tried, 300)})"
+    raise ConfigError(str(path), Problem(key, "an existing DeepSpeed config JSON", found))
 
 
 def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:

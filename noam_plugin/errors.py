@@ -27,7 +27,8 @@ class _Repr(reprlib.Repr):
             return "{}"
         if level <= 0:
             return "{...}"
-        items = [f"{self.repr1(k, level - 1)}: {self.repr1(x[k], level - 1)}" for k in itertools.islice(x, self.maxdict)]
+        keys = itertools.islice(x, self.maxdict)
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(x[k], level - 1)}" for k in keys]
         return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
 
 
@@ -66,7 +67,8 @@ class Problem:
 
     def render(self, source: str) -> str:
         # key and found can come from the input (unknown keys, values): keep them short
-        return f"{source}: {shorten(self.key, 120)}: expected {self.expected}, found {shorten(self.found, 3 * MAX_SHOWN)}"
+        key, found = shorten(self.key, 120), shorten(self.found, 3 * MAX_SHOWN)
+        return f"{source}: {key}: expected {self.expected}, found {found}"
 
 
 class ConfigError(ValueError):

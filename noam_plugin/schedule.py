@@ -69,7 +69,10 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
         problems.append(Problem(prefix + "d_model / warmup_max_lr", "exactly one of them", "neither"))
     elif d_model is not None and peak is not None:
         problems.append(
-            Problem(prefix + "d_model / warmup_max_lr", "exactly one of them", f"both (d_model={short_repr(d_model)}, warmup_max_lr={short_repr(peak)})")
+            Problem(
+                prefix + "d_model / warmup_max_lr", "exactly one of them",
+                f"both (d_model={short_repr(d_model)}, warmup_max_lr={short_repr(peak)})",
+            )
         )
     if d_model is not None and (not _is_int(d_model) or d_model < 1):
         bad("d_model", "an int >= 1", d_model)

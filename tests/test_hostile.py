@@ -475,7 +475,7 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
     state_file("updates_bool", ["updates: expected an int >= 0, found bool True"], updates=True)
     state_file(
         "updates_missing",
-        ["updates: expected an int >= 0 (the optimizer updates applied; required), found nothing"],
+        ["updates: expected an int >= 0 (required), found nothing"],
         updates=_DROP,
     )
     state_file(
