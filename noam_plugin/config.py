@@ -112,7 +112,7 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        number = _yaml12_number(node.value)
+        number = _yaml12_number(self.construct_scalar(node))  # construct_scalar refuses `!!int` on a list or mapping
         if not isinstance(number, int):  # an explicit !!int on something else
             what = f"not a YAML 1.2 int: {shorten(node.value)!r}"
             raise yaml.constructor.ConstructorError(None, None, what, node.start_mark)

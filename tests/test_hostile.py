@@ -117,6 +117,7 @@ CASES = {
         "not UTF-8",
         [],
     ),
+    "int_tag_on_mapping": ("inttag.yaml", "scheduler: !!int {type: NoamLR}\n", "line 1", ["expected a scalar node"]),
     "nul_bytes": ("nul.yaml", "scheduler:\x00\x00\n", "invalid YAML", []),
     # numbers YAML 1.1 (yaml.safe_load) and 1.2 read differently: refused with both readings
     "octal_leading_zero": (
