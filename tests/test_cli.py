@@ -244,3 +244,20 @@ def test_show_plot_samples_config(tmp_path):
         data = out.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
         out.unlink()
+
+
+def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
+    from noam_plugin.cli import write_atomically
+
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old")
+
+    def half_then_crash(out):
+        out.write(b"half a plo")
+        raise KeyboardInterrupt  # as if the run were stopped mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, half_then_crash)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+    write_atomically(target, lambda out: out.write(b"new"))
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
