@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     before_cooldown = [r for r in res if last_of[r["update"]] is not r and cool_start is not None and r["update"] > cool_start]
 
     mismatched = [r for r in res if ref_lr.get(r["update"]) != r["lr"] and r not in before_cooldown]
-    diffs = [abs(r["lr"] - ref_lr[r["update"]]) for r in res if r["update"] in ref_lr]
+    diffs = [abs(r["lr"] - ref_lr[r["update"]]) for r in res if r["update"] in ref_lr and r not in before_cooldown]
     covered = {r["update"] for r in res} & set(ref_lr)
     identical = not mismatched and covered == set(ref_lr) and len(ref_lr) == len(ref)
     verdict = (
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         r = first[-1] if k == kill else last_of.get(k)
         if r is None or k not in ref_lr:
             continue
-        same = "" if r["lr"] == ref_lr[k] else "  <-- differs"
+        same = "  (no cooldown yet: redone in it)" if r in before_cooldown else "" if r["lr"] == ref_lr[k] else "  <-- differs"
         print(f"{k:>6}  {ref_lr[k]:>13.6e}  {r['lr']:>13.6e}  {r['world_size']:>5}  {ref_loss[k]:>8.4f}  {r['loss']:>8.4f}  {marks[k]}{same}")
     n = max(1, len(ref) // 10)
     start_loss, end_loss = sum(r["loss"] for r in ref[:n]) / n, sum(r["loss"] for r in ref[-n:]) / n
