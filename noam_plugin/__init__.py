@@ -17,6 +17,9 @@ _EXPORTS = {
     "ScheduleMismatchError": "noam_plugin.errors",
     "NoamLR": "noam_plugin.scheduler",
     "load_config": "noam_plugin.config",
+    "register": "noam_plugin._autoregister",
+    "SecondSchedulerError": "noam_plugin.scheduler",
+    "RegistrationError": "noam_plugin.integrations",
 }
 
 __all__ = sorted(_EXPORTS)

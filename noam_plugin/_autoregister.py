@@ -3,7 +3,8 @@
 `noam_plugin_autoregister.pth` (installed into site-packages) imports this at
 interpreter start. It only puts a finder on `sys.meta_path`; the finder waits
 for the modules below and runs the integration right after each one executes.
-Set NOAM_PLUGIN_NO_AUTOREGISTER=1 to turn it off.
+Set NOAM_PLUGIN_NO_AUTOREGISTER=1 to turn it off (the .pth line checks it first and then
+imports nothing); `noam_plugin.register()` turns it on by hand.
 """
 
 import os
@@ -18,6 +19,16 @@ POST_IMPORT_HOOKS = {
 }
 
 
+def _run_hook(module, hook):
+    module_name, _, function = hook.partition(":")
+    try:
+        getattr(__import__(module_name, fromlist=[function]), function)(module)
+    except Exception as error:  # never break the user's import of DeepSpeed
+        import warnings
+
+        warnings.warn(f"noam-plugin could not register with {module.__name__}: {error!r}", stacklevel=2)
+
+
 class _RunAfterExec:
     """Loader wrapper: executes the real module, then our hook."""
 
@@ -30,13 +41,7 @@ class _RunAfterExec:
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        module_name, _, function = self._hook.partition(":")
-        try:
-            getattr(__import__(module_name, fromlist=[function]), function)(module)
-        except Exception as error:  # never break the user's import of DeepSpeed
-            import warnings
-
-            warnings.warn(f"noam-plugin could not register with {module.__name__}: {error!r}", stacklevel=2)
+        _run_hook(module, self._hook)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
@@ -58,11 +63,28 @@ class _PostImportFinder:
         return None
 
 
+def _install_finder():
+    if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PostImportFinder())
+
+
 def install():
     if os.environ.get("NOAM_PLUGIN_NO_AUTOREGISTER") == "1":
         return
-    if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _PostImportFinder())
+    _install_finder()
+
+
+def register():
+    """Register NoamLR with DeepSpeed / Accelerate now and on their later import.
+
+    For scripts run with NOAM_PLUGIN_NO_AUTOREGISTER=1, or in an environment where the
+    .pth hook is not installed. Frameworks already imported are patched at once.
+    """
+    _install_finder()
+    for module_name, hook in POST_IMPORT_HOOKS.items():
+        module = sys.modules.get(module_name)
+        if module is not None:
+            _run_hook(module, hook)
 
 
 install()

@@ -1,20 +1,23 @@
-"""NoamLR: a torch LRScheduler that counts applied optimizer updates, not calls of step()."""
+"""NoamLR: a torch LRScheduler whose step count is the number of optimizer updates actually applied."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import contextlib
+import functools
+import warnings
+import weakref
+from typing import Any, Iterator
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from noam_plugin._dist import log_rank0, sum_over_ranks, world_size
 from noam_plugin.errors import ScheduleMismatchError
 from noam_plugin.schedule import NoamConfig, _formula, resume_changes, saved_params
+from noam_plugin.state import STATE_TYPE, check_state, foreign_updates
 
-log = logging.getLogger("noam_plugin")
-
-STATE_TYPE = "NoamLR"
+_OWNER = "_noam_plugin_scheduler"  # attribute on a scheduled torch optimizer: weakref to its NoamLR
 
 
 def unwrap_optimizer(optimizer: Any) -> Optimizer:
@@ -34,69 +37,82 @@ def unwrap_optimizer(optimizer: Any) -> Optimizer:
     return seen
 
 
-def _world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
+def scheduler_of(optimizer: Any) -> "NoamLR | None":
+    """The live NoamLR scheduling this optimizer (or the torch optimizer inside this wrapper), if any."""
+    seen = optimizer
+    while True:
+        ref = getattr(seen, "__dict__", {}).get(_OWNER)
+        if ref is not None and ref() is not None:
+            return ref()
+        inner = getattr(seen, "optimizer", None)
+        if inner is None or inner is seen or not hasattr(inner, "param_groups"):
+            return None
+        seen = inner
 
 
-def _log_once(message: str) -> None:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0:
-        log.warning(message)
+class SecondSchedulerError(RuntimeError):
+    """Another scheduler was put on an optimizer that a NoamLR already schedules."""
 
 
-def _sum_over_ranks(value: int) -> int:
-    """Sum an int over all ranks of the default process group (every rank gets the same total)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return value
-    backend = str(torch.distributed.get_backend())
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    total = torch.tensor([value], dtype=torch.int64, device=device)
-    torch.distributed.all_reduce(total)
-    return int(total.item())
+def _refuse_second_scheduler(optimizer: Any, newcomer: Any) -> None:
+    owner = scheduler_of(optimizer)
+    if owner is None or owner is newcomer:
+        return
+    raise SecondSchedulerError(
+        f"{type(newcomer).__name__}: this {type(owner.optimizer).__name__} is already scheduled by a NoamLR "
+        f"(at update {owner.updates}); two schedulers would fight over its lr. Keep one: NoamLR needs no "
+        "companion scheduler (it counts updates itself; a decay tail is its cooldown_num_steps). To replace it, "
+        "drop every reference to the old NoamLR first, or build the new scheduler on a new optimizer."
+    )
+
+
+def _guard_lr_scheduler_init() -> None:
+    """Make every torch LRScheduler refuse an optimizer a live NoamLR schedules (docs/CONTRACT.md section 2)."""
+    original = LRScheduler.__init__
+    if getattr(original, "__noam_plugin__", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: LRScheduler, optimizer: Any, *args: Any, **kwargs: Any) -> None:
+        _refuse_second_scheduler(optimizer, self)
+        original(self, optimizer, *args, **kwargs)
+
+    __init__.__noam_plugin__ = True  # type: ignore[attr-defined]
+    LRScheduler.__init__ = __init__  # type: ignore[method-assign]
+
+
+_guard_lr_scheduler_init()
 
 
 def _as_count(n: Any, what: str) -> int | torch.Tensor:
     """An int >= 0, or a one-element integer tensor (kept on its device: no sync per micro-batch)."""
     if isinstance(n, torch.Tensor):
-        if n.numel() != 1 or n.dtype.is_floating_point or n.dtype.is_complex:
-            raise TypeError(f"{what}: expected an int or a one-element integer tensor, found a {n.dtype} tensor of shape {tuple(n.shape)}")
+        if n.numel() != 1 or n.dtype.is_floating_point or n.dtype.is_complex or n.dtype == torch.bool:
+            raise TypeError(
+                f"{what}: expected an int or a one-element integer tensor, found a {n.dtype} tensor of shape {tuple(n.shape)}"
+            )
         return n
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise TypeError(f"{what}: expected an int >= 0, found {type(n).__name__} {n!r}")
     return n
 
 
-def foreign_updates(state: dict[str, Any]) -> tuple[int, str] | None:
-    """The update count in another scheduler's state, and where it came from (None if unknown).
-
-    DeepSpeed's schedulers start at last_batch_iteration -1 and are stepped once per
-    applied update; torch schedulers' last_epoch is the number of step() calls.
-    """
-    if "last_batch_iteration" in state:
-        it = int(state["last_batch_iteration"])
-        return it + 1, f"a DeepSpeed scheduler state (last_batch_iteration={it})"
-    if "last_epoch" in state:
-        epoch = int(state["last_epoch"])
-        return epoch, f"a torch scheduler state (last_epoch={epoch})"
-    return None
-
-
 class NoamLR(LRScheduler):
     """Noam schedule whose step count is the number of optimizer updates actually applied.
 
-    A post-hook on the torch optimizer marks "an update happened"; `step()` turns
-    that mark into +1. So extra `step()` calls (Accelerate's per-process stepping,
-    per-micro-batch loops) change nothing, an update skipped by GradScaler or an
-    overflow check never runs the hook, and ZeRO's one inner `step()` per param
-    group still counts once. The lr is written in `step()`, never mid-update.
+    The count lives in a post-hook on the torch optimizer: each applied update adds
+    one and writes the next update's lr before `optimizer.step()` returns. So who
+    calls `scheduler.step()`, and how often (per micro-batch, per process, per epoch,
+    never), changes nothing, and an update skipped by GradScaler or an overflow check
+    never runs the hook. Wrappers that step the inner optimizer several times per
+    update (ZeRO: once per param group) run inside `update_boundary()`, which counts
+    once when the whole update is complete.
 
     With `warmup_unit` "samples" or "tokens" an update runs at the curve read at
     the data seen including its own: samples per update (the global batch) come
     from DeepSpeed / Accelerate or `samples_per_update=`; tokens from
-    `add_tokens(n)` once per micro-batch, summed over ranks once per update.
-    That lr is (re)written just before the update (a step pre-hook, or
-    `prepare_update()` from the DeepSpeed integration), when its data is known.
+    `add_tokens(n)` once per micro-batch, summed over ranks once per update, just
+    before it (a step pre-hook, or the start of the update boundary).
     """
 
     def __init__(
@@ -136,32 +152,132 @@ class NoamLR(LRScheduler):
         self._pending_tokens = 0  # this rank's add_tokens() since the last update: ints,
         self._pending_token_tensors: list[torch.Tensor] = []  # and tensors
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
-        self._update_pending = False
+        self._lrs_before_update: list[float] = []
+        self._boundary_depth = 0
+        self._applied_in_boundary = False
         self._hooks: list[Any] = []
+        self._warned_step_args = False
         inner = unwrap_optimizer(optimizer)
-        self._groups = list(inner.param_groups)  # the full list, for prepare_update() (see there)
-        super().__init__(inner)  # runs step() once: lr(1) before the first update
-        self._register_hooks()
+        _refuse_second_scheduler(inner, self)
+        super().__init__(inner)  # its step() call is a no-op here; the lr is written below
+        self._attach(optimizer)
         if samples_per_update is not None:
             self.set_samples_per_update(samples_per_update, "samples_per_update=")
+        self._apply_lr()  # lr(1) before the first update
+
+    # ------------------------------------------------------------ counting
+
+    def _attach(self, optimizer: Any) -> None:
+        """Claim the torch optimizer, hook it, and put a DeepSpeed wrapper's step() in an update boundary."""
+        inner = self.optimizer
+        setattr(inner, _OWNER, weakref.ref(self))
+        self._register_hooks()
+        if optimizer is not inner and not isinstance(optimizer, Optimizer) and callable(getattr(optimizer, "step", None)):
+            self._wrap_step_in_boundary(optimizer)
+
+    def _register_hooks(self) -> None:
+        """Hooks hold the scheduler weakly: a dropped NoamLR stops scheduling instead of living on in its optimizer."""
+        for hook in self._hooks:
+            hook.remove()
+        ref = weakref.ref(self)
+
+        def after_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+            scheduler = ref()
+            if scheduler is not None:
+                scheduler._after_optimizer_step()
+
+        self._hooks = [self.optimizer.register_step_post_hook(after_step)]
+        if self._needs_prepare:
+
+            def before_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+                scheduler = ref()
+                if scheduler is not None and scheduler._prepared is None:
+                    scheduler.prepare_update()
+
+            self._hooks.append(self.optimizer.register_step_pre_hook(before_step))
+
+    def _wrap_step_in_boundary(self, wrapper: Any) -> None:
+        original = wrapper.step
+        if getattr(original, "__noam_plugin__", False):
+            return
+        ref = weakref.ref(self)
+
+        @functools.wraps(original)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            scheduler = ref()
+            if scheduler is None:
+                return original(*args, **kwargs)
+            with scheduler.update_boundary():
+                return original(*args, **kwargs)
+
+        step.__noam_plugin__ = True  # type: ignore[attr-defined]
+        wrapper.step = step
 
     @property
     def _needs_prepare(self) -> bool:
         return self.config.warmup_unit != "updates" or self.tokens is not None
 
-    def _register_hooks(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = [self.optimizer.register_step_post_hook(self._on_optimizer_step)]
-        if self._needs_prepare:
-            self._hooks.append(self.optimizer.register_step_pre_hook(self._before_optimizer_step))
+    def _after_optimizer_step(self) -> None:
+        if self._boundary_depth:
+            self._applied_in_boundary = True  # counted once, when the boundary closes
+        else:
+            self._finish_update(applied=True)
 
-    def _before_optimizer_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        if self._prepared is None:
-            self.prepare_update()
+    @contextlib.contextmanager
+    def update_boundary(self, samples: int | None = None) -> Iterator[None]:
+        """Count at most one update for all inner optimizer steps inside; the lr changes only at the end.
 
-    def _on_optimizer_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        self._update_pending = True
+        For wrappers that apply one update as several inner `step()` calls (DeepSpeed ZeRO
+        steps once per param group). `samples`: the update's global batch if the caller
+        knows it better than `samples_per_update`. Nested boundaries count once, at the outermost.
+        """
+        if self._boundary_depth == 0:
+            self._applied_in_boundary = False
+            if self._needs_prepare:
+                self.prepare_update(samples)
+        self._boundary_depth += 1
+        try:
+            yield
+        finally:
+            self._boundary_depth -= 1
+            if self._boundary_depth == 0:
+                self._finish_update(applied=self._applied_in_boundary)
+
+    def _finish_update(self, applied: bool) -> None:
+        prepared = self._prepared
+        if prepared is None:  # the common path (warmup in updates): kept short, it runs once per update
+            if not applied:
+                return
+            self.updates += 1
+            if self.samples is not None:
+                spu = self._samples_per_update
+                self.samples = None if spu is None else self.samples + spu
+            self._apply_lr()
+            return
+        self._prepared = None
+        if not applied:
+            if self.config.warmup_unit != "updates":
+                self._write_lr_values(self._lrs_before_update)  # skipped on overflow: back to the last update's lr
+            return
+        self.updates += 1
+        samples, tokens = prepared
+        self.samples = None if self.samples is None or samples is None else self.samples + samples
+        if tokens is not None:
+            self.tokens += tokens
+        self._apply_lr()
+
+    def step(self, epoch: Any = None, last_batch_iteration: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
+        """Nothing to do: updates are counted as they are applied. Arguments are ignored (said once)."""
+        self._step_count = getattr(self, "_step_count", 0) + 1
+        if (epoch is not None or last_batch_iteration is not None or kwargs) and not self._warned_step_args:
+            self._warned_step_args = True
+            given = {"epoch": epoch, "last_batch_iteration": last_batch_iteration, **kwargs}
+            shown = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
+            warnings.warn(
+                f"NoamLR.step({shown}) ignored: NoamLR counts the optimizer updates actually applied "
+                f"(now {self.updates}); to start from another count, load a state with load_state_dict()",
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------ data seen
 
@@ -177,10 +293,12 @@ class NoamLR(LRScheduler):
     def set_samples_per_update(self, value: int, source: str) -> None:
         """Set the global batch; `source` says where it came from (shown in messages)."""
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"NoamLR samples_per_update: expected an int >= 1 (the global batch), found {type(value).__name__} {value!r}")
+            raise ValueError(
+                f"NoamLR samples_per_update: expected an int >= 1 (the global batch), found {type(value).__name__} {value!r}"
+            )
         self._samples_per_update = value
         self.samples_per_update_from = source
-        if self.config.warmup_unit == "samples":
+        if self.config.warmup_unit == "samples" and self._boundary_depth == 0:
             self._apply_lr()
 
     def add_tokens(self, n: Any) -> None:
@@ -199,12 +317,10 @@ class NoamLR(LRScheduler):
             self._register_hooks()
 
     def prepare_update(self, samples: int | None = None) -> None:
-        """Fix the data of the coming update and write its lr; integrations call it before the optimizer step.
+        """Fix the data of the coming update and write its lr (the step pre-hook and update_boundary call it).
 
-        `samples`: the update's global batch if the framework knows it better than
-        `samples_per_update` (DeepSpeed with a caller-owned accumulation boundary).
-        Collective when tokens are counted: every rank must call it (the pre-hook does).
-        Calls until the update has been applied (or dropped) change nothing.
+        Collective when tokens are counted: every rank must call it. Calls until the
+        update has been applied (or dropped) change nothing.
         """
         if self._prepared is not None:
             return
@@ -217,7 +333,7 @@ class NoamLR(LRScheduler):
             if tensors:
                 pending += int(torch.cat([t.detach().reshape(1).to(torch.int64) for t in tensors]).sum().item())
             self._pending_tokens, self._pending_token_tensors = 0, []
-            tokens = _sum_over_ranks(pending)
+            tokens = sum_over_ranks(pending)
             if tokens < 0:
                 raise ValueError(f"NoamLR.add_tokens: the tokens reported for this update sum to {tokens} over all ranks")
         if unit == "samples" and samples is None:
@@ -234,29 +350,13 @@ class NoamLR(LRScheduler):
             )
         self._prepared = (samples, tokens)
         if unit != "updates":
-            if len(self.optimizer.param_groups) >= len(self._groups):
-                # groups can be new dicts by now (Accelerate's prepare() reloads the optimizer state);
-                # a shorter list is ZeRO-1/2 stepping one group at a time: keep the full one
-                self._groups = list(self.optimizer.param_groups)
-            self._lrs_before_update = [float(g["lr"]) for g in self._groups]
+            self._lrs_before_update = [float(g["lr"]) for g in self.optimizer.param_groups]
             seen = self.samples if unit == "samples" else self.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
-            self._write_lr(self.lr_at(seen + (samples if unit == "samples" else tokens)), self._groups)
+            self._write_lr(self.lr_at(seen + (samples if unit == "samples" else tokens)))
 
-    def drop_unapplied_update(self) -> None:
-        """Forget the prepared data of an update that was not applied (skipped on overflow), and its lr."""
-        if self._update_pending or self._prepared is None:
-            return
-        self._prepared = None
-        if self.config.warmup_unit == "updates":
-            return  # nothing was written for it
-        for group, lr in zip(self._groups, self._lrs_before_update):
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
-        self._last_lr = list(self._lrs_before_update)
+    # ------------------------------------------------------------ lr
 
     def bind(self, optimizer: Any) -> None:
         """Schedule another optimizer from now on, keeping the count.
@@ -265,13 +365,14 @@ class NoamLR(LRScheduler):
         with DeepSpeed CPU offload builds a DeepSpeedCPUAdam).
         """
         inner = unwrap_optimizer(optimizer)
-        if inner is self.optimizer:
-            return
-        self.optimizer = inner
-        self._groups = list(inner.param_groups)
-        for group in inner.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self._register_hooks()
+        if inner is not self.optimizer:
+            _refuse_second_scheduler(inner, self)
+            if scheduler_of(self.optimizer) is self:
+                delattr(self.optimizer, _OWNER)
+            self.optimizer = inner
+            for group in inner.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        self._attach(optimizer)
         self._apply_lr()
 
     def lr_at(self, step: int) -> float:
@@ -284,7 +385,7 @@ class NoamLR(LRScheduler):
         c = self.config
         if step > c.total_num_steps and not self._past_end_said:
             self._past_end_said = True
-            _log_once(f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
+            log_rank0(f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
                       f"updates from here on run at cooldown_min_lr {c.cooldown_min_lr:g}")
 
     def next_lr(self) -> float | None:
@@ -298,41 +399,26 @@ class NoamLR(LRScheduler):
 
     def get_lr(self) -> list[float]:
         lr = self.next_lr()
-        return [lr] * len(self.optimizer.param_groups) if lr is not None else [float(g["lr"]) for g in self.optimizer.param_groups]
-
-    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
-        if epoch is not None:
-            raise TypeError("NoamLR.step() takes no epoch: it counts applied optimizer updates itself")
-        self._step_count += 1
-        if self._update_pending:
-            self._update_pending = False
-            self.updates += 1
-            samples, tokens = self._prepared or (self._samples_per_update, None)
-            self.samples = None if self.samples is None or samples is None else self.samples + samples
-            if tokens is not None:
-                self.tokens += tokens
-        elif self._prepared is not None:  # prepared, then skipped (a GradScaler inside DeepSpeed ZeRO-0)
-            self.drop_unapplied_update()
-        self._prepared = None
-        self._apply_lr()
+        groups = self.optimizer.param_groups
+        return [lr] * len(groups) if lr is not None else [float(g["lr"]) for g in groups]
 
     def _apply_lr(self) -> None:
-        groups = self.optimizer.param_groups  # outside optimizer.step(): the full list (ZeRO swaps it inside)
         self.last_epoch = self.updates
         if self.config.warmup_unit == "updates":
             c, k = self.config, self.updates + 1
             if k <= c.cooldown_start:  # one compare per update for the tail; the cooldown is the rare case
-                self._write_lr(_formula(k, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr), groups)
+                self._write_lr(_formula(k, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
             else:
-                self._write_lr(self.lr_at(k), groups)
+                self._write_lr(self.lr_at(k))
             return
         lr = self.next_lr()
         if lr is not None:
-            self._write_lr(lr, groups)
+            self._write_lr(lr)
         else:  # tokens: set just before the update; until then the groups keep the last update's lr
-            self._last_lr = [float(g["lr"]) for g in groups]
+            self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
 
-    def _write_lr(self, lr: float, groups: list[dict]) -> None:
+    def _write_lr(self, lr: float) -> None:
+        groups = self.optimizer.param_groups
         for group in groups:
             current = group["lr"]
             # `type() is float` first: isinstance(Tensor) is 4x slower and this runs per group per update.
@@ -342,8 +428,30 @@ class NoamLR(LRScheduler):
                 current.fill_(lr)  # in place: a compiled optimizer step sees the same tensor
         self._last_lr = [lr] * len(groups)
 
+    def _write_lr_values(self, lrs: list[float]) -> None:
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        self._last_lr = list(lrs)
+
+    # ------------------------------------------------------------ copies
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_hooks"] = []  # torch drops an optimizer's hooks when it is copied; __setstate__ puts ours back
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._boundary_depth = 0
+        self._attach(self.optimizer)
+
+    # ------------------------------------------------------------ state
+
     def state_dict(self) -> dict[str, Any]:
-        """Plain values only, so `torch.load(weights_only=True)` reads it."""
+        """Plain values only, so `torch.load(weights_only=True)` reads it; current at any moment."""
         return {
             "type": STATE_TYPE,
             "updates": self.updates,
@@ -351,53 +459,43 @@ class NoamLR(LRScheduler):
             "tokens": self.tokens,
             "samples_per_update": self._samples_per_update,
             **self.config.schedule_params,
-            "world_size": _world_size(),
+            "world_size": world_size(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the counts from a NoamLR, DeepSpeed scheduler or torch scheduler state."""
-        self.updates, self.samples, tokens = self._counts_from_state(state_dict)
+        """Restore the counts from a NoamLR, DeepSpeed scheduler or torch scheduler state; all or nothing."""
+        updates, samples, tokens = self._counts_from_state(state_dict)  # validates; changes nothing
         unit = self.config.warmup_unit
-        if unit != "updates" and (self.samples if unit == "samples" else tokens) is None:
+        if unit != "updates" and (samples if unit == "samples" else tokens) is None:
             raise ValueError(
                 f"NoamLR(warmup_unit={unit!r}): the checkpoint holds no count of the {unit} seen, so the "
                 f"schedule cannot continue in {unit}. Resume with the checkpoint's warmup_unit; a later checkpoint "
                 f"saved under warmup_unit {unit!r} holds the count."
             )
-        self.tokens = tokens
+        self.updates, self.samples, self.tokens = updates, samples, tokens
         self._register_hooks()
-        self._update_pending = False
         self._prepared = None
         self._pending_tokens, self._pending_token_tensors = 0, []
         self._apply_lr()
 
     def _counts_from_state(self, state: Any) -> tuple[int, int | None, int | None]:
         """(updates, samples, tokens) to continue from; logs what changed since the save."""
-        if not isinstance(state, dict):
-            raise ValueError(
-                f"NoamLR.load_state_dict: expected a scheduler state dict, found {type(state).__name__}. "
-                "If the checkpoint has no scheduler state, start NoamLR from its optimizer-update count instead."
-            )
+        check_state(state)
         if state.get("type") == STATE_TYPE:
             self._check_params(state)
-            updates = int(state["updates"])
+            updates = state["updates"]
             saved_world = state.get("world_size")
-            if saved_world is not None and saved_world != _world_size():
-                _log_once(f"NoamLR: resuming at update {updates} with world size {_world_size()} (saved with {saved_world})")
+            if saved_world is not None and saved_world != world_size():
+                log_rank0(f"NoamLR: resuming at update {updates} with world size {world_size()} (saved with {saved_world})")
             self._log_batch_change(state.get("samples_per_update"), updates, state)
             return updates, state.get("samples"), state.get("tokens")
-        adopted = foreign_updates(state)
-        if adopted is not None:
-            updates, origin = adopted
-            samples = updates * self._samples_per_update if self._samples_per_update is not None else None
-            where = f"update {updates}" + (f", {samples} samples (x {self._samples_per_update} per update)" if samples is not None else "")
-            _log_once(f"NoamLR: adopted update count {updates} from {origin}; continuing at {where}")
-            return updates, samples, None
-        raise ValueError(
-            "NoamLR.load_state_dict: not a scheduler state this plugin knows "
-            f"(keys: {sorted(state)}); expected a NoamLR state, or one with "
-            "'last_batch_iteration' (DeepSpeed) or 'last_epoch' (torch)"
+        updates, origin = foreign_updates(state)  # check_state made sure it is one
+        samples = updates * self._samples_per_update if self._samples_per_update is not None else None
+        where = f"update {updates}" + (
+            f", {samples} samples (x {self._samples_per_update} per update)" if samples is not None else ""
         )
+        log_rank0(f"NoamLR: adopted update count {updates} from {origin}; continuing at {where}")
+        return updates, samples, None
 
     def _log_batch_change(self, saved: Any, updates: int, state: dict[str, Any]) -> None:
         now = self._samples_per_update
@@ -409,19 +507,19 @@ class NoamLR(LRScheduler):
                    f"{now / saved:.3g}x the data it did (warmup_unit: samples keeps the schedule in data terms)")
         else:
             how = f"warmup_unit {unit!r} continues from {state.get(unit)} {unit} seen"
-        _log_once(f"NoamLR: the global batch changed since the checkpoint (from {saved} to {now} samples per update); {how}")
+        log_rank0(f"NoamLR: the global batch changed since the checkpoint (from {saved} to {now} samples per update); {how}")
 
     def _check_params(self, state: dict[str, Any]) -> None:
         now, saved = self.config.schedule_params, saved_params(state)
         differing, notes = resume_changes(saved, self.config, state.get(self.config.warmup_unit))
         for note in notes:
-            _log_once(note)
+            log_rank0(note)
         if not differing:
             return
         now = {key: now.get(key) for key in differing}
         lines = [f"{key}: checkpoint {saved[key]!r}, now {now[key]!r}" for key in differing]
         if self.config.allow_param_change:
-            _log_once(
+            log_rank0(
                 f"NoamLR: schedule parameters changed since the checkpoint ({'; '.join(lines)}); "
                 f"continuing the new schedule from update {state['updates']} (allow_param_change=True)"
             )

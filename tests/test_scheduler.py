@@ -126,10 +126,16 @@ def test_peak_form():
     assert group_lrs(optimizer) == [2e-3 * min(12 / W, (W / 12) ** 0.5)]
 
 
-def test_step_with_epoch_is_refused():
-    _, _, scheduler = make()
-    with pytest.raises(TypeError, match="counts applied optimizer updates"):
+def test_step_arguments_are_ignored_with_one_warning():
+    """DeepSpeed's engine calls step(**lr_kwargs), then step(train_batch_size()) if that raised."""
+    model, optimizer, scheduler = make()
+    with pytest.warns(UserWarning, match="counts the optimizer updates actually applied"):
         scheduler.step(3)
+    scheduler.step(last_batch_iteration=40)
+    scheduler.step(epoch=7)
+    assert scheduler.last_epoch == 0 and group_lrs(optimizer) == [ref(1)]
+    train_step(model, optimizer)
+    assert scheduler.last_epoch == 1 and group_lrs(optimizer) == [ref(2)]
 
 
 def test_not_an_optimizer():
@@ -486,33 +492,139 @@ def test_tokens_unit_after_the_optimizer_state_is_reloaded():
 
 
 def test_overflow_skipped_update_drops_its_tokens_and_lr():
-    """What the DeepSpeed integration does around an update the engine skips: prepare, no update, drop."""
+    """What the DeepSpeed integration does around an update the engine skips: a boundary with no inner step."""
     model, optimizer, scheduler = make(warmup_num_steps=100, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
     scheduler.add_tokens(40)
     train_step(model, optimizer)
-    scheduler.step()
     scheduler.add_tokens(25)
-    scheduler.prepare_update()  # the engine is about to step ...
-    assert group_lrs(optimizer) == [peak(65, 100)]
-    scheduler.drop_unapplied_update()  # ... and skipped it (overflow): no data, lr of the last update again
+    with scheduler.update_boundary():  # the engine is about to step ...
+        assert group_lrs(optimizer) == [peak(65, 100)]
+    # ... and skipped it (overflow): no data, lr of the last update again
     assert group_lrs(optimizer) == [peak(40, 100)] and scheduler.get_last_lr() == [peak(40, 100)]
+    assert (scheduler.updates, scheduler.tokens) == (1, 40)
     seen = used_lrs(optimizer)
     scheduler.add_tokens(10)
     train_step(model, optimizer)
-    scheduler.step()
     assert seen == [[peak(50, 100)]] and scheduler.tokens == 50 and scheduler.updates == 2
 
 
-def test_step_after_a_prepared_but_skipped_update_drops_it():
-    """DeepSpeed ZeRO-0 with torch's GradScaler steps the scheduler even when the scaler skipped the update."""
-    model, optimizer, scheduler = make(warmup_num_steps=100, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
-    scheduler.add_tokens(40)
-    train_step(model, optimizer)
+def test_update_boundary_counts_several_inner_steps_once():
+    """ZeRO steps the inner optimizer once per param group inside one engine update."""
+    model, optimizer, scheduler = make(groups=3)
+    for k in range(1, 5):
+        with scheduler.update_boundary():
+            for _ in range(3):
+                train_step(model, optimizer)
+                assert group_lrs(optimizer) == [ref(k)] * 3  # never changed in the middle of an update
+        assert scheduler.last_epoch == k and group_lrs(optimizer) == [ref(k + 1)] * 3
+
+
+# ---------------------------------------------------------------- whoever steps (docs/CONTRACT.md section 2)
+
+
+def run_updates(model, optimizer, scheduler, n, step_every=None):
+    """n applied updates; scheduler.step() every `step_every` updates (None: never). Returns the lr each used."""
+    used = []
+    for i in range(1, n + 1):
+        used.append(group_lrs(optimizer))
+        train_step(model, optimizer)
+        if step_every and i % step_every == 0:
+            scheduler.step()
+    return used
+
+
+@pytest.mark.parametrize("step_every", [1, 3, 4, None], ids=["every-update", "every-3", "per-epoch-of-4", "never"])
+def test_each_applied_update_counts_once_however_often_step_is_called(step_every):
+    model, optimizer, scheduler = make(groups=2)
+    used = run_updates(model, optimizer, scheduler, 3 * W, step_every)
+    assert used == [[ref(k)] * 2 for k in range(1, 3 * W + 1)]
+    assert scheduler.last_epoch == 3 * W and scheduler.get_last_lr() == [ref(3 * W + 1)] * 2
+    assert scheduler.state_dict()["updates"] == 3 * W
+
+
+def test_lr_is_right_as_soon_as_optimizer_step_returns():
+    model, optimizer, scheduler = make(lr=torch.tensor(0.0))
+    lr_tensor = optimizer.param_groups[0]["lr"]
+    for k in range(1, 6):
+        train_step(model, optimizer)  # no scheduler.step() at all
+        assert scheduler.state_dict()["updates"] == k  # current between an update and the next step()
+        assert optimizer.param_groups[0]["lr"] is lr_tensor
+        assert lr_tensor.item() == pytest.approx(ref(k + 1), rel=1e-6)
+
+
+def test_many_optimizer_steps_then_one_scheduler_step():
+    model, optimizer, scheduler = make()
+    for _ in range(4):
+        train_step(model, optimizer)
     scheduler.step()
-    scheduler.add_tokens(25)
-    scheduler.prepare_update()
-    scheduler.step()  # no update happened
-    assert (scheduler.updates, scheduler.tokens) == (1, 40) and group_lrs(optimizer) == [peak(40, 100)]
+    assert scheduler.last_epoch == 4 and group_lrs(optimizer) == [ref(5)]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_counts_its_own_updates(how):
+    import copy
+    import pickle
+
+    model, optimizer, scheduler = make(groups=2)
+    run_updates(model, optimizer, scheduler, 3, step_every=1)
+    if how == "deepcopy":
+        model2, optimizer2, scheduler2 = copy.deepcopy((model, optimizer, scheduler))
+    else:
+        model2, optimizer2, scheduler2 = pickle.loads(pickle.dumps((model, optimizer, scheduler)))
+    assert scheduler2.optimizer is optimizer2 and scheduler2.updates == 3
+    used_copy = run_updates(model2, optimizer2, scheduler2, 4, step_every=None)
+    assert used_copy == [[ref(k)] * 2 for k in range(4, 8)] and scheduler2.last_epoch == 7
+    assert scheduler.updates == 3 and group_lrs(optimizer) == [ref(4)] * 2  # the original did not move
+    used_original = run_updates(model, optimizer, scheduler, 2, step_every=1)
+    assert used_original == [[ref(4)] * 2, [ref(5)] * 2] and scheduler2.updates == 7
+
+
+def test_a_second_scheduler_on_the_same_optimizer_is_refused():
+    from torch.optim.lr_scheduler import LambdaLR
+
+    model, optimizer, scheduler = make()
+    with pytest.raises(RuntimeError, match="already scheduled by a NoamLR.*Keep one"):
+        NoamLR(optimizer, warmup_num_steps=3, d_model=32)
+    with pytest.raises(RuntimeError, match="already scheduled by a NoamLR"):
+        LambdaLR(optimizer, lambda step: 1.0)
+    run_updates(model, optimizer, scheduler, 2)
+    assert group_lrs(optimizer) == [ref(3)]  # the refused ones changed nothing
+    del scheduler  # a dropped NoamLR frees its optimizer for a new scheduler
+    replacement = NoamLR(optimizer, warmup_num_steps=3, d_model=32)
+    assert replacement.updates == 0
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"updates": "12"}, "updates"),
+    ({"updates": 12.7}, "updates"),
+    ({"updates": True}, "updates"),
+    ({"updates": -1}, "updates"),
+    ({"samples": "lots"}, "samples"),
+    ({"tokens": 1.5}, "tokens"),
+    ({"samples_per_update": 0}, "samples_per_update"),
+    ({"world_size": "two"}, "world_size"),
+])
+def test_a_malformed_state_is_refused_whole(bad, key):
+    model, optimizer, scheduler = make()
+    run_updates(model, optimizer, scheduler, 2)
+    state = {**scheduler.state_dict(), "updates": 9, **bad}
+    with pytest.raises(ValueError) as error:
+        scheduler.load_state_dict(state)
+    assert f": {key}: expected" in str(error.value)
+    assert scheduler.updates == 2 and group_lrs(optimizer) == [ref(3)]  # nothing changed
+
+
+def test_a_state_without_updates_and_foreign_states_with_bad_counts_are_refused():
+    _, _, scheduler = make()
+    state = scheduler.state_dict()
+    del state["updates"]
+    with pytest.raises(ValueError, match="updates: expected an int >= 0 .required., found nothing"):
+        scheduler.load_state_dict(state)
+    with pytest.raises(ValueError, match="last_batch_iteration: expected an int >= -1, found str '3'"):
+        scheduler.load_state_dict({"last_batch_iteration": "3"})
+    with pytest.raises(ValueError, match="last_epoch: expected an int >= 0, found float 2.5"):
+        scheduler.load_state_dict({"last_epoch": 2.5})
+    assert scheduler.updates == 0
 
 
 # ---------------------------------------------------------------- cooldown tail (issue 14)

@@ -38,7 +38,7 @@ import os
 import shutil
 from types import ModuleType
 
-from noam_plugin.integrations import wrap_once
+from noam_plugin.integrations import wrap_all
 
 log = logging.getLogger("noam_plugin")
 
@@ -67,7 +67,7 @@ def _prepare_backend(original):
 
 def patch_state(state_module: ModuleType) -> None:
     """Make `PartialState` use gloo for DeepSpeed when it found no accelerator backend."""
-    wrap_once(state_module.PartialState, "_prepare_backend", _prepare_backend)
+    wrap_all("accelerate", [(state_module.PartialState, "_prepare_backend", _prepare_backend)])
 
 
 def check_dummy_scheduler(deepspeed_config: dict, objects: tuple) -> None:
@@ -191,8 +191,8 @@ def _prepare(original):
 
 def patch_accelerator(accelerator_module: ModuleType) -> None:
     """Check DummyScheduler against a NoamLR "auto" config; tell NoamLR the global batch."""
-    wrap_once(accelerator_module.Accelerator, "_prepare_deepspeed", _prepare_deepspeed)
-    wrap_once(accelerator_module.Accelerator, "prepare", _prepare)
+    accelerator = accelerator_module.Accelerator
+    wrap_all("accelerate", [(accelerator, "_prepare_deepspeed", _prepare_deepspeed), (accelerator, "prepare", _prepare)])
 
 
 # ---------------------------------------------------------------- resume on another number of processes

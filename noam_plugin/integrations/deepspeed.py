@@ -7,9 +7,10 @@ unless the engine's scheduler is a NoamLR:
 - `_configure_lr_scheduler`: a NoamLR built on another optimizer than the
   engine's (Accelerate swaps in a DeepSpeedCPUAdam for CPU offload) is re-bound,
   and it learns the global batch (`train_batch_size()`).
-- `_take_model_step`: before each update NoamLR is told its samples (what the
-  engine adds to `global_samples`) and, when tokens are counted, sums them over
-  ranks; the data of an update skipped on overflow is dropped.
+- `_take_model_step`: each engine update is one NoamLR update boundary: counted
+  once when complete (ZeRO steps the inner optimizer once per param group), not
+  at all when skipped on overflow; NoamLR is told its samples (what the engine
+  adds to `global_samples`) and, when tokens are counted, sums them over ranks.
 - `_scheduler_from_config`: errors in `scheduler.params` name the config file.
 - `load_checkpoint`: the scheduler state is loaded after the ZeRO optimizer
   state (which would otherwise overwrite the lr with the saved one), and a
@@ -37,7 +38,7 @@ from types import ModuleType
 from typing import Any
 
 from noam_plugin.errors import ConfigError
-from noam_plugin.integrations import wrap_once
+from noam_plugin.integrations import RegistrationError, registration_error, report_missing, wrap_all
 from noam_plugin.schedule import NoamConfig
 
 log = logging.getLogger("noam_plugin")
@@ -50,6 +51,9 @@ def noam_lr_from_deepspeed_config(optimizer: Any, **params: Any):
     """What DeepSpeed calls for `"type": "NoamLR"`: validate `params` like a YAML file, then build."""
     from noam_plugin.scheduler import NoamLR
 
+    failed = registration_error("deepspeed")
+    if failed:  # the engine wrappers are missing: NoamLR would count ZeRO updates wrong
+        raise RegistrationError(failed)
     config = NoamConfig.from_params(params, source="DeepSpeed config", prefix="scheduler.params.")
     return NoamLR(optimizer, **config.schedule_params, allow_param_change=config.allow_param_change)
 
@@ -59,6 +63,9 @@ noam_lr_from_deepspeed_config.__name__ = "NoamLR"
 
 def register_lr_schedules(lr_schedules: ModuleType) -> None:
     """Make NoamLR a DeepSpeed scheduler type (engine lookup and VALID_LR_SCHEDULES)."""
+    if not isinstance(getattr(lr_schedules, "VALID_LR_SCHEDULES", None), list):
+        report_missing("deepspeed", ["deepspeed.runtime.lr_schedules.VALID_LR_SCHEDULES (a list)"])
+        return
     lr_schedules.NoamLR = noam_lr_from_deepspeed_config
     if "NoamLR" not in lr_schedules.VALID_LR_SCHEDULES:
         lr_schedules.VALID_LR_SCHEDULES.append("NoamLR")
@@ -110,11 +117,10 @@ def _take_model_step(original):
             return original(self, *args, **kwargs)
         if scheduler.samples_per_update != self.train_batch_size():  # set_train_batch_size() since
             scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
-        scheduler.prepare_update(samples=_update_samples(self))  # every rank is here: safe to sum tokens
-        try:
+        # One engine update is one count, however many inner optimizer steps ZeRO makes of it (one per param
+        # group); none if it was skipped on overflow. Every rank is here: safe to sum tokens at the start.
+        with scheduler.update_boundary(samples=_update_samples(self)):
             return original(self, *args, **kwargs)
-        finally:
-            scheduler.drop_unapplied_update()  # overflow: DeepSpeed skipped the update and scheduler.step()
 
     return wrapper
 
@@ -212,19 +218,21 @@ def _remember_config_file(original):
 
 
 def patch_engine(engine_module: ModuleType) -> None:
-    """Wrap the DeepSpeedEngine methods listed in the module docstring (idempotent)."""
-    engine = engine_module.DeepSpeedEngine
-    wrap_once(engine, "_configure_lr_scheduler", _configure_lr_scheduler)
-    wrap_once(engine, "_take_model_step", _take_model_step)
-    wrap_once(engine, "_scheduler_from_config", _scheduler_from_config)
-    wrap_once(engine, "load_checkpoint", _load_checkpoint)
-    wrap_once(engine, "save_checkpoint", _save_checkpoint)
+    """Wrap the DeepSpeedEngine methods listed in the module docstring: all of them, or none (idempotent)."""
     try:  # deepspeed.initialize binds load_ds_config after the engine module has run
         from deepspeed.runtime.tensor_parallel import init_utils
     except ImportError:
-        return
-    if hasattr(init_utils, "load_ds_config"):
-        wrap_once(init_utils, "load_ds_config", _remember_config_file)
+        init_utils = ModuleType("deepspeed.runtime.tensor_parallel.init_utils")  # reported missing below
+
+    engine = engine_module.DeepSpeedEngine
+    wrap_all("deepspeed", [
+        (engine, "_configure_lr_scheduler", _configure_lr_scheduler),
+        (engine, "_take_model_step", _take_model_step),
+        (engine, "_scheduler_from_config", _scheduler_from_config),
+        (engine, "load_checkpoint", _load_checkpoint),
+        (engine, "save_checkpoint", _save_checkpoint),
+        (init_utils, "load_ds_config", _remember_config_file),
+    ])
 
 
 # ---------------------------------------------------------------- universal checkpoint

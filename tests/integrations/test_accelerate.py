@@ -61,9 +61,10 @@ def free_port() -> int:
 
 
 def worker_args(out, *, schedule=PEAK, updates, accum=1, groups=1, scheduler="prepare", save_at=None, ckpt=None, resume=None,
-                tokens=False):
+                tokens=False, step_scheduler="micro-batch", data=256):
     args = [WORKER, "--out", str(out), "--updates", str(updates), "--accum", str(accum), "--groups", str(groups)]
     args += ["--schedule", json.dumps(schedule), "--scheduler", scheduler] + (["--tokens"] if tokens else [])
+    args += ["--step-scheduler", step_scheduler, "--data", str(data)]
     if save_at is not None:
         args += ["--save-at", str(save_at), "--ckpt", str(ckpt)]
     if resume is not None:
@@ -203,6 +204,16 @@ def test_ddp_two_processes_accumulation_resume_on_one_and_two(tmp_path):
     cooled = check(out, processes=2, first=3, last=7, groups=2, schedule=cool)
     assert cooled[0] == full[3] and cooled[1] < full[4] and cooled[-1] == 1e-4  # lr(8): past total_num_steps 7
     assert "the checkpoint (at update 3) had no cooldown; now cosine cooldown over updates 5-7" in log
+
+
+def test_ddp_scheduler_stepped_once_per_epoch_only(tmp_path):
+    """LightningCLI's way: scheduler.step() at the end of each epoch of 3 updates (48 samples, 16 per update).
+
+    Every update k must still run at lr(k) on both ranks, and the count after 8 updates is 8, not 2 epochs.
+    """
+    out = tmp_path / "per_epoch"
+    run("ddp", out, worker_args(out, updates=8, accum=2, groups=2, step_scheduler="epoch", data=48))
+    check(out, processes=2, first=0, last=8, groups=2)
 
 
 def test_ddp_one_process_scheduler_on_prepared_optimizer_resume_on_two(tmp_path):

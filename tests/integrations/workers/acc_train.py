@@ -47,6 +47,10 @@ def main():
     parser.add_argument("--ckpt")
     parser.add_argument("--resume")
     parser.add_argument("--tokens", action="store_true", help="report each micro-batch's tokens with NoamLR.add_tokens")
+    parser.add_argument("--step-scheduler", choices=["micro-batch", "epoch"], default="micro-batch",
+                        help="when scheduler.step() is called: every micro-batch, or only at the end of each epoch "
+                        "(as LightningCLI does)")
+    parser.add_argument("--data", type=int, default=256, help="samples in the dataset (one epoch)")
     args = parser.parse_args()
     schedule = json.loads(args.schedule)
     os.makedirs(args.out, exist_ok=True)  # torchrun starts each worker in its own session: the test kills these too
@@ -64,7 +68,7 @@ def main():
     else:
         params = model.parameters()
     optimizer = torch.optim.AdamW(params, lr=schedule.get("warmup_max_lr", 1e-3))
-    data = torch.utils.data.TensorDataset(torch.randn(256, 8), torch.randn(256, 1))
+    data = torch.utils.data.TensorDataset(torch.randn(args.data, 8), torch.randn(args.data, 1))
     loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True)
 
     if args.scheduler == "prepare":
@@ -133,7 +137,8 @@ def main():
                 loss = torch.nn.functional.mse_loss(model(x), y)
                 accelerator.backward(loss)
                 optimizer.step()
-                scheduler.step()
+                if args.step_scheduler == "micro-batch":
+                    scheduler.step()
                 optimizer.zero_grad()
             if accelerator.sync_gradients:
                 done += 1
@@ -150,6 +155,8 @@ def main():
                     time.sleep(600)  # the test SIGKILLs the whole launch now
                 if done == args.updates:
                     break
+        if args.step_scheduler == "epoch":
+            scheduler.step()
     write()
     accelerator.wait_for_everyone()
     # Leave without tearing down gloo: on CPU, torch's gloo teardown (destroy_process_group or
