@@ -443,12 +443,12 @@ DATA_SAVED = {
     "tokens": (1, "bf16", P_TOKENS, [2]),
     "batch_updates": (2, "fp32", P_D, []),
 }
+WARMUP_LR = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 0.001, "warmup_num_steps": 10}}
+MORE = 3  # updates after each resume
 # cooldowns decided at resume (issue 14): P_D's z2 saved at update 4, "params" at 3, z0 at 4
 COOL_1SQRT = {**P_D, "total_num_steps": 4 + MORE, "cooldown_num_steps": MORE, "cooldown_type": "1-sqrt"}
 COOL_COSINE = {**P_D, "total_num_steps": 5, "cooldown_num_steps": 2, "cooldown_type": "cosine", "cooldown_min_lr": 0.001}
 COOL_TOO_EARLY = {**P_D, "total_num_steps": 6, "cooldown_num_steps": 3}  # starts after update 3: z0 applied 4
-WARMUP_LR = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 0.001, "warmup_num_steps": 10}}
-MORE = 3  # updates after each resume
 
 
 @pytest.fixture(scope="module")
