@@ -117,7 +117,8 @@ def main(argv=None) -> int:
     # updates past it were thrown away and redone inside the cooldown, so those old rows ran without it.
     cool_start = params["total_num_steps"] - params["cooldown_num_steps"] if params.get("cooldown_num_steps") else None
     last_of = {r["update"]: r for r in res}  # after a resume the redone row is the one that counted
-    before_cooldown = [r for r in res if last_of[r["update"]] is not r and cool_start is not None and r["update"] > cool_start]
+    before_cooldown = [r for r in res
+                       if last_of[r["update"]] is not r and cool_start is not None and r["update"] > cool_start]
 
     mismatched = [r for r in res if ref_lr.get(r["update"]) != r["lr"] and r not in before_cooldown]
     diffs = [abs(r["lr"] - ref_lr[r["update"]]) for r in res if r["update"] in ref_lr and r not in before_cooldown]
@@ -149,7 +150,9 @@ def main(argv=None) -> int:
         r = first[-1] if k == kill else last_of.get(k)
         if r is None or k not in ref_lr:
             continue
-        same = "  (no cooldown yet: redone in it)" if r in before_cooldown else "" if r["lr"] == ref_lr[k] else "  <-- differs"
+        same = "" if r["lr"] == ref_lr[k] else "  <-- differs"
+        if r in before_cooldown:
+            same = "  (no cooldown yet: redone in it)"
         print(f"{k:>6}  {ref_lr[k]:>13.6e}  {r['lr']:>13.6e}  {r['world_size']:>5}  {ref_loss[k]:>8.4f}  {r['loss']:>8.4f}  {marks[k]}{same}")
     n = max(1, len(ref) // 10)
     start_loss, end_loss = sum(r["loss"] for r in ref[:n]) / n, sum(r["loss"] for r in ref[-n:]) / n
@@ -165,17 +168,21 @@ def main(argv=None) -> int:
 
         span = max(1, min(n, params["cooldown_num_steps"] // 4))
         resumed_rows = [last_of[k] for k in sorted(last_of)]
-        print(f"cooldown ({params.get('cooldown_type', 'linear')}, updates {start + 1}-{end}): loss (mean of {span} updates) "
-              f"{mean_loss(ref, start - span + 1, start):.3f} -> {mean_loss(ref, end - span + 1, end):.3f} in the reference, "
-              f"{mean_loss(resumed_rows, start - span + 1, start):.3f} -> {mean_loss(resumed_rows, end - span + 1, end):.3f} resumed")
+        def drop(rows):
+            return f"{mean_loss(rows, start - span + 1, start):.3f} -> {mean_loss(rows, end - span + 1, end):.3f}"
+
+        kind = params.get("cooldown_type", "linear")
+        print(f"cooldown ({kind}, updates {start + 1}-{end}): loss (mean of {span} updates) "
+              f"{drop(ref)} in the reference, {drop(resumed_rows)} resumed")
     if redone:
         before = {r["update"]: r["loss"] for r in first}
         # a row's loss is computed before its own update: with a new lr from cool_start + 1 on, only the first compares
         same_past = [r for r in redone if cool_start is None or r["update"] <= cool_start + 1]
         gap = max((abs(r["loss"] - before[r["update"]]) for r in same_past), default=float("nan"))
         print(f"updates {redone[0]['update']}-{redone[-1]['update']} ran twice (before the kill, again after resume): "
-              f"loss differs by at most {gap:.1e}" + (f" where the lr was the same (updates up to {same_past[-1]['update']})"
-                                                      if before_cooldown else "") + ", so model and optimizer state came back too")
+              f"loss differs by at most {gap:.1e}"
+              + (f" where the lr was the same (updates up to {same_past[-1]['update']})" if before_cooldown else "")
+              + ", so model and optimizer state came back too")
     if before_cooldown:
         print("  before the kill they ran without the cooldown decided at resume; after it, inside the cooldown")
     if args.config:

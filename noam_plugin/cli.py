@@ -262,7 +262,8 @@ def _formula_lines(config: NoamConfig, axis: _Axis) -> list[str]:
     if config.cooldown_num_steps is not None:
         f = {"linear": "1 - x", "1-sqrt": "1 - sqrt(x)", "cosine": "(1 + cos(pi * x)) / 2"}[config.cooldown_type]
         s, m, c = config.cooldown_start, config.cooldown_min_lr, config.cooldown_num_steps
-        lines.append(f"  {v} > {s}: lr({v}) = {m:g} + (lr({s}) - {m:g}) * f(min(1, ({v} - {s}) / {c + 1})),  f(x) = {f}")
+        lines.append(f"  {v} > {s}: lr({v}) = {m:g} + (lr({s}) - {m:g}) * f(min(1, ({v} - {s}) / {c + 1})),"
+                     f"  f(x) = {f}")
     if config.d_model is not None and unit != "updates":
         lines.append(f"  note: the d_model form's peak lr depends on the unit: {config.factor:g} * {config.d_model}**-0.5 * W**-0.5 "
                      f"with W in {unit}; warmup_max_lr sets the peak directly")
@@ -277,7 +278,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise _auto_error(err, "Accelerate fills it at run time; show needs a number here") from None
     axis = _axis(config, args.unit, args.per_update)
     end = config.cooldown_end
-    steps = args.steps or axis.position(10 * config.warmup_num_steps if end is None else end + max(1, config.cooldown_num_steps // 10))
+    default_end = 10 * config.warmup_num_steps if end is None else end + max(1, config.cooldown_num_steps // 10)
+    steps = args.steps or axis.position(default_end)
     positions = args.at or _default_positions(axis.peak, steps, _tail_positions(config, axis))
     print(f"{args.path}: NoamLR, {_describe(config)}")
     print("\n".join(_formula_lines(config, axis)))
@@ -324,7 +326,8 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     except CheckpointError as err:
         raise ValueError(str(err)) from None
     if args.config:
-        base = NoamConfig.from_params(read_scheduler_block(args.config).params, source=args.config, prefix=PARAMS_PREFIX)
+        block = read_scheduler_block(args.config)
+        base = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
     elif info.is_noam:
         base = NoamConfig(**info.params)
     else:
@@ -354,8 +357,10 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     if info.is_noam:
         differing, _ = resume_changes(info.params, config, count)
         if differing:
-            shown = "; ".join(f"{k}: checkpoint {info.params.get(k)!r}, now {config.schedule_params.get(k)!r}" for k in differing)
-            raise ValueError(f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied ({shown})")
+            now = config.schedule_params
+            shown = "; ".join(f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing)
+            raise ValueError(f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied "
+                             f"({shown})")
     where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g}")
     print(f"# a {args.type} cooldown over the next {args.over} {unit} ({u}s {count + 1}-{count + args.over}): "
@@ -442,8 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of the cooldown, in the schedule's warmup_unit (updates, samples or tokens)")
     p.add_argument("--type", choices=COOLDOWN_TYPES, default="linear", help="shape of the cooldown (default: linear)")
     p.add_argument("--min-lr", type=_nonnegative_float, metavar="LR", help="cooldown_min_lr (default 0)")
-    p.add_argument("--config", metavar="PATH", help="the config the run resumes with (default: the checkpoint's parameters)")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the whole curve with the cooldown to a PNG (needs matplotlib)")
+    p.add_argument("--config", metavar="PATH",
+                   help="the config the run resumes with (default: the checkpoint's parameters)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the whole curve with the cooldown to a PNG (needs matplotlib)")
     p.set_defaults(handler=cmd_cooldown)
     return parser
 

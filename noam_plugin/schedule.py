@@ -126,14 +126,15 @@ def _check_cooldown(values: Mapping[str, Any], prefix: str, bad: Any, problems: 
             bad("total_num_steps", "an int > warmup_num_steps (the planned end of training)", total)
             total = None
         elif warmup is not None and total <= warmup:
-            problems.append(Problem(prefix + "total_num_steps", f"an int > warmup_num_steps ({warmup}): the planned end of "
-                                    "training comes after the warmup", _describe(total)))
+            expected = f"an int > warmup_num_steps ({warmup}): the planned end of training comes after the warmup"
+            problems.append(Problem(prefix + "total_num_steps", expected, _describe(total)))
             total = None
     if cooldown is not None:
         if not _is_int(cooldown) or cooldown < 1:
             bad("cooldown_num_steps", "an int >= 1", cooldown)
         elif "total_num_steps" not in values or values.get("total_num_steps") is None:
-            problems.append(Problem(prefix + "cooldown_num_steps", "total_num_steps next to it (the cooldown ends there)",
+            problems.append(Problem(prefix + "cooldown_num_steps",
+                                    "total_num_steps next to it (the cooldown ends there)",
                                     f"cooldown_num_steps {cooldown!r} without total_num_steps"))
         elif total is not None and warmup is not None and cooldown > total - warmup:
             problems.append(Problem(
@@ -147,7 +148,8 @@ def _check_cooldown(values: Mapping[str, Any], prefix: str, bad: Any, problems: 
         elif kind not in COOLDOWN_TYPES:
             near = closest_name(kind, COOLDOWN_TYPES) if isinstance(kind, str) else None
             hint = f" (did you mean '{near}'?)" if near and near != kind else ""
-            problems.append(Problem(prefix + "cooldown_type", "one of " + ", ".join(COOLDOWN_TYPES), _describe(kind) + hint))
+            problems.append(Problem(prefix + "cooldown_type", "one of " + ", ".join(COOLDOWN_TYPES),
+                                    _describe(kind) + hint))
     if min_lr is not None:
         if cooldown is None:
             problems.append(Problem(prefix + "cooldown_min_lr", "cooldown_min_lr only together with cooldown_num_steps",
@@ -275,7 +277,8 @@ class NoamConfig:
     def describe_cooldown(self) -> str:
         """One line: where the tail starts and ends, its shape and floor (or that there is none)."""
         if self.cooldown_num_steps is None:
-            end = f" (total_num_steps {self.total_num_steps} without cooldown_num_steps)" if self.total_num_steps else ""
+            total = self.total_num_steps
+            end = f" (total_num_steps {total} without cooldown_num_steps)" if total else ""
             return f"no cooldown{end}"
         u, s, t = self.unit_name, self.cooldown_start, self.total_num_steps
         return (f"{self.cooldown_type} cooldown over {u}s {s + 1}-{t}: from lr {self.cooldown_start_lr:.6g} at {u} {s} "

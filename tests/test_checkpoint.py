@@ -338,11 +338,12 @@ def test_inspect_shows_the_cooldown_and_the_resume_decision(capsys, tmp_path):
     assert code == 0, out
     assert "cooldown     no cooldown\n" in out
     assert "config       " in out and "cosine cooldown over updates 3001-5000" in out and "no parameter change" in out
-    code, out, _ = inspect(capsys, plain, "--config", cooldown_config(4000, 2000))  # starts after 2000: rewrites 2001-3000
+    # starts after 2000: would rewrite updates 2001-3000
+    code, out, _ = inspect(capsys, plain, "--config", cooldown_config(4000, 2000))
     assert code == 1 and "4 difference(s):" in out and "  total_num_steps: checkpoint None, config 4000" in out
 
-    tail = saved(tmp_path, "tail.pt", updates=3000, total_num_steps=5000, cooldown_num_steps=2000, cooldown_type="cosine",
-                 cooldown_min_lr=0.0)
+    tail = saved(tmp_path, "tail.pt", updates=3000, total_num_steps=5000, cooldown_num_steps=2000,
+                 cooldown_type="cosine", cooldown_min_lr=0.0)
     code, out, _ = inspect(capsys, tail)
     assert code == 0, out
     assert "cooldown_num_steps=2000" in out and "cooldown     cosine cooldown over updates 3001-5000" in out

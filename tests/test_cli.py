@@ -1,6 +1,7 @@
 """The `noam-plugin` command line, run as real processes; numbers against the formula written out here."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -255,7 +256,7 @@ def cooled_reference(k, W, T, C, kind="linear", m=0.0, **form):
     if k <= s:
         return reference(k, W, **form)
     x = min(1, (k - s) / (C + 1))
-    f = {"linear": 1 - x, "1-sqrt": 1 - x**0.5, "cosine": (1 + __import__("math").cos(__import__("math").pi * x)) / 2}[kind]
+    f = {"linear": 1 - x, "1-sqrt": 1 - x**0.5, "cosine": (1 + math.cos(math.pi * x)) / 2}[kind]
     return m + (reference(s, W, **form) - m) * f
 
 
@@ -315,5 +316,6 @@ def test_validate_accepts_auto_total_num_steps_only_where_accelerate_fills_it(tm
         "warmup_num_steps": 10, "warmup_max_lr": "auto", "total_num_steps": "auto", "cooldown_num_steps": 20,
         "cooldown_type": "cosin"}}}))
     result = run("validate", "--allow-auto", bad)
-    assert result.returncode == 1 and "scheduler.params.cooldown_type: expected one of linear, 1-sqrt, cosine" in result.stderr
+    assert result.returncode == 1
+    assert "scheduler.params.cooldown_type: expected one of linear, 1-sqrt, cosine" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -147,14 +147,17 @@ BAD_COOLDOWN = [
     (dict(total_num_steps=50, cooldown_num_steps=41), "cooldown_num_steps: expected at most total_num_steps - "
      "warmup_num_steps = 50 - 10 = 40", "found int 41"),
     (dict(total_num_steps=50, cooldown_num_steps=0), "cooldown_num_steps: expected an int >= 1", "found int 0"),
-    (dict(cooldown_type="linear"), "cooldown_type: expected cooldown_type only together with cooldown_num_steps", "linear"),
+    (dict(cooldown_type="linear"), "cooldown_type: expected cooldown_type only together with cooldown_num_steps",
+     "linear"),
     (dict(total_num_steps=50, cooldown_num_steps=5, cooldown_type="sqrt"), "cooldown_type: expected one of linear, "
      "1-sqrt, cosine", "did you mean '1-sqrt'?"),
-    (dict(cooldown_min_lr=0.0), "cooldown_min_lr: expected cooldown_min_lr only together with cooldown_num_steps", "0.0"),
-    (dict(total_num_steps=50, cooldown_num_steps=5, cooldown_min_lr=-1e-5), "cooldown_min_lr: expected a finite number >= 0",
-     "float -1e-05"),
-    (dict(total_num_steps=50, cooldown_num_steps=5, cooldown_min_lr=0.5), "cooldown_min_lr: expected a value below the lr "
-     "where the cooldown starts (0.0471405 at update 45)", "found float 0.5"),
+    (dict(cooldown_min_lr=0.0), "cooldown_min_lr: expected cooldown_min_lr only together with cooldown_num_steps",
+     "0.0"),
+    (dict(total_num_steps=50, cooldown_num_steps=5, cooldown_min_lr=-1e-5),
+     "cooldown_min_lr: expected a finite number >= 0", "float -1e-05"),
+    (dict(total_num_steps=50, cooldown_num_steps=5, cooldown_min_lr=0.5),
+     "cooldown_min_lr: expected a value below the lr where the cooldown starts (0.0471405 at update 45)",
+     "found float 0.5"),
 ]
 
 
@@ -189,7 +192,8 @@ def test_resume_changes_decides_by_the_count_in_the_unit(unit):
     assert resume_changes(saved_cooled, later, 900)[0] == ["total_num_steps", "cooldown_type"]  # inside the old one
     assert resume_changes(saved_cooled, cooled, 900) == ([], [])  # same tail, even inside it
     assert resume_changes(saved_cooled, base, 700)[0] == []  # dropped before it began
-    other = NoamConfig(warmup_num_steps=100, warmup_max_lr=0.02, warmup_unit=unit, total_num_steps=1000, cooldown_num_steps=300)
+    other = NoamConfig(warmup_num_steps=100, warmup_max_lr=0.02, warmup_unit=unit, total_num_steps=1000,
+                       cooldown_num_steps=300)
     assert resume_changes(saved, other, 10)[0] == ["warmup_max_lr", *COOLDOWN_KEYS]  # the curve itself changed
     total_only = NoamConfig(warmup_num_steps=100, warmup_max_lr=0.01, warmup_unit=unit, total_num_steps=1000)
     assert resume_changes(saved, total_only, 5000)[0] == []  # total_num_steps alone shapes nothing

@@ -66,7 +66,8 @@ def test_killed_run_resumed_on_one_process_follows_the_formula(demo):
         assert r["lr"] == pytest.approx(cooled(r["update"], resumed_from), rel=1e-13, abs=0), r
     assert second[-1]["lr"] == pytest.approx(ref(resumed_from) / (UPDATES - resumed_from + 1), rel=1e-13)  # update T
     reference = rows(out / "reference" / "metrics.csv")
-    assert [r["lr"] for r in reference] == pytest.approx([cooled(k, resumed_from) for k in range(1, UPDATES + 1)], rel=1e-13)
+    want = [cooled(k, resumed_from) for k in range(1, UPDATES + 1)]
+    assert [r["lr"] for r in reference] == pytest.approx(want, rel=1e-13)
     assert f"now linear cooldown over updates {resumed_from + 1}-{UPDATES}" in log
     assert f"total_num_steps: {UPDATES}\n    cooldown_num_steps: {UPDATES - resumed_from}\n" in log
     assert (out / "resumed" / "checkpoints" / f"update_{resumed_from:06d}_universal").is_dir()
@@ -108,5 +109,6 @@ def test_compare_runs_fails_on_a_single_different_lr(demo, tmp_path):
     lines[30] = ",".join(fields)
     (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
     code, log = run([sys.executable, "launch/compare_runs.py", "--reference", str(out / "reference"),
-                     "--resumed", str(tmp_path / "metrics.csv"), "--config", str(out / "config_cooldown.yaml")], timeout=120)
+                     "--resumed", str(tmp_path / "metrics.csv"), "--config", str(out / "config_cooldown.yaml")],
+                    timeout=120)
     assert code == 1 and f"lr sequences DIFFERENT: {UPDATES - 1}/{UPDATES} updates" in log

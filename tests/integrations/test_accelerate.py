@@ -271,7 +271,8 @@ def test_deepspeed_config_cooldown_total_num_steps_auto_from_dummy_scheduler(tmp
     given = {"warmup_num_steps": 3, "warmup_max_lr": 0.02, "total_num_steps": 8}
     reference = {**given, "cooldown_num_steps": 3, "cooldown_type": "1-sqrt"}
     out = tmp_path / "run"
-    log = run("zero2_noam_cooldown", out, worker_args(out, updates=9, accum=2, groups=2, schedule=given, scheduler="dummy"))
+    args = worker_args(out, updates=9, accum=2, groups=2, schedule=given, scheduler="dummy")
+    log = run("zero2_noam_cooldown", out, args)
     lrs = check(out, processes=2, first=0, last=9, groups=2, schedule=reference, deepspeed=True)
     assert lrs[-1] == 0.0 and lrs[5] < lrs[4]  # after update 9 (past 8), and the cooldown's first update
     assert "NoamLR: total_num_steps 8 from DummyScheduler(total_num_steps=8), in warmup_unit updates like " \

@@ -55,7 +55,8 @@ def ref(params, k):
         return curve(k)
     s, m = params["total_num_steps"] - C, params.get("cooldown_min_lr", 0.0)
     x = min(1, (k - s) / (C + 1))
-    f = {"linear": 1 - x, "1-sqrt": 1 - x**0.5, "cosine": (1 + math.cos(math.pi * x)) / 2}[params.get("cooldown_type", "linear")]
+    shapes = {"linear": 1 - x, "1-sqrt": 1 - x**0.5, "cosine": (1 + math.cos(math.pi * x)) / 2}
+    f = shapes[params.get("cooldown_type", "linear")]
     return m + (curve(s) - m) * f
 
 
@@ -447,7 +448,8 @@ WARMUP_LR = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr
 MORE = 3  # updates after each resume
 # cooldowns decided at resume (issue 14): P_D's z2 saved at update 4, "params" at 3, z0 at 4
 COOL_1SQRT = {**P_D, "total_num_steps": 4 + MORE, "cooldown_num_steps": MORE, "cooldown_type": "1-sqrt"}
-COOL_COSINE = {**P_D, "total_num_steps": 5, "cooldown_num_steps": 2, "cooldown_type": "cosine", "cooldown_min_lr": 0.001}
+COOL_COSINE = {**P_D, "total_num_steps": 5, "cooldown_num_steps": 2, "cooldown_type": "cosine",
+               "cooldown_min_lr": 0.001}
 COOL_TOO_EARLY = {**P_D, "total_num_steps": 6, "cooldown_num_steps": 3}  # starts after update 3: z0 applied 4
 
 
@@ -675,7 +677,8 @@ def test_cooldown_decided_at_resume(resume_runs):
     (data,) = results(resume_runs["one"], "z2_cool_to1", world=1)
     after = check_resumed(data, COOL_1SQRT, 4, 1, "z2 2->1 with a 1-sqrt cooldown")
     assert after == approx([ref(COOL_1SQRT, k) for k in range(5, 8)]) and after[-1] < ref(P_D, 7) * 0.5
-    assert ("the checkpoint (at update 4) had no cooldown; now 1-sqrt cooldown over updates 5-7" in resume_runs["log_one"])
+    assert "the checkpoint (at update 4) had no cooldown; now 1-sqrt cooldown over updates 5-7" in \
+        resume_runs["log_one"]
     for rank, data in enumerate(results(resume_runs["two"], "params_cool")):
         after = check_resumed(data, COOL_COSINE, 3, 2, f"cosine cooldown rank {rank}")
         assert after[-1] == 0.001  # update 6 is past total_num_steps 5: cooldown_min_lr
@@ -683,4 +686,5 @@ def test_cooldown_decided_at_resume(resume_runs):
     assert "NoamLR: past total_num_steps (5 updates)" in resume_runs["log_two"]
     for data in results(resume_runs["two"], "z0_cool_early"):
         assert data["error_type"] == "ScheduleMismatchError", data
-        assert "total_num_steps: checkpoint None, now 6" in data["error"] and "cooldown_num_steps: checkpoint None, now 3" in data["error"]
+        assert "total_num_steps: checkpoint None, now 6" in data["error"]
+        assert "cooldown_num_steps: checkpoint None, now 3" in data["error"]
