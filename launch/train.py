@@ -386,15 +386,19 @@ class DeepSpeedRunner:
 
     def _needs_universal(self) -> bool:
         """Resuming a ZeRO checkpoint on another number of processes needs DeepSpeed's universal format."""
-        latest = self.ckpt_dir / "latest"
-        if not latest.is_file():
+        from noam_plugin.checkpoint import CheckpointError, read_latest
+
+        try:
+            tag, universal = read_latest(self.ckpt_dir), read_latest(self.ckpt_dir, "latest_universal")
+        except CheckpointError as error:
+            raise UsageError(str(error)) from None
+        if tag is None:
             return False
-        tag_dir = self.ckpt_dir / latest.read_text().strip()
+        tag_dir = self.ckpt_dir / tag
         saved = len(list(tag_dir.glob("*zero_pp_rank_*_optim_states.pt")))
         if saved in (0, self.world):
             return False
-        uni = self.ckpt_dir / "latest_universal"
-        if uni.is_file() and uni.read_text().strip() == tag_dir.name + "_universal" and (self.ckpt_dir / uni.read_text().strip()).is_dir():
+        if universal == tag_dir.name + "_universal" and (self.ckpt_dir / universal).is_dir():
             return True
         raise UsageError(
             f"{tag_dir} is a ZeRO checkpoint of {saved} processes; to resume on {self.world}, convert it to "

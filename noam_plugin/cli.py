@@ -7,13 +7,15 @@ argparse usage errors keep their usual status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, read_scheduler_block
-from noam_plugin.errors import ConfigError, Problem
-from noam_plugin.schedule import COOLDOWN_TYPES, WARMUP_UNITS, NoamConfig
+from noam_plugin.errors import ConfigError, Problem, shorten
+from noam_plugin.schedule import COOLDOWN_TYPES, MAX_INT, WARMUP_UNITS, NoamConfig
 
 
 def _params_text(config: NoamConfig) -> str:
@@ -241,7 +243,30 @@ def _plot(axis: _Axis, steps: int, title: str, out: str, mark: tuple[int, str] |
     ax.grid(alpha=0.3)
     tail = config.cooldown_num_steps is not None  # then the curve comes down at the right: legend above it
     ax.legend(loc="lower right" if right_half and not tail else "upper right" if tail else "center right")
-    fig.savefig(out, format=Path(out).suffix[1:] or "png")  # no suffix: still exactly this file
+    write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))  # no suffix: this file
+
+
+def write_atomically(path: str | os.PathLike, write) -> None:
+    """`write(file object)` into a new file next to `path`, then rename it to `path`: an interrupted run leaves
+    the old file or the new one, never half of one, and its leftover temporary never blocks the next."""
+    path = Path(os.path.realpath(path))  # through a symlink, as a plain write would
+    if path.exists() and not path.is_file():  # a rename would replace a device, a FIFO or a folder
+        raise ValueError(f"{shorten(str(path), 300)}: exists and is not a regular file; not replaced")
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot is as readable as any new file
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _formula_lines(config: NoamConfig, axis: _Axis) -> list[str]:
@@ -395,11 +420,14 @@ def _nonnegative_float(text: str) -> float:
 
 def _positive_int(text: str) -> int:
     try:
-        value = int(text)
+        # int() of a huge text is slow and then refused anyway: a long run of digits is too large unread
+        value = int(text) if len(text) <= 30 or not text.strip().lstrip("+").isdigit() else None
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, found {text!r}") from None
-    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, found {shorten(repr(text), 60)}") from None
+    if value is not None and value < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, found {value}")
+    if value is None or value > MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected an int of at most 2**63 - 1, found {shorten(repr(text), 60)}")
     return value
 
 
@@ -456,14 +484,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # buffered output meets a closed pipe here
+        return status
+    except BrokenPipeError:  # `noam-plugin show ... | head -1`: the reader has what it wanted
+        return _output_closed()
+
+
+def _output_closed() -> int:
+    """Exit quietly: point stdout and stderr at /dev/null so the interpreter's final flush has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            pass
+    os.close(devnull)
+    return 0
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except ConfigError as err:
         print(err, file=sys.stderr)
+    except BrokenPipeError:
+        raise
     except OSError as err:
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"noam-plugin: {where}{err.strerror or err}", file=sys.stderr)
+        where = f"{shorten(str(err.filename), 300)}: " if err.filename else ""
+        print(f"noam-plugin: {where}{shorten(str(err.strerror or err), 300)}", file=sys.stderr)
     except ValueError as err:
-        print(f"noam-plugin: {err}", file=sys.stderr)
+        print(f"noam-plugin: {shorten(str(err), 1000)}", file=sys.stderr)
     return 1

@@ -7,16 +7,18 @@ so a user fixes the file without reading code. Other keys in the file are the us
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from noam_plugin.errors import ConfigError, Problem
+from noam_plugin.errors import ConfigError, Problem, shorten, short_repr
 from noam_plugin.schedule import NoamConfig, closest_name
 
 PARAMS_PREFIX = "scheduler.params."
@@ -27,12 +29,99 @@ BLOCK_KEYS = ("type", "params")
 AUTO_KEYS = ("warmup_num_steps", "warmup_max_lr", "total_num_steps")
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (YAML 1.2) and refuses duplicate keys.
+# Limits that keep hostile files cheap: config files are a few KB.
+MAX_CONFIG_BYTES = 256 << 10  # parsing stays under a second or so
+MAX_DEPTH = 100  # levels of nesting, aliases expanded
+MAX_EXPANDED = 2_000_000  # values plus characters once YAML aliases are expanded (a file under the cap has fewer)
+MAX_NUMBER_CHARS = 4000  # int() refuses longer ones (sys.get_int_max_str_digits) and they are never meant
 
-    PyYAML follows YAML 1.1, where `1e-3` is the *string* '1e-3'; lr values are written that way.
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_AMBIGUOUS = "tag:noam-plugin:ambiguous-number"  # refused: YAML 1.1 and 1.2 read different values
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_YAML12_INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_YAML12_FLOAT = re.compile(
+    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+)
+_YAML11 = yaml.SafeLoader("")  # PyYAML as shipped (YAML 1.1): what yaml.safe_load makes of the same text
+
+
+def _yaml12_number(text: str) -> int | float | None:
+    """The number YAML 1.2's core schema reads in a plain scalar, None for a string."""
+    if _YAML12_INT.fullmatch(text):
+        base = 8 if text.startswith("0o") else 16 if text.startswith("0x") else 10
+        return int(text[2:] if base != 10 else text, base)
+    if _YAML12_FLOAT.fullmatch(text):
+        return _YAML11.construct_yaml_float(yaml.ScalarNode(_FLOAT, text))
+    return None
+
+
+def _yaml11_number(text: str) -> int | float | None:
+    tag = yaml.resolver.Resolver.resolve(_YAML11, yaml.ScalarNode, text, (True, False))
+    if tag == _INT:
+        return _YAML11.construct_yaml_int(yaml.ScalarNode(tag, text))
+    if tag == _FLOAT:
+        return _YAML11.construct_yaml_float(yaml.ScalarNode(tag, text))
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and (a == b or a != a and b != b)  # nan == nan here
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads numbers as YAML 1.2 does, refuses the ones YAML 1.1 reads otherwise, refuses
+    duplicate keys, and bounds nesting (a RecursionError otherwise).
+
+    PyYAML follows YAML 1.1: `1e-3` is the *string* '1e-3' there (lr values are written that way), `04000`
+    the octal 2048, `1:30` the base-60 90, `1_000` 1000. A user reads these as YAML 1.2 does (or as JSON);
+    a script reading the same file with yaml.safe_load gets the 1.1 value. So a plain scalar that the two
+    read as different numbers (or a number and a string) is an error naming its key and both readings,
+    except exponent floats like `1e-3`, which are floats (as YAML 1.2 and JSON read them).
     A duplicated key would otherwise silently win over the first one.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def resolve(self, kind: Any, value: str, implicit: Any) -> str:
+        if value and kind is yaml.ScalarNode and implicit[0] and value[0] in "-+.0123456789":
+            if len(value) > MAX_NUMBER_CHARS:  # no int() on it: reported as too long
+                v11 = yaml.resolver.Resolver.resolve(_YAML11, kind, value, (True, False))
+                if v11 == _INT or _YAML12_INT.fullmatch(value):
+                    return _AMBIGUOUS
+                if v11 == _FLOAT or _YAML12_FLOAT.fullmatch(value):
+                    return _FLOAT
+                return super().resolve(kind, value, implicit)
+            if _PLAIN_INT.fullmatch(value):  # the common case, read alike by both
+                return _INT
+            v11, v12 = _yaml11_number(value), _yaml12_number(value)
+            if v12 is not None and (_same(v11, v12) or v11 is None and isinstance(v12, float)):
+                return _INT if isinstance(v12, int) else _FLOAT
+            if v11 is not None or v12 is not None:
+                return _AMBIGUOUS
+        return super().resolve(kind, value, implicit)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        number = _yaml12_number(self.construct_scalar(node))  # construct_scalar refuses `!!int` on a list or mapping
+        if not isinstance(number, int):  # an explicit !!int on something else
+            what = f"not a YAML 1.2 int: {shorten(node.value)!r}"
+            raise yaml.constructor.ConstructorError(None, None, what, node.start_mark)
+        return number
+
+    def construct_ambiguous(self, node: yaml.ScalarNode) -> Any:  # _check_nodes reports these first
+        what = f"ambiguous number {shorten(node.value)!r}"
+        raise yaml.constructor.ConstructorError(None, None, what, node.start_mark)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -42,17 +131,119 @@ class _Loader(yaml.SafeLoader):
                 line = key_node.start_mark.line + 1
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                        None, None, f"duplicate key {short_repr(key)} (first on line {seen[key]})", key_node.start_mark
                     )
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+_Loader.add_constructor(_INT, _Loader.construct_yaml_int)
+_Loader.add_constructor(_AMBIGUOUS, _Loader.construct_ambiguous)
+
+
+def _number_problem(path: str, node: yaml.ScalarNode) -> Problem:
+    text, line = node.value, node.start_mark.line + 1
+    if len(text) > MAX_NUMBER_CHARS:
+        return Problem(path, f"a number of at most {MAX_NUMBER_CHARS} digits", f"{len(text)} digits on line {line}")
+
+    def reading(value: Any) -> str:
+        return "a string" if value is None else f"{type(value).__name__} {value!r}"
+
+    v11, v12 = _yaml11_number(text), _yaml12_number(text)
+    return Problem(
+        path,
+        "a number that YAML 1.1 and YAML 1.2 read alike: plain decimal (4000), 0x hex, 1.0e-3, or quotes for a string",
+        f"{shorten(text)} on line {line}, which YAML 1.1 (yaml.safe_load) reads as {reading(v11)} "
+        f"and YAML 1.2 as {reading(v12)}",
+    )
+
+
+def _node_children(node: Any, path: str) -> list[tuple[Any, str]]:
+    if isinstance(node, yaml.SequenceNode):
+        return [(child, f"{path}[{i}]") for i, child in enumerate(node.value)]
+    if isinstance(node, yaml.MappingNode):
+        pairs = []
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            pairs += [(key, path), (value, f"{path}.{name}" if path else name)]
+        return pairs
+    return []
+
+
+def _data_children(data: Any, path: str) -> list[tuple[Any, str]]:
+    if isinstance(data, list):
+        return [(child, f"{path}[{i}]") for i, child in enumerate(data)]
+    if isinstance(data, dict):
+        return [(value, f"{path}.{key}" if path else str(key)) for key, value in data.items()]
+    return []
+
+
+def _check_tree(root: Any, children: Any, leaf: Any) -> list[Problem]:
+    """Walk a YAML node graph (or parsed JSON) once, without recursion: depth and size once aliases are
+    expanded, recursive aliases, and `leaf(path, item)`'s problems. Shared nodes are measured once."""
+    size: dict[int, tuple[int, int]] = {}  # id -> (values and characters expanded, levels)
+    in_progress: set[int] = set()
+    problems: list[Problem] = []
+    stack: list[tuple[Any, str, bool]] = [(root, "", False)]
+    while stack:
+        node, path, done = stack.pop()
+        key = id(node)
+        kids = children(node, path)
+        if done:
+            in_progress.discard(key)
+            total = min(MAX_EXPANDED + 1, 1 + sum(size[id(k)][0] for k, _ in kids))
+            levels = 1 + max((size[id(k)][1] for k, _ in kids), default=0)
+            size[key] = (total, levels)
+            if levels > MAX_DEPTH:
+                expected = f"at most {MAX_DEPTH} levels of nesting (aliases expanded)"
+                return [Problem(path or "(top level)", expected, "deeper")]
+            continue
+        if key in size:
+            continue
+        if key in in_progress:
+            line = f" on line {node.start_mark.line + 1}" if hasattr(node, "start_mark") else ""
+            return [Problem(path, "no alias inside the value it names", f"a recursive alias{line}")]
+        if not kids:
+            text = node.value if isinstance(node, yaml.ScalarNode) else ""
+            size[key] = (1 + len(text) if isinstance(text, str) else 1, 1)
+            problem = leaf(path or "(top level)", node)
+            if problem is not None:
+                problems.append(problem)
+            continue
+        in_progress.add(key)
+        stack.append((node, path, True))
+        stack.extend((kid, kid_path, False) for kid, kid_path in reversed(kids) if id(kid) not in size)
+    if size[id(root)][0] > MAX_EXPANDED:  # name the smallest value that is too big
+        node, path = root, ""
+        while True:
+            big = [(k, p) for k, p in children(node, path) if size[id(k)][0] > MAX_EXPANDED]
+            if not big:
+                break
+            node, path = big[0]
+        found = "more (an alias bomb?)"
+        expected = f"at most {MAX_EXPANDED:,} values and characters once YAML aliases are expanded"
+        problems.insert(0, Problem(path or "(top level)", expected, found))
+    return problems
+
+
+def _yaml_leaf(path: str, node: Any) -> Problem | None:
+    if isinstance(node, yaml.ScalarNode) and node.tag == _AMBIGUOUS:
+        return _number_problem(path, node)
+    return None
+
+
+class _LongNumber(str):
+    """A JSON number too long to convert (refused with its key by _json_leaf)."""
+
+
+def _json_leaf(path: str, value: Any) -> Problem | None:
+    if isinstance(value, _LongNumber):
+        return Problem(path, f"a number of at most {MAX_NUMBER_CHARS} digits", f"{len(value)} digits")
+    return None
+
+
+def _json_int(text: str) -> int | str:
+    return int(text) if len(text) <= MAX_NUMBER_CHARS else _LongNumber(text)
 
 
 @dataclass(frozen=True)
@@ -66,49 +257,92 @@ class SchedulerBlock:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    return f"{type(value).__name__} {short_repr(value, 60)}"
 
 
 def _json_no_duplicates(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    dup = next((k for k in keys if keys.count(k) > 1), None)
-    if dup is not None:
-        raise ValueError(f"duplicate key {dup!r}")
-    return dict(pairs)
+    result = dict(pairs)
+    if len(result) != len(pairs):  # as DeepSpeed's own config reader: a duplicated key is an error
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {short_repr(dup)}")
+    return result
+
+
+def _read_text(path: Path, source: str) -> str:
+    """The file's text, refusing without blocking what is not a regular file (FIFO, device, directory) or
+    is too large to be a config: opened non-blocking, checked with fstat, read to at most the size cap."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError(source, f"no such file (current directory: {shorten(os.getcwd(), 200)})") from None
+    except IsADirectoryError:
+        raise ConfigError(source, "is a directory, expected a YAML or JSON config file") from None
+    except OSError as err:
+        raise ConfigError(source, f"cannot read the file: {err.strerror or err}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(source, "is a directory, expected a YAML or JSON config file")
+        if not stat.S_ISREG(mode):
+            device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if device else "not a regular file"
+            raise ConfigError(source, f"is {kind}, expected a YAML or JSON config file (not read)")
+        chunks, size = [], 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise ConfigError(source, f"cannot read the file: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(source, f"larger than {MAX_CONFIG_BYTES >> 10} KiB: not a config file (not read further)")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(source, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def _parse(path: Path, source: str, as_json: bool) -> Any:
-    """Parse JSON or YAML text; syntax errors name their line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, f"no such file (current directory: {os.getcwd()})") from None
-    except IsADirectoryError:
-        raise ConfigError(source, "is a directory, expected a YAML or JSON config file") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(source, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise ConfigError(source, f"cannot read the file: {err.strerror or err}") from None
+    """Parse JSON or YAML text; syntax errors name their line and column, other problems their key."""
+    text = _read_text(path, source)
     if as_json:
         try:
-            return json.loads(text, object_pairs_hook=_json_no_duplicates)
+            data = json.loads(text, object_pairs_hook=_json_no_duplicates, parse_int=_json_int)
         except json.JSONDecodeError as err:
             raise ConfigError(source, f"line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}") from None
         except ValueError as err:  # duplicate key from the hook; json gives no position for it
             raise ConfigError(source, f"invalid JSON: {err}") from None
+        except RecursionError:
+            raise ConfigError(source, f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
+        problems = _check_tree(data, _data_children, _json_leaf)
+        if problems:
+            raise ConfigError(source, problems)
+        return data
+    loader = None
     try:
-        return yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)  # its reader already refuses control characters
+        node = loader.get_single_node()
+        problems = [] if node is None else _check_tree(node, _node_children, _yaml_leaf)
+        if problems:
+            raise ConfigError(source, problems)
+        return None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as err:
         mark, context = err.problem_mark or err.context_mark, err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = err.problem or err.context or "syntax error"
+        what = shorten(err.problem or err.context or "syntax error", 200)
         if err.problem and err.context:
             what += f" ({err.context}" + (f" started on line {context.line + 1})" if context else ")")
         raise ConfigError(source, f"{where}invalid YAML: {what}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(source, f"invalid YAML: {err}") from None
+        raise ConfigError(source, f"invalid YAML: {shorten(str(err), 200)}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
@@ -136,11 +370,16 @@ def _follow_accelerate(data: dict, path: Path) -> tuple[Path, str] | None:
         raise ConfigError(str(path), Problem(key, "the path of a DeepSpeed config JSON", _short(name)))
     candidates = [Path(name)] if Path(name).is_absolute() else [Path.cwd() / name, path.parent / name]
     for candidate in candidates:
-        if candidate.is_file():
+        try:
+            usable = candidate.exists() and not candidate.is_dir()  # a FIFO or a device gets its own message
+        except (OSError, ValueError):  # a name too long, or with a NUL byte
+            usable = False
+        if usable:
             shown = candidate if Path(name).is_absolute() else Path(os.path.relpath(candidate))
             return shown, f"{shown} (named in {path})"
     tried = " and ".join(str(c) for c in candidates)
-    raise ConfigError(str(path), Problem(key, "an existing DeepSpeed config JSON", f"'{name}': no such file (tried {tried})"))
+    found = f"'{shorten(name)}': no such file (tried {shorten(tried, 300)})"
+    raise ConfigError(str(path), Problem(key, "an existing DeepSpeed config JSON", found))
 
 
 def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
@@ -168,7 +407,7 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
             if is_json
             else "scheduler: {type: NoamLR, params: {d_model: 512, warmup_num_steps: 4000}}"
         )
-        near = [k for k in data if closest_name(str(k), ("scheduler",))]
+        near = [k for k in itertools.islice(data, 1000) if closest_name(str(k), ("scheduler",))]
         found = f"no 'scheduler' key (did you mean '{near[0]}'?)" if near else "no 'scheduler' key"
         raise ConfigError(source, Problem("scheduler", f"a block such as {example}", found))
     block = data["scheduler"]

@@ -2,7 +2,59 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import reprlib
 from dataclasses import dataclass
+from typing import Any
+
+MAX_SHOWN = 80  # characters of a value, or of a key, quoted in a message
+MAX_PROBLEMS = 20  # lines of one error; the rest are counted
+
+
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """`text`, or its start and end around '...' when longer than `limit` (hostile input stays one short line)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    half = max(1, (limit - 3) // 2)
+    return text[:half] + "..." + text[-half:]
+
+
+class _Repr(reprlib.Repr):
+    def repr_dict(self, x: dict, level: int) -> str:  # reprlib sorts every key first: O(n log n) on a huge dict
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        keys = itertools.islice(x, self.maxdict)
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(x[k], level - 1)}" for k in keys]
+        return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
+
+
+_REPR = _Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = MAX_SHOWN, MAX_SHOWN, MAX_SHOWN
+
+
+def short_repr(value: Any, limit: int = MAX_SHOWN) -> str:
+    """repr() bounded in time and length whatever the value's size or depth (no full repr is built)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        digits = math.floor(value.bit_length() * math.log10(2)) + 1
+        if digits > 4000:  # str() raises past sys.get_int_max_str_digits() (4300)
+            return f"<{'a negative' if value < 0 else 'an'} int of about {digits} digits>"
+        text = str(value)
+        return f"{text[:8]}...{text[-4:]} ({len(text.lstrip('-'))} digits)"
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__: say what it is instead
+        text = f"<{type(value).__name__} object>"
+    return shorten(text, limit)
+
+
+def describe(value: Any) -> str:
+    """`type value` for messages, e.g. "str 'auto'" or "int 0", bounded in length."""
+    return f"{type(value).__name__} {short_repr(value)}"
 
 
 @dataclass(frozen=True)
@@ -14,7 +66,9 @@ class Problem:
     found: str
 
     def render(self, source: str) -> str:
-        return f"{source}: {self.key}: expected {self.expected}, found {self.found}"
+        # key and found can come from the input (unknown keys, values): keep them short
+        key, found = shorten(self.key, 120), shorten(self.found, 3 * MAX_SHOWN)
+        return f"{source}: {key}: expected {self.expected}, found {found}"
 
 
 class ConfigError(ValueError):
@@ -26,11 +80,18 @@ class ConfigError(ValueError):
         self.source = source
         self.problems = [] if isinstance(problems, str) else list(problems)
         if isinstance(problems, str):
-            text = f"{source}: {problems}"
+            text = f"{source}: {shorten(problems, 8 * MAX_SHOWN)}"
         else:
-            text = "\n".join(p.render(source) for p in self.problems)
+            lines = [p.render(source) for p in self.problems[:MAX_PROBLEMS]]
+            if len(self.problems) > MAX_PROBLEMS:
+                lines.append(f"{source}: ... and {len(self.problems) - MAX_PROBLEMS} more problems")
+            text = "\n".join(lines)
         super().__init__(text)
 
 
 class ScheduleMismatchError(ValueError):
     """A checkpoint was saved with other schedule parameters than the ones configured now."""
+
+
+class StateError(ConfigError):
+    """A saved scheduler state with a missing or malformed entry; one line per bad key."""

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from noam_plugin.errors import ConfigError, Problem
+from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
 
 WARMUP_UNITS = ("updates", "samples", "tokens")
 DEFAULT_UNIT = "updates"
@@ -49,10 +49,11 @@ _COOLDOWN_SHAPES = {"linear": _linear, "1-sqrt": _one_minus_sqrt, "cosine": _cos
 def _cooldown(step: int, start: int, start_lr: float, cooldown_num_steps: int, shape: Any, min_lr: float) -> float:
     # docs/CONTRACT.md section 1: m + (noam(s) - m) * f(min(1, (t - s) / (C + 1))), for t > s.
     return min_lr + (start_lr - min_lr) * shape(min(1, (step - start) / (cooldown_num_steps + 1)))
+MAX_INT = 2**63 - 1  # counts and sizes: int64, what torch and JSON tools keep exactly
 
 
 def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
+    return describe(value)  # bounded: a 400-digit int or a 1 MB string stays one short line
 
 
 def _is_int(value: Any) -> bool:
@@ -64,6 +65,8 @@ def _is_number(value: Any) -> bool:
 
 
 def closest_name(name: str, valid: tuple[str, ...]) -> str | None:
+    if len(str(name)) > 100:  # difflib is quadratic; no parameter name is that long
+        return None
     match = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
     return match[0] if match else None
 
@@ -81,16 +84,23 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
         problems.append(Problem(prefix + "warmup_num_steps", "an int >= 1 (required)", "nothing"))
     elif not _is_int(warmup) or warmup < 1:
         bad("warmup_num_steps", "an int >= 1", warmup)
+    elif warmup > MAX_INT:
+        bad("warmup_num_steps", "an int >= 1 and at most 2**63 - 1", warmup)
 
     d_model, peak = values.get("d_model"), values.get("warmup_max_lr")
     if d_model is None and peak is None:
         problems.append(Problem(prefix + "d_model / warmup_max_lr", "exactly one of them", "neither"))
     elif d_model is not None and peak is not None:
         problems.append(
-            Problem(prefix + "d_model / warmup_max_lr", "exactly one of them", f"both (d_model={d_model!r}, warmup_max_lr={peak!r})")
+            Problem(
+                prefix + "d_model / warmup_max_lr", "exactly one of them",
+                f"both (d_model={short_repr(d_model)}, warmup_max_lr={short_repr(peak)})",
+            )
         )
     if d_model is not None and (not _is_int(d_model) or d_model < 1):
         bad("d_model", "an int >= 1", d_model)
+    elif d_model is not None and d_model > MAX_INT:
+        bad("d_model", "an int >= 1 and at most 2**63 - 1", d_model)
     if peak is not None and (not _is_number(peak) or not peak > 0 or peak == float("inf")):
         bad("warmup_max_lr", "a finite number > 0", peak)
 
@@ -111,6 +121,8 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     allow = values.get("allow_param_change", False)
     if not isinstance(allow, bool):
         bad("allow_param_change", "true or false", allow)
+    if not problems:
+        problems += _check_curve(values, prefix)
     return problems
 
 
@@ -122,8 +134,8 @@ def _check_cooldown(values: Mapping[str, Any], prefix: str, bad: Any, problems: 
     kind, min_lr = values.get("cooldown_type"), values.get("cooldown_min_lr")
 
     if total is not None:
-        if not _is_int(total) or total < 2:
-            bad("total_num_steps", "an int > warmup_num_steps (the planned end of training)", total)
+        if not _is_int(total) or total < 2 or total > MAX_INT:
+            bad("total_num_steps", "an int > warmup_num_steps (the planned end of training), at most 2**63 - 1", total)
             total = None
         elif warmup is not None and total <= warmup:
             expected = f"an int > warmup_num_steps ({warmup}): the planned end of training comes after the warmup"
@@ -154,7 +166,7 @@ def _check_cooldown(values: Mapping[str, Any], prefix: str, bad: Any, problems: 
         if cooldown is None:
             problems.append(Problem(prefix + "cooldown_min_lr", "cooldown_min_lr only together with cooldown_num_steps",
                                     _describe(min_lr)))
-        elif not _is_number(min_lr) or not min_lr >= 0 or min_lr == float("inf"):
+        elif not _is_number(min_lr) or not min_lr >= 0 or not (min_lr < 1e300):  # a 400-digit int is no float
             bad("cooldown_min_lr", "a finite number >= 0", min_lr)
 
 
@@ -166,6 +178,24 @@ def _check_min_lr_below_start(config: "NoamConfig", prefix: str = "") -> list[Pr
     return [Problem(prefix + "cooldown_min_lr",
                     f"a value below the lr where the cooldown starts ({config.cooldown_start_lr:.6g} at "
                     f"{config.unit_name} {s}): the cooldown brings the lr down", _describe(config.cooldown_min_lr))]
+def _check_curve(values: Mapping[str, Any], prefix: str) -> list[Problem]:
+    """Valid values can still give a degenerate curve in floating point: an lr of 0.0 (a wasted update, and
+    `show` divides by the peak) or inf/nan. The curve rises to lr(W) then falls slowly, so lr(1) and lr(W) are
+    its smallest and largest values over the warmup; lr after W stays above 0.0 for any count below 2**63."""
+    w, d_model, peak = values["warmup_num_steps"], values.get("d_model"), values.get("warmup_max_lr")
+    factor = values.get("factor", 1.0)
+    key = "warmup_max_lr" if peak is not None else "factor"
+    given = f"warmup_max_lr={peak!r}" if peak is not None else f"factor={factor!r}, d_model={d_model}"
+    try:
+        lrs = {k: _formula(k, w, d_model, factor, peak) for k in (1, w, MAX_INT)}
+    except (OverflowError, ZeroDivisionError) as error:
+        return [Problem(prefix + key, "values whose lr is a finite float", f"{error} ({given}, warmup_num_steps={w})")]
+    for k, lr in lrs.items():
+        if not (math.isfinite(lr) and lr > 0.0):
+            where = f"the peak lr({k})" if k == w else f"the first update's lr({k})" if k == 1 else f"lr({k})"
+            expected = "values whose lr is above 0.0 and finite in floating point (float64) at every update"
+            return [Problem(prefix + key, expected, f"{where} = {lr!r} ({given}, warmup_num_steps={w})")]
+    return []
 
 
 @dataclass(frozen=True)
@@ -215,7 +245,7 @@ class NoamConfig:
         problems = []
         for key in params:
             if key not in PARAM_KEYS:
-                near = closest_name(key, PARAM_KEYS)
+                near = closest_name(key, PARAM_KEYS) if len(problems) < MAX_PROBLEMS else None  # only these are shown
                 hint = f" (did you mean '{near}'?)" if near else ""
                 problems.append(Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}"))
         problems += _check_values(params, prefix)

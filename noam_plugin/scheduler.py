@@ -157,6 +157,7 @@ class NoamLR(LRScheduler):
         self._applied_in_boundary = False
         self._hooks: list[Any] = []
         self._warned_step_args = False
+        self._lr_tensor: Any = None
         inner = unwrap_optimizer(optimizer)
         _refuse_second_scheduler(inner, self)
         super().__init__(inner)  # its step() call is a no-op here; the lr is written below
@@ -191,7 +192,7 @@ class NoamLR(LRScheduler):
 
             def before_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
                 scheduler = ref()
-                if scheduler is not None and scheduler._prepared is None:
+                if scheduler is not None and scheduler._prepared is None and not scheduler._zero_lr_step():
                     scheduler.prepare_update()
 
             self._hooks.append(self.optimizer.register_step_pre_hook(before_step))
@@ -220,8 +221,28 @@ class NoamLR(LRScheduler):
     def _after_optimizer_step(self) -> None:
         if self._boundary_depth:
             self._applied_in_boundary = True  # counted once, when the boundary closes
-        else:
+        elif not self._zero_lr_step():
             self._finish_update(applied=True)
+
+    def _zero_lr_step(self) -> bool:
+        """Is the optimizer stepping at lr 0 that someone else set? Then it is no update of this schedule.
+
+        torch.distributed.checkpoint initialises an optimizer without state (a fresh one on
+        resume; SGD without momentum at every save) by one step() at lr 0 on zero gradients,
+        then puts the lr back. NoamLR's own lr is never 0 unless its cooldown ends at 0.
+        """
+        lr = self.optimizer.param_groups[0]["lr"]
+        if type(lr) is float:
+            if lr != 0.0:
+                return False
+        elif lr is self._lr_tensor or not isinstance(lr, torch.Tensor) or float(lr) != 0.0:
+            return False  # (a tensor lr NoamLR wrote is updated in place: another object was put there)
+        if self._last_lr[0] != 0.0:
+            return True
+        if self.tokens is None or self._pending_tokens or self._pending_token_tensors:
+            return False
+        # tokens, none reported, lr 0 that NoamLR did not choose: DCP's step runs on all-zero gradients
+        return all(p.grad is None or not p.grad.any() for g in self.optimizer.param_groups for p in g["params"])
 
     @contextlib.contextmanager
     def update_boundary(self, samples: int | None = None) -> Iterator[None]:
@@ -416,6 +437,7 @@ class NoamLR(LRScheduler):
             self._write_lr(lr)
         else:  # tokens: set just before the update; until then the groups keep the last update's lr
             self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+            self._lr_tensor = self.optimizer.param_groups[0]["lr"]
 
     def _write_lr(self, lr: float) -> None:
         groups = self.optimizer.param_groups
@@ -427,6 +449,7 @@ class NoamLR(LRScheduler):
             else:
                 current.fill_(lr)  # in place: a compiled optimizer step sees the same tensor
         self._last_lr = [lr] * len(groups)
+        self._lr_tensor = groups[0]["lr"]  # the object NoamLR wrote last (see _zero_lr_step)
 
     def _write_lr_values(self, lrs: list[float]) -> None:
         for group, lr in zip(self.optimizer.param_groups, lrs):
@@ -435,6 +458,7 @@ class NoamLR(LRScheduler):
             else:
                 group["lr"] = lr
         self._last_lr = list(lrs)
+        self._lr_tensor = self.optimizer.param_groups[0]["lr"]
 
     # ------------------------------------------------------------ copies
 

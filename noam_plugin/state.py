@@ -1,16 +1,26 @@
-"""Checks of a saved scheduler state, without torch: shared by NoamLR.load_state_dict and `noam-plugin inspect`."""
+"""Checks of saved scheduler states, without torch: what `NoamLR.load_state_dict` and `noam-plugin inspect`
+accept from disk. A malformed state is refused whole, every bad key named with what was expected and found,
+before anything is restored (a half-loaded count would silently move the lr).
+
+Also the one place that reads the step count of a foreign scheduler's state (DeepSpeed's `last_batch_iteration`,
+a torch scheduler's `last_epoch`), which NoamLR adopts when a run switches to it.
+"""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from typing import Any
 
-from noam_plugin.errors import ConfigError, Problem
-from noam_plugin.schedule import _describe, _is_int
+from noam_plugin.errors import Problem, StateError, describe
+from noam_plugin.schedule import DEFAULT_UNIT, MAX_INT, SCHEDULE_KEYS, _check_values, _is_int, closest_name
 
 STATE_TYPE = "NoamLR"
 SOURCE = "NoamLR.load_state_dict"
-
-# key -> (smallest allowed int, whether None is allowed)
+# What NoamLR.state_dict() writes besides the schedule parameters (SCHEDULE_KEYS).
+COUNT_KEYS = ("updates", "samples", "tokens", "samples_per_update", "world_size")
+STATE_KEYS = ("type",) + COUNT_KEYS + SCHEDULE_KEYS
+# key -> (smallest value, None allowed); None is also what a state from before the key existed holds
 _COUNTS = {
     "updates": (0, False),
     "samples": (0, True),
@@ -20,52 +30,103 @@ _COUNTS = {
 }
 
 
-def state_problems(state: Any) -> list[Problem]:
-    """Every problem of a NoamLR, DeepSpeed-scheduler or torch-scheduler state, one Problem per bad key."""
-    if not isinstance(state, dict):
-        return [Problem("state", "a scheduler state dict (from scheduler.state_dict())", _describe(state)[:200])]
-    if state.get("type") == STATE_TYPE:
-        problems = []
-        for key, (low, optional) in _COUNTS.items():
-            value = state.get(key)
-            if value is None and (optional or key not in state):
-                if not optional:
-                    problems.append(Problem(key, f"an int >= {low} (required)", "nothing"))
-                continue
-            if not _is_int(value) or value < low:
-                problems.append(Problem(key, f"an int >= {low}" + (" or null" if optional else ""), _describe(value)[:200]))
-        return problems
+def _int_problem(key: str, value: Any, low: int, optional: bool) -> Problem | None:
+    if optional and value is None:
+        return None
+    if _is_int(value) and low <= value <= MAX_INT:
+        return None
+    expected = (
+        f"an int >= {low}"
+        + (" or None" if optional else "")
+        + (" and at most 2**63 - 1" if _is_int(value) and value > MAX_INT else "")
+    )
+    return Problem(key, expected, describe(value))
+
+
+def check_noam_state(state: Any) -> list[Problem]:
+    """Problems of a saved `NoamLR.state_dict()`, one per bad key; [] when it can be loaded as is."""
+    if not isinstance(state, Mapping):
+        return [Problem("(state)", "a dict, as NoamLR.state_dict() returns", describe(state))]
+    problems = []
+    if state.get("type") != STATE_TYPE:
+        problems.append(
+            Problem("type", repr(STATE_TYPE), "nothing" if "type" not in state else describe(state["type"]))
+        )
+    for key in state:
+        if key not in STATE_KEYS:
+            near = closest_name(str(key), STATE_KEYS) if isinstance(key, str) else None
+            hint = f" (did you mean '{near}'?)" if near else " (saved by a newer noam-plugin?)"
+            problems.append(
+                Problem(
+                    str(key)[:100],
+                    "only the keys of NoamLR.state_dict(): " + ", ".join(STATE_KEYS),
+                    f"unknown key{hint}",
+                )
+            )
+    if "updates" not in state:
+        problems.append(Problem("updates", "an int >= 0 (required)", "nothing"))
+    for key, (low, optional) in _COUNTS.items():
+        if key in state:
+            problem = _int_problem(key, state[key], low, optional)
+            if problem is not None:
+                problems.append(problem)
+    # Schedule parameters: those saved (older states lack warmup_unit: they counted updates), checked like a config.
+    params = {key: state[key] for key in SCHEDULE_KEYS if key in state}
+    params.setdefault("warmup_unit", DEFAULT_UNIT)
+    problems += _check_values(params)
+    return problems
+
+
+def check_foreign_state(state: Mapping[str, Any]) -> list[Problem]:
+    """Problems of the step count in a DeepSpeed (`last_batch_iteration`) or torch (`last_epoch`) scheduler state."""
+    problems = []
     if "last_batch_iteration" in state:
         it = state["last_batch_iteration"]
-        ok = _is_int(it) and it >= -1
-        return [] if ok else [Problem("last_batch_iteration", "an int >= -1", _describe(it)[:200])]
-    if "last_epoch" in state:
+        if not (_is_int(it) and -1 <= it < MAX_INT):  # -1: built, never stepped
+            problems.append(Problem("last_batch_iteration", "an int >= -1", describe(it)))
+    elif "last_epoch" in state:
         epoch = state["last_epoch"]
-        return [] if _is_int(epoch) and epoch >= 0 else [Problem("last_epoch", "an int >= 0", _describe(epoch)[:200])]
-    keys = ", ".join(sorted(map(str, state))[:20])
-    return [Problem(
-        "state", "a NoamLR state, or one with 'last_batch_iteration' (DeepSpeed) or 'last_epoch' (torch)",
-        f"not a scheduler state this plugin knows (keys: [{keys}])",
-    )]
+        if not (_is_int(epoch) and 0 <= epoch <= MAX_INT):
+            problems.append(Problem("last_epoch", "an int >= 0", describe(epoch)))
+    return problems
 
 
-def check_state(state: Any, source: str = SOURCE) -> None:
-    """Raise one ConfigError naming every bad key; nothing is loaded when it raises."""
-    problems = state_problems(state)
-    if problems:
-        raise ConfigError(source, problems)
-
-
-def foreign_updates(state: dict[str, Any]) -> tuple[int, str] | None:
-    """The update count in another scheduler's state, and where it came from (None if unknown).
+def foreign_updates(state: Mapping[str, Any], source: str = "scheduler state") -> tuple[int, str] | None:
+    """The update count in another scheduler's state and where it came from; None when it holds none.
 
     DeepSpeed's schedulers start at last_batch_iteration -1 and are stepped once per
     applied update; torch schedulers' last_epoch is the number of step() calls.
+    Raises StateError (naming the key) when the count is there but malformed.
     """
+    problems = check_foreign_state(state)
+    if problems:
+        raise StateError(source, problems)
     if "last_batch_iteration" in state:
-        it = int(state["last_batch_iteration"])
+        it = state["last_batch_iteration"]
         return it + 1, f"a DeepSpeed scheduler state (last_batch_iteration={it})"
     if "last_epoch" in state:
-        epoch = int(state["last_epoch"])
+        epoch = state["last_epoch"]
         return epoch, f"a torch scheduler state (last_epoch={epoch})"
     return None
+
+
+def state_problems(state: Any) -> list[Problem]:
+    """Every problem of a NoamLR, DeepSpeed-scheduler or torch-scheduler state, one Problem per bad key."""
+    if not isinstance(state, Mapping):
+        return [Problem("state", "a scheduler state dict (from scheduler.state_dict())", describe(state))]
+    if state.get("type") != STATE_TYPE and ("last_batch_iteration" in state or "last_epoch" in state):
+        return check_foreign_state(state)
+    if state.get("type") != STATE_TYPE and "updates" not in state:
+        keys = ", ".join(sorted(map(str, itertools.islice(state, 20))))
+        return [Problem(
+            "state", "a NoamLR state, or one with 'last_batch_iteration' (DeepSpeed) or 'last_epoch' (torch)",
+            f"not a scheduler state this plugin knows (keys: [{keys}])",
+        )]
+    return check_noam_state(state)
+
+
+def check_state(state: Any, source: str = SOURCE) -> None:
+    """Raise one StateError (a ConfigError) naming every bad key; nothing is loaded when it raises."""
+    problems = state_problems(state)
+    if problems:
+        raise StateError(source, problems)

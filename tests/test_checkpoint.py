@@ -351,3 +351,29 @@ def test_inspect_shows_the_cooldown_and_the_resume_decision(capsys, tmp_path):
     assert f"next lr      {peak_ref(3000) * (1 + math.cos(math.pi * x)) / 2:.6g}  (lr(3001)" in out
     code, out, _ = inspect(capsys, tail, "--config", cooldown_config(5000, 2000))
     assert code == 0 and "same schedule parameters" in out
+
+
+# ----------------------------------------------------------------------------- `latest` read in one place (issue 12)
+
+
+def test_read_latest_stays_inside_the_folder(tmp_path):
+    from noam_plugin.checkpoint import CheckpointError, read_latest, tag_folder, write_pointer
+
+    (tmp_path / "global_step5").mkdir()
+    assert read_latest(tmp_path) is None
+    write_pointer(tmp_path, "latest", "global_step5")
+    assert read_latest(tmp_path) == "global_step5" and (tmp_path / "latest").read_text() == "global_step5"
+    (tmp_path / "inside").symlink_to(tmp_path / "global_step5")
+    assert tag_folder(tmp_path, "inside") == tmp_path / "inside"  # a symlink within the folder is fine
+    (tmp_path / "outside").symlink_to(tmp_path.parent)
+    for tag, piece in [("..", "is not the name"), ("../x", "is not the name"), ("/etc", "is not the name"), ("", "is not the name"),
+                       ("outside", "a symlink leading out")]:
+        (tmp_path / "latest").write_text(tag)
+        with pytest.raises(CheckpointError, match=piece):
+            read_latest(tmp_path)
+    (tmp_path / "latest").write_text("global_step5\n" + " " * 600)
+    with pytest.raises(CheckpointError, match="at most 512 bytes"):
+        read_latest(tmp_path)
+    with pytest.raises(CheckpointError):
+        write_pointer(tmp_path, "latest", "../elsewhere")
+    assert not list(tmp_path.glob(".latest*"))

@@ -319,3 +319,20 @@ def test_validate_accepts_auto_total_num_steps_only_where_accelerate_fills_it(tm
     assert result.returncode == 1
     assert "scheduler.params.cooldown_type: expected one of linear, 1-sqrt, cosine" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
+    from noam_plugin.cli import write_atomically
+
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old")
+
+    def half_then_crash(out):
+        out.write(b"half a plo")
+        raise KeyboardInterrupt  # as if the run were stopped mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, half_then_crash)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+    write_atomically(target, lambda out: out.write(b"new"))
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]

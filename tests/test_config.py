@@ -266,3 +266,58 @@ def test_deepspeed_json_and_unknown_suffix(tmp_path):
     other = tmp_path / "noam.cfg"  # unknown suffix: read as YAML, which also reads JSON
     other.write_text(ds.read_text())
     assert load_config(other) == config
+
+
+# ----------------------------------------------------------------------------- hostile input (issue 12)
+
+
+def test_numbers_read_as_yaml_1_2_and_ambiguous_ones_refused_anywhere(tmp_path):
+    """The user's own keys too: read_config_file is how training scripts read them."""
+    good = tmp_path / "good.yaml"
+    good.write_text("a: 0x10\nb: 1.0e-3\nc: 4000\nd: -7\ne: 1e3\nf: .inf\ng: '04000'\nh: 0\n" + yaml_params("d_model: 8\nwarmup_num_steps: 1"))
+    data = read_config_file(good)
+    assert [data[k] for k in "abcdegh"] == [16, 0.001, 4000, -7, 1000.0, "04000", 0]
+    assert data["f"] == float("inf") and type(data["c"]) is int
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 0042\nmodel:\n  dims: [1_024, 12]\n  t: 1:30:00\n" + yaml_params("d_model: 8\nwarmup_num_steps: 1"))
+    with pytest.raises(ConfigError) as info:
+        read_config_file(bad)
+    lines = str(info.value).splitlines()
+    assert lines[0] == (f"{bad}: seed: expected a number that YAML 1.1 and YAML 1.2 read alike: plain decimal (4000), 0x hex, "
+                        "1.0e-3, or quotes for a string, found 0042 on line 1, which YAML 1.1 (yaml.safe_load) reads as int 34 "
+                        "and YAML 1.2 as int 42")
+    assert lines[1].startswith(f"{bad}: model.dims[0]: ") and "YAML 1.1 (yaml.safe_load) reads as int 1024 and YAML 1.2 as a string" in lines[1]
+    assert lines[2].startswith(f"{bad}: model.t: ") and "reads as int 5400 and YAML 1.2 as a string" in lines[2]
+    assert len(lines) == 3
+
+
+def test_aliases_depth_and_size_are_bounded(tmp_path):
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("base: &b {d_model: 8, warmup_num_steps: 4}\nscheduler: {type: NoamLR, params: *b}\n")
+    assert load_config(ok).warmup_num_steps == 4  # ordinary anchors still work
+    cases = {
+        "bomb.yaml": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcdef", "bcdefg")),
+            "f: expected at most 2,000,000"),  # f: 10**6 strings, over the limit; e: 10**5, under it
+        "cycle.yaml": ("a: &a [1, *a]\n", "a[1]: expected no alias inside the value it names, found a recursive alias on line 1"),
+        "deep.json": ('{"a": ' + "[" * 101 + "]" * 101 + "}", "expected at most 100 levels of nesting"),
+        "big.yaml": ("x" * (257 << 10), "larger than 256 KiB"),
+    }
+    for name, (text, piece) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=None) as info:
+            read_config_file(path)
+        assert piece in str(info.value) and str(info.value).startswith(f"{path}: "), str(info.value)[:500]
+
+
+def test_messages_stay_short_and_few(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_params("d_model: 8\nwarmup_num_steps: " + "9" * 300 + "\n" + "".join(f"x{i}: 1\n" for i in range(100))))
+    message = str(pytest.raises(ConfigError, load_config, path).value)
+    lines = message.splitlines()
+    assert len(lines) == 21 and lines[-1] == f"{path}: ... and 81 more problems"
+    assert max(map(len, lines)) < 400
+    path.write_text(yaml_params("d_model: 8\nwarmup_num_steps: " + "9" * 300))
+    message = str(pytest.raises(ConfigError, load_config, path).value)
+    assert message == f"{path}: scheduler.params.warmup_num_steps: expected an int >= 1 and at most 2**63 - 1, found int 99999999...9999 (300 digits)"

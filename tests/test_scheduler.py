@@ -723,3 +723,30 @@ def test_cooldown_survives_pickle():
                                        cooldown_num_steps=3, cooldown_type="cosine")
     optimizer2, scheduler2 = pickle.loads(pickle.dumps((optimizer, scheduler)))
     assert scheduler2.config == scheduler.config and scheduler2.lr_at(9) == tail(9, 4, 10, 3, "cosine")
+
+
+@pytest.mark.parametrize("unit", ["updates", "samples", "tokens"])
+@pytest.mark.parametrize("lr_kind", ["float", "tensor"])
+def test_a_step_at_lr_zero_set_by_someone_else_is_not_an_update(unit, lr_kind):
+    """torch.distributed.checkpoint initialises an optimizer without state by one step() at lr 0 on zero grads
+    (torch.distributed.checkpoint.state_dict._init_optim_state), then restores the lr: not a training update."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 4)
+    lr = torch.tensor(0.0) if lr_kind == "tensor" else 0.0
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)  # no momentum: never any state, DCP steps at every call
+    params = {"warmup_num_steps": 12, "warmup_max_lr": 0.01, "warmup_unit": unit}
+    scheduler = NoamLR(optimizer, **params, samples_per_update=2)
+    weights = model.weight.detach().clone()
+    get_state_dict(model, optimizer)  # the zero-lr initialisation step
+    assert torch.equal(model.weight, weights) and (scheduler.updates, scheduler.samples) == (0, 0)
+    for k in range(1, 4):
+        if unit == "tokens":
+            scheduler.add_tokens(2)
+        train_step(model, optimizer)
+        get_state_dict(model, optimizer)  # as at every DCP save
+        assert scheduler.updates == k, (unit, k)
+    next_at = {"updates": 4, "samples": 8, "tokens": 6}[unit]
+    if unit != "tokens":
+        assert float(optimizer.param_groups[0]["lr"]) == pytest.approx(peak(next_at, 12), rel=1e-6)

@@ -145,6 +145,7 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     """
     from accelerate.utils import DistributedType
 
+    from noam_plugin._dist import log_rank0
     from noam_plugin.scheduler import NoamLR
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -169,8 +170,8 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     accumulation = accelerator.gradient_accumulation_steps
     for scheduler in schedulers:
         scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE)
-        if scheduler.config.warmup_unit == "samples" and accelerator.is_main_process and scheduler is schedulers[0]:
-            log.warning(
+        if scheduler.config.warmup_unit == "samples" and scheduler is schedulers[0]:
+            log_rank0(
                 f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over {accelerator.num_processes} "
                 f"process(es), x {accumulation} accumulation steps from Accelerator.gradient_accumulation_steps); "
                 "accumulating by hand? set scheduler.samples_per_update"
@@ -205,26 +206,41 @@ def to_universal(saved: str, out: str) -> str:
     `"checkpoint": {"load_universal": true}` in the DeepSpeed config (e.g.
     configs/accelerate/ds_zero2_universal.yaml). The NoamLR state travels in the
     engine's `mp_rank_*_model_states.pt`, which the conversion keeps as is.
-    """
-    from noam_plugin.integrations.deepspeed import to_universal as deepspeed_to_universal
 
-    if not os.path.isdir(os.path.join(saved, MODEL_TAG)):
+    `saved` is only read, and nothing in it is unpickled unchecked (see deepspeed.convert_folder).
+    `out` is built as a temporary folder next to it and renamed to `out` when complete: a run killed
+    at any point leaves no `out` (its leftover `.OUT.tmp-*` folder is safe to delete) and a rerun works.
+    """
+    import tempfile
+
+    from noam_plugin.checkpoint import CheckpointError, _inside, tag_folder, write_pointer
+    from noam_plugin.integrations.deepspeed import convert_folder
+
+    source = tag_folder(saved, MODEL_TAG)
+    if not source.is_dir():
         raise FileNotFoundError(f"{saved}: no '{MODEL_TAG}' folder; expected accelerator.save_state output of a DeepSpeed run")
-    if os.path.exists(out):
+    if os.path.lexists(out):
         raise FileExistsError(f"{out}: already exists")
-    converted = deepspeed_to_universal(saved, MODEL_TAG)  # saved/pytorch_model_universal + saved/latest_universal
+    out = os.path.normpath(out)
+    work = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.tmp-")
     try:
-        skip = {MODEL_TAG, os.path.basename(converted), "latest", "latest_universal"}
-        shutil.copytree(saved, out, ignore=lambda folder, names: skip if folder == saved else ())
-        shutil.move(converted, os.path.join(out, MODEL_TAG))
+        staged = os.path.join(work, os.path.basename(out))
+        skip = {MODEL_TAG, "latest", "latest_universal"}
+
+        def ignore(folder: str, names: list[str]) -> set[str]:
+            for name in names:  # copying follows symlinks: none may lead out of `saved`
+                if not _inside(saved, os.path.join(folder, name)):
+                    raise CheckpointError(f"{os.path.join(folder, name)}: a symlink leading out of {saved}; not copied")
+            top = os.path.samefile(folder, saved)
+            return {n for n in names if n in skip or n.endswith("_universal")} if top else set()
+
+        shutil.copytree(saved, staged, ignore=ignore)
+        convert_folder(source, os.path.join(staged, MODEL_TAG))  # also writes staged/latest_universal
         for name in ("latest", "latest_universal"):
-            with open(os.path.join(out, name), "w") as fd:
-                fd.write(MODEL_TAG)
+            write_pointer(staged, name, MODEL_TAG)
+        os.rename(staged, out)  # one step: `out` is complete or absent
     finally:
-        shutil.rmtree(converted, ignore_errors=True)
-        latest_universal = os.path.join(saved, "latest_universal")
-        if os.path.exists(latest_universal):
-            os.remove(latest_universal)
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -246,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         out = to_universal(args.saved, args.out)
-    except (FileNotFoundError, FileExistsError, RuntimeError, CheckpointError) as error:
+    except (OSError, RuntimeError, CheckpointError) as error:
         print(f"error: {error}")
         return 1
     print(f'{out}: universal; resume with "checkpoint": {{"load_universal": true}} in the DeepSpeed config and accelerator.load_state({out!r})')

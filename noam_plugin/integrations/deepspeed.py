@@ -37,6 +37,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from noam_plugin._dist import log_rank0
 from noam_plugin.errors import ConfigError
 from noam_plugin.integrations import RegistrationError, registration_error, report_missing, wrap_all
 from noam_plugin.schedule import NoamConfig
@@ -77,11 +78,6 @@ def _is_noam(scheduler: Any) -> bool:
     return isinstance(scheduler, NoamLR)
 
 
-def _rank0_log(engine: Any, message: str) -> None:
-    if getattr(engine, "global_rank", 0) == 0:
-        log.warning(message)
-
-
 def _configure_lr_scheduler(original):
     def wrapper(self):
         original(self)
@@ -93,8 +89,7 @@ def _configure_lr_scheduler(original):
             before = scheduler.optimizer
             scheduler.bind(self.optimizer)
             if scheduler.optimizer is not before:
-                _rank0_log(
-                    self,
+                log_rank0(
                     f"NoamLR: re-bound from {type(before).__name__} to the engine's optimizer "
                     f"{type(scheduler.optimizer).__name__} (it was built on an optimizer the engine replaced)",
                 )
@@ -159,8 +154,7 @@ def _load_checkpoint(original):
             updates = self.global_steps - self.skipped_steps
             samples = self.global_samples - self.skipped_steps * self.train_batch_size()
             _set_counts(scheduler, updates, samples)
-            _rank0_log(
-                self,
+            log_rank0(
                 f"NoamLR: checkpoint {load_path} has no scheduler state; resuming at update {updates} "
                 f"(global_steps {self.global_steps} - skipped_steps {self.skipped_steps}), {samples} samples "
                 f"(global_samples {self.global_samples} - skipped_steps x {self.train_batch_size()}); "
@@ -195,10 +189,9 @@ def _save_checkpoint(original):
         options["save_latest"] = False
         result = original(*call.args, **call.kwargs)  # ends with a barrier: every rank's files are written
         if self.global_rank == 0:
-            latest = os.path.join(options["save_dir"], "latest")
-            with open(latest + ".tmp", "w") as fd:
-                fd.write(str(options["tag"]))
-            os.replace(latest + ".tmp", latest)
+            from noam_plugin.checkpoint import write_pointer
+
+            write_pointer(options["save_dir"], "latest", str(options["tag"]), check=False)  # DeepSpeed's tag, as it is
         from deepspeed import comm as dist
 
         dist.barrier()
@@ -239,14 +232,67 @@ def patch_engine(engine_module: ModuleType) -> None:
 
 
 def resolve_tag(checkpoint_dir: str, tag: str | None = None) -> str:
-    """The tag to convert: the given one, or the one DeepSpeed's `latest` file names."""
+    """The tag to convert: the given one, or the one DeepSpeed's `latest` file names (checked: inside the folder)."""
+    from noam_plugin.checkpoint import read_latest, tag_folder
+
     if tag is not None:
+        tag_folder(checkpoint_dir, tag, "--tag")
         return tag
-    latest = os.path.join(checkpoint_dir, "latest")
-    if not os.path.isfile(latest):
+    tag = read_latest(checkpoint_dir)
+    if tag is None:
         raise FileNotFoundError("no 'latest' file; pass the checkpoint tag (--tag global_step100)")
-    with open(latest) as fd:
-        return fd.read().strip()
+    return tag
+
+
+def convert_folder(source: str | os.PathLike, output_folder: str | os.PathLike, *, workers: int = 1) -> None:
+    """DeepSpeed's ds_to_universal from the tag folder `source` into the new folder `output_folder`, once every
+    file it would unpickle has loaded with weights_only=True (it loads them with weights_only=False).
+    It also writes `latest_universal` next to `output_folder`: callers convert into a temporary folder."""
+    import argparse
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    from noam_plugin.checkpoint import check_no_pickled_code
+
+    check_no_pickled_code(source)
+    args = argparse.Namespace(
+        input_folder=str(source),
+        output_folder=str(output_folder),
+        num_extract_workers=workers,
+        num_merge_workers=workers,
+        keep_temp_folder=False,
+        strict=True,
+        inject_missing_state=True,  # only Megatron-style models record it themselves
+    )
+    ds_to_universal.main(args)
+    check_same_scheduler(source, output_folder)
+
+
+def check_same_scheduler(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """The conversion copies the model-states files (which hold the scheduler state) unchanged: check it did."""
+    before, after = _scheduler_facts(source), _scheduler_facts(target)
+    if (before.state, before.global_steps, before.skipped_steps) != (after.state, after.global_steps, after.skipped_steps):
+        raise RuntimeError(f"{target}: scheduler state changed in the conversion: {before.state} -> {after.state}")
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system or kernel cannot
+        return False
+    raise OSError(errno, os.strerror(errno), b)
 
 
 def to_universal(checkpoint_dir: str, tag: str | None = None, *, workers: int = 1) -> str:
@@ -258,30 +304,36 @@ def to_universal(checkpoint_dir: str, tag: str | None = None, *, workers: int = 
     `engine.load_checkpoint(checkpoint_dir)`. The scheduler state lives in the
     `mp_rank_*_model_states.pt` files, which the conversion copies unchanged;
     this function checks that it did.
-    """
-    import argparse
 
-    from deepspeed.checkpoint import ds_to_universal
+    Nothing from the checkpoint is unpickled unchecked (see convert_folder). The conversion is written
+    into a temporary folder and then put in place in one rename (a swap with an earlier conversion),
+    so a run killed at any point leaves the earlier state, and its leftover `.<tag>_universal.tmp-*`
+    folder (safe to delete) does not block a rerun.
+    """
+    import shutil
+    import tempfile
+
+    from noam_plugin.checkpoint import tag_folder, write_pointer
 
     tag = resolve_tag(checkpoint_dir, tag)
-    source = os.path.join(checkpoint_dir, tag)
-    if not os.path.isdir(source):
+    source = tag_folder(checkpoint_dir, tag)
+    if not source.is_dir():
         raise FileNotFoundError(f"no checkpoint folder {source}")
     target = os.path.join(checkpoint_dir, f"{tag}_universal")
-    args = argparse.Namespace(
-        input_folder=source,
-        output_folder=target,
-        num_extract_workers=workers,
-        num_merge_workers=workers,
-        keep_temp_folder=False,
-        strict=True,
-        inject_missing_state=True,  # only Megatron-style models record it themselves
-    )
-    ds_to_universal.main(args)
-
-    before, after = _scheduler_facts(source), _scheduler_facts(target)
-    if (before.state, before.global_steps, before.skipped_steps) != (after.state, after.global_steps, after.skipped_steps):
-        raise RuntimeError(f"{target}: scheduler state changed in the conversion: {before.state} -> {after.state}")
+    if os.path.islink(target) or (os.path.exists(target) and not os.path.isdir(target)):
+        raise FileExistsError(f"{target}: exists and is not a folder; not replaced")
+    work = tempfile.mkdtemp(dir=checkpoint_dir, prefix=f".{tag}_universal.tmp-")
+    try:
+        staged = os.path.join(work, f"{tag}_universal")
+        convert_folder(source, staged, workers=workers)
+        if not os.path.exists(target):
+            os.rename(staged, target)
+        elif not _exchange(staged, target):  # no atomic swap here: a very short window without the folder
+            os.rename(target, os.path.join(work, "previous"))
+            os.rename(staged, target)
+        write_pointer(checkpoint_dir, "latest_universal", f"{tag}_universal")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return target
 
 
@@ -326,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             target = to_universal(checkpoint_dir, args.tag, workers=args.workers)
         except Exception as error:  # noqa: BLE001 - one line for the user, not a traceback
-            print(f"error: {checkpoint_dir}: {error}", file=sys.stderr)
+            from noam_plugin.errors import shorten
+
+            print(f"error: {checkpoint_dir}: {shorten(str(error), 2000)}", file=sys.stderr)
             return 1
         summary = _summary(_scheduler_facts(target))
         print(f"{checkpoint_dir}: universal checkpoint {target} ({summary})")

@@ -65,3 +65,45 @@ def test_a_missing_target_wraps_nothing_and_noamlr_from_config_says_why():
     assert lines[-1].startswith("RegistrationError noam-plugin cannot register with deepspeed 0.19.8: "
                                 "DeepSpeedEngine._take_model_step not found (noam-plugin was written against deepspeed 0.19.8)")
     assert "noam-plugin cannot register with deepspeed" in run.stderr  # the warning at registration
+
+
+def test_deepspeed_scheduler_contract_tensor_lr_and_step_arguments():
+    """What DeepSpeed's own suite (tests/unit/runtime/test_lr_schedulers.py) asks of every scheduler, plus
+    engine.step(lr_kwargs=...): the engine calls lr_scheduler.step(**lr_kwargs), then step(train_batch_size())
+    if that raised. Neither may crash nor move the count away from the applied updates."""
+    run = python("""
+        import warnings
+        import torch, deepspeed
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 4)
+        lr = torch.tensor(0.0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        config = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 0},
+                  "scheduler": {"type": "NoamLR", "params": {"d_model": 16, "warmup_num_steps": 3}}}
+        engine, _, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        group = engine.optimizer.param_groups[0]
+        f32 = lambda values: [torch.tensor(float(v)).item() for v in values]  # a tensor lr holds float32
+        print("@", type(scheduler).__name__, f32(scheduler.get_lr()) == f32(g["lr"] for g in engine.optimizer.param_groups))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for k in range(1, 5):
+                loss = engine(torch.randn(2, 4)).pow(2).sum()
+                engine.backward(loss)
+                engine.step(lr_kwargs={"last_batch_iteration": 100 * k})
+                print("@", k, scheduler.last_epoch, group["lr"] is lr, tuple(lr.shape), lr.dtype, repr(lr.item()),
+                      f32(scheduler.get_lr()) == f32(engine.get_lr()))
+        print("@", sum("ignored" in str(w.message) for w in caught))
+    """, MASTER_ADDR="127.0.0.1", MASTER_PORT="29534", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = marked(run.stdout)
+    assert lines[0] == "NoamLR True"
+    for k, line in enumerate(lines[1:5], start=1):
+        want = torch_float32(16**-0.5 * min((k + 1) ** -0.5, (k + 1) * 3**-1.5))
+        assert line == f"{k} {k} True () torch.float32 {want!r} True", line
+    assert lines[5] == "1"  # one warning, however many calls
+
+
+def torch_float32(x: float) -> float:
+    import struct
+
+    return struct.unpack("f", struct.pack("f", x))[0]
