@@ -228,7 +228,7 @@ class NoamConfig:
         if self.warmup_max_lr is not None:
             set_(self, "warmup_max_lr", float(self.warmup_max_lr))
         # Where the tail starts, worked out once: the scheduler's hot path compares one int.
-        set_(self, "cooldown_start", math.inf)
+        set_(self, "cooldown_start", MAX_INT)  # an int: compared once per update, int to int is the cheap compare
         if self.cooldown_num_steps is not None:
             set_(self, "cooldown_type", self.cooldown_type or "linear")
             set_(self, "cooldown_min_lr", float(self.cooldown_min_lr or 0.0))
@@ -291,7 +291,7 @@ class NoamConfig:
         """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`."""
         if not _is_int(step) or step < 1:
             raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
-        if step <= self.cooldown_start:
+        if step <= self.cooldown_start or self.cooldown_num_steps is None:
             return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
         return self.cooled(step)
 

@@ -398,9 +398,12 @@ class NoamLR(LRScheduler):
 
     def lr_at(self, step: int) -> float:
         """The curve at `step` (in warmup_unit) under this scheduler's parameters."""
-        if step > self.config.cooldown_start:
+        c = self.config
+        if type(step) is int and 1 <= step <= c.cooldown_start:  # the usual case, per update: no call on the way
+            return _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
+        if type(step) is int and step > c.cooldown_start:
             self._say_past_end(step)
-        return self.config.lr(step)
+        return c.lr(step)  # the tail; or a bad step, which it names
 
     def _say_past_end(self, step: int) -> None:
         c = self.config
