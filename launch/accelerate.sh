@@ -3,7 +3,8 @@
 #
 #   bash launch/accelerate.sh CONFIG [SCRIPT [ARGS...]]
 #
-#   CONFIG  ddp | zero2 | zero3 | zero2_offload | zero2_noam | zero3_noam | zero2_universal | multinode_zero2
+#   CONFIG  ddp | zero2 | zero3 | zero2_offload | zero2_noam | zero3_noam | zero2_noam_cooldown | zero2_universal
+#           | multinode_zero2
 #           (a name in configs/accelerate/) or the path of any Accelerate config YAML
 #   SCRIPT  your training script (default: the demo, launch/train.py --config configs/demo.yaml
 #           --output-dir runs/accelerate-CONFIG)
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 1 ]; then
-  sed -n '2,12p' "$0" >&2
+  sed -n '2,13p' "$0" >&2
   exit 2
 fi
 config=$1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -33,13 +34,21 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def formula(params: dict):
-    """docs/CONTRACT.md section 1, written out again."""
+    """docs/CONTRACT.md section 1, written out again (with the cooldown tail when the params have one)."""
     w = params["warmup_num_steps"]
     if params.get("d_model") is not None:
         d, f = params["d_model"], params.get("factor", 1.0)
-        return lambda k: f * d**-0.5 * min(k**-0.5, k * w**-1.5)
-    peak = params["warmup_max_lr"]
-    return lambda k: peak * min(k / w, (w / k) ** 0.5)
+        noam = lambda k: f * d**-0.5 * min(k**-0.5, k * w**-1.5)  # noqa: E731
+    else:
+        peak = params["warmup_max_lr"]
+        noam = lambda k: peak * min(k / w, (w / k) ** 0.5)  # noqa: E731
+    c = params.get("cooldown_num_steps")
+    if c is None:
+        return noam
+    s, m = params["total_num_steps"] - c, params.get("cooldown_min_lr", 0.0)
+    shape = {"linear": lambda x: 1 - x, "1-sqrt": lambda x: 1 - math.sqrt(x),
+             "cosine": lambda x: (1 + math.cos(math.pi * x)) / 2}[params.get("cooldown_type", "linear")]
+    return lambda k: noam(k) if k <= s else m + (noam(s) - m) * shape(min(1, (k - s) / (c + 1)))
 
 
 def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_from: int | None, verdict: str) -> None:
@@ -103,9 +112,16 @@ def main(argv=None) -> int:
     kill = first[-1]["update"] if later else None
     resume_from = later[0]["update"] - 1 if later else None
     redone = [r for r in later if r["update"] <= (kill or 0)]
+    params = yaml.safe_load(args.config.read_text())["scheduler"]["params"] if args.config else {}
+    # A cooldown decided at resume (noam-plugin cooldown) starts after the checkpoint: the killed attempt's
+    # updates past it were thrown away and redone inside the cooldown, so those old rows ran without it.
+    cool_start = params["total_num_steps"] - params["cooldown_num_steps"] if params.get("cooldown_num_steps") else None
+    last_of = {r["update"]: r for r in res}  # after a resume the redone row is the one that counted
+    before_cooldown = [r for r in res
+                       if last_of[r["update"]] is not r and cool_start is not None and r["update"] > cool_start]
 
-    mismatched = [r for r in res if ref_lr.get(r["update"]) != r["lr"]]
-    diffs = [abs(r["lr"] - ref_lr[r["update"]]) for r in res if r["update"] in ref_lr]
+    mismatched = [r for r in res if ref_lr.get(r["update"]) != r["lr"] and r not in before_cooldown]
+    diffs = [abs(r["lr"] - ref_lr[r["update"]]) for r in res if r["update"] in ref_lr and r not in before_cooldown]
     covered = {r["update"] for r in res} & set(ref_lr)
     identical = not mismatched and covered == set(ref_lr) and len(ref_lr) == len(ref)
     verdict = (
@@ -118,33 +134,62 @@ def main(argv=None) -> int:
     # the table: the moments that matter
     marks = {1: "first update", max(ref_lr): "last update"}
     if args.config:
-        params = yaml.safe_load(args.config.read_text())["scheduler"]["params"]
         marks.setdefault(params["warmup_num_steps"], "peak (warmup_num_steps)")
+        cooldown = params.get("cooldown_num_steps")
+        if cooldown is not None:
+            start = params["total_num_steps"] - cooldown
+            marks.setdefault(start + 1, "first update of the cooldown")
+            marks.setdefault(start + (cooldown + 1) // 2, "middle of the cooldown")
+            marks.setdefault(params["total_num_steps"], "last update of the cooldown")
     if resume_from is not None:
         marks[resume_from] = "checkpoint resumed from"
         marks[kill] = "last update before SIGKILL"
         marks[resume_from + 1] = "first update after resume"
     print(f"{'update':>6}  {'reference lr':>13}  {'resumed lr':>13}  {'procs':>5}  {'ref loss':>8}  {'res loss':>8}  moment")
-    last_of = {r["update"]: r for r in res}  # after a resume the redone row is the one that counted
     for k in sorted(marks):
         r = first[-1] if k == kill else last_of.get(k)
         if r is None or k not in ref_lr:
             continue
         same = "" if r["lr"] == ref_lr[k] else "  <-- differs"
+        if r in before_cooldown:
+            same = "  (no cooldown yet: redone in it)"
         print(f"{k:>6}  {ref_lr[k]:>13.6e}  {r['lr']:>13.6e}  {r['world_size']:>5}  {ref_loss[k]:>8.4f}  {r['loss']:>8.4f}  {marks[k]}{same}")
     n = max(1, len(ref) // 10)
     start_loss, end_loss = sum(r["loss"] for r in ref[:n]) / n, sum(r["loss"] for r in ref[-n:]) / n
     res_end = [last_of[k]["loss"] for k in sorted(last_of)][-n:]
     print(f"loss (mean of first/last {n} updates): reference {start_loss:.3f} -> {end_loss:.3f}, resumed ends at {sum(res_end) / len(res_end):.3f}"
           "\n  (late digits drift apart: 2 processes sum the batch in another order than 1)")
+    if args.config and params.get("cooldown_num_steps") is not None:
+        start, end = params["total_num_steps"] - params["cooldown_num_steps"], params["total_num_steps"]
+
+        def mean_loss(rows, lo, hi):
+            picked = [r["loss"] for r in rows if lo <= r["update"] <= hi]
+            return sum(picked) / len(picked) if picked else float("nan")
+
+        span = max(1, min(n, params["cooldown_num_steps"] // 4))
+        resumed_rows = [last_of[k] for k in sorted(last_of)]
+        def drop(rows):
+            return f"{mean_loss(rows, start - span + 1, start):.3f} -> {mean_loss(rows, end - span + 1, end):.3f}"
+
+        kind = params.get("cooldown_type", "linear")
+        print(f"cooldown ({kind}, updates {start + 1}-{end}): loss (mean of {span} updates) "
+              f"{drop(ref)} in the reference, {drop(resumed_rows)} resumed")
     if redone:
         before = {r["update"]: r["loss"] for r in first}
-        gap = max(abs(r["loss"] - before[r["update"]]) for r in redone)
+        # a row's loss is computed before its own update: with a new lr from cool_start + 1 on, only the first compares
+        same_past = [r for r in redone if cool_start is None or r["update"] <= cool_start + 1]
+        gap = max((abs(r["loss"] - before[r["update"]]) for r in same_past), default=float("nan"))
         print(f"updates {redone[0]['update']}-{redone[-1]['update']} ran twice (before the kill, again after resume): "
-              f"loss differs by at most {gap:.1e}, so model and optimizer state came back too")
+              f"loss differs by at most {gap:.1e}"
+              + (f" where the lr was the same (updates up to {same_past[-1]['update']})" if before_cooldown else "")
+              + ", so model and optimizer state came back too")
+    if before_cooldown:
+        print("  before the kill they ran without the cooldown decided at resume; after it, inside the cooldown")
     if args.config:
         lr = formula(params)
-        worst = max(max(abs(r["lr"] - lr(r["update"])) for r in ref), max(abs(r["lr"] - lr(r["update"])) for r in res))
+        old = formula({k: v for k, v in params.items() if k not in ("total_num_steps", "cooldown_num_steps")})
+        worst = max(max(abs(r["lr"] - lr(r["update"])) for r in ref),
+                    max(abs(r["lr"] - (old if r in before_cooldown else lr)(r["update"])) for r in res))
         print(f"formula check: both runs within {worst:.1e} of the paper's formula with {args.config}'s parameters")
         if worst > 1e-12:
             identical = False

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The demo: a miniature Transformer trained with NoamLR under DeepSpeed ZeRO-2 on 2 processes
-# is SIGKILLed part-way, resumed on 1 process, and its lr sequence is compared, update by
-# update, with a run that was never stopped. Exit 0 only if the two sequences are identical.
+# is SIGKILLed part-way; at its last checkpoint a cooldown to the end of training is decided
+# (`noam-plugin cooldown`); it resumes on 1 process with that cooldown, and its lr sequence is
+# compared, update by update, with a run that was never stopped and had the same cooldown
+# planned from the start. Exit 0 only if the two sequences are identical.
 #
-#   bash launch/demo.sh          (about 30 s once set up; scripts/setup-venv.sh builds DeepSpeed's CPU ops the first time)
+#   bash launch/demo.sh          (about 40 s once set up; scripts/setup-venv.sh builds DeepSpeed's CPU ops the first time)
 # Knobs for shorter runs (the tests use them): DEMO_OUT, DEMO_CONFIG, DEMO_UPDATES,
 # DEMO_KILL_AFTER, DEMO_CHECKPOINT_EVERY, DEMO_SKIP_SETUP=1.
 set -euo pipefail
@@ -31,10 +33,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 
-say "1/5 reference: plain PyTorch, 1 process, $UPDATES updates, never stopped"
-"$PY" "${TRAIN[@]}" --output-dir "$OUT/reference"
-
-say "2/5 DeepSpeed ZeRO-2, 2 processes, gradient accumulation; SIGKILL once update $KILL_AFTER is done"
+say "1/5 DeepSpeed ZeRO-2, 2 processes, gradient accumulation; SIGKILL once update $KILL_AFTER is done"
 setsid .venv/bin/deepspeed --quiet --num_gpus 2 --master_addr 127.0.0.1 --master_port "$(free_port)" \
   "${TRAIN[@]}" --output-dir "$OUT/resumed" &
 RUN=$!
@@ -55,20 +54,33 @@ wait "$RUN" 2>/dev/null || true
 echo
 echo "SIGKILL: launcher and both workers killed after update $(last_update); the last checkpoint is $(cat "$OUT/resumed/checkpoints/latest")"
 
-say "3/5 what the checkpoint holds (noam-plugin inspect), and its conversion for 1 process"
+say "2/5 what the checkpoint holds (noam-plugin inspect); a cooldown to update $UPDATES decided now (noam-plugin cooldown)"
 .venv/bin/noam-plugin inspect "$OUT/resumed/checkpoints" --config "$CONFIG"
+SAVED=$(cat "$OUT/resumed/checkpoints/latest"); SAVED=$(( 10#${SAVED#update_} ))
+echo
+.venv/bin/noam-plugin cooldown "$OUT/resumed/checkpoints" --over $(( UPDATES - SAVED )) | tee "$OUT/cooldown.txt"
+# the same run config with the printed scheduler block (the lines up to the first blank one)
+COOLED=$OUT/config_cooldown.yaml
+"$PY" -c 'import sys, yaml; from noam_plugin.config import read_config_file
+raw = read_config_file(sys.argv[1]); raw.update(yaml.safe_load(open(sys.argv[2]).read().split("\n\n")[0]))
+yaml.safe_dump(raw, open(sys.argv[3], "w"), sort_keys=False)' "$CONFIG" "$OUT/cooldown.txt" "$COOLED"
+echo "written: $COOLED"
 # ZeRO shards the optimizer over the 2 processes; DeepSpeed's universal format re-shards it for any number.
 "$PY" -m noam_plugin.integrations.deepspeed convert-universal "$OUT/resumed/checkpoints" >"$OUT/convert.log" 2>&1 \
   || { tail -20 "$OUT/convert.log"; exit 1; }
 echo "converted: $(tail -n 2 "$OUT/convert.log" | head -n 1)"
 
-say "4/5 resume on 1 process (DeepSpeed ZeRO-2, universal checkpoint) and finish"
+say "3/5 resume on 1 process (DeepSpeed ZeRO-2, universal checkpoint) with the cooldown, and finish"
+COOL_TRAIN=(launch/train.py --config "$COOLED" --updates "$UPDATES" --checkpoint-every "$EVERY")
 .venv/bin/deepspeed --quiet --num_gpus 1 --master_addr 127.0.0.1 --master_port "$(free_port)" \
-  "${TRAIN[@]}" --output-dir "$OUT/resumed" --resume
+  "${COOL_TRAIN[@]}" --output-dir "$OUT/resumed" --resume
+
+say "4/5 reference: plain PyTorch, 1 process, $UPDATES updates with that cooldown planned from the start, never stopped"
+"$PY" "${COOL_TRAIN[@]}" --output-dir "$OUT/reference"
 
 say "5/5 resumed run vs reference"
 status=0
-"$PY" launch/compare_runs.py --reference "$OUT/reference" --resumed "$OUT/resumed" --config "$CONFIG" \
+"$PY" launch/compare_runs.py --reference "$OUT/reference" --resumed "$OUT/resumed" --config "$COOLED" \
   --plot "$OUT/lr_resume.png" || status=$?
 echo "metrics: $OUT/reference/metrics.csv, $OUT/resumed/metrics.csv; demo took $(( $(date +%s) - T0 ))s"
 exit $status

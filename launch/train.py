@@ -279,7 +279,9 @@ class AccelerateRunner:
         if plugin is not None and "scheduler" in plugin.deepspeed_config:
             from accelerate.utils import DummyScheduler
 
-            scheduler = DummyScheduler(optimizer, warmup_num_steps=params["warmup_num_steps"])
+            # "auto" in the JSON takes these; total_num_steps (for a cooldown) as given, like the warmup
+            scheduler = DummyScheduler(optimizer, warmup_num_steps=params["warmup_num_steps"],
+                                       total_num_steps=params.get("total_num_steps"))
         else:
             # no DataLoader goes through prepare(), so Accelerate cannot tell NoamLR the global batch
             scheduler = NoamLR(optimizer, **params, samples_per_update=t["global_batch"])

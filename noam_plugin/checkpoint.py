@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from noam_plugin.errors import StateError, shorten
-from noam_plugin.schedule import DEFAULT_UNIT, SCHEDULE_KEYS, NoamConfig, saved_params
+from noam_plugin.schedule import DEFAULT_UNIT, SCHEDULE_KEYS, NoamConfig, resume_changes, saved_params
 from noam_plugin.state import check_state
 
 DS_MODEL_STATES = "mp_rank_00_model_states.pt"
@@ -604,7 +604,9 @@ def report(info: CheckpointInfo, config: NoamConfig | None = None, config_path: 
         lines.append(f"k            {k} optimizer updates applied{steps}")
         lines += _counter_lines(info.state, params["warmup_unit"])
         try:
-            lr, why = _next_lr(NoamConfig(**params), info.state)
+            saved_config = NoamConfig(**params)
+            lines.append(f"cooldown     {saved_config.describe_cooldown()}")
+            lr, why = _next_lr(saved_config, info.state)
         except (ValueError, TypeError) as error:
             lines.append(f"next lr      unknown: the saved parameters are not valid ({error})")
             status = 1
@@ -643,13 +645,22 @@ def report(info: CheckpointInfo, config: NoamConfig | None = None, config_path: 
 
     if config is not None and info.is_noam:
         now = config.schedule_params
-        differing = [key for key in SCHEDULE_KEYS if info.params[key] != now[key]]
-        if not differing:
+        # the decision NoamLR.load_state_dict takes: a cooldown decided at resume is no difference
+        differing, notes = resume_changes(info.params, config, info.state.get(config.warmup_unit))
+        if notes:
+            lines.append(f"config       {config_path}: {config.describe_cooldown()}")
+            lines.append(f"  {notes[0].removeprefix('NoamLR: ')}")
+            try:
+                lr, why = _next_lr(config, info.state)
+                lines.append(f"  resuming with this config: next lr {why if lr is None else f'{lr:.6g} ({why})'}")
+            except CheckpointError as error:
+                lines.append(f"  next lr unknown: {error}")
+        elif not differing:
             how = f"lr({k + 1})" if config.warmup_unit == "updates" else "the next lr above"
             lines.append(f"config       {config_path}: same schedule parameters; resuming continues with {how}")
         else:
             lines.append(f"config       {config_path}: {len(differing)} difference(s):")
-            lines += [f"  {key}: checkpoint {info.params[key]!r}, config {now[key]!r}" for key in differing]
+            lines += [f"  {key}: checkpoint {info.params[key]!r}, config {now.get(key)!r}" for key in differing]
             if config.allow_param_change:
                 try:
                     lr, why = _next_lr(config, info.state)

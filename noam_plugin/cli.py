@@ -16,7 +16,7 @@ from pathlib import Path
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, read_scheduler_block
 from noam_plugin.errors import ConfigError, Problem, shorten
 from noam_plugin.examples import add_init_parser
-from noam_plugin.schedule import MAX_INT, WARMUP_UNITS, NoamConfig
+from noam_plugin.schedule import COOLDOWN_TYPES, MAX_INT, WARMUP_UNITS, NoamConfig
 
 
 def _params_text(config: NoamConfig) -> str:
@@ -39,7 +39,11 @@ def _auto_error(err: ConfigError, hint: str) -> ConfigError:
     return ConfigError(err.source, problems)
 
 
-_AUTO_SOURCE = {"warmup_num_steps": "DummyScheduler(warmup_num_steps=...)", "warmup_max_lr": "the optimizer's lr"}
+_AUTO_SOURCE = {
+    "warmup_num_steps": "DummyScheduler(warmup_num_steps=...)",
+    "warmup_max_lr": "the optimizer's lr",
+    "total_num_steps": "DummyScheduler(total_num_steps=...) (the HF Trainer: max_steps)",
+}
 
 
 def _validate_one(path: str, allow_auto: bool) -> str:
@@ -48,7 +52,7 @@ def _validate_one(path: str, allow_auto: bool) -> str:
     if allow_auto or block.via_accelerate:
         auto = check_with_auto(block)
         if auto:
-            filled_from = " and ".join(_AUTO_SOURCE[k] for k in auto)
+            filled_from = "; ".join(_AUTO_SOURCE[k] for k in auto)
             return f'NoamLR{via}; "auto" {", ".join(auto)}: Accelerate fills them at prepare() from {filled_from}'
     try:
         config = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
@@ -153,17 +157,25 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.2f}"
 
 
-def _default_positions(peak: int, steps: int) -> list[int]:
-    marks = [1, peak // 4, peak // 2, peak, 2 * peak, 4 * peak, 10 * peak, steps]
+def _default_positions(peak: int, steps: int, extra: tuple[int, ...] = ()) -> list[int]:
+    marks = [1, peak // 4, peak // 2, peak, 2 * peak, 4 * peak, 10 * peak, steps, *extra]
     return sorted({k for k in marks if 1 <= k <= steps})
 
 
-def _ascii_curve(axis: _Axis, steps: int, width: int = 60, height: int = 8) -> list[str]:
-    """A terminal picture of the curve: users look before they read."""
-    width = max(1, min(width, steps))
-    cols = [1 + round(c * (steps - 1) / max(1, width - 1)) for c in range(width)]
+def _tail_positions(config: NoamConfig, axis: _Axis) -> tuple[int, ...]:
+    """Where the cooldown starts, its middle, its end and the first position after it, in the axis unit."""
+    if config.cooldown_num_steps is None or axis.unit != config.warmup_unit:
+        return ()
+    s, t = config.cooldown_start, config.total_num_steps
+    return (s, s + 1, (s + t) // 2, t, t + 1)
+
+
+def _ascii_curve(axis: _Axis, steps: int, width: int = 60, height: int = 8, first: int = 1) -> list[str]:
+    """A terminal picture of the curve from `first` to `steps`: users look before they read."""
+    width = max(1, min(width, steps - first + 1))
+    cols = [first + round(c * (steps - first) / max(1, width - 1)) for c in range(width)]
     peak_col = None
-    if axis.peak <= steps:  # put the peak itself on the nearest column
+    if first <= axis.peak <= steps:  # put the peak itself on the nearest column
         peak_col = min(range(width), key=lambda c: abs(cols[c] - axis.peak))
         cols[peak_col] = axis.peak
     top = max(axis.lr(k) for k in cols)
@@ -174,8 +186,8 @@ def _ascii_curve(axis: _Axis, steps: int, width: int = 60, height: int = 8) -> l
     pad = " " * len(label)
     lines = [f"{label if r == 0 else pad} |{''.join(row)}".rstrip() for r, row in enumerate(grid)]
     lines.append(f"{'0'.ljust(len(label))} +{'-' * width}")
-    first, last = "1", str(steps)
-    ends = first if steps == 1 else first + last.rjust(max(width - len(first), len(last) + 1))
+    start, last = str(first), str(steps)
+    ends = start if steps == first else start + last.rjust(max(width - len(start), len(last) + 1))
     lines.append(f"{pad}  {ends}   ({axis.label})")
     if peak_col is not None:
         mark = f"^ peak at {axis.name} {axis.peak}"
@@ -184,7 +196,7 @@ def _ascii_curve(axis: _Axis, steps: int, width: int = 60, height: int = 8) -> l
     return lines
 
 
-def _plot(axis: _Axis, steps: int, title: str, out: str) -> None:
+def _plot(axis: _Axis, steps: int, title: str, out: str, mark: tuple[int, str] | None = None) -> None:
     """Draw the curve to a PNG; matplotlib is optional and imported only here."""
     try:
         from matplotlib.figure import Figure
@@ -207,6 +219,12 @@ def _plot(axis: _Axis, steps: int, title: str, out: str) -> None:
     else:
         band = f"warmup: {w} {config.warmup_unit} = {_number(axis.warmup)} {axis.unit}"
     ax.axvspan(1, min(axis.warmup, steps), color="tab:orange", alpha=0.15, label=band)
+    if config.cooldown_num_steps is not None and axis.unit == config.warmup_unit:
+        start, end = config.cooldown_start, config.total_num_steps
+        ax.axvspan(start, end, color="tab:green", alpha=0.15,
+                   label=f"{config.cooldown_type} cooldown ({axis.unit} {start + 1}-{end})")
+    if mark is not None:
+        ax.axvline(mark[0], color="tab:gray", ls="--", lw=1, label=mark[1])
     right_half = axis.peak > 0.45 * steps  # then the label goes left of the peak, the legend below it
     if axis.peak <= steps:
         peak_lr = axis.lr(axis.peak)
@@ -224,7 +242,8 @@ def _plot(axis: _Axis, steps: int, title: str, out: str) -> None:
     ax.set_title(title)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right" if right_half else "center right")  # clear of the peak label either way
+    tail = config.cooldown_num_steps is not None  # then the curve comes down at the right: legend above it
+    ax.legend(loc="lower right" if right_half and not tail else "upper right" if tail else "center right")
     write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))  # no suffix: this file
 
 
@@ -266,6 +285,11 @@ def _formula_lines(config: NoamConfig, axis: _Axis) -> list[str]:
         lines.append(f"  shown per update, {n} {unit} each{same}: update k uses lr({n} * k)")
     elif axis.unit != unit:
         lines.append(f"  shown in {axis.unit}, {n} per update: {axis.name} x falls in update ceil(x / {n}), lr(ceil(x / {n}))")
+    if config.cooldown_num_steps is not None:
+        f = {"linear": "1 - x", "1-sqrt": "1 - sqrt(x)", "cosine": "(1 + cos(pi * x)) / 2"}[config.cooldown_type]
+        s, m, c = config.cooldown_start, config.cooldown_min_lr, config.cooldown_num_steps
+        lines.append(f"  {v} > {s}: lr({v}) = {m:g} + (lr({s}) - {m:g}) * f(min(1, ({v} - {s}) / {c + 1})),"
+                     f"  f(x) = {f}")
     if config.d_model is not None and unit != "updates":
         lines.append(f"  note: the d_model form's peak lr depends on the unit: {config.factor:g} * {config.d_model}**-0.5 * W**-0.5 "
                      f"with W in {unit}; warmup_max_lr sets the peak directly")
@@ -279,12 +303,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     except ConfigError as err:
         raise _auto_error(err, "Accelerate fills it at run time; show needs a number here") from None
     axis = _axis(config, args.unit, args.per_update)
-    steps = args.steps or axis.position(10 * config.warmup_num_steps)
-    positions = args.at or _default_positions(axis.peak, steps)
+    end = config.cooldown_end
+    default_end = 10 * config.warmup_num_steps if end is None else end + max(1, config.cooldown_num_steps // 10)
+    steps = args.steps or axis.position(default_end)
+    positions = args.at or _default_positions(axis.peak, steps, _tail_positions(config, axis))
     print(f"{args.path}: NoamLR, {_describe(config)}")
     print("\n".join(_formula_lines(config, axis)))
     inside = f" (warmup ends inside it, at {_number(axis.warmup)} updates)" if axis.peak_inside else ""
     print(f"peak: {axis.name} {axis.peak}{inside}, lr {axis.lr(axis.peak):.4e}")
+    if config.cooldown_num_steps is not None or config.total_num_steps is not None:
+        print(f"cooldown: {config.describe_cooldown()}")
     print()
     print(f"{axis.name:>10}  {'lr':>11}  {'of peak':>8}")
     for k in positions:
@@ -307,6 +335,88 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise ValueError("inspect is not available in this version of noam-plugin") from None
 
     return inspect_command(args.checkpoint_dir, args.config)
+
+
+def cmd_cooldown(args: argparse.Namespace) -> int:
+    """Params that start a cooldown of N right after a checkpoint's count, and the curve from there."""
+    import yaml
+
+    try:
+        from noam_plugin.checkpoint import CheckpointError, read_checkpoint  # torch is only needed here
+    except ModuleNotFoundError as err:
+        raise ValueError(f"cooldown needs torch to read checkpoints ({err.name} is missing)") from None
+    from noam_plugin.schedule import CURVE_KEYS, resume_changes
+
+    try:
+        info = read_checkpoint(args.checkpoint_dir)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    if args.config:
+        block = read_scheduler_block(args.config)
+        base = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
+    elif info.is_noam:
+        base = NoamConfig(**info.params)
+    else:
+        raise ValueError(f"{args.checkpoint_dir}: holds no NoamLR state, so its schedule is unknown: add --config PATH "
+                         "(the config the run resumes with)")
+    unit = base.warmup_unit
+    if info.is_noam:
+        count = info.state.get(unit)
+    else:
+        count = info.updates()[0] if unit == "updates" else None
+    if count is None:
+        raise ValueError(f"{args.checkpoint_dir}: no count of the {unit} seen in this checkpoint (warmup_unit {unit})")
+    u = base.unit_name
+    if count < base.warmup_num_steps:
+        raise ValueError(f"{args.checkpoint_dir}: saved at {u} {count}, inside the warmup (warmup_num_steps "
+                         f"{base.warmup_num_steps}); a cooldown starts after the warmup: resume past {u} "
+                         f"{base.warmup_num_steps} first")
+    params = {k: v for k, v in base.schedule_params.items() if k in CURVE_KEYS and v is not None}
+    if params.get("warmup_unit") == "updates":
+        del params["warmup_unit"]
+    if params.get("factor") == 1.0:
+        del params["factor"]
+    params.update(total_num_steps=count + args.over, cooldown_num_steps=args.over, cooldown_type=args.type)
+    if args.min_lr is not None:
+        params["cooldown_min_lr"] = args.min_lr
+    config = NoamConfig.from_params(params, source=f"cooldown of {args.over} after {u} {count}", prefix="")
+    if info.is_noam:
+        differing, _ = resume_changes(info.params, config, count)
+        if differing:
+            now = config.schedule_params
+            shown = "; ".join(f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing)
+            raise ValueError(f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied "
+                             f"({shown})")
+    where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
+    print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g}")
+    print(f"# a {args.type} cooldown over the next {args.over} {unit} ({u}s {count + 1}-{count + args.over}): "
+          "resume with these params (in a DeepSpeed JSON, the same keys in scheduler.params)")
+    print(yaml.safe_dump({"scheduler": {"type": "NoamLR", "params": params}}, sort_keys=False), end="")
+    axis = _Axis(config, unit)
+    end = count + args.over
+    after = end + max(1, args.over // 10)
+    print()
+    print(f"{u:>10}  {'lr':>11}")
+    for k in sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1}):
+        print(f"{k:>10}  {axis.lr(k):>11.4e}" + ("  (last before the cooldown)" if k == count else
+                                                  "  (cooldown_min_lr from here on)" if k == end + 1 else ""))
+    print()
+    print("\n".join(_ascii_curve(axis, after, first=count)))
+    if args.plot:
+        title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown\n{_params_text(config)}"
+        _plot(axis, after, title, args.plot, mark=(count, f"checkpoint ({u} {count})"))
+        print(f"\nplot written to {args.plot}")
+    return 0
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -359,6 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
     p.add_argument("--config", metavar="PATH", help="compare with this config; exit 1 on differences")
     p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser("cooldown", help="params that start a cooldown right after a checkpoint, and its curve")
+    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
+    p.add_argument("--over", type=_positive_int, required=True, metavar="N",
+                   help="length of the cooldown, in the schedule's warmup_unit (updates, samples or tokens)")
+    p.add_argument("--type", choices=COOLDOWN_TYPES, default="linear", help="shape of the cooldown (default: linear)")
+    p.add_argument("--min-lr", type=_nonnegative_float, metavar="LR", help="cooldown_min_lr (default 0)")
+    p.add_argument("--config", metavar="PATH",
+                   help="the config the run resumes with (default: the checkpoint's parameters)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the whole curve with the cooldown to a PNG (needs matplotlib)")
+    p.set_defaults(handler=cmd_cooldown)
 
     add_init_parser(sub)
     return parser

@@ -24,8 +24,9 @@ from noam_plugin.schedule import NoamConfig, closest_name
 PARAMS_PREFIX = "scheduler.params."
 BLOCK_KEYS = ("type", "params")
 # The NoamLR params that Accelerate fills when they are "auto" and a DummyScheduler is prepared:
-# warmup_num_steps from DummyScheduler(warmup_num_steps=...), warmup_max_lr from the optimizer's lr.
-AUTO_KEYS = ("warmup_num_steps", "warmup_max_lr")
+# warmup_num_steps from DummyScheduler(warmup_num_steps=...), warmup_max_lr from the optimizer's lr,
+# total_num_steps from DummyScheduler(total_num_steps=...) (the HF Trainer: from max_steps).
+AUTO_KEYS = ("warmup_num_steps", "warmup_max_lr", "total_num_steps")
 
 
 # Limits that keep hostile files cheap: config files are a few KB.
@@ -461,6 +462,10 @@ def check_with_auto(block: SchedulerBlock) -> tuple[str, ...]:
         mine[PARAMS_PREFIX + "warmup_max_lr"] = Problem(PARAMS_PREFIX + "warmup_max_lr", expected, "str 'auto'")
     elif "warmup_max_lr" in auto:
         params["warmup_max_lr"] = 1.0
+    if "total_num_steps" in auto:  # a stand-in that fits the warmup and the cooldown, if they are numbers
+        warmup, cooldown = params.get("warmup_num_steps"), params.get("cooldown_num_steps")
+        fits = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (warmup, cooldown or 1))
+        params["total_num_steps"] = warmup + (cooldown or 1) if fits else None
     problems = list(mine.values())
     try:
         NoamConfig.from_params(params, source=block.source, prefix=PARAMS_PREFIX)

@@ -14,7 +14,11 @@ from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, sho
 
 WARMUP_UNITS = ("updates", "samples", "tokens")
 DEFAULT_UNIT = "updates"
-SCHEDULE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_unit")
+COOLDOWN_TYPES = ("linear", "1-sqrt", "cosine")
+CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_unit")
+# The tail: where training ends and how the lr comes down before it (docs/CONTRACT.md section 1).
+COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cooldown_min_lr")
+SCHEDULE_KEYS = CURVE_KEYS + COOLDOWN_KEYS
 OPTION_KEYS = ("allow_param_change",)
 PARAM_KEYS = SCHEDULE_KEYS + OPTION_KEYS
 
@@ -26,6 +30,25 @@ def _formula(step: int, warmup_num_steps: int, d_model: int | None, factor: floa
     return warmup_max_lr * min(step / warmup_num_steps, (warmup_num_steps / step) ** 0.5)
 
 
+def _linear(x: float) -> float:
+    return 1 - x
+
+
+def _one_minus_sqrt(x: float) -> float:
+    return 1 - math.sqrt(x)
+
+
+def _cosine(x: float) -> float:
+    return (1 + math.cos(math.pi * x)) / 2
+
+
+# f(x) of docs/CONTRACT.md section 1; named functions, so a config (and NoamLR) still pickles.
+_COOLDOWN_SHAPES = {"linear": _linear, "1-sqrt": _one_minus_sqrt, "cosine": _cosine}
+
+
+def _cooldown(step: int, start: int, start_lr: float, cooldown_num_steps: int, shape: Any, min_lr: float) -> float:
+    # docs/CONTRACT.md section 1: m + (noam(s) - m) * f(min(1, (t - s) / (C + 1))), for t > s.
+    return min_lr + (start_lr - min_lr) * shape(min(1, (step - start) / (cooldown_num_steps + 1)))
 MAX_INT = 2**63 - 1  # counts and sizes: int64, what torch and JSON tools keep exactly
 
 
@@ -93,6 +116,8 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
         hint = f" (did you mean '{near}'?)" if near and near != unit else ""
         problems.append(Problem(prefix + "warmup_unit", "one of " + ", ".join(WARMUP_UNITS), _describe(unit) + hint))
 
+    _check_cooldown(values, prefix, bad, problems)
+
     allow = values.get("allow_param_change", False)
     if not isinstance(allow, bool):
         bad("allow_param_change", "true or false", allow)
@@ -101,6 +126,58 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     return problems
 
 
+def _check_cooldown(values: Mapping[str, Any], prefix: str, bad: Any, problems: list[Problem]) -> None:
+    """total_num_steps and the cooldown keys; each bad combination adds one Problem."""
+    warmup = values.get("warmup_num_steps")
+    warmup = warmup if _is_int(warmup) and warmup >= 1 else None
+    total, cooldown = values.get("total_num_steps"), values.get("cooldown_num_steps")
+    kind, min_lr = values.get("cooldown_type"), values.get("cooldown_min_lr")
+
+    if total is not None:
+        if not _is_int(total) or total < 2 or total > MAX_INT:
+            bad("total_num_steps", "an int > warmup_num_steps (the planned end of training), at most 2**63 - 1", total)
+            total = None
+        elif warmup is not None and total <= warmup:
+            expected = f"an int > warmup_num_steps ({warmup}): the planned end of training comes after the warmup"
+            problems.append(Problem(prefix + "total_num_steps", expected, _describe(total)))
+            total = None
+    if cooldown is not None:
+        if not _is_int(cooldown) or cooldown < 1:
+            bad("cooldown_num_steps", "an int >= 1", cooldown)
+        elif "total_num_steps" not in values or values.get("total_num_steps") is None:
+            problems.append(Problem(prefix + "cooldown_num_steps",
+                                    "total_num_steps next to it (the cooldown ends there)",
+                                    f"cooldown_num_steps {cooldown!r} without total_num_steps"))
+        elif total is not None and warmup is not None and cooldown > total - warmup:
+            problems.append(Problem(
+                prefix + "cooldown_num_steps",
+                f"at most total_num_steps - warmup_num_steps = {total} - {warmup} = {total - warmup} "
+                "(the cooldown starts after the warmup)", _describe(cooldown)))
+    if kind is not None:
+        if cooldown is None:
+            problems.append(Problem(prefix + "cooldown_type", "cooldown_type only together with cooldown_num_steps",
+                                    _describe(kind)))
+        elif kind not in COOLDOWN_TYPES:
+            near = closest_name(kind, COOLDOWN_TYPES) if isinstance(kind, str) else None
+            hint = f" (did you mean '{near}'?)" if near and near != kind else ""
+            problems.append(Problem(prefix + "cooldown_type", "one of " + ", ".join(COOLDOWN_TYPES),
+                                    _describe(kind) + hint))
+    if min_lr is not None:
+        if cooldown is None:
+            problems.append(Problem(prefix + "cooldown_min_lr", "cooldown_min_lr only together with cooldown_num_steps",
+                                    _describe(min_lr)))
+        elif not _is_number(min_lr) or not min_lr >= 0 or not (min_lr < 1e300):  # a 400-digit int is no float
+            bad("cooldown_min_lr", "a finite number >= 0", min_lr)
+
+
+def _check_min_lr_below_start(config: "NoamConfig", prefix: str = "") -> list[Problem]:
+    """cooldown_min_lr < the lr where the cooldown starts (needs the rest valid, to compute that lr)."""
+    if config.cooldown_num_steps is None or config.cooldown_min_lr < config.cooldown_start_lr:
+        return []
+    s = config.cooldown_start
+    return [Problem(prefix + "cooldown_min_lr",
+                    f"a value below the lr where the cooldown starts ({config.cooldown_start_lr:.6g} at "
+                    f"{config.unit_name} {s}): the cooldown brings the lr down", _describe(config.cooldown_min_lr))]
 def _check_curve(values: Mapping[str, Any], prefix: str) -> list[Problem]:
     """Valid values can still give a degenerate curve in floating point: an lr of 0.0 (a wasted update, and
     `show` divides by the peak) or inf/nan. The curve rises to lr(W) then falls slowly, so lr(1) and lr(W) are
@@ -130,15 +207,35 @@ class NoamConfig:
     factor: float = 1.0
     warmup_max_lr: float | None = None
     warmup_unit: str = DEFAULT_UNIT
+    total_num_steps: int | None = None
+    cooldown_num_steps: int | None = None
+    cooldown_type: str | None = None  # "linear" once a cooldown is given
+    cooldown_min_lr: float | None = None  # 0.0 once a cooldown is given
     allow_param_change: bool = False
 
     def __post_init__(self) -> None:
         problems = _check_values(asdict(self))
         if problems:
             raise ConfigError("schedule parameters", problems)
-        object.__setattr__(self, "factor", float(self.factor))
+        self._normalize()
+        problems = _check_min_lr_below_start(self)
+        if problems:
+            raise ConfigError("schedule parameters", problems)
+
+    def _normalize(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "factor", float(self.factor))
         if self.warmup_max_lr is not None:
-            object.__setattr__(self, "warmup_max_lr", float(self.warmup_max_lr))
+            set_(self, "warmup_max_lr", float(self.warmup_max_lr))
+        # Where the tail starts, worked out once: the scheduler's hot path compares one int.
+        set_(self, "cooldown_start", MAX_INT)  # an int: compared once per update, int to int is the cheap compare
+        if self.cooldown_num_steps is not None:
+            set_(self, "cooldown_type", self.cooldown_type or "linear")
+            set_(self, "cooldown_min_lr", float(self.cooldown_min_lr or 0.0))
+            start = self.total_num_steps - self.cooldown_num_steps
+            set_(self, "cooldown_start", start)
+            set_(self, "cooldown_start_lr", self.noam(start))
+            set_(self, "_shape", _COOLDOWN_SHAPES[self.cooldown_type])
 
     @classmethod
     def from_params(cls, params: Any, source: str, prefix: str = "") -> "NoamConfig":
@@ -154,12 +251,24 @@ class NoamConfig:
         problems += _check_values(params, prefix)
         if problems:
             raise ConfigError(source, problems)
-        return cls(**{k: params[k] for k in PARAM_KEYS if k in params})
+        try:
+            return cls(**{k: params[k] for k in PARAM_KEYS if k in params})
+        except ConfigError as err:  # a check that needs the others valid first (cooldown_min_lr vs the curve)
+            raise ConfigError(source, [Problem(prefix + p.key, p.expected, p.found) for p in err.problems]) from None
 
     @property
     def schedule_params(self) -> dict[str, Any]:
-        """The values that define the curve (what a checkpoint must agree on)."""
-        return {key: getattr(self, key) for key in SCHEDULE_KEYS}
+        """The values that define the curve (what a checkpoint must agree on).
+
+        The tail's keys appear only when set, so a schedule without one saves the
+        same state as before they existed (and loads states saved without them).
+        """
+        return {key: getattr(self, key) for key in SCHEDULE_KEYS if key in CURVE_KEYS or getattr(self, key) is not None}
+
+    @property
+    def cooldown_end(self) -> int | None:
+        """The last step of the cooldown (total_num_steps), None without one."""
+        return self.total_num_steps if self.cooldown_num_steps is not None else None
 
     @property
     def unit_name(self) -> str:
@@ -182,12 +291,76 @@ class NoamConfig:
         """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`."""
         if not _is_int(step) or step < 1:
             raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
+        if step <= self.cooldown_start or self.cooldown_num_steps is None:
+            return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
+        return self.cooled(step)
+
+    def noam(self, step: int) -> float:
+        """The warmup + inverse square root curve alone, without the tail."""
         return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
+
+    def cooled(self, step: int) -> float:
+        """The tail at `step` > cooldown_start (no checks: NoamLR calls it per update)."""
+        return _cooldown(step, self.cooldown_start, self.cooldown_start_lr, self.cooldown_num_steps, self._shape,
+                         self.cooldown_min_lr)
+
+    def describe_cooldown(self) -> str:
+        """One line: where the tail starts and ends, its shape and floor (or that there is none)."""
+        if self.cooldown_num_steps is None:
+            total = self.total_num_steps
+            end = f" (total_num_steps {total} without cooldown_num_steps)" if total else ""
+            return f"no cooldown{end}"
+        u, s, t = self.unit_name, self.cooldown_start, self.total_num_steps
+        return (f"{self.cooldown_type} cooldown over {u}s {s + 1}-{t}: from lr {self.cooldown_start_lr:.6g} at {u} {s} "
+                f"to {self.cooldown_min_lr:.6g} (cooldown_min_lr), reached after {u} {t}; later {u}s stay there")
 
 
 def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The schedule parameters in a saved NoamLR state; states from before warmup_unit existed counted updates."""
+    """The schedule parameters in a saved NoamLR state; states from before warmup_unit existed counted updates.
+
+    A state without the tail's keys had none (cooldown_type / cooldown_min_lr None, as NoamConfig keeps them).
+    """
     return {key: state.get(key, DEFAULT_UNIT if key == "warmup_unit" else None) for key in SCHEDULE_KEYS}
+
+
+def _tail(params: Mapping[str, Any]) -> tuple:
+    """What of the tail changes the curve: (start, length, type, floor); () without a cooldown."""
+    cooldown = params.get("cooldown_num_steps")
+    if cooldown is None:
+        return ()
+    min_lr = params.get("cooldown_min_lr")
+    return (params["total_num_steps"] - cooldown, cooldown, params.get("cooldown_type") or "linear",
+            float(min_lr) if min_lr is not None else 0.0)
+
+
+def resume_changes(saved: Mapping[str, Any], now: "NoamConfig", count: int | None) -> tuple[list[str], list[str]]:
+    """Decide a resume: (keys that are a parameter change, notes to log), for a state saved at `count`.
+
+    `count` is in now's warmup_unit (updates, samples or tokens seen), None if unknown.
+    A change that leaves the lr of every update already applied as it was is no
+    parameter change: adding, moving or dropping a cooldown (or total_num_steps)
+    whose start is at or after `count` (docs/CONTRACT.md section 4). Anything that
+    rewrites an applied update's lr is one; then every differing key is named.
+    """
+    current = now.schedule_params
+    differing = [key for key in SCHEDULE_KEYS if saved.get(key) != current.get(key)]
+    if not differing:
+        return [], []
+    old_tail, new_tail = _tail(saved), _tail(current)
+    curve_same = all(saved.get(key) == current.get(key) for key in CURVE_KEYS)
+    starts = [tail[0] for tail in (old_tail, new_tail) if tail]
+    first_start = min(starts) if starts else math.inf
+    past_unchanged = curve_same and (old_tail == new_tail or (count is not None and count <= first_start))
+    if not past_unchanged:
+        return differing, []
+    u = now.unit_name
+    where = f"{count} {u}s seen" if count is not None and now.warmup_unit != "updates" else f"update {count}"
+    before = "no cooldown" if not old_tail else (
+        f"a {old_tail[2]} cooldown over {u}s {old_tail[0] + 1}-{old_tail[0] + old_tail[1]}")
+    changes = ", ".join(f"{key} {saved.get(key)!r} -> {current.get(key)!r}" for key in differing)
+    note = (f"NoamLR: the checkpoint (at {where}) had {before}; now {now.describe_cooldown()}. "
+            f"Every update already applied keeps its lr, so this is no parameter change ({changes})")
+    return [], [note]
 
 
 def noam_lr(
@@ -197,7 +370,14 @@ def noam_lr(
     d_model: int | None = None,
     factor: float = 1.0,
     warmup_max_lr: float | None = None,
+    total_num_steps: int | None = None,
+    cooldown_num_steps: int | None = None,
+    cooldown_type: str | None = None,
+    cooldown_min_lr: float | None = None,
 ) -> float:
-    """Learning rate of the step-th optimizer update (step >= 1), "Attention Is All You Need" section 5.3."""
-    config = NoamConfig(warmup_num_steps=warmup_num_steps, d_model=d_model, factor=factor, warmup_max_lr=warmup_max_lr)
+    """Learning rate of the step-th optimizer update (step >= 1), "Attention Is All You Need" section 5.3,
+    with an optional cooldown tail ending at total_num_steps (docs/CONTRACT.md section 1)."""
+    config = NoamConfig(warmup_num_steps=warmup_num_steps, d_model=d_model, factor=factor, warmup_max_lr=warmup_max_lr,
+                        total_num_steps=total_num_steps, cooldown_num_steps=cooldown_num_steps,
+                        cooldown_type=cooldown_type, cooldown_min_lr=cooldown_min_lr)
     return config.lr(step)

@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from noam_plugin._dist import log_rank0, sum_over_ranks, world_size
 from noam_plugin.errors import ScheduleMismatchError
-from noam_plugin.schedule import SCHEDULE_KEYS, NoamConfig, _formula, saved_params
+from noam_plugin.schedule import NoamConfig, _formula, resume_changes, saved_params
 from noam_plugin.state import STATE_TYPE, check_state, foreign_updates
 
 _OWNER = "_noam_plugin_scheduler"  # attribute on a scheduled torch optimizer: weakref to its NoamLR
@@ -124,6 +124,10 @@ class NoamLR(LRScheduler):
         factor: float = 1.0,
         warmup_max_lr: float | None = None,
         warmup_unit: str = "updates",
+        total_num_steps: int | None = None,
+        cooldown_num_steps: int | None = None,
+        cooldown_type: str | None = None,
+        cooldown_min_lr: float | None = None,
         allow_param_change: bool = False,
         samples_per_update: int | None = None,
     ) -> None:
@@ -133,8 +137,13 @@ class NoamLR(LRScheduler):
             factor=factor,
             warmup_max_lr=warmup_max_lr,
             warmup_unit=warmup_unit,
+            total_num_steps=total_num_steps,
+            cooldown_num_steps=cooldown_num_steps,
+            cooldown_type=cooldown_type,
+            cooldown_min_lr=cooldown_min_lr,
             allow_param_change=allow_param_change,
         )
+        self._past_end_said = False
         self.updates = 0
         self.samples: int | None = 0  # None once an update's samples were unknown
         self.tokens: int | None = 0 if warmup_unit == "tokens" else None  # None: never reported
@@ -389,7 +398,19 @@ class NoamLR(LRScheduler):
 
     def lr_at(self, step: int) -> float:
         """The curve at `step` (in warmup_unit) under this scheduler's parameters."""
-        return self.config.lr(step)
+        c = self.config
+        if type(step) is int and 1 <= step <= c.cooldown_start:  # the usual case, per update: no call on the way
+            return _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
+        if type(step) is int and step > c.cooldown_start:
+            self._say_past_end(step)
+        return c.lr(step)  # the tail; or a bad step, which it names
+
+    def _say_past_end(self, step: int) -> None:
+        c = self.config
+        if step > c.total_num_steps and not self._past_end_said:
+            self._past_end_said = True
+            log_rank0(f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
+                      f"updates from here on run at cooldown_min_lr {c.cooldown_min_lr:g}")
 
     def next_lr(self) -> float | None:
         """lr of the coming update, where it is known now (tokens: only once its tokens are)."""
@@ -408,8 +429,11 @@ class NoamLR(LRScheduler):
     def _apply_lr(self) -> None:
         self.last_epoch = self.updates
         if self.config.warmup_unit == "updates":
-            c = self.config
-            self._write_lr(_formula(self.updates + 1, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
+            c, k = self.config, self.updates + 1
+            if k <= c.cooldown_start:  # one compare per update for the tail; the cooldown is the rare case
+                self._write_lr(_formula(k, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
+            else:
+                self._write_lr(self.lr_at(k))
             return
         lr = self.next_lr()
         if lr is not None:
@@ -514,9 +538,12 @@ class NoamLR(LRScheduler):
 
     def _check_params(self, state: dict[str, Any]) -> None:
         now, saved = self.config.schedule_params, saved_params(state)
-        differing = [key for key in SCHEDULE_KEYS if saved[key] != now[key]]
+        differing, notes = resume_changes(saved, self.config, state.get(self.config.warmup_unit))
+        for note in notes:
+            log_rank0(note)
         if not differing:
             return
+        now = {key: now.get(key) for key in differing}
         lines = [f"{key}: checkpoint {saved[key]!r}, now {now[key]!r}" for key in differing]
         if self.config.allow_param_change:
             log_rank0(

@@ -4,6 +4,7 @@ Expected k and next lr come from the runs' own settings and the paper's formula 
 out here, not from the code under test.
 """
 
+import math
 import os
 import shutil
 import socket
@@ -322,6 +323,34 @@ def test_foreign_state_with_samples_config(capsys, tmp_path):
     torch.save({"scheduler": lambda_lr.state_dict()}, tmp_path / "lambdalr.pt")
     code, out, _ = inspect(capsys, tmp_path / "lambdalr.pt", "--config", config_file(tmp_path, unit="samples"))
     assert code == 1 and "NoamLR adopts 4" in out and "next lr      lr(5 * N)" in out
+
+
+def test_inspect_shows_the_cooldown_and_the_resume_decision(capsys, tmp_path):
+    """Issue 14: the saved tail, and with --config the same decision NoamLR takes at load."""
+    def cooldown_config(total, cooldown, kind="cosine"):
+        path = tmp_path / f"cool{total}.yaml"
+        path.write_text(f"scheduler:\n  type: NoamLR\n  params: {{warmup_max_lr: {PEAK}, warmup_num_steps: {WU}, "
+                        f"total_num_steps: {total}, cooldown_num_steps: {cooldown}, cooldown_type: {kind}}}\n")
+        return path
+
+    plain = saved(tmp_path, "plain.pt", updates=3000)
+    code, out, _ = inspect(capsys, plain, "--config", cooldown_config(5000, 2000))  # starts after 3000: fine
+    assert code == 0, out
+    assert "cooldown     no cooldown\n" in out
+    assert "config       " in out and "cosine cooldown over updates 3001-5000" in out and "no parameter change" in out
+    # starts after 2000: would rewrite updates 2001-3000
+    code, out, _ = inspect(capsys, plain, "--config", cooldown_config(4000, 2000))
+    assert code == 1 and "4 difference(s):" in out and "  total_num_steps: checkpoint None, config 4000" in out
+
+    tail = saved(tmp_path, "tail.pt", updates=3000, total_num_steps=5000, cooldown_num_steps=2000,
+                 cooldown_type="cosine", cooldown_min_lr=0.0)
+    code, out, _ = inspect(capsys, tail)
+    assert code == 0, out
+    assert "cooldown_num_steps=2000" in out and "cooldown     cosine cooldown over updates 3001-5000" in out
+    x = 1 / 2001
+    assert f"next lr      {peak_ref(3000) * (1 + math.cos(math.pi * x)) / 2:.6g}  (lr(3001)" in out
+    code, out, _ = inspect(capsys, tail, "--config", cooldown_config(5000, 2000))
+    assert code == 0 and "same schedule parameters" in out
 
 
 # ----------------------------------------------------------------------------- `latest` read in one place (issue 12)

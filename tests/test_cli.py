@@ -1,6 +1,7 @@
 """The `noam-plugin` command line, run as real processes; numbers against the formula written out here."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -244,6 +245,80 @@ def test_show_plot_samples_config(tmp_path):
         data = out.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
         out.unlink()
+
+
+# ---------------------------------------------------------------- cooldown (issue 14)
+
+
+def cooled_reference(k, W, T, C, kind="linear", m=0.0, **form):
+    """docs/CONTRACT.md section 1 with the tail, written out again."""
+    s = T - C
+    if k <= s:
+        return reference(k, W, **form)
+    x = min(1, (k - s) / (C + 1))
+    f = {"linear": 1 - x, "1-sqrt": 1 - x**0.5, "cosine": (1 + math.cos(math.pi * x)) / 2}[kind]
+    return m + (reference(s, W, **form) - m) * f
+
+
+def test_cooldown_command_prints_params_that_start_right_after_the_count(tmp_path):
+    import torch
+    import yaml
+
+    state = {"type": "NoamLR", "updates": 250, "samples": 8000, "tokens": None, "samples_per_update": 32,
+             "warmup_num_steps": 100, "d_model": 512, "factor": 2.0, "warmup_max_lr": None, "warmup_unit": "updates",
+             "world_size": 2}
+    torch.save(state, tmp_path / "sched.pt")
+    result = run("cooldown", tmp_path / "sched.pt", "--over", "50", "--type", "cosine", "--min-lr", "1e-6",
+                 "--plot", tmp_path / "c.png")
+    assert result.returncode == 0, result.stderr
+    block = yaml.safe_load(result.stdout.split("\n\n")[0])
+    assert block == {"scheduler": {"type": "NoamLR", "params": {
+        "warmup_num_steps": 100, "d_model": 512, "factor": 2.0, "total_num_steps": 300, "cooldown_num_steps": 50,
+        "cooldown_type": "cosine", "cooldown_min_lr": 1e-6}}}
+    form = dict(d_model=512, factor=2.0)
+    for k in (250, 251, 275, 300, 301):
+        want = cooled_reference(k, 100, 300, 50, "cosine", 1e-6, **form)
+        assert re.search(rf"^\s+{k}\s+{re.escape(f'{want:.4e}')}", result.stdout, re.M), (k, result.stdout)
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the printed block is a valid config whose resume from this state is no parameter change
+    config = write(tmp_path / "cooled.yaml", result.stdout.split("\n\n")[0])
+    shown = run("inspect", tmp_path / "sched.pt", "--config", config)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "cosine cooldown over updates 251-300" in shown.stdout and "no parameter change" in shown.stdout
+
+    # errors: one line, exit 1
+    for args, message in [
+        (["--over", "50", "--min-lr", "1"], "cooldown_min_lr: expected a value below the lr where the cooldown starts"),
+        (["--over", "10", "--config", str(CONFIGS / "peak_lr.yaml")], "inside the warmup (warmup_num_steps 4000)"),
+    ]:
+        bad = run("cooldown", tmp_path / "sched.pt", *args)
+        assert bad.returncode == 1 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert run("cooldown", tmp_path / "missing", "--over", "5").returncode == 1
+    assert run("cooldown", tmp_path / "sched.pt", "--type", "sqrt", "--over", "5").returncode == 2  # argparse
+
+
+def test_show_a_cooldown_config():
+    result = run("show", CONFIGS / "transformer_base_cooldown.yaml")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "cooldown: 1-sqrt cooldown over updates 80001-100000" in out
+    assert "k > 80000: lr(k) = 0 + (lr(80000) - 0) * f(min(1, (k - 80000) / 20001)),  f(x) = 1 - sqrt(x)" in out
+    for k in (80000, 80001, 90000, 100000, 100001):
+        want = cooled_reference(k, 4000, 100000, 20000, "1-sqrt", d_model=512)
+        assert re.search(rf"^\s+{k}\s+{re.escape(f'{want:.4e}')}", out, re.M), (k, out)
+
+
+def test_validate_accepts_auto_total_num_steps_only_where_accelerate_fills_it(tmp_path):
+    result = run("validate", CONFIGS / "accelerate" / "zero2_noam_cooldown.yaml")
+    assert result.returncode == 0, result.stderr
+    assert '"auto" warmup_num_steps, warmup_max_lr, total_num_steps' in result.stdout
+    bad = write(tmp_path / "ds.json", json.dumps({"scheduler": {"type": "NoamLR", "params": {
+        "warmup_num_steps": 10, "warmup_max_lr": "auto", "total_num_steps": "auto", "cooldown_num_steps": 20,
+        "cooldown_type": "cosin"}}}))
+    result = run("validate", "--allow-auto", bad)
+    assert result.returncode == 1
+    assert "scheduler.params.cooldown_type: expected one of linear, 1-sqrt, cosine" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):

@@ -224,6 +224,21 @@ def test_paper_base_in_tokens_has_the_papers_peak_after_100m_tokens():
         assert config.lr(25000 * k) == pytest.approx(reference(k, 4000, 512, 1.0, None), rel=1e-4)
 
 
+def test_paper_base_with_cooldown_config_and_its_auto_twin():
+    """configs/transformer_base_cooldown.yaml: the paper's curve to 80000, then 1-sqrt to 0 at 100000."""
+    config = load_config(CONFIGS / "transformer_base_cooldown.yaml")
+    assert (config.total_num_steps, config.cooldown_num_steps, config.cooldown_type, config.cooldown_min_lr) == (
+        100000, 20000, "1-sqrt", 0.0)
+    for k in (1, 4000, 80000):
+        assert config.lr(k) == reference(k, 4000, 512, 1.0, None)
+    s = reference(80000, 4000, 512, 1.0, None)
+    for k in (80001, 90000, 100000):
+        assert config.lr(k) == pytest.approx(s * (1 - ((k - 80000) / 20001) ** 0.5), rel=1e-12)
+    assert config.lr(100001) == 0.0
+    ds = read_scheduler_block(CONFIGS / "accelerate" / "zero2_noam_cooldown.yaml")
+    assert check_with_auto(ds) == ("warmup_num_steps", "warmup_max_lr", "total_num_steps")
+
+
 def test_paper_base_peak():
     assert load_config(CONFIGS / "transformer_base.yaml").peak_lr == pytest.approx(512**-0.5 * 4000**-0.5, rel=1e-12)
 

@@ -1,6 +1,7 @@
 """NoamLR on plain PyTorch: counts applied updates, not calls; state and resume."""
 
 import logging
+import math
 import subprocess
 import sys
 import textwrap
@@ -624,6 +625,104 @@ def test_a_state_without_updates_and_foreign_states_with_bad_counts_are_refused(
     with pytest.raises(ValueError, match="last_epoch: expected an int >= 0, found float 2.5"):
         scheduler.load_state_dict({"last_epoch": 2.5})
     assert scheduler.updates == 0
+
+
+# ---------------------------------------------------------------- cooldown tail (issue 14)
+
+
+def tail(k, W, T, C, kind="linear", m=0.0, top=0.01):
+    """docs/CONTRACT.md section 1 with the cooldown, peak form, written out again."""
+    s = T - C
+    if k <= s:
+        return peak(k, W, top)
+    x = min(1, (k - s) / (C + 1))
+    f = {"linear": 1 - x, "1-sqrt": 1 - x**0.5, "cosine": (1 + math.cos(math.pi * x)) / 2}[kind]
+    return m + (peak(s, W, top) - m) * f
+
+
+@pytest.mark.parametrize("kind", ["linear", "1-sqrt", "cosine"])
+def test_cooldown_in_updates_every_update_and_the_log_past_the_end(kind, caplog):
+    W2, T, C = 4, 12, 5
+    model, optimizer, scheduler = make(2, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, total_num_steps=T,
+                                       cooldown_num_steps=C, cooldown_type=kind, cooldown_min_lr=1e-4)
+    seen = used_lrs(optimizer)
+    with caplog.at_level(logging.WARNING, logger="noam_plugin"):
+        for _ in range(T + 3):
+            train_step(model, optimizer)
+            scheduler.step()
+    assert flat(seen) == pytest.approx(flat([tail(k, W2, T, C, kind, 1e-4)] * 2 for k in range(1, T + 4)), rel=1e-12)
+    assert flat(seen)[-6:] == [1e-4] * 6  # updates T+1.. run at cooldown_min_lr
+    past = [r.message for r in caplog.records if "past total_num_steps" in r.message]
+    assert past == ["NoamLR: past total_num_steps (12 updates): the cooldown is over, updates from here on run at "
+                    "cooldown_min_lr 0.0001"]
+
+
+@pytest.mark.parametrize("unit", ["samples", "tokens"])
+def test_cooldown_in_data_units_reads_the_curve_at_the_data_seen(unit):
+    N, W2, T, C = 8, 40, 120, 50
+    model, optimizer, scheduler = make(1, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, warmup_unit=unit,
+                                       total_num_steps=T, cooldown_num_steps=C, cooldown_type="cosine",
+                                       samples_per_update=N)
+    seen, total, expected = used_lrs(optimizer), 0, []
+    for update in range(18):
+        n = N if unit == "samples" else 6 + update % 4
+        if unit == "tokens":
+            scheduler.add_tokens(n)
+        total += n
+        expected.append(tail(total, W2, T, C, "cosine"))
+        train_step(model, optimizer)
+        scheduler.step()
+    assert flat(seen) == pytest.approx(expected, rel=1e-12)
+    assert total > T and expected[-1] == 0.0
+
+
+def test_cooldown_decided_at_resume_through_torch_save(tmp_path, caplog):
+    """A run without a cooldown, saved with torch.save, resumed with one starting at the saved count: no error, a log
+    line, and the same lrs as a run planned with it; one starting before it is a parameter change."""
+    W2, T, C = 4, 14, 6  # the cooldown starts after update 8
+    model, optimizer, first = make(1, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01)
+    for _ in range(8):
+        train_step(model, optimizer)
+        first.step()
+    torch.save(first.state_dict(), tmp_path / "sched.pt")
+    state = torch.load(tmp_path / "sched.pt", weights_only=True)
+    assert "total_num_steps" not in state  # no tail: the same state as before the keys existed
+
+    model, optimizer, resumed = make(1, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, total_num_steps=T,
+                                     cooldown_num_steps=C, cooldown_type="1-sqrt")
+    with caplog.at_level(logging.WARNING, logger="noam_plugin"):
+        resumed.load_state_dict(state)
+    assert "the checkpoint (at update 8) had no cooldown; now 1-sqrt cooldown over updates 9-14" in caplog.text
+    seen = used_lrs(optimizer)
+    for _ in range(7):
+        train_step(model, optimizer)
+        resumed.step()
+    assert flat(seen) == pytest.approx([tail(k, W2, T, C, "1-sqrt") for k in range(9, 16)], rel=1e-12)
+    saved_with_tail = resumed.state_dict()
+    assert (saved_with_tail["total_num_steps"], saved_with_tail["cooldown_type"]) == (14, "1-sqrt")
+
+    early = dict(warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, total_num_steps=12, cooldown_num_steps=6)
+    with pytest.raises(ScheduleMismatchError) as error:
+        make(1, **early)[2].load_state_dict(state)  # starts after update 6: updates 7 and 8 would change
+    assert "total_num_steps: checkpoint None, now 12" in str(error.value)
+    assert "cooldown_num_steps: checkpoint None, now 6" in str(error.value)
+    allowed = make(1, **early, allow_param_change=True)[2]
+    allowed.load_state_dict(state)
+    assert allowed.get_last_lr() == pytest.approx([tail(9, W2, 12, 6)], rel=1e-12)
+    # the saved tail loaded again, inside it: same parameters, nothing to say
+    again = make(1, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, total_num_steps=T, cooldown_num_steps=C,
+                 cooldown_type="1-sqrt")[2]
+    again.load_state_dict(saved_with_tail)
+    assert again.last_epoch == 15 and again.get_last_lr() == [0.0]
+
+
+def test_cooldown_survives_pickle():
+    import pickle
+
+    model, optimizer, scheduler = make(1, warmup_num_steps=4, d_model=None, warmup_max_lr=0.01, total_num_steps=10,
+                                       cooldown_num_steps=3, cooldown_type="cosine")
+    optimizer2, scheduler2 = pickle.loads(pickle.dumps((optimizer, scheduler)))
+    assert scheduler2.config == scheduler.config and scheduler2.lr_at(9) == tail(9, 4, 10, 3, "cosine")
 
 
 @pytest.mark.parametrize("unit", ["updates", "samples", "tokens"])

@@ -1,5 +1,6 @@
 """The demo path end to end, shortened: train with DeepSpeed ZeRO-2 on 2 processes, SIGKILL,
-convert, resume on 1 process, finish; every update's lr must be the paper's formula."""
+decide a cooldown at the checkpoint, convert, resume on 1 process with it, finish; every update's
+lr must be the paper's formula (with the cooldown tail from the checkpoint on)."""
 
 import csv
 import sys
@@ -11,11 +12,16 @@ from procs import run
 
 ROOT = Path(__file__).resolve().parents[1]
 W, D, F = 40, 64, 0.5  # configs/demo.yaml's scheduler block
-UPDATES, KILL_AFTER, EVERY = 60, 12, 5
+UPDATES, KILL_AFTER, EVERY = 60, 42, 5  # the checkpoint (40 or later) is past the warmup: a cooldown can start there
 
 
 def ref(k):
     return F * D**-0.5 * min(k**-0.5, k * W**-1.5)
+
+
+def cooled(k, s, T=UPDATES):
+    """docs/CONTRACT.md section 1: a linear cooldown to 0 over updates s+1..T."""
+    return ref(k) if k <= s else ref(s) * (1 - min(1, (k - s) / (T - s + 1)))
 
 
 def rows(path):
@@ -54,10 +60,16 @@ def test_killed_run_resumed_on_one_process_follows_the_formula(demo):
     assert resumed_from % EVERY == 0 and resumed_from <= killed_at  # from the last complete checkpoint
     assert [r["update"] for r in first] == list(range(1, killed_at + 1))
     assert [r["update"] for r in second] == list(range(resumed_from + 1, UPDATES + 1))
-    for r in resumed:  # including the updates done twice
+    for r in first:  # no cooldown before the kill, including the updates thrown away by it
         assert r["lr"] == ref(r["update"]), r
+    for r in second:  # the cooldown decided at the checkpoint by `noam-plugin cooldown`
+        assert r["lr"] == pytest.approx(cooled(r["update"], resumed_from), rel=1e-13, abs=0), r
+    assert second[-1]["lr"] == pytest.approx(ref(resumed_from) / (UPDATES - resumed_from + 1), rel=1e-13)  # update T
     reference = rows(out / "reference" / "metrics.csv")
-    assert [r["lr"] for r in reference] == [ref(k) for k in range(1, UPDATES + 1)]
+    want = [cooled(k, resumed_from) for k in range(1, UPDATES + 1)]
+    assert [r["lr"] for r in reference] == pytest.approx(want, rel=1e-13)
+    assert f"now linear cooldown over updates {resumed_from + 1}-{UPDATES}" in log
+    assert f"total_num_steps: {UPDATES}\n    cooldown_num_steps: {UPDATES - resumed_from}\n" in log
     assert (out / "resumed" / "checkpoints" / f"update_{resumed_from:06d}_universal").is_dir()
 
 
@@ -97,5 +109,6 @@ def test_compare_runs_fails_on_a_single_different_lr(demo, tmp_path):
     lines[30] = ",".join(fields)
     (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
     code, log = run([sys.executable, "launch/compare_runs.py", "--reference", str(out / "reference"),
-                     "--resumed", str(tmp_path / "metrics.csv")], timeout=120)
+                     "--resumed", str(tmp_path / "metrics.csv"), "--config", str(out / "config_cooldown.yaml")],
+                    timeout=120)
     assert code == 1 and f"lr sequences DIFFERENT: {UPDATES - 1}/{UPDATES} updates" in log

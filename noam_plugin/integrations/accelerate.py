@@ -17,7 +17,12 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 - `patch_accelerator`: with NoamLR declared in the DeepSpeed config and
   `"warmup_num_steps": "auto"`, a `DummyScheduler` built without
   `warmup_num_steps` (default 0) would silently become a warmup of 1 update,
-  i.e. start at the peak lr. That is an error here. And without DeepSpeed,
+  i.e. start at the peak lr. That is an error here. `"total_num_steps": "auto"`
+  is filled with `DummyScheduler(total_num_steps=N)` as given: Accelerate
+  would write ceil(N / num_processes) (its correction for DeepSpeed's own
+  schedulers), while it passes warmup_num_steps unchanged; NoamLR counts both,
+  and the cooldown, in the same unit (updates, samples or tokens), so
+  `total_num_steps` is N here (said in a log line). And without DeepSpeed,
   `prepare()` tells a NoamLR its global batch: processes x batch x
   accumulation of the one prepared DataLoader (DeepSpeed's engine does it there).
 
@@ -89,9 +94,42 @@ def check_dummy_scheduler(deepspeed_config: dict, objects: tuple) -> None:
             )
 
 
+def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: int) -> None:
+    """Fill NoamLR's `"total_num_steps": "auto"` with DummyScheduler(total_num_steps=N) itself, before Accelerate.
+
+    Accelerate writes ceil(N / num_processes) there (unless split_batches) and warmup_num_steps
+    unchanged; NoamLR reads both in its warmup_unit, so the end of training stays N. Without N
+    "auto" cannot be filled: one error naming the key.
+    """
+    from accelerate.utils import DummyScheduler
+
+    from noam_plugin.errors import ConfigError, Problem
+
+    scheduler = deepspeed_config.get("scheduler") or {}
+    params = scheduler.get("params") or {}
+    if scheduler.get("type") != "NoamLR" or params.get("total_num_steps") != "auto":
+        return
+    dummies = [obj for obj in objects if isinstance(obj, DummyScheduler) and obj.lr_scheduler_callable is None]
+    if not dummies:
+        return  # Accelerate says the key was not filled
+    total = dummies[0].total_num_steps
+    if total is None:
+        source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config"
+        raise ConfigError(source, Problem(
+            "scheduler.params.total_num_steps",
+            'an int; "auto" takes it from DummyScheduler(optimizer, total_num_steps=...)',
+            "DummyScheduler(total_num_steps=None)"))
+    params["total_num_steps"] = total
+    if int(os.environ.get("RANK", "0")) == 0:
+        divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
+        log.warning(f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
+                    f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}")
+
+
 def _prepare_deepspeed(original):
     def wrapper(self, *args):
         check_dummy_scheduler(self.deepspeed_plugin.deepspeed_config, args)
+        fill_total_num_steps(self.deepspeed_plugin.deepspeed_config, args, self.num_processes)
         return original(self, *args)
 
     return wrapper

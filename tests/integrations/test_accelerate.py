@@ -12,6 +12,7 @@ launch, on the same or another number of processes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -35,12 +36,22 @@ PEAK = {"warmup_num_steps": 4, "warmup_max_lr": 0.01}
 D_MODEL = {"warmup_num_steps": 3, "d_model": 64, "factor": 2.0}
 
 
-def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None) -> float:
+def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None, total_num_steps=None,
+                 cooldown_num_steps=None, cooldown_type="linear", cooldown_min_lr=0.0) -> float:
     """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
     w = warmup_num_steps
-    if d_model is not None:
-        return factor * d_model**-0.5 * min(k**-0.5, k * w**-1.5)
-    return warmup_max_lr * min(k / w, (w / k) ** 0.5)
+
+    def noam(t):
+        if d_model is not None:
+            return factor * d_model**-0.5 * min(t**-0.5, t * w**-1.5)
+        return warmup_max_lr * min(t / w, (w / t) ** 0.5)
+
+    if cooldown_num_steps is None or k <= total_num_steps - cooldown_num_steps:
+        return noam(k)
+    s = total_num_steps - cooldown_num_steps
+    x = min(1, (k - s) / (cooldown_num_steps + 1))
+    f = {"linear": 1 - x, "1-sqrt": 1 - math.sqrt(x), "cosine": (1 + math.cos(math.pi * x)) / 2}[cooldown_type]
+    return cooldown_min_lr + (noam(s) - cooldown_min_lr) * f
 
 
 def free_port() -> int:
@@ -186,6 +197,14 @@ def test_ddp_two_processes_accumulation_resume_on_one_and_two(tmp_path):
         changed = "the global batch changed since the checkpoint (from 16 to 8 samples per update); the schedule continues in updates at update 4"
         assert (changed in log) == (n == 1), log_tail(out)
 
+    # Issue 14: the same checkpoint resumed with a cooldown decided now (after update 4, ending at 7).
+    cool = {**PEAK, "total_num_steps": 7, "cooldown_num_steps": 3, "cooldown_type": "cosine", "cooldown_min_lr": 1e-4}
+    out = tmp_path / "resume_cooldown"
+    log = run("ddp", out, worker_args(out, resume=ckpt, **{**common, "schedule": cool}), processes=2)
+    cooled = check(out, processes=2, first=3, last=7, groups=2, schedule=cool)
+    assert cooled[0] == full[3] and cooled[1] < full[4] and cooled[-1] == 1e-4  # lr(8): past total_num_steps 7
+    assert "the checkpoint (at update 3) had no cooldown; now cosine cooldown over updates 5-7" in log
+
 
 def test_ddp_scheduler_stepped_once_per_epoch_only(tmp_path):
     """LightningCLI's way: scheduler.step() at the end of each epoch of 3 updates (48 samples, 16 per update).
@@ -243,6 +262,22 @@ def test_deepspeed_config_noam_with_dummy_scheduler(tmp_path, config):
     out = tmp_path / "run"
     run(config, out, worker_args(out, updates=5, accum=2, groups=2, schedule=schedule, scheduler="dummy"))
     check(out, processes=2, first=0, last=5, groups=2, schedule=schedule, deepspeed=True)
+
+
+def test_deepspeed_config_cooldown_total_num_steps_auto_from_dummy_scheduler(tmp_path):
+    """"total_num_steps": "auto" with 2 processes: NoamLR gets DummyScheduler(total_num_steps=8) as given (Accelerate
+    would write ceil(8 / 2) = 4, which leaves no room for the config's 3-update cooldown after a warmup of 3);
+    updates 6-8 cool down (1-sqrt), update 9 runs at cooldown_min_lr 0."""
+    given = {"warmup_num_steps": 3, "warmup_max_lr": 0.02, "total_num_steps": 8}
+    reference = {**given, "cooldown_num_steps": 3, "cooldown_type": "1-sqrt"}
+    out = tmp_path / "run"
+    args = worker_args(out, updates=9, accum=2, groups=2, schedule=given, scheduler="dummy")
+    log = run("zero2_noam_cooldown", out, args)
+    lrs = check(out, processes=2, first=0, last=9, groups=2, schedule=reference, deepspeed=True)
+    assert lrs[-1] == 0.0 and lrs[5] < lrs[4]  # after update 9 (past 8), and the cooldown's first update
+    assert "NoamLR: total_num_steps 8 from DummyScheduler(total_num_steps=8), in warmup_unit updates like " \
+           "warmup_num_steps; Accelerate would have written ceil(8 / 2)" in log
+    assert "NoamLR: past total_num_steps (8 updates)" in log
 
 
 def test_deepspeed_dummy_scheduler_without_warmup_is_refused(tmp_path):

@@ -9,6 +9,7 @@ time down. Expected values come from the contract's formula, written again here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -41,11 +42,22 @@ def noam(params):
 
 
 def ref(params, k):
-    """lr of the k-th update, docs/CONTRACT.md section 1."""
+    """lr of the k-th update, docs/CONTRACT.md section 1 (with the cooldown tail when one is given)."""
     W = params["warmup_num_steps"]
-    if params.get("d_model") is not None:
-        return params.get("factor", 1.0) * params["d_model"] ** -0.5 * min(k**-0.5, k * W**-1.5)
-    return params["warmup_max_lr"] * min(k / W, (W / k) ** 0.5)
+
+    def curve(t):
+        if params.get("d_model") is not None:
+            return params.get("factor", 1.0) * params["d_model"] ** -0.5 * min(t**-0.5, t * W**-1.5)
+        return params["warmup_max_lr"] * min(t / W, (W / t) ** 0.5)
+
+    C = params.get("cooldown_num_steps")
+    if C is None or k <= params["total_num_steps"] - C:
+        return curve(k)
+    s, m = params["total_num_steps"] - C, params.get("cooldown_min_lr", 0.0)
+    x = min(1, (k - s) / (C + 1))
+    shapes = {"linear": 1 - x, "1-sqrt": 1 - x**0.5, "cosine": (1 + math.cos(math.pi * x)) / 2}
+    f = shapes[params.get("cooldown_type", "linear")]
+    return m + (curve(s) - m) * f
 
 
 def approx(values):
@@ -434,6 +446,11 @@ DATA_SAVED = {
 }
 WARMUP_LR = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 0.001, "warmup_num_steps": 10}}
 MORE = 3  # updates after each resume
+# cooldowns decided at resume (issue 14): P_D's z2 saved at update 4, "params" at 3, z0 at 4
+COOL_1SQRT = {**P_D, "total_num_steps": 4 + MORE, "cooldown_num_steps": MORE, "cooldown_type": "1-sqrt"}
+COOL_COSINE = {**P_D, "total_num_steps": 5, "cooldown_num_steps": 2, "cooldown_type": "cosine",
+               "cooldown_min_lr": 0.001}
+COOL_TOO_EARLY = {**P_D, "total_num_steps": 6, "cooldown_num_steps": 3}  # starts after update 3: z0 applied 4
 
 
 @pytest.fixture(scope="module")
@@ -495,6 +512,7 @@ def run_resume_chain(work, launches):
         one_jobs.append(job(f"{name}_to1", stage, params, MORE, dtype, groups, load=str(ck / name), load_universal=True))
     for name, (stage, dtype, params, _) in DATA_SAVED.items():
         one_jobs.append(job(f"{name}_to1", stage, params, MORE, dtype, tokens=True, load=str(ck / name), load_universal=True))
+    one_jobs.append(job("z2_cool_to1", 2, COOL_1SQRT, MORE, "fp32", 1, load=str(ck / "z2"), load_universal=True))
     one_jobs.append(job("one", 2, P_PEAK, 4, save=str(ck / "one")))
     one, one_out = single_node("one_process", "ds_resume.py", {"jobs": one_jobs, "hang_at_end": True}, work, nproc=1)
     launches.append(one)
@@ -521,6 +539,8 @@ def run_resume_chain(work, launches):
         job("nosched_noam", 2, P_D, MORE, dtype="bf16", load=str(ck / "nosched")),
         job("params_changed", 1, {**P_D, "d_model": 128}, MORE, load=str(ck / "params"), expect_error=True),
         job("params_allowed", 1, {**P_D, "d_model": 128, "allow_param_change": True}, MORE, load=str(ck / "params")),
+        job("params_cool", 1, COOL_COSINE, MORE, load=str(ck / "params")),  # past total_num_steps at update 6
+        job("z0_cool_early", 0, COOL_TOO_EARLY, MORE, load=str(ck / "z0"), expect_error=True),
         job("stall_resume", 2, P_D, MORE, load=str(ck / "stall")),
         job("one_to2", 2, P_PEAK, MORE, load=str(ck / "one"), load_universal=True),
     ]
@@ -649,3 +669,22 @@ def test_changed_params_raise_unless_allowed(resume_runs):
     for rank, data in enumerate(results(resume_runs["two"], "params_allowed")):
         check_resumed(data, new, 3, 2, f"allow_param_change rank {rank}")
     assert "continuing the new schedule from update 3" in resume_runs["log_two"]
+
+
+def test_cooldown_decided_at_resume(resume_runs):
+    """Issue 14: a cooldown added at resume that starts at or after the saved count loads (universal 2->1 and
+    2->2, 1-sqrt and cosine) and says where it runs; one that starts before it is a parameter change."""
+    (data,) = results(resume_runs["one"], "z2_cool_to1", world=1)
+    after = check_resumed(data, COOL_1SQRT, 4, 1, "z2 2->1 with a 1-sqrt cooldown")
+    assert after == approx([ref(COOL_1SQRT, k) for k in range(5, 8)]) and after[-1] < ref(P_D, 7) * 0.5
+    assert "the checkpoint (at update 4) had no cooldown; now 1-sqrt cooldown over updates 5-7" in \
+        resume_runs["log_one"]
+    for rank, data in enumerate(results(resume_runs["two"], "params_cool")):
+        after = check_resumed(data, COOL_COSINE, 3, 2, f"cosine cooldown rank {rank}")
+        assert after[-1] == 0.001  # update 6 is past total_num_steps 5: cooldown_min_lr
+    assert "now cosine cooldown over updates 4-5" in resume_runs["log_two"]
+    assert "NoamLR: past total_num_steps (5 updates)" in resume_runs["log_two"]
+    for data in results(resume_runs["two"], "z0_cool_early"):
+        assert data["error_type"] == "ScheduleMismatchError", data
+        assert "total_num_steps: checkpoint None, now 6" in data["error"]
+        assert "cooldown_num_steps: checkpoint None, now 3" in data["error"]

@@ -78,7 +78,7 @@ def main():
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
         scheduler = accelerator.prepare(NoamLR(optimizer, **schedule))
     else:
-        given = {"warmup_num_steps": schedule["warmup_num_steps"]} if "warmup_num_steps" in schedule else {}
+        given = {k: schedule[k] for k in ("warmup_num_steps", "total_num_steps") if k in schedule}
         scheduler = DummyScheduler(optimizer, **given)
         model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
