@@ -78,12 +78,22 @@ def _is_noam(scheduler: Any) -> bool:
     return isinstance(scheduler, NoamLR)
 
 
+def _noam_of(engine: Any) -> Any:
+    """The engine's NoamLR, also after a framework took it out of engine.lr_scheduler to step it itself
+    (Lightning's DeepSpeedStrategy sets it to None); None if the engine has none."""
+    scheduler = engine.lr_scheduler
+    if _is_noam(scheduler):
+        return scheduler
+    return engine.__dict__.get("_noam_plugin_scheduler") if scheduler is None else None
+
+
 def _configure_lr_scheduler(original):
     def wrapper(self):
         original(self)
         scheduler = self.lr_scheduler
         if not _is_noam(scheduler):
             return
+        self._noam_plugin_scheduler = scheduler
         scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
         if self.optimizer is not None:
             before = scheduler.optimizer
@@ -107,8 +117,8 @@ def _update_samples(engine: Any) -> int:
 
 def _take_model_step(original):
     def wrapper(self, *args, **kwargs):
-        scheduler = self.lr_scheduler
-        if not _is_noam(scheduler):
+        scheduler = _noam_of(self)
+        if scheduler is None:
             return original(self, *args, **kwargs)
         if scheduler.samples_per_update != self.train_batch_size():  # set_train_batch_size() since
             scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")

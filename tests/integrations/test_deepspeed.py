@@ -363,6 +363,10 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
              scheduler=noam({"d_model": "512", "warmup_num_step": 4000})),
         dict(name="bad_dict", stage=0, expect_error=True, scheduler=noam({"d_model": 512, "warmup_max_lr": 1e-3, "warmup_num_steps": 0})),
     ]
+    # Lightning's DeepSpeedStrategy (CUDA only, so not run here) sets engine.lr_scheduler = None and steps it itself
+    detached = [dict(name=f"detached_z{stage}", stage=stage, dtype="bf16", ga=2, groups=2, scheduler=noam(P_D), updates=4,
+                     inject_at=[2], detach=True) for stage in (1, 3)]
+    extra += detached
     shipped = sorted((REPO / "configs" / "deepspeed").glob("*.json"))
     assert len(shipped) >= 5
     for path in shipped:
@@ -392,6 +396,12 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
         assert k == case["updates"] and samples == 4 * k * case["ga"]  # 2 ranks x micro-batch 2 x accumulation
         if not case["inject_at"]:  # DeepSpeed's own count agrees (it also counts skipped updates' samples)
             assert all(data["attempts"][-1]["global_samples"] == samples for data in ranks)
+
+    for case in detached:
+        for rank, data in enumerate(results(out, case["name"])):
+            assert data["scheduler"]["type"] == "NoamLR", data["scheduler"]
+            check_attempts(data, P_D, 0, 2, where=f"{case['name']} rank {rank}")
+            assert data["attempts"][-1]["skipped_steps"] == 1
 
     for rank, data in enumerate(results(out, "config_file")):
         check_attempts(data, P_PEAK, 0, 2, where=f"config_file rank {rank}")

@@ -91,6 +91,7 @@ class Recorder:
     def __init__(self, engine, case):
         self.engine = engine
         self.case = case
+        self.scheduler = engine.lr_scheduler  # kept: Lightning takes it out of the engine to step it itself
         self.inner = unwrap(engine.optimizer)
         self.inner_lrs = []  # lr of every inner torch optimizer.step() call (ZeRO: one per group)
         self.inner.register_step_pre_hook(lambda opt, a, k: self.inner_lrs.append([float(g["lr"]) for g in opt.param_groups]))
@@ -98,7 +99,7 @@ class Recorder:
         self.dtype = torch.bfloat16 if case.get("dtype") == "bf16" else torch.float32
 
     def snapshot(self):
-        engine, scheduler = self.engine, self.engine.lr_scheduler
+        engine, scheduler = self.engine, self.scheduler
         return {
             "global_steps": engine.global_steps,
             "skipped_steps": engine.skipped_steps,
@@ -125,12 +126,14 @@ class Recorder:
             x = torch.randn(2, 8, generator=generator).to(self.dtype)
             if self.case.get("tokens"):  # a different count on each rank, micro-batch and update
                 reported.append(tokens_of(engine.global_steps, RANK, micro))
-                engine.lr_scheduler.add_tokens(reported[-1])
+                self.scheduler.add_tokens(reported[-1])
             loss = engine(x).float().pow(2).mean()
             if inject_inf and micro == 0:
                 loss = loss * float("inf")
             engine.backward(loss)
             engine.step()
+            if self.case.get("detach") and engine.is_gradient_accumulation_boundary():
+                self.scheduler.step()  # what Lightning does with interval "step"
         record = {"lr_before": used, "inject_inf": inject_inf, "inner_calls": self.inner_lrs[n_calls:],
                   "tokens_reported": reported, **self.snapshot()}
         self.attempts.append(record)
@@ -171,8 +174,8 @@ def write(out_dir, name, data):
         json.dump(data, fd, indent=1)
 
 
-def describe_scheduler(engine):
-    scheduler = engine.lr_scheduler
+def describe_scheduler(engine, scheduler=None):
+    scheduler = scheduler if scheduler is not None else engine.lr_scheduler
     return {
         "type": type(scheduler).__name__,
         "module": type(scheduler).__module__,

@@ -5,7 +5,9 @@ PLAN: {"cases": [case, ...]}; a case is a ds_common case plus
   "name", "updates", "inject_at" (attempt numbers with inf gradients),
   "config_file": true   -> pass the config as a JSON file path,
   "expect_error": true  -> initialize must raise; record the message,
-  "client_swap": true   -> NoamLR built on one optimizer, the engine gets a DeepSpeedCPUAdam (Accelerate's swap).
+  "client_swap": true   -> NoamLR built on one optimizer, the engine gets a DeepSpeedCPUAdam (Accelerate's swap),
+  "detach": true        -> engine.lr_scheduler set to None after initialize, the scheduler stepped by the loop
+                           (Lightning's DeepSpeedStrategy does exactly this).
 """
 
 import json
@@ -56,9 +58,12 @@ def run_case(case, out_dir):
             return {"error_type": None}
         extra = {}
     recorder = Recorder(engine, case)
+    if case.get("detach"):
+        engine.lr_scheduler = None
     initial = recorder.snapshot()
     recorder.run(case["updates"], inject_at=case.get("inject_at", []))
-    return {"scheduler": describe_scheduler(engine), "initial": initial, "attempts": recorder.attempts, **extra}
+    scheduler = describe_scheduler(engine, recorder.scheduler)
+    return {"scheduler": scheduler, "initial": initial, "attempts": recorder.attempts, **extra}
 
 
 def main():
