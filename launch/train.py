@@ -20,26 +20,41 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import json
 import math
 import os
 import re
 import sys
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from noam_plugin import NoamLR
+from noam_plugin._dist import is_rank0, world_size
+from noam_plugin.checkpoint import CheckpointError, read_latest
+from noam_plugin.config import load_config, read_config_file
+from noam_plugin.errors import ConfigError
+from noam_plugin.schedule import NoamConfig
+from noam_plugin.scheduler import unwrap_optimizer
+
 warnings.filterwarnings("ignore", message=".*enable_nested_tensor.*")  # pre-LN layers just skip a fast path
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*")  # inside DeepSpeed ZeRO
 
 BACKENDS = ("torch", "accelerate", "deepspeed")
-TAG = "update_{:06d}"
-TAG_RE = re.compile(r"^update_(\d{6})(\.pt)?$")
+TASK_KINDS = ("reverse", "copy")
+TRAINING_DEFAULTS = {"updates": 200, "global_batch": 64, "micro_batch": 16, "checkpoint_every": 25, "seed": 0}
+MODEL_DEFAULTS = {"d_model": 64, "nhead": 4, "layers": 2, "ffn": 128, "dropout": 0.0}
+TASK_DEFAULTS = {"kind": "reverse", "vocab_size": 12, "length": 10}
+ADAM_BETAS, ADAM_EPS = (0.9, 0.98), 1e-9  # the paper's Adam
+METRICS_FILE = "metrics.csv"
+METRICS_FIELDS = ("update", "lr", "loss", "world_size", "backend", "attempt")
+CHECKPOINTS = "checkpoints"  # the folder under --output-dir
+TAG = "update_{:06d}"  # a checkpoint's name: a folder (DeepSpeed, Accelerate) or TAG + ".pt" (torch)
+TAG_RE = re.compile(r"^update_\d{6}(\.pt)?$")
+LATEST, LATEST_UNIVERSAL = "latest", "latest_universal"  # DeepSpeed's files naming the tag to load
 
 
 class UsageError(Exception):
@@ -49,27 +64,37 @@ class UsageError(Exception):
 # ----------------------------------------------------------------------------- config
 
 
-def load_run_config(path: str) -> tuple[dict, dict]:
-    """(whole YAML, validated scheduler params). The scheduler block is the plugin's; the rest is ours."""
-    from noam_plugin.config import load_config, read_config_file
-    from noam_plugin.errors import ConfigError
-
+def read_json_or_yaml(path: str) -> dict:
+    """The package's reader (YAML 1.2 numbers: `eps: 1e-9` is a float), its errors as a UsageError."""
     try:
-        raw, schedule = read_config_file(path), load_config(path)
+        return read_config_file(path)
     except (ConfigError, OSError) as error:
-        raise UsageError(str(error))
+        raise UsageError(str(error)) from None
+
+
+def load_run_config(path: str) -> tuple[dict, NoamConfig]:
+    """(whole YAML, validated schedule). The scheduler block is the plugin's; the rest is ours."""
+    raw = read_json_or_yaml(path)
+    try:
+        return raw, load_config(path)
+    except (ConfigError, OSError) as error:
+        raise UsageError(str(error)) from None
+
+
+def scheduler_params(schedule: NoamConfig) -> dict:
+    """The scheduler block's params as a config would write them: only the values that are set."""
     params = {k: v for k, v in schedule.schedule_params.items() if v is not None}
     if schedule.allow_param_change:
         params["allow_param_change"] = True
-    return raw, params
+    return params
 
 
 def training_settings(raw: dict, path: str, world: int) -> dict:
-    t = {"updates": 200, "global_batch": 64, "micro_batch": 16, "checkpoint_every": 25, "seed": 0} | raw.get("training", {})
-    m = {"d_model": 64, "nhead": 4, "layers": 2, "ffn": 128, "dropout": 0.0} | raw.get("model", {})
-    task = {"kind": "reverse", "vocab_size": 12, "length": 10} | raw.get("task", {})
-    if task["kind"] not in ("reverse", "copy"):
-        raise UsageError(f"{path}: task.kind: expected reverse or copy, found {task['kind']!r}")
+    t = TRAINING_DEFAULTS | raw.get("training", {})
+    m = MODEL_DEFAULTS | raw.get("model", {})
+    task = TASK_DEFAULTS | raw.get("task", {})
+    if task["kind"] not in TASK_KINDS:
+        raise UsageError(f"{path}: task.kind: expected {' or '.join(TASK_KINDS)}, found {task['kind']!r}")
     per_process = t["global_batch"] // world
     if t["global_batch"] % (t["micro_batch"] * world):
         raise UsageError(
@@ -86,7 +111,8 @@ def training_settings(raw: dict, path: str, world: int) -> dict:
 class TinyTransformer(nn.Module):
     """nn.Transformer (encoder-decoder) with shared embeddings and sinusoidal positions, as in the paper."""
 
-    def __init__(self, vocab_size: int, d_model: int, nhead: int, layers: int, ffn: int, dropout: float, max_len: int = 256):
+    def __init__(self, vocab_size: int, d_model: int, nhead: int, layers: int, ffn: int, dropout: float,
+                 max_len: int = 256):
         super().__init__()
         self.scale = math.sqrt(d_model)
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -155,17 +181,21 @@ def share_cores() -> None:
         torch.set_num_threads(1)
 
 
-def world_size() -> int:
+def launched_processes() -> int:
+    """How many processes the launcher started: known from WORLD_SIZE before any process group exists."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def adam(model: nn.Module, params: dict) -> torch.optim.Adam:
+def say(text: str) -> None:
+    """One progress line from rank 0 (any rank until the backend has set up its process group)."""
+    if is_rank0():
+        print(f"[train] {text}", flush=True)
+
+
+def adam(model: nn.Module, schedule: NoamConfig) -> torch.optim.Adam:
     # NoamLR overwrites lr with lr(1) before the first update; the peak lr is only what
     # Accelerate reads for a DeepSpeed `"warmup_max_lr": "auto"`.
-    from noam_plugin.schedule import NoamConfig
-
-    peak = NoamConfig(**{k: v for k, v in params.items() if k != "allow_param_change"}).peak_lr
-    return torch.optim.Adam(model.parameters(), lr=peak, betas=(0.9, 0.98), eps=1e-9)
+    return torch.optim.Adam(model.parameters(), lr=schedule.peak_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
 
 
 def checkpoint_tags(directory: Path) -> list[str]:
@@ -178,10 +208,8 @@ def checkpoint_tags(directory: Path) -> list[str]:
 class TorchRunner:
     """Plain PyTorch, DDP (gloo) when launched by torchrun; checkpoints are one torch.save file."""
 
-    def __init__(self, model, params, settings, out: Path):
-        from noam_plugin import NoamLR
-
-        self.world = world_size()
+    def __init__(self, model, schedule: NoamConfig, settings, out: Path):
+        self.world = launched_processes()
         if self.world > 1:
             dist.init_process_group("gloo")
             self.rank = dist.get_rank()
@@ -189,11 +217,11 @@ class TorchRunner:
         else:
             self.rank, self.model = 0, model
         self.raw_model = model
-        self.optimizer = adam(model, params)
-        self.scheduler = NoamLR(self.optimizer, **params, samples_per_update=settings["training"]["global_batch"])
-        self.noam = self.scheduler
+        self.optimizer = adam(model, schedule)
+        self.noam = NoamLR(self.optimizer, **scheduler_params(schedule),
+                           samples_per_update=settings["training"]["global_batch"])
         self.accumulation = settings["training"]["accumulation"]
-        self.ckpt_dir = out / "checkpoints"
+        self.ckpt_dir = out / CHECKPOINTS
 
     def micro_step(self, batch, last: bool) -> float:
         # DDP all-reduces gradients only on the last micro-batch of an update
@@ -202,7 +230,7 @@ class TorchRunner:
             (loss / self.accumulation).backward()
         if last:
             self.optimizer.step()
-            self.scheduler.step()
+            self.noam.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
@@ -219,11 +247,11 @@ class TorchRunner:
                 "world_size": self.world,
                 "model": self.raw_model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
+                "scheduler": self.noam.state_dict(),
             }
             torch.save(state, tmp)
             os.replace(tmp, final)  # atomic: a kill leaves either the old set or the new file
-        self.barrier()
+        self.close()
 
     def resume(self) -> int | None:
         tags = checkpoint_tags(self.ckpt_dir)
@@ -232,15 +260,12 @@ class TorchRunner:
         state = torch.load(self.ckpt_dir / tags[-1], map_location="cpu", weights_only=True)
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.noam.load_state_dict(state["scheduler"])
         return int(state["update"])
 
-    def barrier(self) -> None:
+    def close(self) -> None:
         if self.world > 1:
             dist.barrier()
-
-    def close(self) -> None:
-        self.barrier()
 
 
 class _Counter:
@@ -263,15 +288,13 @@ class AccelerateRunner:
     honoured through DummyScheduler (the engine builds NoamLR); otherwise the script's NoamLR is prepared.
     """
 
-    def __init__(self, model, params, settings, out: Path):
+    def __init__(self, model, schedule: NoamConfig, settings, out: Path):
         from accelerate import Accelerator
-
-        from noam_plugin import NoamLR
 
         t = settings["training"]
         self.accelerator = Accelerator(gradient_accumulation_steps=t["accumulation"])
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
-        optimizer = adam(model, params)
+        optimizer = adam(model, schedule)
         plugin = self.accelerator.state.deepspeed_plugin
         if plugin is not None:
             # no DataLoader here, so tell DeepSpeed the micro-batch size ourselves
@@ -280,19 +303,17 @@ class AccelerateRunner:
             from accelerate.utils import DummyScheduler
 
             # "auto" in the JSON takes these; total_num_steps (for a cooldown) as given, like the warmup
-            scheduler = DummyScheduler(optimizer, warmup_num_steps=params["warmup_num_steps"],
-                                       total_num_steps=params.get("total_num_steps"))
+            scheduler = DummyScheduler(optimizer, warmup_num_steps=schedule.warmup_num_steps,
+                                       total_num_steps=schedule.total_num_steps)
         else:
             # no DataLoader goes through prepare(), so Accelerate cannot tell NoamLR the global batch
-            scheduler = NoamLR(optimizer, **params, samples_per_update=t["global_batch"])
+            scheduler = NoamLR(optimizer, **scheduler_params(schedule), samples_per_update=t["global_batch"])
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.noam = self.scheduler.scheduler  # the NoamLR inside Accelerate's wrapper
-        from noam_plugin.scheduler import unwrap_optimizer
-
         self.inner = unwrap_optimizer(self.optimizer)
         self.counter = _Counter()
         self.accelerator.register_for_checkpointing(self.counter)
-        self.ckpt_dir = out / "checkpoints"
+        self.ckpt_dir = out / CHECKPOINTS
 
     def micro_step(self, batch, last: bool) -> float:
         with self.accelerator.accumulate(self.model):
@@ -328,9 +349,6 @@ class AccelerateRunner:
         self.accelerator.step = 0
         return self.counter.update
 
-    def barrier(self) -> None:
-        self.accelerator.wait_for_everyone()
-
     def close(self) -> None:
         self.accelerator.wait_for_everyone()
 
@@ -338,71 +356,63 @@ class AccelerateRunner:
 class DeepSpeedRunner:
     """`deepspeed` launcher: the engine builds NoamLR from the config's scheduler block and steps it."""
 
-    def __init__(self, model, params, settings, out: Path, ds_config_path: str, config_path: str):
+    def __init__(self, model, schedule: NoamConfig, settings, out: Path, ds_config_path: str, config_path: str):
         import deepspeed
 
         t = settings["training"]
         try:
-            ds_config = json.loads(Path(ds_config_path).read_text())
-        except FileNotFoundError:
-            raise UsageError(f"{config_path}: deepspeed_config: no such file {ds_config_path}")
-        except json.JSONDecodeError as error:
-            raise UsageError(f"{ds_config_path}: not valid JSON: {error}")
-        if not isinstance(ds_config, dict):
-            raise UsageError(f"{ds_config_path}: expected a JSON object (a DeepSpeed config)")
-        rank0 = os.environ.get("RANK", "0") == "0"
-
-        def note(text: str) -> None:
-            if rank0:
-                print(f"[train] {text}", flush=True)
-
-        block = {"type": "NoamLR", "params": params}
+            ds_config = read_config_file(ds_config_path)
+        except (ConfigError, OSError) as error:
+            raise UsageError(f"{config_path}: deepspeed_config: {error}") from None
+        notes = []  # printed once the engine has set up the process group, so by rank 0 only
+        block = {"type": "NoamLR", "params": scheduler_params(schedule)}
         if "scheduler" not in ds_config:
             ds_config["scheduler"] = block  # the engine builds NoamLR from it
         elif ds_config["scheduler"] != block:
-            note(f"schedule: the scheduler block of {ds_config_path} ({ds_config['scheduler'].get('params')}), not {config_path}'s")
+            notes.append(f"schedule: the scheduler block of {ds_config_path} ({ds_config['scheduler'].get('params')}), "
+                         f"not {config_path}'s")
         # the data layout of this script: global batch = micro-batch x accumulation x processes, from the YAML
-        for key, value in (("train_batch_size", t["global_batch"]), ("train_micro_batch_size_per_gpu", t["micro_batch"]),
-                           ("gradient_accumulation_steps", t["accumulation"])):
+        layout = {"train_batch_size": t["global_batch"], "train_micro_batch_size_per_gpu": t["micro_batch"],
+                  "gradient_accumulation_steps": t["accumulation"]}
+        for key, value in layout.items():
             if ds_config.get(key, value) not in (value, "auto"):
-                note(f"{key}: {value} (from {config_path}'s training block) instead of {ds_config[key]} in {ds_config_path}")
+                notes.append(f"{key}: {value} (from {config_path}'s training block) instead of {ds_config[key]} "
+                             f"in {ds_config_path}")
             ds_config[key] = value
         ds_config.setdefault("steps_per_print", 10**9)
         # an "optimizer" block in the DeepSpeed config wins, as DeepSpeed users expect; else the paper's Adam
-        self.client_optimizer = None if "optimizer" in ds_config else adam(model, params)
-        self.ckpt_dir = out / "checkpoints"
-        self.world = world_size()
-        universal = self._needs_universal()
-        if universal:
+        client_optimizer = None if "optimizer" in ds_config else adam(model, schedule)
+        self.ckpt_dir = out / CHECKPOINTS
+        self.world = launched_processes()
+        self.load_universal = self._needs_universal()
+        if self.load_universal:
             ds_config.setdefault("checkpoint", {})["load_universal"] = True
-        self.load_universal = universal
-        self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=self.client_optimizer,
-                                                                  model_parameters=model.parameters(), config=ds_config)
-        self.noam = self.scheduler  # the engine's NoamLR; it knows the global batch from train_batch_size()
+        self.engine, _, _, self.noam = deepspeed.initialize(model=model, optimizer=client_optimizer,
+                                                            model_parameters=model.parameters(), config=ds_config)
+        # self.noam: the engine's NoamLR; it knows the global batch from train_batch_size()
         self.rank = self.engine.global_rank
-        from noam_plugin.scheduler import unwrap_optimizer
-
         self.inner = unwrap_optimizer(self.engine.optimizer)
+        for note in notes:
+            say(note)
 
     def _needs_universal(self) -> bool:
         """Resuming a ZeRO checkpoint on another number of processes needs DeepSpeed's universal format."""
-        from noam_plugin.checkpoint import CheckpointError, read_latest
-
         try:
-            tag, universal = read_latest(self.ckpt_dir), read_latest(self.ckpt_dir, "latest_universal")
+            tag, universal = read_latest(self.ckpt_dir), read_latest(self.ckpt_dir, LATEST_UNIVERSAL)
         except CheckpointError as error:
             raise UsageError(str(error)) from None
         if tag is None:
             return False
-        tag_dir = self.ckpt_dir / tag
-        saved = len(list(tag_dir.glob("*zero_pp_rank_*_optim_states.pt")))
+        # one optimizer file per process that saved (ZeRO); plain DeepSpeed checkpoints load on any number
+        saved = len(list((self.ckpt_dir / tag).glob("*zero_pp_rank_*_optim_states.pt")))
         if saved in (0, self.world):
             return False
-        if universal == tag_dir.name + "_universal" and (self.ckpt_dir / universal).is_dir():
+        if universal == tag + "_universal" and (self.ckpt_dir / universal).is_dir():
             return True
         raise UsageError(
-            f"{tag_dir} is a ZeRO checkpoint of {saved} processes; to resume on {self.world}, convert it to "
-            f"DeepSpeed's universal format first:\n  python -m noam_plugin.integrations.deepspeed convert-universal {self.ckpt_dir}"
+            f"{self.ckpt_dir / tag} is a ZeRO checkpoint of {saved} processes; to resume on {self.world}, convert it "
+            f"to DeepSpeed's universal format first:\n"
+            f"  python -m noam_plugin.integrations.deepspeed convert-universal {self.ckpt_dir}"
         )
 
     def micro_step(self, batch, last: bool) -> float:
@@ -418,15 +428,12 @@ class DeepSpeedRunner:
         self.engine.save_checkpoint(str(self.ckpt_dir), tag=TAG.format(update), client_state={"update": update})
 
     def resume(self) -> int | None:
-        if not (self.ckpt_dir / ("latest_universal" if self.load_universal else "latest")).is_file():
+        if read_latest(self.ckpt_dir, LATEST_UNIVERSAL if self.load_universal else LATEST) is None:
             return None
         path, client = self.engine.load_checkpoint(str(self.ckpt_dir))
         if path is None:
             return None
         return int(client["update"]) if client and "update" in client else int(self.engine.global_steps)
-
-    def barrier(self) -> None:
-        dist.barrier()
 
     def close(self) -> None:
         dist.barrier()
@@ -437,16 +444,16 @@ class DeepSpeedRunner:
 
 def mean_over_processes(value: float) -> float:
     """The loss of the whole global batch, not only rank 0's share."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    processes = world_size()
+    if processes == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.item() / dist.get_world_size()
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return total.item() / processes
 
 
 def metrics_writer(path: Path, backend: str, world: int):
     """Append rows to metrics.csv across restarts; `attempt` numbers the starts of this run."""
-    fields = ["update", "lr", "loss", "world_size", "backend", "attempt"]
     attempt = 1
     if path.exists():
         with path.open() as f:
@@ -455,7 +462,7 @@ def metrics_writer(path: Path, backend: str, world: int):
     f = path.open("a", newline="")
     writer = csv.writer(f, lineterminator="\n")
     if new:
-        writer.writerow(fields)
+        writer.writerow(METRICS_FIELDS)
 
     def write(update: int, lr: float, loss: float) -> None:
         writer.writerow([update, repr(lr), f"{loss:.6f}", world, backend, attempt])  # repr: exact float
@@ -465,7 +472,8 @@ def metrics_writer(path: Path, backend: str, world: int):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/demo.yaml", help="project YAML: scheduler block, model, task, training")
     p.add_argument("--output-dir", required=True, help="metrics.csv and checkpoints/ go here")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --output-dir")
@@ -481,16 +489,16 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     backend = args.backend or detect_backend(args.local_rank)
-    raw, params = load_run_config(args.config)
-    settings = training_settings(raw, args.config, world_size())
+    raw, schedule = load_run_config(args.config)
+    settings = training_settings(raw, args.config, launched_processes())
     t, task = settings["training"], settings["task"]
     if args.updates is not None:
         t["updates"] = args.updates
     if args.checkpoint_every is not None:
         t["checkpoint_every"] = args.checkpoint_every
     out = Path(args.output_dir)
-    metrics_path = out / "metrics.csv"
-    if not args.resume and (metrics_path.exists() or checkpoint_tags(out / "checkpoints")):
+    metrics_path = out / METRICS_FILE
+    if not args.resume and (metrics_path.exists() or checkpoint_tags(out / CHECKPOINTS)):
         raise UsageError(f"{out} already holds a run; add --resume to continue it, or choose another --output-dir")
 
     torch.manual_seed(t["seed"])  # same initial weights on every rank and in every run
@@ -501,32 +509,28 @@ def main(argv=None) -> int:
         single_process_defaults()
         ds_path = args.deepspeed_config or raw.get("deepspeed_config")
         if not ds_path:
-            raise UsageError(f"{args.config}: deepspeed_config: needed for the deepspeed backend (or pass --deepspeed-config)")
-        runner = DeepSpeedRunner(model, params, settings, out, ds_path, args.config)
+            raise UsageError(f"{args.config}: deepspeed_config: needed for the deepspeed backend "
+                             "(or pass --deepspeed-config)")
+        runner = DeepSpeedRunner(model, schedule, settings, out, ds_path, args.config)
     elif backend == "accelerate":
-        runner = AccelerateRunner(model, params, settings, out)
+        runner = AccelerateRunner(model, schedule, settings, out)
     else:
-        runner = TorchRunner(model, params, settings, out)
-    main_rank = runner.rank == 0
+        runner = TorchRunner(model, schedule, settings, out)
+    main_rank = is_rank0()  # the backend has set up its process group by now
 
     start = 0
     if args.resume:
         resumed = runner.resume()
         if resumed is None:
-            if main_rank:
-                print(f"[train] no checkpoint in {out / 'checkpoints'}; starting from update 0", flush=True)
+            say(f"no checkpoint in {runner.ckpt_dir}; starting from update 0")
         else:
             start = resumed
-            if main_rank:
-                print(f"[train] resumed at update {start} on {runner.world} process(es); next lr {runner.lr():.6g}", flush=True)
+            say(f"resumed at update {start} on {runner.world} process(es); next lr {runner.lr():.6g}")
+    say(f"{backend}, {runner.world} process(es), {t['accumulation']} micro-batches of {t['micro_batch']} per update "
+        f"(global batch {t['global_batch']}), updates {start + 1}..{t['updates']}")
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         write, metrics_file = metrics_writer(metrics_path, backend, runner.world)
-        print(
-            f"[train] {backend}, {runner.world} process(es), {t['accumulation']} micro-batches of {t['micro_batch']} per update "
-            f"(global batch {t['global_batch']}), updates {start + 1}..{t['updates']}",
-            flush=True,
-        )
     bar = None
     if main_rank and not args.no_progress:
         from tqdm import tqdm
@@ -560,7 +564,7 @@ def main(argv=None) -> int:
         bar.close()
     if main_rank:
         metrics_file.close()
-        print(f"[train] done: update {t['updates']} in {time.time() - started:.1f}s; metrics in {metrics_path}", flush=True)
+    say(f"done: update {t['updates']} in {time.time() - started:.1f}s; metrics in {metrics_path}")
     runner.close()
     return 0
 
