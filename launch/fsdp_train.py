@@ -37,9 +37,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 from noam_plugin import NoamLR
+from noam_plugin.checkpoint import DCP_METADATA
+from noam_plugin.config import load_config
+from noam_plugin.errors import ConfigError
 
-TAG = "update_{:06d}"
-TAG_RE = re.compile(r"^update_(\d{6})$")
+TAG = "update_{:06d}"  # as in launch/train.py
+TAG_RE = re.compile(r"^update_\d{6}$")
+IN_FEATURES, HIDDEN = 16, 64
 
 
 class AppState(Stateful):
@@ -68,30 +72,30 @@ def complete_checkpoints(directory: Path) -> list[Path]:
     """Checkpoint folders DCP finished (it writes `.metadata` last), oldest first."""
     if not directory.is_dir():
         return []
-    found = [p for p in directory.iterdir() if TAG_RE.match(p.name) and (p / ".metadata").is_file()]
+    found = [p for p in directory.iterdir() if TAG_RE.match(p.name) and (p / DCP_METADATA).is_file()]
     return sorted(found, key=lambda p: p.name)
 
 
-def schedule_params(config_path: str) -> dict:
+def noam_kwargs(config_path: str) -> dict:
     """The NoamLR keyword arguments from the config's `scheduler` block (validated by the plugin)."""
-    from noam_plugin.config import load_config
-    from noam_plugin.errors import ConfigError
-
     try:
         config = load_config(config_path)
     except (ConfigError, OSError) as error:
         print(f"fsdp_train.py: {error}", file=sys.stderr)
         sys.exit(2)
-    params = {k: v for k, v in config.schedule_params.items() if v is not None}
-    if config.allow_param_change:
-        params["allow_param_change"] = True
-    return params
+    return {**config.schedule_params, "allow_param_change": config.allow_param_change}
+
+
+def say(text: str) -> None:
+    """One progress line, from rank 0."""
+    if dist.get_rank() == 0:
+        print(f"[fsdp] {text}", flush=True)
 
 
 def batch(seed: int, update: int, rank: int, micro: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A regression batch fixed by (seed, update, rank, micro-batch): reruns see the same data."""
     g = torch.Generator().manual_seed(((seed * 100_003 + update) * 257 + rank) * 257 + micro)
-    x = torch.randn(size, 16, generator=g)
+    x = torch.randn(size, IN_FEATURES, generator=g)
     return x, x[:, :4].sum(dim=1, keepdim=True).sin()
 
 
@@ -123,7 +127,8 @@ def main(argv=None) -> None:
     ckpt_dir = out / "checkpoints"
 
     torch.manual_seed(args.seed)  # the same initial weights whatever the number of processes
-    model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 1)).to(device)
+    model = nn.Sequential(nn.Linear(IN_FEATURES, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, HIDDEN), nn.GELU(),
+                          nn.Linear(HIDDEN, 1)).to(device)
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)
@@ -132,18 +137,17 @@ def main(argv=None) -> None:
     no_decay = [p for n, p in model.named_parameters() if not n.endswith("weight")]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}])
     # samples_per_update = the global batch: used by `warmup_unit: samples`, and to say when it changed on resume
-    scheduler = NoamLR(optimizer, **schedule_params(args.config), samples_per_update=world * args.batch * args.accum)
+    scheduler = NoamLR(optimizer, **noam_kwargs(args.config), samples_per_update=world * args.batch * args.accum)
     app = AppState(model, optimizer, scheduler)
 
     if args.resume:
         found = complete_checkpoints(ckpt_dir) if args.resume == "latest" else [Path(args.resume)]
         if found:
             dcp.load({"app": app}, checkpoint_id=str(found[-1]))
-            if rank == 0:
-                print(f"[fsdp] resumed from {found[-1]} at update {scheduler.last_epoch} on {world} process(es); "
-                      f"next lr {scheduler.get_last_lr()[0]:.6g}", flush=True)
-        elif rank == 0:
-            print(f"[fsdp] no complete checkpoint in {ckpt_dir}; starting from update 0", flush=True)
+            say(f"resumed from {found[-1]} at update {scheduler.last_epoch} on {world} process(es); "
+                f"next lr {scheduler.get_last_lr()[0]:.6g}")
+        else:
+            say(f"no complete checkpoint in {ckpt_dir}; starting from update 0")
     done = scheduler.last_epoch  # NoamLR's count of applied updates is the loop counter
 
     used: list[float] = []  # registered after the load: DCP may run a zero-lr optimizer step while loading
@@ -154,9 +158,8 @@ def main(argv=None) -> None:
     kept = [line for line in earlier if json.loads(line)["update"] <= done]  # a resume rewrites what came after
     log_path.write_text("".join(line + "\n" for line in kept))
     log = log_path.open("a")
-    if rank == 0:
-        print(f"[fsdp] {world} process(es) x {args.accum} micro-batches of {args.batch} per update; "
-              f"updates {done + 1}..{args.updates}", flush=True)
+    say(f"{world} process(es) x {args.accum} micro-batches of {args.batch} per update; "
+        f"updates {done + 1}..{args.updates}")
 
     while done < args.updates:
         losses = []
@@ -176,18 +179,16 @@ def main(argv=None) -> None:
         log.write(json.dumps(record) + "\n")
         log.flush()
         if done % args.checkpoint_every == 0 or done == args.updates:
-            dcp.save({"app": app}, checkpoint_id=str(ckpt_dir / TAG.format(done)))
-            if rank == 0:
-                print(f"[fsdp] update {done}: saved {ckpt_dir / TAG.format(done)}", flush=True)
+            saved = ckpt_dir / TAG.format(done)
+            dcp.save({"app": app}, checkpoint_id=str(saved))
+            say(f"update {done}: saved {saved}")
             if done == args.stall_at:
                 dist.barrier()
-                if rank == 0:
-                    print(f"[fsdp] stalling after the checkpoint of update {done}: kill me", flush=True)
+                say(f"stalling after the checkpoint of update {done}: kill me")
                 time.sleep(3600)
     log.close()
     dist.barrier()
-    if rank == 0:
-        print(f"[fsdp] done: update {done}, next lr {scheduler.get_last_lr()[0]:.6g}", flush=True)
+    say(f"done: update {done}, next lr {scheduler.get_last_lr()[0]:.6g}")
 
 
 if __name__ == "__main__":
