@@ -7,7 +7,8 @@
 Reads each run's metrics.csv (written by launch/train.py). Exit 0 when every update of
 the resumed run, including those redone after the kill, used exactly the reference's lr;
 1 otherwise. The expected curve is recomputed here from the config's parameters with
-the paper's formula (no noam_plugin import), as an independent check of both runs.
+the paper's formula, as an independent check of both runs: only the config file is read
+with the package's reader (read_config_file), the schedule itself is not taken from it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import math
 import sys
 from pathlib import Path
 
-import yaml
+from noam_plugin.config import read_config_file
+from noam_plugin.errors import ConfigError
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -34,7 +36,11 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def formula(params: dict):
-    """docs/CONTRACT.md section 1, written out again (with the cooldown tail when the params have one)."""
+    """docs/CONTRACT.md section 1, written out again (with the cooldown tail when the params have one).
+
+    On purpose not noam_plugin.schedule: this is the independent reference the demo's verdict checks
+    both runs against, so a mistake in the package's formula cannot pass unseen.
+    """
     w = params["warmup_num_steps"]
     if params.get("d_model") is not None:
         d, f = params["d_model"], params.get("factor", 1.0)
@@ -51,23 +57,36 @@ def formula(params: dict):
     return lambda k: noam(k) if k <= s else m + (noam(s) - m) * shape(min(1, (k - s) / (c + 1)))
 
 
-def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_from: int | None, verdict: str) -> None:
+def scheduler_params(config: Path) -> dict:
+    """The raw `scheduler.params` of the run's config (YAML 1.2 numbers: `1e-3` is a float)."""
+    try:
+        return read_config_file(config)["scheduler"]["params"]
+    except (ConfigError, OSError, KeyError, TypeError) as error:
+        raise SystemExit(f"compare_runs.py: {config}: no scheduler.params to check against ({error})") from None
+
+
+def plural(world: int) -> str:
+    return f"{world} process{'es' if world > 1 else ''}"
+
+
+def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_from: int | None,
+         verdict: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    who = f"{ref[0]['backend']}, {ref[0]['world_size']} process{'es' if ref[0]['world_size'] > 1 else ''}"
-    ax_lr.plot([r["update"] for r in ref], [r["lr"] for r in ref], color="0.75", lw=6, label=f"reference, never stopped ({who})", zorder=1)
+    who = f"{ref[0]['backend']}, {plural(ref[0]['world_size'])}"
+    ax_lr.plot([r["update"] for r in ref], [r["lr"] for r in ref], color="0.75", lw=6,
+               label=f"reference, never stopped ({who})", zorder=1)
     ax_loss.plot([r["update"] for r in ref], [r["loss"] for r in ref], color="0.6", lw=2, label="reference")
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
     attempts = sorted({r["attempt"] for r in res})
     for attempt in attempts:
         rows = [r for r in res if r["attempt"] == attempt]
-        world = rows[0]["world_size"]
         how = "killed" if attempt != attempts[-1] else "resumed" if attempt > 1 else "run"
-        label = f"{how}: {rows[0]['backend']}, {world} process{'es' if world > 1 else ''}"
+        label = f"{how}: {rows[0]['backend']}, {plural(rows[0]['world_size'])}"
         color = colors[(attempt - 1) % len(colors)]
         ax_lr.plot([r["update"] for r in rows], [r["lr"] for r in rows], ".", ms=4, color=color, label=label, zorder=2)
         ax_loss.plot([r["update"] for r in rows], [r["loss"] for r in rows], "-", lw=1, color=color, label=label)
@@ -80,7 +99,8 @@ def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_
             ax.axvline(resume_from, color="tab:green", ls=":", lw=1.5)
     top = max(r["lr"] for r in ref)
     if kill is not None:
-        ax_lr.annotate(f"SIGKILL after update {kill}", (kill, top * 0.25), xytext=(6, 0), textcoords="offset points", color="tab:red")
+        ax_lr.annotate(f"SIGKILL after update {kill}", (kill, top * 0.25), xytext=(6, 0), textcoords="offset points",
+                       color="tab:red")
     if resume_from is not None:
         ax_lr.annotate(f"resumed from checkpoint {resume_from}", (resume_from, top * 0.12), xytext=(6, 0),
                        textcoords="offset points", color="tab:green")
@@ -97,8 +117,10 @@ def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reference", type=Path, required=True, help="run folder or metrics.csv of the uninterrupted run")
-    p.add_argument("--resumed", type=Path, required=True, help="run folder or metrics.csv of the killed-and-resumed run")
+    p.add_argument("--reference", type=Path, required=True,
+                   help="run folder or metrics.csv of the uninterrupted run")
+    p.add_argument("--resumed", type=Path, required=True,
+                   help="run folder or metrics.csv of the killed-and-resumed run")
     p.add_argument("--config", type=Path, help="YAML with the scheduler block, to check both runs against the formula")
     p.add_argument("--plot", type=Path, help="write the picture here (PNG)")
     args = p.parse_args(argv)
@@ -112,7 +134,7 @@ def main(argv=None) -> int:
     kill = first[-1]["update"] if later else None
     resume_from = later[0]["update"] - 1 if later else None
     redone = [r for r in later if r["update"] <= (kill or 0)]
-    params = yaml.safe_load(args.config.read_text())["scheduler"]["params"] if args.config else {}
+    params = scheduler_params(args.config) if args.config else {}
     # A cooldown decided at resume (noam-plugin cooldown) starts after the checkpoint: the killed attempt's
     # updates past it were thrown away and redone inside the cooldown, so those old rows ran without it.
     cool_start = params["total_num_steps"] - params["cooldown_num_steps"] if params.get("cooldown_num_steps") else None
@@ -124,9 +146,10 @@ def main(argv=None) -> int:
     diffs = [abs(r["lr"] - ref_lr[r["update"]]) for r in res if r["update"] in ref_lr and r not in before_cooldown]
     covered = {r["update"] for r in res} & set(ref_lr)
     identical = not mismatched and covered == set(ref_lr) and len(ref_lr) == len(ref)
+    n_same = len(covered) - len({r["update"] for r in mismatched})
     verdict = (
         f"lr sequences {'identical' if identical else 'DIFFERENT'}: "
-        f"{len(covered) - len({r['update'] for r in mismatched})}/{len(ref_lr)} updates (max abs diff {max(diffs, default=float('nan'))})"
+        f"{n_same}/{len(ref_lr)} updates (max abs diff {max(diffs, default=float('nan'))})"
     )
     if redone and identical:
         verdict += f"; the {len(redone)} updates redone after the kill too"
@@ -145,7 +168,8 @@ def main(argv=None) -> int:
         marks[resume_from] = "checkpoint resumed from"
         marks[kill] = "last update before SIGKILL"
         marks[resume_from + 1] = "first update after resume"
-    print(f"{'update':>6}  {'reference lr':>13}  {'resumed lr':>13}  {'procs':>5}  {'ref loss':>8}  {'res loss':>8}  moment")
+    print(f"{'update':>6}  {'reference lr':>13}  {'resumed lr':>13}  {'procs':>5}  {'ref loss':>8}  {'res loss':>8}"
+          "  moment")
     for k in sorted(marks):
         r = first[-1] if k == kill else last_of.get(k)
         if r is None or k not in ref_lr:
@@ -153,11 +177,13 @@ def main(argv=None) -> int:
         same = "" if r["lr"] == ref_lr[k] else "  <-- differs"
         if r in before_cooldown:
             same = "  (no cooldown yet: redone in it)"
-        print(f"{k:>6}  {ref_lr[k]:>13.6e}  {r['lr']:>13.6e}  {r['world_size']:>5}  {ref_loss[k]:>8.4f}  {r['loss']:>8.4f}  {marks[k]}{same}")
+        print(f"{k:>6}  {ref_lr[k]:>13.6e}  {r['lr']:>13.6e}  {r['world_size']:>5}  {ref_loss[k]:>8.4f}  "
+              f"{r['loss']:>8.4f}  {marks[k]}{same}")
     n = max(1, len(ref) // 10)
     start_loss, end_loss = sum(r["loss"] for r in ref[:n]) / n, sum(r["loss"] for r in ref[-n:]) / n
     res_end = [last_of[k]["loss"] for k in sorted(last_of)][-n:]
-    print(f"loss (mean of first/last {n} updates): reference {start_loss:.3f} -> {end_loss:.3f}, resumed ends at {sum(res_end) / len(res_end):.3f}"
+    print(f"loss (mean of first/last {n} updates): reference {start_loss:.3f} -> {end_loss:.3f}, "
+          f"resumed ends at {sum(res_end) / len(res_end):.3f}"
           "\n  (late digits drift apart: 2 processes sum the batch in another order than 1)")
     if args.config and params.get("cooldown_num_steps") is not None:
         start, end = params["total_num_steps"] - params["cooldown_num_steps"], params["total_num_steps"]

@@ -64,19 +64,11 @@ class UsageError(Exception):
 # ----------------------------------------------------------------------------- config
 
 
-def read_json_or_yaml(path: str) -> dict:
-    """The package's reader (YAML 1.2 numbers: `eps: 1e-9` is a float), its errors as a UsageError."""
-    try:
-        return read_config_file(path)
-    except (ConfigError, OSError) as error:
-        raise UsageError(str(error)) from None
-
-
 def load_run_config(path: str) -> tuple[dict, NoamConfig]:
-    """(whole YAML, validated schedule). The scheduler block is the plugin's; the rest is ours."""
-    raw = read_json_or_yaml(path)
+    """(whole YAML, validated schedule). The scheduler block is the plugin's; the rest is ours, read with the
+    plugin's reader too (YAML 1.2 numbers: `eps: 1e-9` is a float)."""
     try:
-        return raw, load_config(path)
+        return read_config_file(path), load_config(path)
     except (ConfigError, OSError) as error:
         raise UsageError(str(error)) from None
 
@@ -251,7 +243,7 @@ class TorchRunner:
             }
             torch.save(state, tmp)
             os.replace(tmp, final)  # atomic: a kill leaves either the old set or the new file
-        self.close()
+        self.barrier()
 
     def resume(self) -> int | None:
         tags = checkpoint_tags(self.ckpt_dir)
@@ -263,9 +255,11 @@ class TorchRunner:
         self.noam.load_state_dict(state["scheduler"])
         return int(state["update"])
 
-    def close(self) -> None:
+    def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    close = barrier
 
 
 class _Counter:
