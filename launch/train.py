@@ -347,6 +347,14 @@ class AccelerateRunner:
         self.accelerator.wait_for_everyone()
 
 
+def declares(block, schedule: NoamConfig) -> bool:
+    """Whether a DeepSpeed `scheduler` block is this schedule, defaults written out or not."""
+    try:
+        return block.get("type") == "NoamLR" and NoamConfig.from_params(block.get("params"), "DeepSpeed") == schedule
+    except (ConfigError, AttributeError):
+        return False
+
+
 class DeepSpeedRunner:
     """`deepspeed` launcher: the engine builds NoamLR from the config's scheduler block and steps it."""
 
@@ -359,10 +367,9 @@ class DeepSpeedRunner:
         except (ConfigError, OSError) as error:
             raise UsageError(f"{config_path}: deepspeed_config: {error}") from None
         notes = []  # printed once the engine has set up the process group, so by rank 0 only
-        block = {"type": "NoamLR", "params": scheduler_params(schedule)}
-        if "scheduler" not in ds_config:
-            ds_config["scheduler"] = block  # the engine builds NoamLR from it
-        elif ds_config["scheduler"] != block:
+        if "scheduler" not in ds_config:  # the engine builds NoamLR from the YAML's block
+            ds_config["scheduler"] = {"type": "NoamLR", "params": scheduler_params(schedule)}
+        elif not declares(ds_config["scheduler"], schedule):
             notes.append(f"schedule: the scheduler block of {ds_config_path} ({ds_config['scheduler'].get('params')}), "
                          f"not {config_path}'s")
         # the data layout of this script: global batch = micro-batch x accumulation x processes, from the YAML
