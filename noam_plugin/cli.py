@@ -9,26 +9,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, read_scheduler_block
-from noam_plugin.errors import ConfigError, Problem, shorten
+from noam_plugin.checkpoint import CheckpointError, read_checkpoint
+from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_config, read_scheduler_block
+from noam_plugin.errors import ConfigError, Problem, StateError, shorten
 from noam_plugin.examples import add_init_parser
-from noam_plugin.schedule import COOLDOWN_TYPES, MAX_INT, WARMUP_UNITS, NoamConfig
-
-
-def _params_text(config: NoamConfig) -> str:
-    if config.d_model is not None:
-        form = f"d_model={config.d_model}" + (f", factor={config.factor:g}" if config.factor != 1.0 else "")
-    else:
-        form = f"warmup_max_lr={config.warmup_max_lr:g}"
-    return f"{form}, warmup {config.warmup_num_steps} {config.unit_name}{'s' if config.warmup_num_steps != 1 else ''}"
-
-
-def _describe(config: NoamConfig) -> str:
-    return f"{_params_text(config)}, peak lr {config.peak_lr:.2e} at {config.unit_name} {config.peak_step}"
+from noam_plugin.render import (
+    Axis,
+    ascii_curve,
+    axis_for,
+    checkpoint_report,
+    default_positions,
+    describe,
+    formula_lines,
+    number,
+    params_text,
+    plot_curve,
+    tail_positions,
+)
+from noam_plugin.schedule import COOLDOWN_TYPES, CURVE_KEYS, MAX_INT, WARMUP_UNITS, NoamConfig, resume_changes
+from noam_plugin.state import check_state
 
 
 def _auto_error(err: ConfigError, hint: str) -> ConfigError:
@@ -59,7 +60,7 @@ def _validate_one(path: str, allow_auto: bool) -> str:
     except ConfigError as err:
         hint = f"Accelerate fills \"auto\" in {' and '.join(AUTO_KEYS)}; check a config meant for Accelerate with --allow-auto"
         raise _auto_error(err, hint) from None
-    return f"NoamLR{via}: {_describe(config)}"
+    return f"NoamLR{via}: {describe(config)}"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -77,239 +78,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-_VARIABLE = {"updates": "k", "samples": "s", "tokens": "t"}
-
-
-@dataclass(frozen=True)
-class _Axis:
-    """The x axis of `show`: a unit, and which point of the config's curve each position in it uses."""
-
-    config: NoamConfig
-    unit: str
-    per_update: int | None = None  # samples or tokens per optimizer update, when unit is not the config's
-
-    @property
-    def name(self) -> str:
-        return self.unit[:-1]
-
-    @property
-    def label(self) -> str:
-        return "optimizer update" if self.unit == "updates" else f"{self.unit} seen"
-
-    def position(self, count: int) -> int:
-        """A position in the config's unit, in this unit; data -> updates rounds up to the update it falls in."""
-        n = self.per_update
-        if self.unit == self.config.warmup_unit:
-            return count
-        return -(-count // n) if self.unit == "updates" else count * n
-
-    @property
-    def peak(self) -> int:
-        """Where the peak is marked: the update in which warmup ends, when it ends inside one."""
-        return self.position(self.config.warmup_num_steps)
-
-    @property
-    def peak_inside(self) -> bool:
-        """Data shown per update, and warmup ends inside an update (W not a multiple of the batch)."""
-        converted = self.unit == "updates" and self.config.warmup_unit != "updates"
-        return converted and self.config.warmup_num_steps % self.per_update != 0
-
-    @property
-    def warmup(self) -> float:
-        """warmup_num_steps in this unit (not whole when it ends inside an update)."""
-        w = self.config.warmup_num_steps
-        return w / self.per_update if self.peak_inside else self.position(w)
-
-    @property
-    def stride(self) -> int:
-        """Distance between plotted points: an updates config shown in data changes lr once per update."""
-        return self.per_update if self.config.warmup_unit == "updates" and self.unit != "updates" else 1
-
-    def lr(self, x: int) -> float:
-        config, n = self.config, self.per_update
-        if self.unit == config.warmup_unit:
-            return config.lr(x)
-        if self.unit == "updates":  # update x has seen x * n samples or tokens, its own included
-            return config.lr(x * n)
-        return config.lr(-(-x // n))  # data position x falls in update ceil(x / n)
-
-
-def _axis(config: NoamConfig, unit: str | None, per_update: int | None) -> _Axis:
-    """Check that the asked-for unit can be reached from the config's; errors say what to add."""
-    have = config.warmup_unit
-    unit = unit or have
-    if unit == have:
-        if per_update is not None:
-            others = "updates" if have != "updates" else "samples or --unit tokens"
-            raise ValueError(f"--per-update converts between units: add --unit {others} (this config counts {have})")
-        return _Axis(config, unit)
-    if "updates" not in (unit, have):
-        raise ValueError(f"--unit {unit}: cannot convert {have} to {unit} (tokens per sample vary); "
-                         "show it per update instead: --unit updates --per-update N")
-    if per_update is None:
-        data = unit if unit != "updates" else have
-        what = "the global batch, over all processes" if data == "samples" else "summed over all processes"
-        raise ValueError(f"--unit {unit} needs --per-update N: the {data} per optimizer update ({what})")
-    return _Axis(config, unit, per_update)
-
-
-def _number(value: float) -> str:
-    return f"{value:.0f}" if value == int(value) else f"{value:.2f}"
-
-
-def _default_positions(peak: int, steps: int, extra: tuple[int, ...] = ()) -> list[int]:
-    marks = [1, peak // 4, peak // 2, peak, 2 * peak, 4 * peak, 10 * peak, steps, *extra]
-    return sorted({k for k in marks if 1 <= k <= steps})
-
-
-def _tail_positions(config: NoamConfig, axis: _Axis) -> tuple[int, ...]:
-    """Where the cooldown starts, its middle, its end and the first position after it, in the axis unit."""
-    if config.cooldown_num_steps is None or axis.unit != config.warmup_unit:
-        return ()
-    s, t = config.cooldown_start, config.total_num_steps
-    return (s, s + 1, (s + t) // 2, t, t + 1)
-
-
-def _ascii_curve(axis: _Axis, steps: int, width: int = 60, height: int = 8, first: int = 1) -> list[str]:
-    """A terminal picture of the curve from `first` to `steps`: users look before they read."""
-    width = max(1, min(width, steps - first + 1))
-    cols = [first + round(c * (steps - first) / max(1, width - 1)) for c in range(width)]
-    peak_col = None
-    if first <= axis.peak <= steps:  # put the peak itself on the nearest column
-        peak_col = min(range(width), key=lambda c: abs(cols[c] - axis.peak))
-        cols[peak_col] = axis.peak
-    top = max(axis.lr(k) for k in cols)
-    grid = [[" "] * width for _ in range(height)]
-    for c, k in enumerate(cols):
-        grid[height - 1 - round(axis.lr(k) / top * (height - 1))][c] = "*"
-    label = f"{top:.2e}"
-    pad = " " * len(label)
-    lines = [f"{label if r == 0 else pad} |{''.join(row)}".rstrip() for r, row in enumerate(grid)]
-    lines.append(f"{'0'.ljust(len(label))} +{'-' * width}")
-    start, last = str(first), str(steps)
-    ends = start if steps == first else start + last.rjust(max(width - len(start), len(last) + 1))
-    lines.append(f"{pad}  {ends}   ({axis.label})")
-    if peak_col is not None:
-        mark = f"^ peak at {axis.name} {axis.peak}"
-        left = f"peak at {axis.name} {axis.peak} ^"
-        lines.append(f"{pad}  " + (" " * peak_col + mark if peak_col + len(mark) <= width else (left.rjust(peak_col + 1))))
-    return lines
-
-
-def _plot(axis: _Axis, steps: int, title: str, out: str, mark: tuple[int, str] | None = None) -> None:
-    """Draw the curve to a PNG; matplotlib is optional and imported only here."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install 'noam-plugin[plot]'") from None
-    config, stride = axis.config, axis.stride
-    last = max(1, steps // stride)
-    n = min(last, 2000)
-    ks = {stride * (1 + round(i * (last - 1) / max(1, n - 1))) for i in range(n)}
-    if axis.peak <= steps:
-        ks.add(axis.peak)
-    ks = sorted(ks)
-    lrs = [axis.lr(k) for k in ks]
-    fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(ks, lrs, color="tab:blue", lw=2, label="lr of update k" if axis.unit == "updates" else f"lr at {axis.name} x")
-    w = config.warmup_num_steps
-    if axis.unit == config.warmup_unit:
-        band = f"warmup ({axis.unit} 1-{w})"
-    else:
-        band = f"warmup: {w} {config.warmup_unit} = {_number(axis.warmup)} {axis.unit}"
-    ax.axvspan(1, min(axis.warmup, steps), color="tab:orange", alpha=0.15, label=band)
-    if config.cooldown_num_steps is not None and axis.unit == config.warmup_unit:
-        start, end = config.cooldown_start, config.total_num_steps
-        ax.axvspan(start, end, color="tab:green", alpha=0.15,
-                   label=f"{config.cooldown_type} cooldown ({axis.unit} {start + 1}-{end})")
-    if mark is not None:
-        ax.axvline(mark[0], color="tab:gray", ls="--", lw=1, label=mark[1])
-    right_half = axis.peak > 0.45 * steps  # then the label goes left of the peak, the legend below it
-    if axis.peak <= steps:
-        peak_lr = axis.lr(axis.peak)
-        ax.plot([axis.peak], [peak_lr], "o", color="tab:red", zorder=3)
-        ax.annotate(
-            f"peak lr {peak_lr:.3e}\nat {axis.name} {axis.peak}",
-            xy=(axis.peak, peak_lr),
-            xytext=(axis.peak / steps - 0.04 if right_half else 0.35, 0.9), textcoords="axes fraction", va="top",
-            ha="right" if right_half else "left", arrowprops=dict(arrowstyle="->", color="tab:red"),
-        )
-    ax.set_xlim(0, steps)
-    ax.set_ylim(0, max(lrs) * 1.15 if axis.peak <= steps else None)
-    ax.set_xlabel(axis.label)
-    ax.set_ylabel("learning rate")
-    ax.set_title(title)
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    ax.grid(alpha=0.3)
-    tail = config.cooldown_num_steps is not None  # then the curve comes down at the right: legend above it
-    ax.legend(loc="lower right" if right_half and not tail else "upper right" if tail else "center right")
-    write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))  # no suffix: this file
-
-
-def write_atomically(path: str | os.PathLike, write) -> None:
-    """`write(file object)` into a new file next to `path`, then rename it to `path`: an interrupted run leaves
-    the old file or the new one, never half of one, and its leftover temporary never blocks the next."""
-    path = Path(os.path.realpath(path))  # through a symlink, as a plain write would
-    if path.exists() and not path.is_file():  # a rename would replace a device, a FIFO or a folder
-        raise ValueError(f"{shorten(str(path), 300)}: exists and is not a regular file; not replaced")
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot is as readable as any new file
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _formula_lines(config: NoamConfig, axis: _Axis) -> list[str]:
-    """The formula in the config's unit, and how the x axis reaches it when it is another unit."""
-    v, w, unit = _VARIABLE[config.warmup_unit], config.warmup_num_steps, config.warmup_unit
-    if config.d_model is not None:
-        lines = [f"  lr({v}) = {config.factor:g} * {config.d_model}**-0.5 * min({v}**-0.5, {v} * {w}**-1.5)"]
-    else:
-        lines = [f"  lr({v}) = {config.warmup_max_lr:g} * min({v} / {w}, ({w} / {v})**0.5)"]
-    if unit != "updates":
-        lines[0] += f"   ({v}: {unit} seen, the update's own included)"
-    n = axis.per_update
-    if axis.unit == "updates" and unit != "updates":
-        same = " (if every update has as many)" if unit == "tokens" else ""
-        lines.append(f"  shown per update, {n} {unit} each{same}: update k uses lr({n} * k)")
-    elif axis.unit != unit:
-        lines.append(f"  shown in {axis.unit}, {n} per update: {axis.name} x falls in update ceil(x / {n}), lr(ceil(x / {n}))")
-    if config.cooldown_num_steps is not None:
-        f = {"linear": "1 - x", "1-sqrt": "1 - sqrt(x)", "cosine": "(1 + cos(pi * x)) / 2"}[config.cooldown_type]
-        s, m, c = config.cooldown_start, config.cooldown_min_lr, config.cooldown_num_steps
-        lines.append(f"  {v} > {s}: lr({v}) = {m:g} + (lr({s}) - {m:g}) * f(min(1, ({v} - {s}) / {c + 1})),"
-                     f"  f(x) = {f}")
-    if config.d_model is not None and unit != "updates":
-        lines.append(f"  note: the d_model form's peak lr depends on the unit: {config.factor:g} * {config.d_model}**-0.5 * W**-0.5 "
-                     f"with W in {unit}; warmup_max_lr sets the peak directly")
-    return lines
-
-
 def cmd_show(args: argparse.Namespace) -> int:
     block = read_scheduler_block(args.path)
     try:
         config = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
     except ConfigError as err:
         raise _auto_error(err, "Accelerate fills it at run time; show needs a number here") from None
-    axis = _axis(config, args.unit, args.per_update)
+    axis = axis_for(config, args.unit, args.per_update)
     end = config.cooldown_end
     default_end = 10 * config.warmup_num_steps if end is None else end + max(1, config.cooldown_num_steps // 10)
     steps = args.steps or axis.position(default_end)
-    positions = args.at or _default_positions(axis.peak, steps, _tail_positions(config, axis))
-    print(f"{args.path}: NoamLR, {_describe(config)}")
-    print("\n".join(_formula_lines(config, axis)))
-    inside = f" (warmup ends inside it, at {_number(axis.warmup)} updates)" if axis.peak_inside else ""
+    positions = args.at or default_positions(axis.peak, steps, tail_positions(config, axis))
+    print(f"{args.path}: NoamLR, {describe(config)}")
+    print("\n".join(formula_lines(config, axis)))
+    inside = f" (warmup ends inside it, at {number(axis.warmup)} updates)" if axis.peak_inside else ""
     print(f"peak: {axis.name} {axis.peak}{inside}, lr {axis.lr(axis.peak):.4e}")
     if config.cooldown_num_steps is not None or config.total_num_steps is not None:
         print(f"cooldown: {config.describe_cooldown()}")
@@ -319,33 +101,34 @@ def cmd_show(args: argparse.Namespace) -> int:
         lr = axis.lr(k)
         print(f"{k:>10}  {lr:>11.4e}  {100 * lr / config.peak_lr:>7.1f}%")
     print()
-    print("\n".join(_ascii_curve(axis, steps)))
+    print("\n".join(ascii_curve(axis, steps)))
     if args.plot:
-        _plot(axis, steps, f"{Path(block.file).name}: NoamLR\n{_params_text(config)}", args.plot)
+        plot_curve(axis, steps, f"{Path(block.file).name}: NoamLR\n{params_text(config)}", args.plot)
         print(f"\nplot written to {args.plot}")
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """`noam-plugin inspect`: print the schedule state; 1 on a problem or a difference from --config."""
+    config = load_config(args.config) if args.config is not None else None
     try:
-        from noam_plugin.checkpoint import inspect_command  # torch is only needed here
-    except ModuleNotFoundError as err:
-        if err.name != "noam_plugin.checkpoint":
-            raise
-        raise ValueError("inspect is not available in this version of noam-plugin") from None
-
-    return inspect_command(args.checkpoint_dir, args.config)
+        info = read_checkpoint(args.checkpoint_dir)
+        if info.is_noam:  # a malformed state read from disk: every bad key named, no traceback
+            check_state(info.state, info.source or str(info.path))
+        lines, status = checkpoint_report(info, config, args.config)
+    except CheckpointError as error:
+        print(f"noam-plugin inspect: {error}", file=sys.stderr)
+        return 1
+    except StateError as error:
+        print(f"noam-plugin inspect: the scheduler state is malformed\n{error}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return status
 
 
 def cmd_cooldown(args: argparse.Namespace) -> int:
     """Params that start a cooldown of N right after a checkpoint's count, and the curve from there."""
     import yaml
-
-    try:
-        from noam_plugin.checkpoint import CheckpointError, read_checkpoint  # torch is only needed here
-    except ModuleNotFoundError as err:
-        raise ValueError(f"cooldown needs torch to read checkpoints ({err.name} is missing)") from None
-    from noam_plugin.schedule import CURVE_KEYS, resume_changes
 
     try:
         info = read_checkpoint(args.checkpoint_dir)
@@ -392,7 +175,7 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     print(f"# a {args.type} cooldown over the next {args.over} {unit} ({u}s {count + 1}-{count + args.over}): "
           "resume with these params (in a DeepSpeed JSON, the same keys in scheduler.params)")
     print(yaml.safe_dump({"scheduler": {"type": "NoamLR", "params": params}}, sort_keys=False), end="")
-    axis = _Axis(config, unit)
+    axis = Axis(config, unit)
     end = count + args.over
     after = end + max(1, args.over // 10)
     print()
@@ -401,10 +184,10 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
         print(f"{k:>10}  {axis.lr(k):>11.4e}" + ("  (last before the cooldown)" if k == count else
                                                   "  (cooldown_min_lr from here on)" if k == end + 1 else ""))
     print()
-    print("\n".join(_ascii_curve(axis, after, first=count)))
+    print("\n".join(ascii_curve(axis, after, first=count)))
     if args.plot:
-        title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown\n{_params_text(config)}"
-        _plot(axis, after, title, args.plot, mark=(count, f"checkpoint ({u} {count})"))
+        title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown\n{params_text(config)}"
+        plot_curve(axis, after, title, args.plot, mark=(count, f"checkpoint ({u} {count})"))
         print(f"\nplot written to {args.plot}")
     return 0
 

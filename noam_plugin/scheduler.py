@@ -6,16 +6,24 @@ import contextlib
 import functools
 import warnings
 import weakref
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from noam_plugin._dist import log_rank0, sum_over_ranks, world_size
+from noam_plugin._dist import log_rank0, world_size
 from noam_plugin.errors import ScheduleMismatchError
 from noam_plugin.schedule import NoamConfig, _formula, resume_changes, saved_params
-from noam_plugin.state import STATE_TYPE, check_state, foreign_updates
+from noam_plugin.state import (
+    STATE_TYPE,
+    adopt_foreign,
+    batch_change_note,
+    check_state,
+    foreign_updates,  # noqa: F401 - kept importable from here
+)
+from noam_plugin.units import DataSeen
 
 _OWNER = "_noam_plugin_scheduler"  # attribute on a scheduled torch optimizer: weakref to its NoamLR
 
@@ -84,19 +92,6 @@ def _guard_lr_scheduler_init() -> None:
 _guard_lr_scheduler_init()
 
 
-def _as_count(n: Any, what: str) -> int | torch.Tensor:
-    """An int >= 0, or a one-element integer tensor (kept on its device: no sync per micro-batch)."""
-    if isinstance(n, torch.Tensor):
-        if n.numel() != 1 or n.dtype.is_floating_point or n.dtype.is_complex or n.dtype == torch.bool:
-            raise TypeError(
-                f"{what}: expected an int or a one-element integer tensor, found a {n.dtype} tensor of shape {tuple(n.shape)}"
-            )
-        return n
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise TypeError(f"{what}: expected an int >= 0, found {type(n).__name__} {n!r}")
-    return n
-
-
 class NoamLR(LRScheduler):
     """Noam schedule whose step count is the number of optimizer updates actually applied.
 
@@ -145,12 +140,7 @@ class NoamLR(LRScheduler):
         )
         self._past_end_said = False
         self.updates = 0
-        self.samples: int | None = 0  # None once an update's samples were unknown
-        self.tokens: int | None = 0 if warmup_unit == "tokens" else None  # None: never reported
-        self._samples_per_update: int | None = None
-        self.samples_per_update_from = ""
-        self._pending_tokens = 0  # this rank's add_tokens() since the last update: ints,
-        self._pending_token_tensors: list[torch.Tensor] = []  # and tensors
+        self.data = DataSeen(count_tokens=warmup_unit == "tokens")
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
         self._lrs_before_update: list[float] = []
         self._boundary_depth = 0
@@ -216,7 +206,7 @@ class NoamLR(LRScheduler):
 
     @property
     def _needs_prepare(self) -> bool:
-        return self.config.warmup_unit != "updates" or self.tokens is not None
+        return self.config.warmup_unit != "updates" or self.data.tokens is not None
 
     def _after_optimizer_step(self) -> None:
         if self._boundary_depth:
@@ -239,7 +229,7 @@ class NoamLR(LRScheduler):
             return False  # (a tensor lr NoamLR wrote is updated in place: another object was put there)
         if self._last_lr[0] != 0.0:
             return True
-        if self.tokens is None or self._pending_tokens or self._pending_token_tensors:
+        if self.data.tokens is None or self.data.tokens_pending:
             return False
         # tokens, none reported, lr 0 that NoamLR did not choose: DCP's step runs on all-zero gradients
         return all(p.grad is None or not p.grad.any() for g in self.optimizer.param_groups for p in g["params"])
@@ -270,9 +260,10 @@ class NoamLR(LRScheduler):
             if not applied:
                 return
             self.updates += 1
-            if self.samples is not None:
-                spu = self._samples_per_update
-                self.samples = None if spu is None else self.samples + spu
+            data = self.data
+            if data.samples is not None:
+                spu = data.samples_per_update
+                data.samples = None if spu is None else data.samples + spu
             self._apply_lr()
             return
         self._prepared = None
@@ -281,10 +272,7 @@ class NoamLR(LRScheduler):
                 self._write_lr_values(self._lrs_before_update)  # skipped on overflow: back to the last update's lr
             return
         self.updates += 1
-        samples, tokens = prepared
-        self.samples = None if self.samples is None or samples is None else self.samples + samples
-        if tokens is not None:
-            self.tokens += tokens
+        self.data.add_update(*prepared)
         self._apply_lr()
 
     def step(self, epoch: Any = None, last_batch_iteration: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
@@ -300,25 +288,34 @@ class NoamLR(LRScheduler):
                 stacklevel=2,
             )
 
-    # ------------------------------------------------------------ data seen
+    # ------------------------------------------------------------ data seen (noam_plugin/units.py)
+
+    @property
+    def samples(self) -> int | None:
+        """Samples seen over all ranks (None once an update's global batch was unknown)."""
+        return self.data.samples
+
+    @property
+    def tokens(self) -> int | None:
+        """Tokens seen over all ranks (None until the first add_tokens())."""
+        return self.data.tokens
 
     @property
     def samples_per_update(self) -> int | None:
         """The global batch: samples of one update over all ranks (None until known)."""
-        return self._samples_per_update
+        return self.data.samples_per_update
 
     @samples_per_update.setter
     def samples_per_update(self, value: int) -> None:
         self.set_samples_per_update(value, "set by the training script")
 
+    @property
+    def samples_per_update_from(self) -> str:
+        return self.data.samples_per_update_from
+
     def set_samples_per_update(self, value: int, source: str) -> None:
         """Set the global batch; `source` says where it came from (shown in messages)."""
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"NoamLR samples_per_update: expected an int >= 1 (the global batch), found {type(value).__name__} {value!r}"
-            )
-        self._samples_per_update = value
-        self.samples_per_update_from = source
+        self.data.set_samples_per_update(value, source)
         if self.config.warmup_unit == "samples" and self._boundary_depth == 0:
             self._apply_lr()
 
@@ -328,13 +325,7 @@ class NoamLR(LRScheduler):
         Call it on every rank, once per micro-batch, before `backward()`: the
         ranks' counts are summed once per update, just before it is applied.
         """
-        n = _as_count(n, "NoamLR.add_tokens")
-        if isinstance(n, int):
-            self._pending_tokens += n
-        else:
-            self._pending_token_tensors.append(n)  # summed once per update: no tensor op per micro-batch
-        if self.tokens is None:  # first report: count tokens from now on, before every update
-            self.tokens = 0
+        if self.data.add_tokens(n):  # first report: count tokens from now on, before every update
             self._register_hooks()
 
     def prepare_update(self, samples: int | None = None) -> None:
@@ -345,18 +336,10 @@ class NoamLR(LRScheduler):
         """
         if self._prepared is not None:
             return
-        unit = self.config.warmup_unit
+        unit, data = self.config.warmup_unit, self.data
         if samples is None:
-            samples = self._samples_per_update
-        tokens = None
-        if self.tokens is not None:
-            pending, tensors = self._pending_tokens, self._pending_token_tensors
-            if tensors:
-                pending += int(torch.cat([t.detach().reshape(1).to(torch.int64) for t in tensors]).sum().item())
-            self._pending_tokens, self._pending_token_tensors = 0, []
-            tokens = sum_over_ranks(pending)
-            if tokens < 0:
-                raise ValueError(f"NoamLR.add_tokens: the tokens reported for this update sum to {tokens} over all ranks")
+            samples = data.samples_per_update
+        tokens = data.take_tokens()
         if unit == "samples" and samples is None:
             raise RuntimeError(
                 "NoamLR(warmup_unit='samples') does not know the global batch: pass NoamLR(..., samples_per_update=N) "
@@ -372,7 +355,7 @@ class NoamLR(LRScheduler):
         self._prepared = (samples, tokens)
         if unit != "updates":
             self._lrs_before_update = [float(g["lr"]) for g in self.optimizer.param_groups]
-            seen = self.samples if unit == "samples" else self.tokens
+            seen = data.samples if unit == "samples" else data.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
             self._write_lr(self.lr_at(seen + (samples if unit == "samples" else tokens)))
@@ -417,8 +400,9 @@ class NoamLR(LRScheduler):
         unit = self.config.warmup_unit
         if unit == "updates":
             return self.lr_at(self.updates + 1)
-        if unit == "samples" and self.samples is not None and self._samples_per_update is not None:
-            return self.lr_at(self.samples + self._samples_per_update)
+        data = self.data
+        if unit == "samples" and data.samples is not None and data.samples_per_update is not None:
+            return self.lr_at(data.samples + data.samples_per_update)
         return None
 
     def get_lr(self) -> list[float]:
@@ -482,9 +466,9 @@ class NoamLR(LRScheduler):
         return {
             "type": STATE_TYPE,
             "updates": self.updates,
-            "samples": self.samples,
-            "tokens": self.tokens,
-            "samples_per_update": self._samples_per_update,
+            "samples": self.data.samples,
+            "tokens": self.data.tokens,
+            "samples_per_update": self.data.samples_per_update,
             **self.config.schedule_params,
             "world_size": world_size(),
         }
@@ -499,42 +483,28 @@ class NoamLR(LRScheduler):
                 f"schedule cannot continue in {unit}. Resume with the checkpoint's warmup_unit; a later checkpoint "
                 f"saved under warmup_unit {unit!r} holds the count."
             )
-        self.updates, self.samples, self.tokens = updates, samples, tokens
+        self.updates = updates
+        self.data.restart(samples, tokens)
         self._register_hooks()
         self._prepared = None
-        self._pending_tokens, self._pending_token_tensors = 0, []
         self._apply_lr()
 
     def _counts_from_state(self, state: Any) -> tuple[int, int | None, int | None]:
         """(updates, samples, tokens) to continue from; logs what changed since the save."""
         check_state(state)
-        if state.get("type") == STATE_TYPE:
-            self._check_params(state)
-            updates = state["updates"]
-            saved_world = state.get("world_size")
-            if saved_world is not None and saved_world != world_size():
-                log_rank0(f"NoamLR: resuming at update {updates} with world size {world_size()} (saved with {saved_world})")
-            self._log_batch_change(state.get("samples_per_update"), updates, state)
-            return updates, state.get("samples"), state.get("tokens")
-        updates, origin = foreign_updates(state)  # check_state made sure it is one
-        samples = updates * self._samples_per_update if self._samples_per_update is not None else None
-        where = f"update {updates}" + (
-            f", {samples} samples (x {self._samples_per_update} per update)" if samples is not None else ""
-        )
-        log_rank0(f"NoamLR: adopted update count {updates} from {origin}; continuing at {where}")
-        return updates, samples, None
-
-    def _log_batch_change(self, saved: Any, updates: int, state: dict[str, Any]) -> None:
-        now = self._samples_per_update
-        if saved is None or now is None or saved == now:
-            return
-        unit = self.config.warmup_unit
-        if unit == "updates":
-            how = (f"the schedule continues in updates at update {updates + 1}, so each remaining update covers "
-                   f"{now / saved:.3g}x the data it did (warmup_unit: samples keeps the schedule in data terms)")
-        else:
-            how = f"warmup_unit {unit!r} continues from {state.get(unit)} {unit} seen"
-        log_rank0(f"NoamLR: the global batch changed since the checkpoint (from {saved} to {now} samples per update); {how}")
+        unit, batch = self.config.warmup_unit, self.data.samples_per_update
+        if state.get("type") != STATE_TYPE:
+            updates, samples, note = adopt_foreign(state, batch)  # check_state made sure it is one
+            log_rank0(note)
+            return updates, samples, None
+        self._check_params(state)
+        updates, saved_world = state["updates"], state.get("world_size")
+        if saved_world is not None and saved_world != world_size():
+            log_rank0(f"NoamLR: resuming at update {updates} with world size {world_size()} (saved with {saved_world})")
+        note = batch_change_note(state.get("samples_per_update"), batch, unit, updates, state.get(unit))
+        if note:
+            log_rank0(note)
+        return updates, state.get("samples"), state.get("tokens")
 
     def _check_params(self, state: dict[str, Any]) -> None:
         now, saved = self.config.schedule_params, saved_params(state)

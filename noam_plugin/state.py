@@ -130,3 +130,27 @@ def check_state(state: Any, source: str = SOURCE) -> None:
     problems = state_problems(state)
     if problems:
         raise StateError(source, problems)
+
+
+def adopt_foreign(state: dict[str, Any], samples_per_update: int | None) -> tuple[int, int | None, str]:
+    """(updates, samples, what to log) for a DeepSpeed or torch scheduler's state that check_state passed.
+
+    A run can switch to NoamLR mid-way: it takes over the other scheduler's update count
+    (and, with a known global batch, the samples those updates saw; tokens are unknown).
+    """
+    updates, origin = foreign_updates(state)
+    samples = updates * samples_per_update if samples_per_update is not None else None
+    where = f"update {updates}" + (f", {samples} samples (x {samples_per_update} per update)" if samples is not None else "")
+    return updates, samples, f"NoamLR: adopted update count {updates} from {origin}; continuing at {where}"
+
+
+def batch_change_note(saved: Any, now: int | None, unit: str, updates: int, seen: Any) -> str | None:
+    """What a resume with another global batch means for the schedule, or None if the batch is unchanged/unknown."""
+    if saved is None or now is None or saved == now:
+        return None
+    if unit == "updates":
+        how = (f"the schedule continues in updates at update {updates + 1}, so each remaining update covers "
+               f"{now / saved:.3g}x the data it did (warmup_unit: samples keeps the schedule in data terms)")
+    else:
+        how = f"warmup_unit {unit!r} continues from {seen} {unit} seen"
+    return f"NoamLR: the global batch changed since the checkpoint (from {saved} to {now} samples per update); {how}"
