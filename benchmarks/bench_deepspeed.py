@@ -31,8 +31,18 @@ def launch(argv: list[str]) -> int:
         port = s.getsockname()[1]
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
-           __file__, "--worker", *argv]
+    cmd = [
+        torchrun,
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        __file__,
+        "--worker",
+        *argv,
+    ]
     return subprocess.call(cmd, env=env)
 
 
@@ -48,22 +58,26 @@ def config(scheduler: dict) -> dict:
 
 
 def worker(rounds: int, block: int) -> int:
-    import torch
     import deepspeed
+    import torch
 
     deepspeed.init_distributed(dist_backend="gloo")
     rank = torch.distributed.get_rank()
     schedulers = {
         "NoamLR": {"type": "NoamLR", "params": {"d_model": 256, "warmup_num_steps": 4000}},
-        "WarmupLR": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 1e-3,
-                                                    "warmup_num_steps": 4000, "warmup_type": "linear"}},
+        "WarmupLR": {
+            "type": "WarmupLR",
+            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 1e-3, "warmup_num_steps": 4000, "warmup_type": "linear"},
+        },
     }
     engines = {}
     for name, scheduler in schedulers.items():
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 256))
-        groups = [{"params": [p for n, p in model.named_parameters() if n.endswith("weight")], "weight_decay": 0.01},
-                  {"params": [p for n, p in model.named_parameters() if n.endswith("bias")], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for n, p in model.named_parameters() if n.endswith("weight")], "weight_decay": 0.01},
+            {"params": [p for n, p in model.named_parameters() if n.endswith("bias")], "weight_decay": 0.0},
+        ]
         engines[name], _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=config(scheduler))
     assert type(engines["NoamLR"].lr_scheduler).__name__ == "NoamLR"
     torch.manual_seed(1 + rank)
@@ -84,22 +98,26 @@ def worker(rounds: int, block: int) -> int:
     times: dict[str, list[float]] = {name: [] for name in engines}
     order = list(engines)
     for r in range(rounds):
-        for name in (order if r % 2 == 0 else order[::-1]):
+        for name in order if r % 2 == 0 else order[::-1]:
             times[name].append(run_block(engines[name]))
-    noam, warmup = engines["NoamLR"], engines["WarmupLR"]
+    noam, _warmup = engines["NoamLR"], engines["WarmupLR"]
     updates = noam.lr_scheduler.updates
     assert updates == noam.global_steps - noam.skipped_steps, (updates, noam.global_steps)
     if rank == 0:
         ratios = [a / b for a, b in zip(times["NoamLR"], times["WarmupLR"])]
         per_update = {name: statistics.median(t) / block * 1e3 for name, t in times.items()}
         ratio = statistics.median(ratios)
-        print(f"DeepSpeed ZeRO-2, 2 processes (CPU, gloo), accumulation 2, 2 param groups, "
-              f"{rounds} rounds x {block} updates per engine")
+        print(
+            f"DeepSpeed ZeRO-2, 2 processes (CPU, gloo), accumulation 2, 2 param groups, "
+            f"{rounds} rounds x {block} updates per engine"
+        )
         print(f"{'scheduler':<10} {'median ms/update':>17} {'best ms/update':>15}")
         for name, t in times.items():
             print(f"{name:<10} {per_update[name]:>17.3f} {min(t) / block * 1e3:>15.3f}")
-        print(f"NoamLR / WarmupLR time per update: {ratio:.4f} (median of per-round ratios; "
-              f"spread {min(ratios):.3f}-{max(ratios):.3f}); NoamLR counted {updates} updates = global_steps")
+        print(
+            f"NoamLR / WarmupLR time per update: {ratio:.4f} (median of per-round ratios; "
+            f"spread {min(ratios):.3f}-{max(ratios):.3f}); NoamLR counted {updates} updates = global_steps"
+        )
         ok = ratio <= 1.01
         print(f"[{'PASS' if ok else 'FAIL'}] end-to-end ZeRO-2 update with NoamLR within 1% of WarmupLR: {ratio:.4f}")
         sys.stdout.flush()

@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -138,7 +138,7 @@ def bench_step(rounds: int) -> list[tuple[str, bool]]:
     for lr_kind in ("float", "tensor"):
         for n_groups in (1, 100):
 
-            def make_opt() -> torch.optim.Optimizer:
+            def make_opt(lr_kind=lr_kind, n_groups=n_groups) -> torch.optim.Optimizer:
                 lr = torch.tensor(0.001) if lr_kind == "tensor" else 0.001
                 groups = params(n_groups)
                 if lr_kind == "tensor":
@@ -226,7 +226,12 @@ def bench_step(rounds: int) -> list[tuple[str, bool]]:
                 )
             for name in ("NoamLR.step (update pending)", "NoamLR.step (no update pending)"):
                 ratio = best_ratio(res[name], res["LambdaLR.step"])
-                checks.append((f"{name}, {n_groups} group(s), {lr_kind} lr: {ratio:.2f}x LambdaLR (target <= 1.00x)", ratio <= 1.0))
+                checks.append(
+                    (
+                        f"{name}, {n_groups} group(s), {lr_kind} lr: {ratio:.2f}x LambdaLR (target <= 1.00x)",
+                        ratio <= 1.0,
+                    )
+                )
     return checks
 
 
@@ -243,7 +248,10 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
         "median of the per-round differences (a cross-check, more sensitive to load bursts)."
     )
     checks = []
-    header = f"{'optimizer':<10} {'best step, hook us':>19} {'best step, no hook us':>22} {'extra us/update':>16} {'(med)':>7}"
+    header = (
+        f"{'optimizer':<10} {'best step, hook us':>19} {'best step, no hook us':>22} "
+        f"{'extra us/update':>16} {'(med)':>7}"
+    )
     print(header)
     print("-" * len(header))
     for cls in (torch.optim.SGD, torch.optim.Adam):
@@ -255,7 +263,7 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
         sched = NoamLR(opt, d_model=D_MODEL, warmup_num_steps=WARMUP)
         state = {"on": True}
 
-        def set_hook(on: bool) -> None:
+        def set_hook(on: bool, sched=sched, state=state) -> None:
             if on and not state["on"]:
                 sched._register_hooks()
             elif not on and state["on"]:
@@ -263,7 +271,7 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
                     hook.remove()
             state["on"] = on
 
-        def timed(on: bool) -> Callable[[int], int]:
+        def timed(on: bool, opt=opt, set_hook=set_hook) -> Callable[[int], int]:
             def loop(n: int) -> int:
                 set_hook(on)
                 st = opt.step
@@ -317,7 +325,8 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
 def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
     print("\n== 4. warmup in samples / tokens: cost per update and per micro-batch ==")
     print(
-        "Method: as in 1, one param group, float lr. 'samples': NoamLR(warmup_unit='samples', samples_per_update=256);\n"
+        "Method: as in 1, one param group, float lr. 'samples': NoamLR(warmup_unit='samples', "
+        "samples_per_update=256);\n"
         "per update prepare_update() (what the step pre-hook runs: the lr of the coming update), the post-hook's\n"
         "work (count, next lr) and step().\n"
         "'tokens': 4 x add_tokens(n) per update (int, or a one-element int64 tensor), prepare_update() (one\n"
@@ -356,7 +365,10 @@ def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
         add, prep, st = s.add_tokens, s.prepare_update, s.step
         t = _perf()
         for _ in range(n):
-            add(200); add(200); add(200); add(200)
+            add(200)
+            add(200)
+            add(200)
+            add(200)
             prep()
             s._after_optimizer_step()
             st()
@@ -366,7 +378,10 @@ def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
         add, prep, st = s.add_tokens, s.prepare_update, s.step
         t = _perf()
         for _ in range(n):
-            add(v); add(v); add(v); add(v)
+            add(v)
+            add(v)
+            add(v)
+            add(v)
             prep()
             s._after_optimizer_step()
             st()
@@ -381,8 +396,12 @@ def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
         return _perf() - t
 
     res = interleaved(
-        {"samples: prepare + step": samples_update, "tokens: 4 add(int) + prepare + step": tokens_update,
-         "tokens: 4 add(tensor) + prepare + step": tokens_tensor_update, "LambdaLR.step": lambda_step},
+        {
+            "samples: prepare + step": samples_update,
+            "tokens: 4 add(int) + prepare + step": tokens_update,
+            "tokens: 4 add(tensor) + prepare + step": tokens_tensor_update,
+            "LambdaLR.step": lambda_step,
+        },
         rounds,
     )
     # sanity: counts and lr follow the formula at the data seen including the last update
@@ -391,13 +410,18 @@ def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
     assert tokens.get_last_lr()[0] == noam_lr(tokens.tokens, warmup_max_lr=1e-3, warmup_num_steps=W)
     print(f"{'variant':<40} {'best us':>9} {'median us':>10} {'x LambdaLR':>10}")
     for name, times in res.items():
-        print(f"{name:<40} {min(times) / 1e3:>9.3f} {statistics.median(times) / 1e3:>10.3f} "
-              f"{best_ratio(times, res['LambdaLR.step']):>9.2f}x")
+        print(
+            f"{name:<40} {min(times) / 1e3:>9.3f} {statistics.median(times) / 1e3:>10.3f} "
+            f"{best_ratio(times, res['LambdaLR.step']):>9.2f}x"
+        )
     ratio = best_ratio(res["samples: prepare + step"], res["LambdaLR.step"])
     per_update = min(res["tokens: 4 add(tensor) + prepare + step"]) / 1e3
     return [
         (f"samples unit, per update: {ratio:.2f}x LambdaLR.step (target <= 1.00x)", ratio <= 1.0),
-        (f"tokens unit, 4 tensor add_tokens + prepare + step: {per_update:.1f} us/update (target < 20 us)", per_update < 20),
+        (
+            f"tokens unit, 4 tensor add_tokens + prepare + step: {per_update:.1f} us/update (target < 20 us)",
+            per_update < 20,
+        ),
     ]
 
 
@@ -558,7 +582,10 @@ def bench_compile(updates: int) -> list[tuple[str, bool]]:
         ("NoamLR", "float", False),
     ]
     results = {}
-    header = f"{'scheduler':<9} {'lr':<6} {'auto-dyn':<8} {'compiles':>8} {'recompiles':>10} {'at updates':<16} {'graph breaks':>12} {'count':>5} {'lr ok':>5} {'=eager':>6} {'wall s':>7}"
+    header = (
+        f"{'scheduler':<9} {'lr':<6} {'auto-dyn':<8} {'compiles':>8} {'recompiles':>10} {'at updates':<16} "
+        f"{'graph breaks':>12} {'count':>5} {'lr ok':>5} {'=eager':>6} {'wall s':>7}"
+    )
     print(header)
     print("-" * len(header))
     for scheduler, lr_kind, auto in rows:

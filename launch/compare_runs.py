@@ -29,8 +29,14 @@ def read_metrics(path: Path) -> list[dict]:
         raise SystemExit(f"compare_runs.py: {path}: no metrics file (did the run start?)")
     with path.open() as f:
         return [
-            {"update": int(r["update"]), "lr": float(r["lr"]), "loss": float(r["loss"]),
-             "world_size": int(r["world_size"]), "attempt": int(r["attempt"]), "backend": r.get("backend", "")}
+            {
+                "update": int(r["update"]),
+                "lr": float(r["lr"]),
+                "loss": float(r["loss"]),
+                "world_size": int(r["world_size"]),
+                "attempt": int(r["attempt"]),
+                "backend": r.get("backend", ""),
+            }
             for r in csv.DictReader(f)
         ]
 
@@ -52,8 +58,11 @@ def formula(params: dict):
     if c is None:
         return noam
     s, m = params["total_num_steps"] - c, params.get("cooldown_min_lr", 0.0)
-    shape = {"linear": lambda x: 1 - x, "1-sqrt": lambda x: 1 - math.sqrt(x),
-             "cosine": lambda x: (1 + math.cos(math.pi * x)) / 2}[params.get("cooldown_type", "linear")]
+    shape = {
+        "linear": lambda x: 1 - x,
+        "1-sqrt": lambda x: 1 - math.sqrt(x),
+        "cosine": lambda x: (1 + math.cos(math.pi * x)) / 2,
+    }[params.get("cooldown_type", "linear")]
     return lambda k: noam(k) if k <= s else m + (noam(s) - m) * shape(min(1, (k - s) / (c + 1)))
 
 
@@ -69,8 +78,7 @@ def plural(world: int) -> str:
     return f"{world} process{'es' if world > 1 else ''}"
 
 
-def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_from: int | None,
-         verdict: str) -> None:
+def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_from: int | None, verdict: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,8 +86,14 @@ def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_
 
     fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     who = f"{ref[0]['backend']}, {plural(ref[0]['world_size'])}"
-    ax_lr.plot([r["update"] for r in ref], [r["lr"] for r in ref], color="0.75", lw=6,
-               label=f"reference, never stopped ({who})", zorder=1)
+    ax_lr.plot(
+        [r["update"] for r in ref],
+        [r["lr"] for r in ref],
+        color="0.75",
+        lw=6,
+        label=f"reference, never stopped ({who})",
+        zorder=1,
+    )
     ax_loss.plot([r["update"] for r in ref], [r["loss"] for r in ref], color="0.6", lw=2, label="reference")
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
     attempts = sorted({r["attempt"] for r in res})
@@ -99,11 +113,21 @@ def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_
             ax.axvline(resume_from, color="tab:green", ls=":", lw=1.5)
     top = max(r["lr"] for r in ref)
     if kill is not None:
-        ax_lr.annotate(f"SIGKILL after update {kill}", (kill, top * 0.25), xytext=(6, 0), textcoords="offset points",
-                       color="tab:red")
+        ax_lr.annotate(
+            f"SIGKILL after update {kill}",
+            (kill, top * 0.25),
+            xytext=(6, 0),
+            textcoords="offset points",
+            color="tab:red",
+        )
     if resume_from is not None:
-        ax_lr.annotate(f"resumed from checkpoint {resume_from}", (resume_from, top * 0.12), xytext=(6, 0),
-                       textcoords="offset points", color="tab:green")
+        ax_lr.annotate(
+            f"resumed from checkpoint {resume_from}",
+            (resume_from, top * 0.12),
+            xytext=(6, 0),
+            textcoords="offset points",
+            color="tab:green",
+        )
     ax_lr.set_ylabel("learning rate used by the update")
     ax_lr.set_title(verdict, fontsize=10)
     ax_lr.legend(loc="upper right")
@@ -117,10 +141,10 @@ def draw(path: Path, ref: list[dict], res: list[dict], kill: int | None, resume_
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reference", type=Path, required=True,
-                   help="run folder or metrics.csv of the uninterrupted run")
-    p.add_argument("--resumed", type=Path, required=True,
-                   help="run folder or metrics.csv of the killed-and-resumed run")
+    p.add_argument("--reference", type=Path, required=True, help="run folder or metrics.csv of the uninterrupted run")
+    p.add_argument(
+        "--resumed", type=Path, required=True, help="run folder or metrics.csv of the killed-and-resumed run"
+    )
     p.add_argument("--config", type=Path, help="YAML with the scheduler block, to check both runs against the formula")
     p.add_argument("--plot", type=Path, help="write the picture here (PNG)")
     args = p.parse_args(argv)
@@ -139,8 +163,9 @@ def main(argv=None) -> int:
     # updates past it were thrown away and redone inside the cooldown, so those old rows ran without it.
     cool_start = params["total_num_steps"] - params["cooldown_num_steps"] if params.get("cooldown_num_steps") else None
     last_of = {r["update"]: r for r in res}  # after a resume the redone row is the one that counted
-    before_cooldown = [r for r in res
-                       if last_of[r["update"]] is not r and cool_start is not None and r["update"] > cool_start]
+    before_cooldown = [
+        r for r in res if last_of[r["update"]] is not r and cool_start is not None and r["update"] > cool_start
+    ]
 
     mismatched = [r for r in res if ref_lr.get(r["update"]) != r["lr"] and r not in before_cooldown]
     diffs = [abs(r["lr"] - ref_lr[r["update"]]) for r in res if r["update"] in ref_lr and r not in before_cooldown]
@@ -168,8 +193,10 @@ def main(argv=None) -> int:
         marks[resume_from] = "checkpoint resumed from"
         marks[kill] = "last update before SIGKILL"
         marks[resume_from + 1] = "first update after resume"
-    print(f"{'update':>6}  {'reference lr':>13}  {'resumed lr':>13}  {'procs':>5}  {'ref loss':>8}  {'res loss':>8}"
-          "  moment")
+    print(
+        f"{'update':>6}  {'reference lr':>13}  {'resumed lr':>13}  {'procs':>5}  {'ref loss':>8}  {'res loss':>8}"
+        "  moment"
+    )
     for k in sorted(marks):
         r = first[-1] if k == kill else last_of.get(k)
         if r is None or k not in ref_lr:
@@ -177,14 +204,18 @@ def main(argv=None) -> int:
         same = "" if r["lr"] == ref_lr[k] else "  <-- differs"
         if r in before_cooldown:
             same = "  (no cooldown yet: redone in it)"
-        print(f"{k:>6}  {ref_lr[k]:>13.6e}  {r['lr']:>13.6e}  {r['world_size']:>5}  {ref_loss[k]:>8.4f}  "
-              f"{r['loss']:>8.4f}  {marks[k]}{same}")
+        print(
+            f"{k:>6}  {ref_lr[k]:>13.6e}  {r['lr']:>13.6e}  {r['world_size']:>5}  {ref_loss[k]:>8.4f}  "
+            f"{r['loss']:>8.4f}  {marks[k]}{same}"
+        )
     n = max(1, len(ref) // 10)
     start_loss, end_loss = sum(r["loss"] for r in ref[:n]) / n, sum(r["loss"] for r in ref[-n:]) / n
     res_end = [last_of[k]["loss"] for k in sorted(last_of)][-n:]
-    print(f"loss (mean of first/last {n} updates): reference {start_loss:.3f} -> {end_loss:.3f}, "
-          f"resumed ends at {sum(res_end) / len(res_end):.3f}"
-          "\n  (late digits drift apart: 2 processes sum the batch in another order than 1)")
+    print(
+        f"loss (mean of first/last {n} updates): reference {start_loss:.3f} -> {end_loss:.3f}, "
+        f"resumed ends at {sum(res_end) / len(res_end):.3f}"
+        "\n  (late digits drift apart: 2 processes sum the batch in another order than 1)"
+    )
     if args.config and params.get("cooldown_num_steps") is not None:
         start, end = params["total_num_steps"] - params["cooldown_num_steps"], params["total_num_steps"]
 
@@ -194,28 +225,35 @@ def main(argv=None) -> int:
 
         span = max(1, min(n, params["cooldown_num_steps"] // 4))
         resumed_rows = [last_of[k] for k in sorted(last_of)]
+
         def drop(rows):
             return f"{mean_loss(rows, start - span + 1, start):.3f} -> {mean_loss(rows, end - span + 1, end):.3f}"
 
         kind = params.get("cooldown_type", "linear")
-        print(f"cooldown ({kind}, updates {start + 1}-{end}): loss (mean of {span} updates) "
-              f"{drop(ref)} in the reference, {drop(resumed_rows)} resumed")
+        print(
+            f"cooldown ({kind}, updates {start + 1}-{end}): loss (mean of {span} updates) "
+            f"{drop(ref)} in the reference, {drop(resumed_rows)} resumed"
+        )
     if redone:
         before = {r["update"]: r["loss"] for r in first}
         # a row's loss is computed before its own update: with a new lr from cool_start + 1 on, only the first compares
         same_past = [r for r in redone if cool_start is None or r["update"] <= cool_start + 1]
         gap = max((abs(r["loss"] - before[r["update"]]) for r in same_past), default=float("nan"))
-        print(f"updates {redone[0]['update']}-{redone[-1]['update']} ran twice (before the kill, again after resume): "
-              f"loss differs by at most {gap:.1e}"
-              + (f" where the lr was the same (updates up to {same_past[-1]['update']})" if before_cooldown else "")
-              + ", so model and optimizer state came back too")
+        print(
+            f"updates {redone[0]['update']}-{redone[-1]['update']} ran twice (before the kill, again after resume): "
+            f"loss differs by at most {gap:.1e}"
+            + (f" where the lr was the same (updates up to {same_past[-1]['update']})" if before_cooldown else "")
+            + ", so model and optimizer state came back too"
+        )
     if before_cooldown:
         print("  before the kill they ran without the cooldown decided at resume; after it, inside the cooldown")
     if args.config:
         lr = formula(params)
         old = formula({k: v for k, v in params.items() if k not in ("total_num_steps", "cooldown_num_steps")})
-        worst = max(max(abs(r["lr"] - lr(r["update"])) for r in ref),
-                    max(abs(r["lr"] - (old if r in before_cooldown else lr)(r["update"])) for r in res))
+        worst = max(
+            max(abs(r["lr"] - lr(r["update"])) for r in ref),
+            max(abs(r["lr"] - (old if r in before_cooldown else lr)(r["update"])) for r in res),
+        )
         print(f"formula check: both runs within {worst:.1e} of the paper's formula with {args.config}'s parameters")
         if worst > 1e-12:
             identical = False

@@ -107,10 +107,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4, help="samples per process and micro-batch")
     p.add_argument("--accum", type=int, default=2, help="micro-batches accumulated per update")
     p.add_argument("--checkpoint-every", type=int, default=10)
-    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                   help="continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints, or from CHECKPOINT")
-    p.add_argument("--stall-at", type=int, metavar="K",
-                   help="after the checkpoint of update K is complete, sleep until killed (to demonstrate a crash)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="CHECKPOINT",
+        help="continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints, or from CHECKPOINT",
+    )
+    p.add_argument(
+        "--stall-at",
+        type=int,
+        metavar="K",
+        help="after the checkpoint of update K is complete, sleep until killed (to demonstrate a crash)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -127,8 +136,9 @@ def main(argv=None) -> None:
     ckpt_dir = out / "checkpoints"
 
     torch.manual_seed(args.seed)  # the same initial weights whatever the number of processes
-    model = nn.Sequential(nn.Linear(IN_FEATURES, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, HIDDEN), nn.GELU(),
-                          nn.Linear(HIDDEN, 1)).to(device)
+    model = nn.Sequential(
+        nn.Linear(IN_FEATURES, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, 1)
+    ).to(device)
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)
@@ -144,8 +154,10 @@ def main(argv=None) -> None:
         found = complete_checkpoints(ckpt_dir) if args.resume == "latest" else [Path(args.resume)]
         if found:
             dcp.load({"app": app}, checkpoint_id=str(found[-1]))
-            say(f"resumed from {found[-1]} at update {scheduler.last_epoch} on {world} process(es); "
-                f"next lr {scheduler.get_last_lr()[0]:.6g}")
+            say(
+                f"resumed from {found[-1]} at update {scheduler.last_epoch} on {world} process(es); "
+                f"next lr {scheduler.get_last_lr()[0]:.6g}"
+            )
         else:
             say(f"no complete checkpoint in {ckpt_dir}; starting from update 0")
     done = scheduler.last_epoch  # NoamLR's count of applied updates is the loop counter
@@ -158,8 +170,10 @@ def main(argv=None) -> None:
     kept = [line for line in earlier if json.loads(line)["update"] <= done]  # a resume rewrites what came after
     log_path.write_text("".join(line + "\n" for line in kept))
     log = log_path.open("a")
-    say(f"{world} process(es) x {args.accum} micro-batches of {args.batch} per update; "
-        f"updates {done + 1}..{args.updates}")
+    say(
+        f"{world} process(es) x {args.accum} micro-batches of {args.batch} per update; "
+        f"updates {done + 1}..{args.updates}"
+    )
 
     while done < args.updates:
         losses = []
@@ -172,9 +186,15 @@ def main(argv=None) -> None:
         scheduler.step()
         optimizer.zero_grad()
         done += 1
-        record = {"update": done, "lr": used[:], "lr_after": [float(g["lr"]) for g in optimizer.param_groups],
-                  "last_epoch": scheduler.last_epoch, "samples": scheduler.samples, "world_size": world,
-                  "loss": sum(losses) / len(losses)}
+        record = {
+            "update": done,
+            "lr": used[:],
+            "lr_after": [float(g["lr"]) for g in optimizer.param_groups],
+            "last_epoch": scheduler.last_epoch,
+            "samples": scheduler.samples,
+            "world_size": world,
+            "loss": sum(losses) / len(losses),
+        }
         used.clear()
         log.write(json.dumps(record) + "\n")
         log.flush()

@@ -103,8 +103,9 @@ def training_settings(raw: dict, path: str, world: int) -> dict:
 class TinyTransformer(nn.Module):
     """nn.Transformer (encoder-decoder) with shared embeddings and sinusoidal positions, as in the paper."""
 
-    def __init__(self, vocab_size: int, d_model: int, nhead: int, layers: int, ffn: int, dropout: float,
-                 max_len: int = 256):
+    def __init__(
+        self, vocab_size: int, d_model: int, nhead: int, layers: int, ffn: int, dropout: float, max_len: int = 256
+    ):
         super().__init__()
         self.scale = math.sqrt(d_model)
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -210,8 +211,9 @@ class TorchRunner:
             self.rank, self.model = 0, model
         self.raw_model = model
         self.optimizer = adam(model, schedule)
-        self.noam = NoamLR(self.optimizer, **scheduler_params(schedule),
-                           samples_per_update=settings["training"]["global_batch"])
+        self.noam = NoamLR(
+            self.optimizer, **scheduler_params(schedule), samples_per_update=settings["training"]["global_batch"]
+        )
         self.accumulation = settings["training"]["accumulation"]
         self.ckpt_dir = out / CHECKPOINTS
 
@@ -297,8 +299,9 @@ class AccelerateRunner:
             from accelerate.utils import DummyScheduler
 
             # "auto" in the JSON takes these; total_num_steps (for a cooldown) as given, like the warmup
-            scheduler = DummyScheduler(optimizer, warmup_num_steps=schedule.warmup_num_steps,
-                                       total_num_steps=schedule.total_num_steps)
+            scheduler = DummyScheduler(
+                optimizer, warmup_num_steps=schedule.warmup_num_steps, total_num_steps=schedule.total_num_steps
+            )
         else:
             # no DataLoader goes through prepare(), so Accelerate cannot tell NoamLR the global batch
             scheduler = NoamLR(optimizer, **scheduler_params(schedule), samples_per_update=t["global_batch"])
@@ -370,15 +373,22 @@ class DeepSpeedRunner:
         if "scheduler" not in ds_config:  # the engine builds NoamLR from the YAML's block
             ds_config["scheduler"] = {"type": "NoamLR", "params": scheduler_params(schedule)}
         elif not declares(ds_config["scheduler"], schedule):
-            notes.append(f"schedule: the scheduler block of {ds_config_path} ({ds_config['scheduler'].get('params')}), "
-                         f"not {config_path}'s")
+            notes.append(
+                f"schedule: the scheduler block of {ds_config_path} ({ds_config['scheduler'].get('params')}), "
+                f"not {config_path}'s"
+            )
         # the data layout of this script: global batch = micro-batch x accumulation x processes, from the YAML
-        layout = {"train_batch_size": t["global_batch"], "train_micro_batch_size_per_gpu": t["micro_batch"],
-                  "gradient_accumulation_steps": t["accumulation"]}
+        layout = {
+            "train_batch_size": t["global_batch"],
+            "train_micro_batch_size_per_gpu": t["micro_batch"],
+            "gradient_accumulation_steps": t["accumulation"],
+        }
         for key, value in layout.items():
             if ds_config.get(key, value) not in (value, "auto"):
-                notes.append(f"{key}: {value} (from {config_path}'s training block) instead of {ds_config[key]} "
-                             f"in {ds_config_path}")
+                notes.append(
+                    f"{key}: {value} (from {config_path}'s training block) instead of {ds_config[key]} "
+                    f"in {ds_config_path}"
+                )
             ds_config[key] = value
         ds_config.setdefault("steps_per_print", 10**9)
         # an "optimizer" block in the DeepSpeed config wins, as DeepSpeed users expect; else the paper's Adam
@@ -388,8 +398,9 @@ class DeepSpeedRunner:
         self.load_universal = self._needs_universal()
         if self.load_universal:
             ds_config.setdefault("checkpoint", {})["load_universal"] = True
-        self.engine, _, _, self.noam = deepspeed.initialize(model=model, optimizer=client_optimizer,
-                                                            model_parameters=model.parameters(), config=ds_config)
+        self.engine, _, _, self.noam = deepspeed.initialize(
+            model=model, optimizer=client_optimizer, model_parameters=model.parameters(), config=ds_config
+        )
         # self.noam: the engine's NoamLR; it knows the global batch from train_batch_size()
         self.rank = self.engine.global_rank
         self.inner = unwrap_optimizer(self.engine.optimizer)
@@ -473,8 +484,9 @@ def metrics_writer(path: Path, backend: str, world: int):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="configs/demo.yaml", help="project YAML: scheduler block, model, task, training")
     p.add_argument("--output-dir", required=True, help="metrics.csv and checkpoints/ go here")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --output-dir")
@@ -510,8 +522,9 @@ def main(argv=None) -> int:
         single_process_defaults()
         ds_path = args.deepspeed_config or raw.get("deepspeed_config")
         if not ds_path:
-            raise UsageError(f"{args.config}: deepspeed_config: needed for the deepspeed backend "
-                             "(or pass --deepspeed-config)")
+            raise UsageError(
+                f"{args.config}: deepspeed_config: needed for the deepspeed backend (or pass --deepspeed-config)"
+            )
         runner = DeepSpeedRunner(model, schedule, settings, out, ds_path, args.config)
     elif backend == "accelerate":
         runner = AccelerateRunner(model, schedule, settings, out)
@@ -527,8 +540,10 @@ def main(argv=None) -> int:
         else:
             start = resumed
             say(f"resumed at update {start} on {runner.world} process(es); next lr {runner.lr():.6g}")
-    say(f"{backend}, {runner.world} process(es), {t['accumulation']} micro-batches of {t['micro_batch']} per update "
-        f"(global batch {t['global_batch']}), updates {start + 1}..{t['updates']}")
+    say(
+        f"{backend}, {runner.world} process(es), {t['accumulation']} micro-batches of {t['micro_batch']} per update "
+        f"(global batch {t['global_batch']}), updates {start + 1}..{t['updates']}"
+    )
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         write, metrics_file = metrics_writer(metrics_path, backend, runner.world)

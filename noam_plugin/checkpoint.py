@@ -178,7 +178,9 @@ def _rank(name: str) -> int:
 
 
 def _newest_first(paths: list[Path]) -> list[Path]:
-    return sorted(paths, key=lambda p: (int(m.group(1)) if (m := re.search(r"(\d+)\D*$", p.name)) else -1, p.name), reverse=True)
+    return sorted(
+        paths, key=lambda p: (int(m.group(1)) if (m := re.search(r"(\d+)\D*$", p.name)) else -1, p.name), reverse=True
+    )
 
 
 def _looks_like_checkpoint(p: Path) -> bool:
@@ -208,13 +210,20 @@ def _read_deepspeed(tag_dir: Path, how: str) -> CheckpointInfo:
     if not isinstance(data, dict):
         raise CheckpointError(f"{main}: not a DeepSpeed model-states file (found a {type(data).__name__})")
     config = data.get("ds_config") if isinstance(data.get("ds_config"), dict) else {}
-    stage = (config.get("zero_optimization") or {}).get("stage", 0) if isinstance(config.get("zero_optimization"), dict) else 0
+    stage = (
+        (config.get("zero_optimization") or {}).get("stage", 0)
+        if isinstance(config.get("zero_optimization"), dict)
+        else 0
+    )
     stage = stage if isinstance(stage, int) and 0 <= stage <= 3 else 0
     universal = (tag_dir / "zero").is_dir()
     kind = "DeepSpeed universal checkpoint" if universal else f"DeepSpeed ZeRO-{stage}" if stage else "DeepSpeed"
     info = CheckpointInfo(
-        tag_dir, f"{kind}; {how}" if how else kind, data.get("lr_scheduler"),
-        global_steps=_count_or_none(data.get("global_steps")), skipped_steps=_count_or_none(data.get("skipped_steps")),
+        tag_dir,
+        f"{kind}; {how}" if how else kind,
+        data.get("lr_scheduler"),
+        global_steps=_count_or_none(data.get("global_steps")),
+        skipped_steps=_count_or_none(data.get("skipped_steps")),
         source=str(main),
     )
     dp = data.get("dp_world_size")
@@ -229,7 +238,9 @@ def _read_deepspeed(tag_dir: Path, how: str) -> CheckpointInfo:
     elif isinstance(dp, int):
         info.processes, info.processes_from = dp, "dp_world_size"
     if universal:
-        info.notes.append("converted to universal: resumes on any number of processes with \"checkpoint\": {\"load_universal\": true}")
+        info.notes.append(
+            'converted to universal: resumes on any number of processes with "checkpoint": {"load_universal": true}'
+        )
     if "lr_scheduler" not in data:
         info.notes.append(f"{main.name} has no 'lr_scheduler' entry")
     return info
@@ -242,11 +253,16 @@ def _read_accelerate(folder: Path) -> CheckpointInfo:
     tag = read_latest(folder)
     if tag is not None:  # Accelerate + DeepSpeed: the engine saved the scheduler in its own subfolder
         if not (folder / tag).is_dir():
-            raise CheckpointError(f"{folder}: 'latest' names '{tag}', but {folder / tag} does not exist: partial checkpoint")
+            raise CheckpointError(
+                f"{folder}: 'latest' names '{tag}', but {folder / tag} does not exist: partial checkpoint"
+            )
         info = _read_deepspeed(folder / tag, f"DeepSpeed engine folder '{tag}'")
         info.path, info.kind = folder, "Accelerate + " + info.kind
         if count[0] is not None:
-            info.processes, info.processes_from = count[0], count[1] + (f", {info.processes_from}" if info.processes_from else "")
+            info.processes, info.processes_from = (
+                count[0],
+                count[1] + (f", {info.processes_from}" if info.processes_from else ""),
+            )
         return info
     if not schedulers:
         found = shorten(", ".join(sorted(p.name for p in folder.iterdir())), 300)
@@ -281,13 +297,23 @@ def _read_torch_file(file: Path) -> CheckpointInfo:
 # DCP's `.metadata` is a pickle of these dataclasses (and torch.Size, dtypes, a path): nothing else is built.
 _DCP_CLASSES = {
     "torch.distributed.checkpoint.metadata": {
-        "Metadata", "MetadataIndex", "StorageMeta", "BytesStorageMetadata", "TensorStorageMetadata",
-        "ChunkStorageMetadata", "TensorProperties", "_MEM_FORMAT_ENCODING",
+        "Metadata",
+        "MetadataIndex",
+        "StorageMeta",
+        "BytesStorageMetadata",
+        "TensorStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "_MEM_FORMAT_ENCODING",
     },
     "torch.distributed.checkpoint.filesystem": {"_StorageInfo", "_StoragePrefix"},
 }
-_PATH_CLASSES = {"PosixPath": "PurePosixPath", "PurePosixPath": "PurePosixPath",
-                 "WindowsPath": "PureWindowsPath", "PureWindowsPath": "PureWindowsPath"}
+_PATH_CLASSES = {
+    "PosixPath": "PurePosixPath",
+    "PurePosixPath": "PurePosixPath",
+    "WindowsPath": "PureWindowsPath",
+    "PureWindowsPath": "PureWindowsPath",
+}
 
 
 class _DcpMetadataUnpickler(pickle.Unpickler):
@@ -336,8 +362,15 @@ def _dcp_value(folder: Path, fqn: str, where: Any) -> Any:
     import torch
 
     name, offset, length = (getattr(where, a, None) for a in ("relative_path", "offset", "length"))
-    if not (isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
-            and isinstance(offset, int) and isinstance(length, int) and offset >= 0 and length >= 0):
+    if not (
+        isinstance(name, str)
+        and Path(name).name == name
+        and name not in ("", ".", "..")
+        and isinstance(offset, int)
+        and isinstance(length, int)
+        and offset >= 0
+        and length >= 0
+    ):
         raise CheckpointError(f"{folder / DCP_METADATA}: '{fqn}' points at {where!r}, not into a file in {folder}")
     if getattr(where, "transform_descriptors", None):
         raise CheckpointError(
@@ -369,8 +402,11 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
     """A torch.distributed.checkpoint folder: the scheduler state among the non-tensor values; no tensor is read."""
     metadata = _dcp_metadata(folder)
     kinds = metadata.state_dict_metadata if isinstance(metadata.state_dict_metadata, dict) else {}
-    located = {index.fqn: where for index, where in metadata.storage_data.items()  # non-tensor values only
-               if type(kinds.get(getattr(index, "fqn", None))).__name__ == "BytesStorageMetadata"}
+    located = {
+        index.fqn: where
+        for index, where in metadata.storage_data.items()  # non-tensor values only
+        if type(kinds.get(getattr(index, "fqn", None))).__name__ == "BytesStorageMetadata"
+    }
     mappings = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
     paths = {fqn: tuple(map(str, mappings.get(fqn) or fqn.split("."))) for fqn in located}
 
@@ -382,7 +418,7 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
         if path[-1] == "type" and _dcp_value(folder, fqn, located[fqn]) == "NoamLR":
             states.append((".".join(path[:-1]), state_under(path[:-1])))
     if not states:
-        for fqn, path in paths.items():
+        for path in paths.values():
             if path[-1] in ("last_epoch", "last_batch_iteration"):
                 states.append((".".join(path[:-1]), state_under(path[:-1])))
     ranks = {m.group(1) for p in folder.glob("*.distcp") if (m := re.match(r"__(\d+)_\d+\.distcp$", p.name))}
@@ -395,8 +431,10 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
             where = ", ".join(w for w, _ in states)
             info.notes.append(f"{len(states)} scheduler states ({where}); showing '{states[0][0]}'")
     else:
-        info.notes.append(f"no scheduler state among the {len(located)} non-tensor values "
-                          "(save scheduler.state_dict() in the DCP state dict)")
+        info.notes.append(
+            f"no scheduler state among the {len(located)} non-tensor values "
+            "(save scheduler.state_dict() in the DCP state dict)"
+        )
     info.notes.append("DCP reshards on load: resumes on any number of processes")
     return info
 
@@ -431,15 +469,22 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
         if not (p / tag).is_dir():
             others = [c.name for c in _newest_first([c for c in p.iterdir() if c.is_dir()])]
             hint = f" Checkpoints here: {', '.join(others)}." if others else ""
-            raise CheckpointError(f"{p}: '{pointer}' names '{tag}', but {p / tag} does not exist: partial or moved checkpoint.{hint}")
+            raise CheckpointError(
+                f"{p}: '{pointer}' names '{tag}', but {p / tag} does not exist: partial or moved checkpoint.{hint}"
+            )
         return _read_deepspeed(p / tag, f"tag '{tag}' from '{pointer}'")
     if any(n.endswith("model_states.pt") or n.endswith("optim_states.pt") for n in names):
         return _read_deepspeed(p, "")
     if (p / "checkpoints").is_dir():  # a launch/train.py output folder
         return read_checkpoint(p / "checkpoints", _depth + 1)
     # not .tmp / hidden: an interrupted save or conversion (e.g. .global_step5_universal.tmp-x1y2)
-    candidates = _newest_first([c for c in p.iterdir() if not c.name.endswith(".tmp") and not c.name.startswith(".")
-                                and _looks_like_checkpoint(c)])
+    candidates = _newest_first(
+        [
+            c
+            for c in p.iterdir()
+            if not c.name.endswith(".tmp") and not c.name.startswith(".") and _looks_like_checkpoint(c)
+        ]
+    )
     if candidates:
         info = read_checkpoint(candidates[0], _depth + 1)
         if len(candidates) > 1:
@@ -511,7 +556,8 @@ def check_no_pickled_code(tag_dir: str | os.PathLike) -> int:
                     why = shorten(lines[0] if lines else str(error).strip().splitlines()[0], 300)
                     raise CheckpointError(
                         f"{file}: holds Python objects that torch.load(weights_only=True) refuses ({why}). DeepSpeed's "
-                        "converter would unpickle it with weights_only=False, running any code it carries; not converted. "
+                        "converter would unpickle it with weights_only=False, running any code it carries; not "
+                        "converted. "
                         "Convert a checkpoint you trust with DeepSpeed's ds_to_universal.py directly."
                     ) from None
                 except Exception as error:  # noqa: BLE001 - truncated, not a torch file

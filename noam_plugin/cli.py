@@ -35,7 +35,8 @@ from noam_plugin.state import check_state
 def _auto_error(err: ConfigError, hint: str) -> ConfigError:
     """Say what "auto" is, where a value left "auto" is why the file failed."""
     problems = [
-        Problem(p.key, p.expected, f"str 'auto' ({hint})") if p.found.startswith("str 'auto'") else p for p in err.problems
+        Problem(p.key, p.expected, f"str 'auto' ({hint})") if p.found.startswith("str 'auto'") else p
+        for p in err.problems
     ]
     return ConfigError(err.source, problems)
 
@@ -58,7 +59,8 @@ def _validate_one(path: str, allow_auto: bool) -> str:
     try:
         config = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
     except ConfigError as err:
-        hint = f"Accelerate fills \"auto\" in {' and '.join(AUTO_KEYS)}; check a config meant for Accelerate with --allow-auto"
+        filled = " and ".join(AUTO_KEYS)
+        hint = f'Accelerate fills "auto" in {filled}; check a config meant for Accelerate with --allow-auto'
         raise _auto_error(err, hint) from None
     return f"NoamLR{via}: {describe(config)}"
 
@@ -140,8 +142,10 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     elif info.is_noam:
         base = NoamConfig(**info.params)
     else:
-        raise ValueError(f"{args.checkpoint_dir}: holds no NoamLR state, so its schedule is unknown: add --config PATH "
-                         "(the config the run resumes with)")
+        raise ValueError(
+            f"{args.checkpoint_dir}: holds no NoamLR state, so its schedule is unknown: add --config PATH "
+            "(the config the run resumes with)"
+        )
     unit = base.warmup_unit
     if info.is_noam:
         count = info.state.get(unit)
@@ -151,9 +155,11 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint_dir}: no count of the {unit} seen in this checkpoint (warmup_unit {unit})")
     u = base.unit_name
     if count < base.warmup_num_steps:
-        raise ValueError(f"{args.checkpoint_dir}: saved at {u} {count}, inside the warmup (warmup_num_steps "
-                         f"{base.warmup_num_steps}); a cooldown starts after the warmup: resume past {u} "
-                         f"{base.warmup_num_steps} first")
+        raise ValueError(
+            f"{args.checkpoint_dir}: saved at {u} {count}, inside the warmup (warmup_num_steps "
+            f"{base.warmup_num_steps}); a cooldown starts after the warmup: resume past {u} "
+            f"{base.warmup_num_steps} first"
+        )
     params = {k: v for k, v in base.schedule_params.items() if k in CURVE_KEYS and v is not None}
     if params.get("warmup_unit") == "updates":
         del params["warmup_unit"]
@@ -168,12 +174,15 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
         if differing:
             now = config.schedule_params
             shown = "; ".join(f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing)
-            raise ValueError(f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied "
-                             f"({shown})")
+            raise ValueError(
+                f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied ({shown})"
+            )
     where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g}")
-    print(f"# a {args.type} cooldown over the next {args.over} {unit} ({u}s {count + 1}-{count + args.over}): "
-          "resume with these params (in a DeepSpeed JSON, the same keys in scheduler.params)")
+    print(
+        f"# a {args.type} cooldown over the next {args.over} {unit} ({u}s {count + 1}-{count + args.over}): "
+        "resume with these params (in a DeepSpeed JSON, the same keys in scheduler.params)"
+    )
     print(yaml.safe_dump({"scheduler": {"type": "NoamLR", "params": params}}, sort_keys=False), end="")
     axis = Axis(config, unit)
     end = count + args.over
@@ -181,8 +190,16 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     print()
     print(f"{u:>10}  {'lr':>11}")
     for k in sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1}):
-        print(f"{k:>10}  {axis.lr(k):>11.4e}" + ("  (last before the cooldown)" if k == count else
-                                                  "  (cooldown_min_lr from here on)" if k == end + 1 else ""))
+        print(
+            f"{k:>10}  {axis.lr(k):>11.4e}"
+            + (
+                "  (last before the cooldown)"
+                if k == count
+                else "  (cooldown_min_lr from here on)"
+                if k == end + 1
+                else ""
+            )
+        )
     print()
     print("\n".join(ascii_curve(axis, after, first=count)))
     if args.plot:
@@ -220,13 +237,16 @@ def _update_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="noam-plugin", description="Check Noam schedule configs and look at the curve.")
+    parser = argparse.ArgumentParser(
+        prog="noam-plugin", description="Check Noam schedule configs and look at the curve."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check config files (exit 0 if all are valid)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="project YAML, DeepSpeed JSON, or Accelerate config YAML")
     p.add_argument(
-        "--allow-auto", action="store_true",
+        "--allow-auto",
+        action="store_true",
         help='accept "auto" in warmup_num_steps/warmup_max_lr (a DeepSpeed config meant for Accelerate, '
         "which fills them); always on for a file named by an Accelerate config",
     )
@@ -236,13 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     p.add_argument("--unit", choices=WARMUP_UNITS, help="x-axis unit (default: the config's warmup_unit)")
     p.add_argument(
-        "--per-update", type=_positive_int, metavar="N",
+        "--per-update",
+        type=_positive_int,
+        metavar="N",
         help="samples or tokens per optimizer update (the global batch, over all processes); needed by --unit "
         "when it is not the config's unit",
     )
     p.add_argument("--steps", type=_positive_int, help="last position drawn, in the x-axis unit (default: 10 x warmup)")
     p.add_argument(
-        "--at", type=_update_list, metavar="K,K,...",
+        "--at",
+        type=_update_list,
+        metavar="K,K,...",
         help="positions for the table, in the x-axis unit (default: 1, W/4, W/2, W, 2W, 4W, 10W)",
     )
     p.add_argument("--plot", metavar="FILE.png", help="draw the curve to a PNG (needs matplotlib)")
@@ -255,14 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cooldown", help="params that start a cooldown right after a checkpoint, and its curve")
     p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
-    p.add_argument("--over", type=_positive_int, required=True, metavar="N",
-                   help="length of the cooldown, in the schedule's warmup_unit (updates, samples or tokens)")
+    p.add_argument(
+        "--over",
+        type=_positive_int,
+        required=True,
+        metavar="N",
+        help="length of the cooldown, in the schedule's warmup_unit (updates, samples or tokens)",
+    )
     p.add_argument("--type", choices=COOLDOWN_TYPES, default="linear", help="shape of the cooldown (default: linear)")
     p.add_argument("--min-lr", type=_nonnegative_float, metavar="LR", help="cooldown_min_lr (default 0)")
-    p.add_argument("--config", metavar="PATH",
-                   help="the config the run resumes with (default: the checkpoint's parameters)")
-    p.add_argument("--plot", metavar="FILE.png",
-                   help="draw the whole curve with the cooldown to a PNG (needs matplotlib)")
+    p.add_argument(
+        "--config", metavar="PATH", help="the config the run resumes with (default: the checkpoint's parameters)"
+    )
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="draw the whole curve with the cooldown to a PNG (needs matplotlib)"
+    )
     p.set_defaults(handler=cmd_cooldown)
 
     add_init_parser(sub)

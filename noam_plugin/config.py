@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from noam_plugin.errors import ConfigError, Problem, shorten, short_repr
+from noam_plugin.errors import ConfigError, Problem, short_repr, shorten
 from noam_plugin.schedule import NoamConfig, closest_name
 
 PARAMS_PREFIX = "scheduler.params."
@@ -355,7 +355,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
     data = _parse(path, str(path), as_json=path.suffix.lower() == ".json")
     if not isinstance(data, dict):
         found = "an empty file" if data is None else _short(data)
-        raise ConfigError(str(path), Problem("(top level)", "a mapping (key: value entries) with a 'scheduler' block", found))
+        raise ConfigError(
+            str(path), Problem("(top level)", "a mapping (key: value entries) with a 'scheduler' block", found)
+        )
     return data
 
 
@@ -400,7 +402,9 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
             "the DeepSpeed config JSON that declares the NoamLR scheduler (an Accelerate config holds no scheduler "
             "itself; without DeepSpeed, build NoamLR in the script and pass it to accelerator.prepare())"
         )
-        raise ConfigError(source, Problem("deepspeed_config.deepspeed_config_file", expected, "an Accelerate config without one"))
+        raise ConfigError(
+            source, Problem("deepspeed_config.deepspeed_config_file", expected, "an Accelerate config without one")
+        )
     if "scheduler" not in data:
         example = (
             '"scheduler": {"type": "NoamLR", "params": {"d_model": 512, "warmup_num_steps": 4000}}'
@@ -426,7 +430,9 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
             hint = f" (did you mean '{near}'?)" if near else ""
             problems.append(Problem(f"scheduler.{key}", "only 'type' and 'params'", f"unknown key '{key}'{hint}"))
     if "params" not in block and kind == "NoamLR":
-        problems.append(Problem("scheduler.params", "a mapping such as {d_model: 512, warmup_num_steps: 4000}", "nothing"))
+        problems.append(
+            Problem("scheduler.params", "a mapping such as {d_model: 512, warmup_num_steps: 4000}", "nothing")
+        )
     if problems:
         raise ConfigError(source, problems)
     params = block["params"]
@@ -452,13 +458,13 @@ def check_with_auto(block: SchedulerBlock) -> tuple[str, ...]:
     mine: dict[str, Problem] = {}
     for key, value in params.items():
         if value == "auto" and key not in AUTO_KEYS:
-            expected = "a value (Accelerate fills \"auto\" only in " + " and ".join(AUTO_KEYS) + ")"
+            expected = 'a value (Accelerate fills "auto" only in ' + " and ".join(AUTO_KEYS) + ")"
             mine[PARAMS_PREFIX + str(key)] = Problem(PARAMS_PREFIX + str(key), expected, "str 'auto'")
     if "warmup_num_steps" in auto:
         params["warmup_num_steps"] = 1  # a stand-in, so the other values are still checked
     if "warmup_max_lr" in auto and params.get("d_model") is not None:
         del params["warmup_max_lr"]
-        expected = "no warmup_max_lr next to d_model (Accelerate fills \"auto\" with the optimizer's lr, giving both)"
+        expected = 'no warmup_max_lr next to d_model (Accelerate fills "auto" with the optimizer\'s lr, giving both)'
         mine[PARAMS_PREFIX + "warmup_max_lr"] = Problem(PARAMS_PREFIX + "warmup_max_lr", expected, "str 'auto'")
     elif "warmup_max_lr" in auto:
         params["warmup_max_lr"] = 1.0

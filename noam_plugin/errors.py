@@ -74,7 +74,7 @@ class Problem:
 class ConfigError(ValueError):
     """Bad schedule parameters or config file. The message has one line per problem."""
 
-    def __init__(self, source: str, problems: "list[Problem] | Problem | str"):
+    def __init__(self, source: str, problems: list[Problem] | Problem | str):
         if isinstance(problems, Problem):
             problems = [problems]
         self.source = source

@@ -95,8 +95,10 @@ def axis_for(config: NoamConfig, unit: str | None, per_update: int | None) -> Ax
             raise ValueError(f"--per-update converts between units: add --unit {others} (this config counts {have})")
         return Axis(config, unit)
     if "updates" not in (unit, have):
-        raise ValueError(f"--unit {unit}: cannot convert {have} to {unit} (tokens per sample vary); "
-                         "show it per update instead: --unit updates --per-update N")
+        raise ValueError(
+            f"--unit {unit}: cannot convert {have} to {unit} (tokens per sample vary); "
+            "show it per update instead: --unit updates --per-update N"
+        )
     if per_update is None:
         data = unit if unit != "updates" else have
         what = "the global batch, over all processes" if data == "samples" else "summed over all processes"
@@ -143,7 +145,9 @@ def ascii_curve(axis: Axis, steps: int, width: int = 60, height: int = 8, first:
     if peak_col is not None:
         mark = f"^ peak at {axis.name} {axis.peak}"
         left = f"peak at {axis.name} {axis.peak} ^"
-        lines.append(f"{pad}  " + (" " * peak_col + mark if peak_col + len(mark) <= width else (left.rjust(peak_col + 1))))
+        lines.append(
+            f"{pad}  " + (" " * peak_col + mark if peak_col + len(mark) <= width else (left.rjust(peak_col + 1)))
+        )
     return lines
 
 
@@ -163,7 +167,9 @@ def plot_curve(axis: Axis, steps: int, title: str, out: str, mark: tuple[int, st
     lrs = [axis.lr(k) for k in ks]
     fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(ks, lrs, color="tab:blue", lw=2, label="lr of update k" if axis.unit == "updates" else f"lr at {axis.name} x")
+    ax.plot(
+        ks, lrs, color="tab:blue", lw=2, label="lr of update k" if axis.unit == "updates" else f"lr at {axis.name} x"
+    )
     w = config.warmup_num_steps
     if axis.unit == config.warmup_unit:
         band = f"warmup ({axis.unit} 1-{w})"
@@ -172,8 +178,13 @@ def plot_curve(axis: Axis, steps: int, title: str, out: str, mark: tuple[int, st
     ax.axvspan(1, min(axis.warmup, steps), color="tab:orange", alpha=0.15, label=band)
     if config.cooldown_num_steps is not None and axis.unit == config.warmup_unit:
         start, end = config.cooldown_start, config.total_num_steps
-        ax.axvspan(start, end, color="tab:green", alpha=0.15,
-                   label=f"{config.cooldown_type} cooldown ({axis.unit} {start + 1}-{end})")
+        ax.axvspan(
+            start,
+            end,
+            color="tab:green",
+            alpha=0.15,
+            label=f"{config.cooldown_type} cooldown ({axis.unit} {start + 1}-{end})",
+        )
     if mark is not None:
         ax.axvline(mark[0], color="tab:gray", ls="--", lw=1, label=mark[1])
     right_half = axis.peak > 0.45 * steps  # then the label goes left of the peak, the legend below it
@@ -183,8 +194,11 @@ def plot_curve(axis: Axis, steps: int, title: str, out: str, mark: tuple[int, st
         ax.annotate(
             f"peak lr {peak_lr:.3e}\nat {axis.name} {axis.peak}",
             xy=(axis.peak, peak_lr),
-            xytext=(axis.peak / steps - 0.04 if right_half else 0.35, 0.9), textcoords="axes fraction", va="top",
-            ha="right" if right_half else "left", arrowprops=dict(arrowstyle="->", color="tab:red"),
+            xytext=(axis.peak / steps - 0.04 if right_half else 0.35, 0.9),
+            textcoords="axes fraction",
+            va="top",
+            ha="right" if right_half else "left",
+            arrowprops=dict(arrowstyle="->", color="tab:red"),
         )
     ax.set_xlim(0, steps)
     ax.set_ylim(0, max(lrs) * 1.15 if axis.peak <= steps else None)
@@ -212,15 +226,21 @@ def formula_lines(config: NoamConfig, axis: Axis) -> list[str]:
         same = " (if every update has as many)" if unit == "tokens" else ""
         lines.append(f"  shown per update, {n} {unit} each{same}: update k uses lr({n} * k)")
     elif axis.unit != unit:
-        lines.append(f"  shown in {axis.unit}, {n} per update: {axis.name} x falls in update ceil(x / {n}), lr(ceil(x / {n}))")
+        lines.append(
+            f"  shown in {axis.unit}, {n} per update: {axis.name} x falls in update ceil(x / {n}), lr(ceil(x / {n}))"
+        )
     if config.cooldown_num_steps is not None:
         f = {"linear": "1 - x", "1-sqrt": "1 - sqrt(x)", "cosine": "(1 + cos(pi * x)) / 2"}[config.cooldown_type]
         s, m, c = config.cooldown_start, config.cooldown_min_lr, config.cooldown_num_steps
-        lines.append(f"  {v} > {s}: lr({v}) = {m:g} + (lr({s}) - {m:g}) * f(min(1, ({v} - {s}) / {c + 1})),"
-                     f"  f(x) = {f}")
+        lines.append(
+            f"  {v} > {s}: lr({v}) = {m:g} + (lr({s}) - {m:g}) * f(min(1, ({v} - {s}) / {c + 1})),  f(x) = {f}"
+        )
     if config.d_model is not None and unit != "updates":
-        lines.append(f"  note: the d_model form's peak lr depends on the unit: {config.factor:g} * {config.d_model}**-0.5 * W**-0.5 "
-                     f"with W in {unit}; warmup_max_lr sets the peak directly")
+        lines.append(
+            f"  note: the d_model form's peak lr depends on the unit: {config.factor:g} * {config.d_model}**-0.5 * "
+            "W**-0.5 "
+            f"with W in {unit}; warmup_max_lr sets the peak directly"
+        )
     return lines
 
 
@@ -228,7 +248,9 @@ def formula_lines(config: NoamConfig, axis: Axis) -> list[str]:
 
 
 def saved_params_text(params: dict[str, Any]) -> str:
-    shown = [k for k in SCHEDULE_KEYS if params.get(k) is not None and not (k == "warmup_unit" and params[k] == DEFAULT_UNIT)]
+    shown = [
+        k for k in SCHEDULE_KEYS if params.get(k) is not None and not (k == "warmup_unit" and params[k] == DEFAULT_UNIT)
+    ]
     return " ".join(f"{k}={params[k]}" for k in shown)
 
 
@@ -240,19 +262,24 @@ def _counter_lines(state: dict[str, Any], unit: str) -> list[str]:
         mark = "  (the warmup_unit: the lr follows this count)" if key == unit else ""
         lines.append(f"{key:<12} {'not counted' if seen is None else f'{seen} seen'}{mark}")
     batch = state.get("samples_per_update")
-    lines.append(f"batch        {'not recorded' if batch is None else f'{batch} samples per update at save'} (samples_per_update)")
+    lines.append(
+        f"batch        {'not recorded' if batch is None else f'{batch} samples per update at save'} "
+        "(samples_per_update)"
+    )
     return lines
 
 
 def lr_after_save(config: NoamConfig, state: dict[str, Any]) -> tuple[float | None, str]:
-    """The lr of the update after the save under `config` (None until the update's tokens are known), and how it follows."""
+    """The lr of the update after the save under `config` (None until its tokens are known), and how it follows."""
     unit = config.warmup_unit
     if unit == "updates":
         k = int(state["updates"])
         return config.lr(k + 1), f"lr({k + 1})"
     seen = state.get(unit)
     if seen is None:
-        raise CheckpointError(f"this state has no count of the {unit} seen (NoamLR with warmup_unit {unit} refuses to resume from it)")
+        raise CheckpointError(
+            f"this state has no count of the {unit} seen (NoamLR with warmup_unit {unit} refuses to resume from it)"
+        )
     last = f"the last update's lr was lr({seen}) = {config.lr(seen):.6g}" if seen >= 1 else "no update applied yet"
     batch = state.get("samples_per_update")
     if unit == "samples" and batch is not None:
@@ -268,13 +295,16 @@ def _foreign_text(state: Any) -> str:
     if not isinstance(state, dict):
         return f"a {type(state).__name__}, not a scheduler state"
     if "last_batch_iteration" in state:
-        return f"not NoamLR: a DeepSpeed scheduler state (WarmupLR and the like; last_batch_iteration={state['last_batch_iteration']})"
+        it = state["last_batch_iteration"]
+        return f"not NoamLR: a DeepSpeed scheduler state (WarmupLR and the like; last_batch_iteration={it})"
     if "last_epoch" in state:
         return f"not NoamLR: a torch scheduler state (LambdaLR and the like; last_epoch={state['last_epoch']})"
     return f"not NoamLR and not one NoamLR can adopt (keys: {shorten(', '.join(sorted(map(str, state))), 300)})"
 
 
-def checkpoint_report(info: CheckpointInfo, config: NoamConfig | None = None, config_path: str | None = None) -> tuple[list[str], int]:
+def checkpoint_report(
+    info: CheckpointInfo, config: NoamConfig | None = None, config_path: str | None = None
+) -> tuple[list[str], int]:
     """Lines to print and the exit status: 0 for a NoamLR state that agrees with the config (if any)."""
     lines = [f"checkpoint   {info.path}  ({info.kind})"]
     k, how = info.updates()
@@ -307,9 +337,13 @@ def checkpoint_report(info: CheckpointInfo, config: NoamConfig | None = None, co
         else:
             lines.append(f"k            NoamLR adopts {k} when it loads this checkpoint ({how}){steps}")
             if config is not None and config.warmup_unit == "samples":
-                lines.append(f"next lr      lr({k + 1} * N) under {config_path} for a global batch of N ({k} * N samples seen)")
+                lines.append(
+                    f"next lr      lr({k + 1} * N) under {config_path} for a global batch of N ({k} * N samples seen)"
+                )
             elif config is not None and config.warmup_unit == "tokens":
-                lines.append(f"next lr      none: {config_path} counts warmup in tokens and this checkpoint has no token count")
+                lines.append(
+                    f"next lr      none: {config_path} counts warmup in tokens and this checkpoint has no token count"
+                )
             elif config is not None:
                 lines.append(f"next lr      {config.lr(k + 1):.6g}  (lr({k + 1}) under {config_path})")
             else:
@@ -348,14 +382,25 @@ def checkpoint_report(info: CheckpointInfo, config: NoamConfig | None = None, co
             if config.allow_param_change:
                 try:
                     lr, why = lr_after_save(config, info.state)
-                    after = why if lr is None else f"{lr:.6g}" + ("" if config.warmup_unit == "updates" else f" ({why})")
+                    after = (
+                        why if lr is None else f"{lr:.6g}" + ("" if config.warmup_unit == "updates" else f" ({why})")
+                    )
                 except CheckpointError as error:
                     after = f"unknown: {error}"
-                lines.append(f"  the config sets allow_param_change: true, so a resume continues the new schedule from k={k}: next lr {after}")
+                lines.append(
+                    f"  the config sets allow_param_change: true, so a resume continues the new schedule from k={k}: "
+                    f"next lr {after}"
+                )
             else:
-                lines.append("  resuming with this config stops with an error naming these keys, unless the config sets scheduler.params.allow_param_change: true")
+                lines.append(
+                    "  resuming with this config stops with an error naming these keys, unless the config sets "
+                    "scheduler.params.allow_param_change: true"
+                )
             status = 1
     elif not info.is_noam:
-        lines.append("verdict      not a NoamLR checkpoint; NoamLR takes over its step count on load (see README: migrating)"
-                     if k is not None else "verdict      not a NoamLR checkpoint")
+        lines.append(
+            "verdict      not a NoamLR checkpoint; NoamLR takes over its step count on load (see README: migrating)"
+            if k is not None
+            else "verdict      not a NoamLR checkpoint"
+        )
     return lines, status

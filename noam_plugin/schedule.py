@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
 
@@ -23,7 +24,9 @@ OPTION_KEYS = ("allow_param_change",)
 PARAM_KEYS = SCHEDULE_KEYS + OPTION_KEYS
 
 
-def _formula(step: int, warmup_num_steps: int, d_model: int | None, factor: float, warmup_max_lr: float | None) -> float:
+def _formula(
+    step: int, warmup_num_steps: int, d_model: int | None, factor: float, warmup_max_lr: float | None
+) -> float:
     # Written exactly as docs/CONTRACT.md section 1, so values match the reference bit for bit.
     if d_model is not None:
         return factor * d_model**-0.5 * min(step**-0.5, step * warmup_num_steps**-1.5)
@@ -49,6 +52,8 @@ _COOLDOWN_SHAPES = {"linear": _linear, "1-sqrt": _one_minus_sqrt, "cosine": _cos
 def _cooldown(step: int, start: int, start_lr: float, cooldown_num_steps: int, shape: Any, min_lr: float) -> float:
     # docs/CONTRACT.md section 1: m + (noam(s) - m) * f(min(1, (t - s) / (C + 1))), for t > s.
     return min_lr + (start_lr - min_lr) * shape(min(1, (step - start) / (cooldown_num_steps + 1)))
+
+
 MAX_INT = 2**63 - 1  # counts and sizes: int64, what torch and JSON tools keep exactly
 
 
@@ -73,7 +78,7 @@ def closest_name(name: str, valid: tuple[str, ...]) -> str | None:
 
 def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     problems: list[Problem] = []
-    auto_hint = " (\"auto\" is filled in only by Accelerate's DeepSpeed integration)"
+    auto_hint = ' ("auto" is filled in only by Accelerate\'s DeepSpeed integration)'
 
     def bad(key: str, expected: str, value: Any) -> None:
         hint = auto_hint if value == "auto" else ""
@@ -93,7 +98,8 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     elif d_model is not None and peak is not None:
         problems.append(
             Problem(
-                prefix + "d_model / warmup_max_lr", "exactly one of them",
+                prefix + "d_model / warmup_max_lr",
+                "exactly one of them",
                 f"both (d_model={short_repr(d_model)}, warmup_max_lr={short_repr(peak)})",
             )
         )
@@ -108,7 +114,13 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     if not _is_number(factor) or not factor > 0 or factor == float("inf"):
         bad("factor", "a finite number > 0", factor)
     elif factor != 1.0 and d_model is None and peak is not None:
-        problems.append(Problem(prefix + "factor", "factor only together with d_model (warmup_max_lr already sets the peak)", _describe(factor)))
+        problems.append(
+            Problem(
+                prefix + "factor",
+                "factor only together with d_model (warmup_max_lr already sets the peak)",
+                _describe(factor),
+            )
+        )
 
     unit = values.get("warmup_unit", DEFAULT_UNIT)
     if unit not in WARMUP_UNITS:
@@ -145,39 +157,63 @@ def _check_cooldown(values: Mapping[str, Any], prefix: str, bad: Any, problems: 
         if not _is_int(cooldown) or cooldown < 1:
             bad("cooldown_num_steps", "an int >= 1", cooldown)
         elif "total_num_steps" not in values or values.get("total_num_steps") is None:
-            problems.append(Problem(prefix + "cooldown_num_steps",
-                                    "total_num_steps next to it (the cooldown ends there)",
-                                    f"cooldown_num_steps {cooldown!r} without total_num_steps"))
+            problems.append(
+                Problem(
+                    prefix + "cooldown_num_steps",
+                    "total_num_steps next to it (the cooldown ends there)",
+                    f"cooldown_num_steps {cooldown!r} without total_num_steps",
+                )
+            )
         elif total is not None and warmup is not None and cooldown > total - warmup:
-            problems.append(Problem(
-                prefix + "cooldown_num_steps",
-                f"at most total_num_steps - warmup_num_steps = {total} - {warmup} = {total - warmup} "
-                "(the cooldown starts after the warmup)", _describe(cooldown)))
+            problems.append(
+                Problem(
+                    prefix + "cooldown_num_steps",
+                    f"at most total_num_steps - warmup_num_steps = {total} - {warmup} = {total - warmup} "
+                    "(the cooldown starts after the warmup)",
+                    _describe(cooldown),
+                )
+            )
     if kind is not None:
         if cooldown is None:
-            problems.append(Problem(prefix + "cooldown_type", "cooldown_type only together with cooldown_num_steps",
-                                    _describe(kind)))
+            problems.append(
+                Problem(
+                    prefix + "cooldown_type", "cooldown_type only together with cooldown_num_steps", _describe(kind)
+                )
+            )
         elif kind not in COOLDOWN_TYPES:
             near = closest_name(kind, COOLDOWN_TYPES) if isinstance(kind, str) else None
             hint = f" (did you mean '{near}'?)" if near and near != kind else ""
-            problems.append(Problem(prefix + "cooldown_type", "one of " + ", ".join(COOLDOWN_TYPES),
-                                    _describe(kind) + hint))
+            problems.append(
+                Problem(prefix + "cooldown_type", "one of " + ", ".join(COOLDOWN_TYPES), _describe(kind) + hint)
+            )
     if min_lr is not None:
         if cooldown is None:
-            problems.append(Problem(prefix + "cooldown_min_lr", "cooldown_min_lr only together with cooldown_num_steps",
-                                    _describe(min_lr)))
+            problems.append(
+                Problem(
+                    prefix + "cooldown_min_lr",
+                    "cooldown_min_lr only together with cooldown_num_steps",
+                    _describe(min_lr),
+                )
+            )
         elif not _is_number(min_lr) or not min_lr >= 0 or not (min_lr < 1e300):  # a 400-digit int is no float
             bad("cooldown_min_lr", "a finite number >= 0", min_lr)
 
 
-def _check_min_lr_below_start(config: "NoamConfig", prefix: str = "") -> list[Problem]:
+def _check_min_lr_below_start(config: NoamConfig, prefix: str = "") -> list[Problem]:
     """cooldown_min_lr < the lr where the cooldown starts (needs the rest valid, to compute that lr)."""
     if config.cooldown_num_steps is None or config.cooldown_min_lr < config.cooldown_start_lr:
         return []
     s = config.cooldown_start
-    return [Problem(prefix + "cooldown_min_lr",
-                    f"a value below the lr where the cooldown starts ({config.cooldown_start_lr:.6g} at "
-                    f"{config.unit_name} {s}): the cooldown brings the lr down", _describe(config.cooldown_min_lr))]
+    return [
+        Problem(
+            prefix + "cooldown_min_lr",
+            f"a value below the lr where the cooldown starts ({config.cooldown_start_lr:.6g} at "
+            f"{config.unit_name} {s}): the cooldown brings the lr down",
+            _describe(config.cooldown_min_lr),
+        )
+    ]
+
+
 def _check_curve(values: Mapping[str, Any], prefix: str) -> list[Problem]:
     """Valid values can still give a degenerate curve in floating point: an lr of 0.0 (a wasted update, and
     `show` divides by the peak) or inf/nan. The curve rises to lr(W) then falls slowly, so lr(1) and lr(W) are
@@ -238,16 +274,20 @@ class NoamConfig:
             set_(self, "_shape", _COOLDOWN_SHAPES[self.cooldown_type])
 
     @classmethod
-    def from_params(cls, params: Any, source: str, prefix: str = "") -> "NoamConfig":
+    def from_params(cls, params: Any, source: str, prefix: str = "") -> NoamConfig:
         """Build from an untyped mapping (a config file's `params`), reporting every problem at once."""
         if not isinstance(params, Mapping):
-            raise ConfigError(source, Problem(prefix.rstrip(".") or "params", "a mapping of schedule parameters", _describe(params)))
+            raise ConfigError(
+                source, Problem(prefix.rstrip(".") or "params", "a mapping of schedule parameters", _describe(params))
+            )
         problems = []
         for key in params:
             if key not in PARAM_KEYS:
                 near = closest_name(key, PARAM_KEYS) if len(problems) < MAX_PROBLEMS else None  # only these are shown
                 hint = f" (did you mean '{near}'?)" if near else ""
-                problems.append(Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}"))
+                problems.append(
+                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}")
+                )
         problems += _check_values(params, prefix)
         if problems:
             raise ConfigError(source, problems)
@@ -301,8 +341,14 @@ class NoamConfig:
 
     def cooled(self, step: int) -> float:
         """The tail at `step` > cooldown_start (no checks: NoamLR calls it per update)."""
-        return _cooldown(step, self.cooldown_start, self.cooldown_start_lr, self.cooldown_num_steps, self._shape,
-                         self.cooldown_min_lr)
+        return _cooldown(
+            step,
+            self.cooldown_start,
+            self.cooldown_start_lr,
+            self.cooldown_num_steps,
+            self._shape,
+            self.cooldown_min_lr,
+        )
 
     def describe_cooldown(self) -> str:
         """One line: where the tail starts and ends, its shape and floor (or that there is none)."""
@@ -311,8 +357,10 @@ class NoamConfig:
             end = f" (total_num_steps {total} without cooldown_num_steps)" if total else ""
             return f"no cooldown{end}"
         u, s, t = self.unit_name, self.cooldown_start, self.total_num_steps
-        return (f"{self.cooldown_type} cooldown over {u}s {s + 1}-{t}: from lr {self.cooldown_start_lr:.6g} at {u} {s} "
-                f"to {self.cooldown_min_lr:.6g} (cooldown_min_lr), reached after {u} {t}; later {u}s stay there")
+        return (
+            f"{self.cooldown_type} cooldown over {u}s {s + 1}-{t}: from lr {self.cooldown_start_lr:.6g} at {u} {s} "
+            f"to {self.cooldown_min_lr:.6g} (cooldown_min_lr), reached after {u} {t}; later {u}s stay there"
+        )
 
 
 def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -329,11 +377,15 @@ def _tail(params: Mapping[str, Any]) -> tuple:
     if cooldown is None:
         return ()
     min_lr = params.get("cooldown_min_lr")
-    return (params["total_num_steps"] - cooldown, cooldown, params.get("cooldown_type") or "linear",
-            float(min_lr) if min_lr is not None else 0.0)
+    return (
+        params["total_num_steps"] - cooldown,
+        cooldown,
+        params.get("cooldown_type") or "linear",
+        float(min_lr) if min_lr is not None else 0.0,
+    )
 
 
-def resume_changes(saved: Mapping[str, Any], now: "NoamConfig", count: int | None) -> tuple[list[str], list[str]]:
+def resume_changes(saved: Mapping[str, Any], now: NoamConfig, count: int | None) -> tuple[list[str], list[str]]:
     """Decide a resume: (keys that are a parameter change, notes to log), for a state saved at `count`.
 
     `count` is in now's warmup_unit (updates, samples or tokens seen), None if unknown.
@@ -355,11 +407,16 @@ def resume_changes(saved: Mapping[str, Any], now: "NoamConfig", count: int | Non
         return differing, []
     u = now.unit_name
     where = f"{count} {u}s seen" if count is not None and now.warmup_unit != "updates" else f"update {count}"
-    before = "no cooldown" if not old_tail else (
-        f"a {old_tail[2]} cooldown over {u}s {old_tail[0] + 1}-{old_tail[0] + old_tail[1]}")
+    before = (
+        "no cooldown"
+        if not old_tail
+        else (f"a {old_tail[2]} cooldown over {u}s {old_tail[0] + 1}-{old_tail[0] + old_tail[1]}")
+    )
     changes = ", ".join(f"{key} {saved.get(key)!r} -> {current.get(key)!r}" for key in differing)
-    note = (f"NoamLR: the checkpoint (at {where}) had {before}; now {now.describe_cooldown()}. "
-            f"Every update already applied keeps its lr, so this is no parameter change ({changes})")
+    note = (
+        f"NoamLR: the checkpoint (at {where}) had {before}; now {now.describe_cooldown()}. "
+        f"Every update already applied keeps its lr, so this is no parameter change ({changes})"
+    )
     return [], [note]
 
 
@@ -377,7 +434,14 @@ def noam_lr(
 ) -> float:
     """Learning rate of the step-th optimizer update (step >= 1), "Attention Is All You Need" section 5.3,
     with an optional cooldown tail ending at total_num_steps (docs/CONTRACT.md section 1)."""
-    config = NoamConfig(warmup_num_steps=warmup_num_steps, d_model=d_model, factor=factor, warmup_max_lr=warmup_max_lr,
-                        total_num_steps=total_num_steps, cooldown_num_steps=cooldown_num_steps,
-                        cooldown_type=cooldown_type, cooldown_min_lr=cooldown_min_lr)
+    config = NoamConfig(
+        warmup_num_steps=warmup_num_steps,
+        d_model=d_model,
+        factor=factor,
+        warmup_max_lr=warmup_max_lr,
+        total_num_steps=total_num_steps,
+        cooldown_num_steps=cooldown_num_steps,
+        cooldown_type=cooldown_type,
+        cooldown_min_lr=cooldown_min_lr,
+    )
     return config.lr(step)

@@ -45,7 +45,7 @@ def unwrap_optimizer(optimizer: Any) -> Optimizer:
     return seen
 
 
-def scheduler_of(optimizer: Any) -> "NoamLR | None":
+def scheduler_of(optimizer: Any) -> NoamLR | None:
     """The live NoamLR scheduling this optimizer (or the torch optimizer inside this wrapper), if any."""
     seen = optimizer
     while True:
@@ -163,7 +163,11 @@ class NoamLR(LRScheduler):
         inner = self.optimizer
         setattr(inner, _OWNER, weakref.ref(self))
         self._register_hooks()
-        if optimizer is not inner and not isinstance(optimizer, Optimizer) and callable(getattr(optimizer, "step", None)):
+        if (
+            optimizer is not inner
+            and not isinstance(optimizer, Optimizer)
+            and callable(getattr(optimizer, "step", None))
+        ):
             self._wrap_step_in_boundary(optimizer)
 
     def _register_hooks(self) -> None:
@@ -392,8 +396,10 @@ class NoamLR(LRScheduler):
         c = self.config
         if step > c.total_num_steps and not self._past_end_said:
             self._past_end_said = True
-            log_rank0(f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
-                      f"updates from here on run at cooldown_min_lr {c.cooldown_min_lr:g}")
+            log_rank0(
+                f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
+                f"updates from here on run at cooldown_min_lr {c.cooldown_min_lr:g}"
+            )
 
     def next_lr(self) -> float | None:
         """lr of the coming update, where it is known now (tokens: only once its tokens are)."""
@@ -525,5 +531,6 @@ class NoamLR(LRScheduler):
             "NoamLR: the checkpoint was saved with other schedule parameters:\n  "
             + "\n  ".join(lines)
             + "\nUse the checkpoint's values, or pass allow_param_change=True "
-            "(config: scheduler.params.allow_param_change: true) to continue the new schedule from the saved update count."
+            "(config: scheduler.params.allow_param_change: true) to continue the new schedule from the saved update "
+            "count."
         )

@@ -118,10 +118,13 @@ def state_problems(state: Any) -> list[Problem]:
         return check_foreign_state(state)
     if state.get("type") != STATE_TYPE and "updates" not in state:
         keys = ", ".join(sorted(map(str, itertools.islice(state, 20))))
-        return [Problem(
-            "state", "a NoamLR state, or one with 'last_batch_iteration' (DeepSpeed) or 'last_epoch' (torch)",
-            f"not a scheduler state this plugin knows (keys: [{keys}])",
-        )]
+        return [
+            Problem(
+                "state",
+                "a NoamLR state, or one with 'last_batch_iteration' (DeepSpeed) or 'last_epoch' (torch)",
+                f"not a scheduler state this plugin knows (keys: [{keys}])",
+            )
+        ]
     return check_noam_state(state)
 
 
@@ -140,7 +143,9 @@ def adopt_foreign(state: dict[str, Any], samples_per_update: int | None) -> tupl
     """
     updates, origin = foreign_updates(state)
     samples = updates * samples_per_update if samples_per_update is not None else None
-    where = f"update {updates}" + (f", {samples} samples (x {samples_per_update} per update)" if samples is not None else "")
+    where = f"update {updates}" + (
+        f", {samples} samples (x {samples_per_update} per update)" if samples is not None else ""
+    )
     return updates, samples, f"NoamLR: adopted update count {updates} from {origin}; continuing at {where}"
 
 
@@ -149,8 +154,10 @@ def batch_change_note(saved: Any, now: int | None, unit: str, updates: int, seen
     if saved is None or now is None or saved == now:
         return None
     if unit == "updates":
-        how = (f"the schedule continues in updates at update {updates + 1}, so each remaining update covers "
-               f"{now / saved:.3g}x the data it did (warmup_unit: samples keeps the schedule in data terms)")
+        how = (
+            f"the schedule continues in updates at update {updates + 1}, so each remaining update covers "
+            f"{now / saved:.3g}x the data it did (warmup_unit: samples keeps the schedule in data terms)"
+        )
     else:
         how = f"warmup_unit {unit!r} continues from {seen} {unit} seen"
     return f"NoamLR: the global batch changed since the checkpoint (from {saved} to {now} samples per update); {how}"

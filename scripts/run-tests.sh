@@ -6,4 +6,6 @@ bash scripts/setup-venv.sh
 # .venv/bin first on PATH: DeepSpeed builds its ops with whichever `ninja` PATH finds, and two
 # ninja versions (the system's and the pip one) see each other's builds as stale and rebuild.
 export PATH="$PWD/.venv/bin:$PATH"
+# Lint and format first (pyproject.toml [tool.ruff]): a second or two.
+.venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet . || { echo "[tests] ruff: fix the above (.venv/bin/ruff check --fix . && .venv/bin/ruff format .)" >&2; exit 1; }
 exec .venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile --durations=15 "$@"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from procs import run as run_in_group
 
 from noam_plugin.cli import main as cli
-from procs import run as run_in_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -50,8 +50,10 @@ FOREIGN = textwrap.dedent(
         model = torch.nn.Linear(4, 4)
         config = {"train_batch_size": 2, "zero_optimization": {"stage": 0}}
         if scheduler:
-            config["scheduler"] = {"type": "WarmupLR", "params": {"warmup_min_lr": 0, "warmup_max_lr": 0.01, "warmup_num_steps": 10}}
-        engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01), config=config)
+            params = {"warmup_min_lr": 0, "warmup_max_lr": 0.01, "warmup_num_steps": 10}
+            config["scheduler"] = {"type": "WarmupLR", "params": params}
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         for _ in range(updates):
             engine.backward(engine(torch.randn(2, 4)).pow(2).sum())
             engine.step()
@@ -64,20 +66,95 @@ FOREIGN = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Real checkpoints: DeepSpeed ZeRO-2 x2, torchrun x2, Accelerate x2, Accelerate+DeepSpeed x1, WarmupLR, LambdaLR."""
+    """Real checkpoints: DeepSpeed ZeRO-2 x2, torchrun x2, Accelerate x2, Accelerate+DeepSpeed, WarmupLR, LambdaLR."""
     base = tmp_path_factory.mktemp("runs")
-    run([BIN / "deepspeed", "--num_gpus", "2", "--master_addr", "127.0.0.1", "--master_port", free_port(),
-         *TRAIN, "--output-dir", base / "ds", "--updates", "12", "--checkpoint-every", "5"])
-    run([BIN / "torchrun", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", free_port(),
-         *TRAIN, "--output-dir", base / "torch", "--updates", "6", "--checkpoint-every", "3"])
-    accelerate = [BIN / "accelerate", "launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                  "--main_process_ip", "127.0.0.1", "--main_process_port", "0"]
-    run([*accelerate, "--multi_gpu", "--num_processes", "2", *TRAIN, "--output-dir", base / "acc", "--updates", "4",
-         "--checkpoint-every", "2"], env={"ACCELERATE_USE_CPU": "true"})
-    run([*accelerate, "--use_deepspeed", "--zero_stage", "2", "--num_processes", "1", *TRAIN, "--output-dir",
-         base / "accds", "--updates", "3", "--checkpoint-every", "3"])
-    run([sys.executable, "-c", FOREIGN, base / "foreign"],
-        env={"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port()})
+    run(
+        [
+            BIN / "deepspeed",
+            "--num_gpus",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            free_port(),
+            *TRAIN,
+            "--output-dir",
+            base / "ds",
+            "--updates",
+            "12",
+            "--checkpoint-every",
+            "5",
+        ]
+    )
+    run(
+        [
+            BIN / "torchrun",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            free_port(),
+            *TRAIN,
+            "--output-dir",
+            base / "torch",
+            "--updates",
+            "6",
+            "--checkpoint-every",
+            "3",
+        ]
+    )
+    accelerate = [
+        BIN / "accelerate",
+        "launch",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        "0",
+    ]
+    run(
+        [
+            *accelerate,
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            *TRAIN,
+            "--output-dir",
+            base / "acc",
+            "--updates",
+            "4",
+            "--checkpoint-every",
+            "2",
+        ],
+        env={"ACCELERATE_USE_CPU": "true"},
+    )
+    run(
+        [
+            *accelerate,
+            "--use_deepspeed",
+            "--zero_stage",
+            "2",
+            "--num_processes",
+            "1",
+            *TRAIN,
+            "--output-dir",
+            base / "accds",
+            "--updates",
+            "3",
+            "--checkpoint-every",
+            "3",
+        ]
+    )
+    run(
+        [sys.executable, "-c", FOREIGN, base / "foreign"],
+        env={"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port()},
+    )
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -249,8 +326,15 @@ def peak_ref(x, w=WU):
 
 
 def saved(tmp_path, name, **state):
-    base = {"type": "NoamLR", "updates": 12, "warmup_num_steps": WU, "d_model": None, "factor": 1.0,
-            "warmup_max_lr": PEAK, "world_size": 2}
+    base = {
+        "type": "NoamLR",
+        "updates": 12,
+        "warmup_num_steps": WU,
+        "d_model": None,
+        "factor": 1.0,
+        "warmup_max_lr": PEAK,
+        "world_size": 2,
+    }
     torch.save({**base, **state}, tmp_path / name)
     return tmp_path / name
 
@@ -278,10 +362,22 @@ def test_samples_state(capsys, tmp_path):
 
 
 def test_tokens_state(capsys, tmp_path):
-    path = saved(tmp_path, "tokens.pt", warmup_num_steps=100000, samples=384, tokens=50210, samples_per_update=32, warmup_unit="tokens")
+    path = saved(
+        tmp_path,
+        "tokens.pt",
+        warmup_num_steps=100000,
+        samples=384,
+        tokens=50210,
+        samples_per_update=32,
+        warmup_unit="tokens",
+    )
     code, out, _ = inspect(capsys, path)
     assert code == 0, out
-    assert "warmup_unit=tokens" in out and "samples      384 seen\n" in out and "tokens       50210 seen  (the warmup_unit" in out
+    assert (
+        "warmup_unit=tokens" in out
+        and "samples      384 seen\n" in out
+        and "tokens       50210 seen  (the warmup_unit" in out
+    )
     assert "next lr      depends on the next update's tokens" in out
     assert f"lr(50210) = {peak_ref(50210, 100000):.6g}" in out
 
@@ -290,9 +386,15 @@ def test_old_updates_state_prints_as_before(capsys, tmp_path):
     path = saved(tmp_path, "old.pt", warmup_num_steps=40)  # no samples, tokens, samples_per_update, warmup_unit
     code, out, _ = inspect(capsys, path)
     assert code == 0, out
-    assert "schedule     NoamLR  warmup_num_steps=40 factor=1.0 warmup_max_lr=0.001\n" in out and "warmup_unit" not in out
+    assert (
+        "schedule     NoamLR  warmup_num_steps=40 factor=1.0 warmup_max_lr=0.001\n" in out and "warmup_unit" not in out
+    )
     assert f"next lr      {peak_ref(13, 40):.6g}  (lr(13), the formula with these parameters)\n" in out
-    assert "samples      not counted\n" in out and "tokens       not counted\n" in out and "batch        not recorded" in out
+    assert (
+        "samples      not counted\n" in out
+        and "tokens       not counted\n" in out
+        and "batch        not recorded" in out
+    )
     code, out, _ = inspect(capsys, path, "--config", config_file(tmp_path, warmup=40))
     assert code == 0, out
     assert "same schedule parameters; resuming continues with lr(13)" in out
@@ -327,10 +429,13 @@ def test_foreign_state_with_samples_config(capsys, tmp_path):
 
 def test_inspect_shows_the_cooldown_and_the_resume_decision(capsys, tmp_path):
     """Issue 14: the saved tail, and with --config the same decision NoamLR takes at load."""
+
     def cooldown_config(total, cooldown, kind="cosine"):
         path = tmp_path / f"cool{total}.yaml"
-        path.write_text(f"scheduler:\n  type: NoamLR\n  params: {{warmup_max_lr: {PEAK}, warmup_num_steps: {WU}, "
-                        f"total_num_steps: {total}, cooldown_num_steps: {cooldown}, cooldown_type: {kind}}}\n")
+        path.write_text(
+            f"scheduler:\n  type: NoamLR\n  params: {{warmup_max_lr: {PEAK}, warmup_num_steps: {WU}, "
+            f"total_num_steps: {total}, cooldown_num_steps: {cooldown}, cooldown_type: {kind}}}\n"
+        )
         return path
 
     plain = saved(tmp_path, "plain.pt", updates=3000)
@@ -342,8 +447,15 @@ def test_inspect_shows_the_cooldown_and_the_resume_decision(capsys, tmp_path):
     code, out, _ = inspect(capsys, plain, "--config", cooldown_config(4000, 2000))
     assert code == 1 and "4 difference(s):" in out and "  total_num_steps: checkpoint None, config 4000" in out
 
-    tail = saved(tmp_path, "tail.pt", updates=3000, total_num_steps=5000, cooldown_num_steps=2000,
-                 cooldown_type="cosine", cooldown_min_lr=0.0)
+    tail = saved(
+        tmp_path,
+        "tail.pt",
+        updates=3000,
+        total_num_steps=5000,
+        cooldown_num_steps=2000,
+        cooldown_type="cosine",
+        cooldown_min_lr=0.0,
+    )
     code, out, _ = inspect(capsys, tail)
     assert code == 0, out
     assert "cooldown_num_steps=2000" in out and "cooldown     cosine cooldown over updates 3001-5000" in out
@@ -366,8 +478,13 @@ def test_read_latest_stays_inside_the_folder(tmp_path):
     (tmp_path / "inside").symlink_to(tmp_path / "global_step5")
     assert tag_folder(tmp_path, "inside") == tmp_path / "inside"  # a symlink within the folder is fine
     (tmp_path / "outside").symlink_to(tmp_path.parent)
-    for tag, piece in [("..", "is not the name"), ("../x", "is not the name"), ("/etc", "is not the name"), ("", "is not the name"),
-                       ("outside", "a symlink leading out")]:
+    for tag, piece in [
+        ("..", "is not the name"),
+        ("../x", "is not the name"),
+        ("/etc", "is not the name"),
+        ("", "is not the name"),
+        ("outside", "a symlink leading out"),
+    ]:
         (tmp_path / "latest").write_text(tag)
         with pytest.raises(CheckpointError, match=piece):
             read_latest(tmp_path)

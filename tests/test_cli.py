@@ -37,7 +37,10 @@ def test_validate_shipped_configs_with_installed_script():
     result = run("validate", *(CONFIGS / n for n in names), script=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"ok  {CONFIGS / 'transformer_base.yaml'}  (NoamLR: d_model=512, warmup 4000 updates, peak lr {reference(4000, 4000, 512):.2e} at update 4000)"
+    assert (
+        lines[0] == f"ok  {CONFIGS / 'transformer_base.yaml'}  (NoamLR: d_model=512, warmup 4000 updates, "
+        f"peak lr {reference(4000, 4000, 512):.2e} at update 4000)"
+    )
     assert f"peak lr {reference(4000, 4000, 1024):.2e} at update 4000" in lines[1]
     assert lines[2].endswith("(NoamLR: warmup_max_lr=0.001, warmup 4000 updates, peak lr 1.00e-03 at update 4000)")
     assert "3 of 3 valid" in result.stdout
@@ -60,13 +63,23 @@ def test_validate_reports_each_bad_file_and_exits_1(tmp_path):
 
 
 def test_validate_auto_for_accelerate(tmp_path):
-    ds = write(tmp_path / "ds.json", json.dumps({"train_batch_size": "auto", "scheduler": {
-        "type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}}}))
+    write(
+        tmp_path / "ds.json",
+        json.dumps(
+            {
+                "train_batch_size": "auto",
+                "scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}},
+            }
+        ),
+    )
     write(tmp_path / "acc.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n")
     # Given directly, "auto" fails and the message says why and what to run.
     result = run("validate", "ds.json", cwd=tmp_path)
     assert result.returncode == 1
-    assert "ds.json: scheduler.params.warmup_num_steps: expected an int >= 1, found str 'auto' (Accelerate fills" in result.stderr
+    assert (
+        "ds.json: scheduler.params.warmup_num_steps: expected an int >= 1, found str 'auto' (Accelerate fills"
+        in result.stderr
+    )
     assert "--allow-auto" in result.stderr
     # Named by an Accelerate config, or with --allow-auto: valid, and the output says who fills what.
     for args in (["acc.yaml"], ["--allow-auto", "ds.json"]):
@@ -120,7 +133,11 @@ def test_show_plot_writes_png(tmp_path):
         (["show", "{tmp}/missing.yaml"], 1, "missing.yaml: no such file"),
         (["show", str(CONFIGS / "peak_lr.yaml"), "--plot", "{tmp}/no/such/dir/x.png"], 1, "No such file or directory"),
         (["show", str(CONFIGS / "peak_lr.yaml"), "--at", "1,0"], 2, "argument --at: expected an int >= 1, found 0"),
-        (["show", str(CONFIGS / "peak_lr.yaml"), "--steps", "ten"], 2, "argument --steps: expected an int >= 1, found 'ten'"),
+        (
+            ["show", str(CONFIGS / "peak_lr.yaml"), "--steps", "ten"],
+            2,
+            "argument --steps: expected an int >= 1, found 'ten'",
+        ),
         (["validate"], 2, "the following arguments are required: PATH"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
     ],
@@ -132,7 +149,10 @@ def test_errors_are_one_message_without_traceback(tmp_path, args, status, messag
 
 
 def test_show_auto_needs_numbers(tmp_path):
-    write(tmp_path / "ds.json", json.dumps({"scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": 1e-3}}}))
+    write(
+        tmp_path / "ds.json",
+        json.dumps({"scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": 1e-3}}}),
+    )
     result = run("show", "ds.json", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
@@ -150,7 +170,9 @@ def test_inspect_is_wired(tmp_path):
 
 # ----------------------------------------------------------------------------- warmup_unit (issue 6)
 
-SAMPLES_YAML = "scheduler:\n  type: NoamLR\n  params: {warmup_max_lr: 0.001, warmup_num_steps: 1024, warmup_unit: samples}\n"
+SAMPLES_YAML = (
+    "scheduler:\n  type: NoamLR\n  params: {warmup_max_lr: 0.001, warmup_num_steps: 1024, warmup_unit: samples}\n"
+)
 
 
 def test_show_samples_config_in_its_own_unit(tmp_path):
@@ -158,7 +180,9 @@ def test_show_samples_config_in_its_own_unit(tmp_path):
     result = run("show", path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith(f"{path}: NoamLR, warmup_max_lr=0.001, warmup 1024 samples, peak lr 1.00e-03 at sample 1024\n")
+    assert out.startswith(
+        f"{path}: NoamLR, warmup_max_lr=0.001, warmup 1024 samples, peak lr 1.00e-03 at sample 1024\n"
+    )
     assert "peak: sample 1024, lr 1.0000e-03" in out
     assert re.search(r"^\s+sample\s+lr\s+of peak$", out, re.M)
     table = parse_table(out)
@@ -186,7 +210,10 @@ def test_show_samples_config_per_update(tmp_path):
     # A batch that does not divide the warmup: the peak falls inside update ceil(1024 / 300) = 4.
     result = run("show", path, "--unit", "updates", "--per-update", "300")
     assert result.returncode == 0, result.stderr
-    assert f"peak: update 4 (warmup ends inside it, at 3.41 updates), lr {reference(1200, 1024, peak=1e-3):.4e}" in result.stdout
+    assert (
+        f"peak: update 4 (warmup ends inside it, at 3.41 updates), lr {reference(1200, 1024, peak=1e-3):.4e}"
+        in result.stdout
+    )
     table = parse_table(result.stdout)
     assert table[-1][0] == 35  # 10 x 1024 samples end in update 35
     for k, lr, _ in table:
@@ -194,8 +221,16 @@ def test_show_samples_config_per_update(tmp_path):
 
 
 def test_show_updates_config_in_samples():
-    result = run("show", CONFIGS / "peak_lr.yaml", "--unit", "samples", "--per-update", "256",
-                 "--at", "1,256,257,512000,1024000,1024001,2048000")
+    result = run(
+        "show",
+        CONFIGS / "peak_lr.yaml",
+        "--unit",
+        "samples",
+        "--per-update",
+        "256",
+        "--at",
+        "1,256,257,512000,1024000,1024001,2048000",
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "warmup 4000 updates, peak lr 1.00e-03 at update 4000" in out  # the config is still described in its unit
@@ -203,7 +238,9 @@ def test_show_updates_config_in_samples():
     table = parse_table(out)
     assert [x for x, _, _ in table] == [1, 256, 257, 512000, 1024000, 1024001, 2048000]
     for x, lr, _ in table:
-        assert lr == pytest.approx(reference(-(-x // 256), 4000, peak=1e-3), rel=1e-4)  # sample x is in update ceil(x/256)
+        assert lr == pytest.approx(
+            reference(-(-x // 256), 4000, peak=1e-3), rel=1e-4
+        )  # sample x is in update ceil(x/256)
 
 
 def test_show_d_model_tokens_config_notes_the_unit(tmp_path):
@@ -264,17 +301,48 @@ def test_cooldown_command_prints_params_that_start_right_after_the_count(tmp_pat
     import torch
     import yaml
 
-    state = {"type": "NoamLR", "updates": 250, "samples": 8000, "tokens": None, "samples_per_update": 32,
-             "warmup_num_steps": 100, "d_model": 512, "factor": 2.0, "warmup_max_lr": None, "warmup_unit": "updates",
-             "world_size": 2}
+    state = {
+        "type": "NoamLR",
+        "updates": 250,
+        "samples": 8000,
+        "tokens": None,
+        "samples_per_update": 32,
+        "warmup_num_steps": 100,
+        "d_model": 512,
+        "factor": 2.0,
+        "warmup_max_lr": None,
+        "warmup_unit": "updates",
+        "world_size": 2,
+    }
     torch.save(state, tmp_path / "sched.pt")
-    result = run("cooldown", tmp_path / "sched.pt", "--over", "50", "--type", "cosine", "--min-lr", "1e-6",
-                 "--plot", tmp_path / "c.png")
+    result = run(
+        "cooldown",
+        tmp_path / "sched.pt",
+        "--over",
+        "50",
+        "--type",
+        "cosine",
+        "--min-lr",
+        "1e-6",
+        "--plot",
+        tmp_path / "c.png",
+    )
     assert result.returncode == 0, result.stderr
     block = yaml.safe_load(result.stdout.split("\n\n")[0])
-    assert block == {"scheduler": {"type": "NoamLR", "params": {
-        "warmup_num_steps": 100, "d_model": 512, "factor": 2.0, "total_num_steps": 300, "cooldown_num_steps": 50,
-        "cooldown_type": "cosine", "cooldown_min_lr": 1e-6}}}
+    assert block == {
+        "scheduler": {
+            "type": "NoamLR",
+            "params": {
+                "warmup_num_steps": 100,
+                "d_model": 512,
+                "factor": 2.0,
+                "total_num_steps": 300,
+                "cooldown_num_steps": 50,
+                "cooldown_type": "cosine",
+                "cooldown_min_lr": 1e-6,
+            },
+        }
+    }
     form = dict(d_model=512, factor=2.0)
     for k in (250, 251, 275, 300, 301):
         want = cooled_reference(k, 100, 300, 50, "cosine", 1e-6, **form)
@@ -312,9 +380,23 @@ def test_validate_accepts_auto_total_num_steps_only_where_accelerate_fills_it(tm
     result = run("validate", CONFIGS / "accelerate" / "zero2_noam_cooldown.yaml")
     assert result.returncode == 0, result.stderr
     assert '"auto" warmup_num_steps, warmup_max_lr, total_num_steps' in result.stdout
-    bad = write(tmp_path / "ds.json", json.dumps({"scheduler": {"type": "NoamLR", "params": {
-        "warmup_num_steps": 10, "warmup_max_lr": "auto", "total_num_steps": "auto", "cooldown_num_steps": 20,
-        "cooldown_type": "cosin"}}}))
+    bad = write(
+        tmp_path / "ds.json",
+        json.dumps(
+            {
+                "scheduler": {
+                    "type": "NoamLR",
+                    "params": {
+                        "warmup_num_steps": 10,
+                        "warmup_max_lr": "auto",
+                        "total_num_steps": "auto",
+                        "cooldown_num_steps": 20,
+                        "cooldown_type": "cosin",
+                    },
+                }
+            }
+        ),
+    )
     result = run("validate", "--allow-auto", bad)
     assert result.returncode == 1
     assert "scheduler.params.cooldown_type: expected one of linear, 1-sqrt, cosine" in result.stderr

@@ -19,62 +19,145 @@ def reference(k, W, d_model=None, factor=1.0, peak=None):
 
 
 def yaml_params(params: str) -> str:
-    return "model: {layers: 2}\nscheduler:\n  type: NoamLR\n  params:\n" + "".join(f"    {line}\n" for line in params.splitlines())
+    return "model: {layers: 2}\nscheduler:\n  type: NoamLR\n  params:\n" + "".join(
+        f"    {line}\n" for line in params.splitlines()
+    )
 
 
 # (file name, file text, pieces the message must contain besides the file name)
 BAD = {
-    "typo": ("c.yaml", yaml_params("d_model: 512\nwarmup_num_step: 4000"),
-             ["scheduler.params.warmup_num_step:", "expected one of warmup_num_steps", "did you mean 'warmup_num_steps'?"]),
-    "neither": ("c.yaml", yaml_params("warmup_num_steps: 4000"),
-                ["scheduler.params.d_model / warmup_max_lr:", "expected exactly one of them", "found neither"]),
-    "both": ("c.yaml", yaml_params("d_model: 512\nwarmup_max_lr: 1.0e-3\nwarmup_num_steps: 4000"),
-             ["scheduler.params.d_model / warmup_max_lr:", "expected exactly one of them", "found both"]),
-    "string_int": ("c.yaml", yaml_params('d_model: 512\nwarmup_num_steps: "4000"'),
-                   ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found str '4000'"]),
-    "float_int": ("c.yaml", yaml_params("d_model: 512\nwarmup_num_steps: 4000.5"),
-                  ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found float 4000.5"]),
-    "bool": ("c.yaml", yaml_params("d_model: true\nwarmup_num_steps: 4000"),
-             ["scheduler.params.d_model:", "expected an int >= 1", "found bool True"]),
-    "zero": ("c.yaml", yaml_params("d_model: 512\nwarmup_num_steps: 0"),
-             ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found int 0"]),
-    "negative": ("c.yaml", yaml_params("d_model: -1\nwarmup_num_steps: 10"),
-                 ["scheduler.params.d_model:", "expected an int >= 1", "found int -1"]),
-    "negative_peak": ("c.yaml", yaml_params("warmup_max_lr: -1.0e-3\nwarmup_num_steps: 10"),
-                      ["scheduler.params.warmup_max_lr:", "expected a finite number > 0", "found float -0.001"]),
-    "factor_with_peak": ("c.yaml", yaml_params("warmup_max_lr: 1.0e-3\nfactor: 2.0\nwarmup_num_steps: 10"),
-                         ["scheduler.params.factor:", "only together with d_model", "found float 2.0"]),
-    "yaml_syntax": ("c.yaml", "scheduler:\n  type: NoamLR\n  params: {d_model: 512,\n  warmup_num_steps: 4000\n",
-                    ["line 5, column 1: invalid YAML: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping started on line 3)"]),
-    "yaml_indent": ("c.yaml", "scheduler:\n  type: NoamLR\n  params:\n    d_model: 512\n   warmup_num_steps: 4000\n",
-                    ["line 5, column 4: invalid YAML", "(while parsing a block mapping started on line 2)"]),
-    "yaml_duplicate": ("c.yaml", yaml_params("d_model: 512\nwarmup_num_steps: 10\nd_model: 256"),
-                       ["line 7, column 5", "duplicate key 'd_model' (first on line 5)"]),
-    "json_syntax": ("ds.json", '{\n  "scheduler": {\n    "type": "NoamLR",\n    "params": {"d_model": 512 "warmup_num_steps": 4000}\n  }\n}\n',
-                    ["line 4, column 31", "invalid JSON", "Expecting ',' delimiter"]),
-    "no_block": ("c.yaml", "model: {layers: 2}\noptimizer: {type: Adam}\n",
-                 ["scheduler:", "expected a block such as scheduler: {type: NoamLR", "found no 'scheduler' key"]),
-    "no_block_json": ("ds.json", '{"train_batch_size": 8}',
-                      ["scheduler:", 'expected a block such as "scheduler": {"type": "NoamLR"', "found no 'scheduler' key"]),
+    "typo": (
+        "c.yaml",
+        yaml_params("d_model: 512\nwarmup_num_step: 4000"),
+        ["scheduler.params.warmup_num_step:", "expected one of warmup_num_steps", "did you mean 'warmup_num_steps'?"],
+    ),
+    "neither": (
+        "c.yaml",
+        yaml_params("warmup_num_steps: 4000"),
+        ["scheduler.params.d_model / warmup_max_lr:", "expected exactly one of them", "found neither"],
+    ),
+    "both": (
+        "c.yaml",
+        yaml_params("d_model: 512\nwarmup_max_lr: 1.0e-3\nwarmup_num_steps: 4000"),
+        ["scheduler.params.d_model / warmup_max_lr:", "expected exactly one of them", "found both"],
+    ),
+    "string_int": (
+        "c.yaml",
+        yaml_params('d_model: 512\nwarmup_num_steps: "4000"'),
+        ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found str '4000'"],
+    ),
+    "float_int": (
+        "c.yaml",
+        yaml_params("d_model: 512\nwarmup_num_steps: 4000.5"),
+        ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found float 4000.5"],
+    ),
+    "bool": (
+        "c.yaml",
+        yaml_params("d_model: true\nwarmup_num_steps: 4000"),
+        ["scheduler.params.d_model:", "expected an int >= 1", "found bool True"],
+    ),
+    "zero": (
+        "c.yaml",
+        yaml_params("d_model: 512\nwarmup_num_steps: 0"),
+        ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found int 0"],
+    ),
+    "negative": (
+        "c.yaml",
+        yaml_params("d_model: -1\nwarmup_num_steps: 10"),
+        ["scheduler.params.d_model:", "expected an int >= 1", "found int -1"],
+    ),
+    "negative_peak": (
+        "c.yaml",
+        yaml_params("warmup_max_lr: -1.0e-3\nwarmup_num_steps: 10"),
+        ["scheduler.params.warmup_max_lr:", "expected a finite number > 0", "found float -0.001"],
+    ),
+    "factor_with_peak": (
+        "c.yaml",
+        yaml_params("warmup_max_lr: 1.0e-3\nfactor: 2.0\nwarmup_num_steps: 10"),
+        ["scheduler.params.factor:", "only together with d_model", "found float 2.0"],
+    ),
+    "yaml_syntax": (
+        "c.yaml",
+        "scheduler:\n  type: NoamLR\n  params: {d_model: 512,\n  warmup_num_steps: 4000\n",
+        [
+            "line 5, column 1: invalid YAML: expected ',' or '}', but got '<stream end>' (while parsing a flow "
+            "mapping started on line 3)"
+        ],
+    ),
+    "yaml_indent": (
+        "c.yaml",
+        "scheduler:\n  type: NoamLR\n  params:\n    d_model: 512\n   warmup_num_steps: 4000\n",
+        ["line 5, column 4: invalid YAML", "(while parsing a block mapping started on line 2)"],
+    ),
+    "yaml_duplicate": (
+        "c.yaml",
+        yaml_params("d_model: 512\nwarmup_num_steps: 10\nd_model: 256"),
+        ["line 7, column 5", "duplicate key 'd_model' (first on line 5)"],
+    ),
+    "json_syntax": (
+        "ds.json",
+        '{\n  "scheduler": {\n    "type": "NoamLR",\n    "params": {"d_model": 512 "warmup_num_steps": 4000}\n  }\n}\n',
+        ["line 4, column 31", "invalid JSON", "Expecting ',' delimiter"],
+    ),
+    "no_block": (
+        "c.yaml",
+        "model: {layers: 2}\noptimizer: {type: Adam}\n",
+        ["scheduler:", "expected a block such as scheduler: {type: NoamLR", "found no 'scheduler' key"],
+    ),
+    "no_block_json": (
+        "ds.json",
+        '{"train_batch_size": 8}',
+        ["scheduler:", 'expected a block such as "scheduler": {"type": "NoamLR"', "found no 'scheduler' key"],
+    ),
     "block_typo": ("c.yaml", "schedular:\n  type: NoamLR\n", ["scheduler:", "did you mean 'schedular'?"]),
-    "wrong_type": ("ds.json", json.dumps({"scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 10}}}),
-                   ["scheduler.type:", "expected 'NoamLR'", "found str 'WarmupLR'"]),
-    "case_type": ("c.yaml", "scheduler: {type: noamlr, params: {d_model: 8, warmup_num_steps: 1}}\n",
-                  ["scheduler.type:", "expected 'NoamLR'", "found str 'noamlr' (names are case-sensitive)"]),
-    "no_type": ("c.yaml", "scheduler: {params: {d_model: 8, warmup_num_steps: 1}}\n",
-                ["scheduler.type:", "expected 'NoamLR'", "found nothing"]),
-    "block_key_typo": ("c.yaml", "scheduler: {type: NoamLR, param: {d_model: 8, warmup_num_steps: 1}}\n",
-                       ["scheduler.param:", "expected only 'type' and 'params'", "did you mean 'params'?"]),
-    "params_not_mapping": ("c.yaml", "scheduler: {type: NoamLR, params: [512, 4000]}\n",
-                           ["scheduler.params:", "expected a mapping", "found list [512, 4000]"]),
+    "wrong_type": (
+        "ds.json",
+        json.dumps({"scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 10}}}),
+        ["scheduler.type:", "expected 'NoamLR'", "found str 'WarmupLR'"],
+    ),
+    "case_type": (
+        "c.yaml",
+        "scheduler: {type: noamlr, params: {d_model: 8, warmup_num_steps: 1}}\n",
+        ["scheduler.type:", "expected 'NoamLR'", "found str 'noamlr' (names are case-sensitive)"],
+    ),
+    "no_type": (
+        "c.yaml",
+        "scheduler: {params: {d_model: 8, warmup_num_steps: 1}}\n",
+        ["scheduler.type:", "expected 'NoamLR'", "found nothing"],
+    ),
+    "block_key_typo": (
+        "c.yaml",
+        "scheduler: {type: NoamLR, param: {d_model: 8, warmup_num_steps: 1}}\n",
+        ["scheduler.param:", "expected only 'type' and 'params'", "did you mean 'params'?"],
+    ),
+    "params_not_mapping": (
+        "c.yaml",
+        "scheduler: {type: NoamLR, params: [512, 4000]}\n",
+        ["scheduler.params:", "expected a mapping", "found list [512, 4000]"],
+    ),
     "top_level_list": ("c.yaml", "- scheduler\n- NoamLR\n", ["(top level):", "expected a mapping", "found list"]),
     "empty": ("c.yaml", "", ["(top level):", "expected a mapping", "found an empty file"]),
-    "unit_typo": ("c.yaml", yaml_params("warmup_max_lr: 1.0e-3\nwarmup_num_steps: 10\nwarmup_unit: sample"),
-                  ["scheduler.params.warmup_unit:", "expected one of updates, samples, tokens", "found str 'sample' (did you mean 'samples'?)"]),
-    "unit_type": ("ds.json", json.dumps({"scheduler": {"type": "NoamLR", "params": {"d_model": 8, "warmup_num_steps": 1, "warmup_unit": 5}}}),
-                  ["scheduler.params.warmup_unit:", "expected one of updates, samples, tokens", "found int 5"]),
-    "auto": ("ds.json", json.dumps({"scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": 1e-3}}}),
-             ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found str 'auto'", "Accelerate"]),
+    "unit_typo": (
+        "c.yaml",
+        yaml_params("warmup_max_lr: 1.0e-3\nwarmup_num_steps: 10\nwarmup_unit: sample"),
+        [
+            "scheduler.params.warmup_unit:",
+            "expected one of updates, samples, tokens",
+            "found str 'sample' (did you mean 'samples'?)",
+        ],
+    ),
+    "unit_type": (
+        "ds.json",
+        json.dumps(
+            {"scheduler": {"type": "NoamLR", "params": {"d_model": 8, "warmup_num_steps": 1, "warmup_unit": 5}}}
+        ),
+        ["scheduler.params.warmup_unit:", "expected one of updates, samples, tokens", "found int 5"],
+    ),
+    "auto": (
+        "ds.json",
+        json.dumps({"scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": 1e-3}}}),
+        ["scheduler.params.warmup_num_steps:", "expected an int >= 1", "found str 'auto'", "Accelerate"],
+    ),
 }
 
 
@@ -110,7 +193,10 @@ def test_all_problems_in_one_message(tmp_path):
 
 # --- Accelerate config YAML that names a DeepSpeed JSON -------------------------------------------
 
-ACCELERATE = "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\nnum_processes: 2\ndeepspeed_config:\n  deepspeed_config_file: {}\n"
+ACCELERATE = (
+    "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\nnum_processes: 2\n"
+    "deepspeed_config:\n  deepspeed_config_file: {}\n"
+)
 
 
 def ds_json(params):
@@ -155,7 +241,9 @@ def test_accelerate_yaml_missing_file_lists_both_places(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as info:
         load_config("cfg/acc.yaml")
     message = str(info.value)
-    assert message.startswith("cfg/acc.yaml: deepspeed_config.deepspeed_config_file: expected an existing DeepSpeed config JSON")
+    assert message.startswith(
+        "cfg/acc.yaml: deepspeed_config.deepspeed_config_file: expected an existing DeepSpeed config JSON"
+    )
     assert f"tried {tmp_path / 'missing.json'} and {Path('cfg') / 'missing.json'}" in message
 
 
@@ -170,8 +258,12 @@ def test_accelerate_yaml_reads_deepspeed_file_as_json(tmp_path, monkeypatch):
 
 def test_accelerate_yaml_without_deepspeed_file(tmp_path):
     path = tmp_path / "acc.yaml"
-    path.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config: {zero_stage: 2}\n")
-    with pytest.raises(ConfigError, match=r"deepspeed_config\.deepspeed_config_file: expected the DeepSpeed config JSON"):
+    path.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config: {zero_stage: 2}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"deepspeed_config\.deepspeed_config_file: expected the DeepSpeed config JSON"
+    ):
         load_config(path)
 
 
@@ -184,7 +276,9 @@ def test_auto_accepted_only_where_accelerate_fills_it(tmp_path):
     assert check_with_auto(read_scheduler_block(path)) == ("warmup_num_steps", "warmup_max_lr")
 
     path.write_text(ds_json({"warmup_num_steps": "auto", "d_model": "auto"}))
-    with pytest.raises(ConfigError, match=r"scheduler\.params\.d_model: expected a value \(Accelerate fills \"auto\" only in"):
+    with pytest.raises(
+        ConfigError, match=r"scheduler\.params\.d_model: expected a value \(Accelerate fills \"auto\" only in"
+    ):
         check_with_auto(read_scheduler_block(path))
 
     path.write_text(ds_json({"warmup_num_steps": 10, "d_model": 512, "warmup_max_lr": "auto"}))
@@ -210,9 +304,15 @@ def test_shipped_configs_give_the_formula(name):
     want = SHIPPED[name]
     config = load_config(CONFIGS / name)
     assert isinstance(config, NoamConfig)
-    assert (config.warmup_num_steps, config.d_model, config.warmup_max_lr) == (want["W"], want.get("d_model"), want.get("peak"))
+    assert (config.warmup_num_steps, config.d_model, config.warmup_max_lr) == (
+        want["W"],
+        want.get("d_model"),
+        want.get("peak"),
+    )
     for k in [1, 2, 1000, 3999, 4000, 4001, 8000, 40000, 100000]:
-        assert config.lr(k) == pytest.approx(reference(k, want["W"], want.get("d_model"), 1.0, want.get("peak")), rel=1e-12)
+        assert config.lr(k) == pytest.approx(
+            reference(k, want["W"], want.get("d_model"), 1.0, want.get("peak")), rel=1e-12
+        )
     assert max(range(1, 20001), key=config.lr) == 4000
 
 
@@ -228,7 +328,11 @@ def test_paper_base_with_cooldown_config_and_its_auto_twin():
     """configs/transformer_base_cooldown.yaml: the paper's curve to 80000, then 1-sqrt to 0 at 100000."""
     config = load_config(CONFIGS / "transformer_base_cooldown.yaml")
     assert (config.total_num_steps, config.cooldown_num_steps, config.cooldown_type, config.cooldown_min_lr) == (
-        100000, 20000, "1-sqrt", 0.0)
+        100000,
+        20000,
+        "1-sqrt",
+        0.0,
+    )
     for k in (1, 4000, 80000):
         assert config.lr(k) == reference(k, 4000, 512, 1.0, None)
     s = reference(80000, 4000, 512, 1.0, None)
@@ -259,8 +363,15 @@ def test_yaml_1e_minus_3_is_a_float(tmp_path):
 
 def test_deepspeed_json_and_unknown_suffix(tmp_path):
     ds = tmp_path / "ds_config.json"
-    ds.write_text(json.dumps({"train_batch_size": 8, "optimizer": {"type": "Adam"},
-                              "scheduler": {"type": "NoamLR", "params": {"d_model": 64, "factor": 2.0, "warmup_num_steps": 10}}}))
+    ds.write_text(
+        json.dumps(
+            {
+                "train_batch_size": 8,
+                "optimizer": {"type": "Adam"},
+                "scheduler": {"type": "NoamLR", "params": {"d_model": 64, "factor": 2.0, "warmup_num_steps": 10}},
+            }
+        )
+    )
     config = load_config(ds)
     assert config.lr(3) == reference(3, 10, d_model=64, factor=2.0)
     other = tmp_path / "noam.cfg"  # unknown suffix: read as YAML, which also reads JSON
@@ -274,19 +385,29 @@ def test_deepspeed_json_and_unknown_suffix(tmp_path):
 def test_numbers_read_as_yaml_1_2_and_ambiguous_ones_refused_anywhere(tmp_path):
     """The user's own keys too: read_config_file is how training scripts read them."""
     good = tmp_path / "good.yaml"
-    good.write_text("a: 0x10\nb: 1.0e-3\nc: 4000\nd: -7\ne: 1e3\nf: .inf\ng: '04000'\nh: 0\n" + yaml_params("d_model: 8\nwarmup_num_steps: 1"))
+    good.write_text(
+        "a: 0x10\nb: 1.0e-3\nc: 4000\nd: -7\ne: 1e3\nf: .inf\ng: '04000'\nh: 0\n"
+        + yaml_params("d_model: 8\nwarmup_num_steps: 1")
+    )
     data = read_config_file(good)
     assert [data[k] for k in "abcdegh"] == [16, 0.001, 4000, -7, 1000.0, "04000", 0]
     assert data["f"] == float("inf") and type(data["c"]) is int
     bad = tmp_path / "bad.yaml"
-    bad.write_text("seed: 0042\nmodel:\n  dims: [1_024, 12]\n  t: 1:30:00\n" + yaml_params("d_model: 8\nwarmup_num_steps: 1"))
+    bad.write_text(
+        "seed: 0042\nmodel:\n  dims: [1_024, 12]\n  t: 1:30:00\n" + yaml_params("d_model: 8\nwarmup_num_steps: 1")
+    )
     with pytest.raises(ConfigError) as info:
         read_config_file(bad)
     lines = str(info.value).splitlines()
-    assert lines[0] == (f"{bad}: seed: expected a number that YAML 1.1 and YAML 1.2 read alike: plain decimal (4000), 0x hex, "
-                        "1.0e-3, or quotes for a string, found 0042 on line 1, which YAML 1.1 (yaml.safe_load) reads as int 34 "
-                        "and YAML 1.2 as int 42")
-    assert lines[1].startswith(f"{bad}: model.dims[0]: ") and "YAML 1.1 (yaml.safe_load) reads as int 1024 and YAML 1.2 as a string" in lines[1]
+    assert lines[0] == (
+        f"{bad}: seed: expected a number that YAML 1.1 and YAML 1.2 read alike: plain decimal (4000), 0x hex, "
+        "1.0e-3, or quotes for a string, found 0042 on line 1, which YAML 1.1 (yaml.safe_load) reads as int 34 "
+        "and YAML 1.2 as int 42"
+    )
+    assert (
+        lines[1].startswith(f"{bad}: model.dims[0]: ")
+        and "YAML 1.1 (yaml.safe_load) reads as int 1024 and YAML 1.2 as a string" in lines[1]
+    )
     assert lines[2].startswith(f"{bad}: model.t: ") and "reads as int 5400 and YAML 1.2 as a string" in lines[2]
     assert len(lines) == 3
 
@@ -296,10 +417,15 @@ def test_aliases_depth_and_size_are_bounded(tmp_path):
     ok.write_text("base: &b {d_model: 8, warmup_num_steps: 4}\nscheduler: {type: NoamLR, params: *b}\n")
     assert load_config(ok).warmup_num_steps == 4  # ordinary anchors still work
     cases = {
-        "bomb.yaml": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcdef", "bcdefg")),
-            "f: expected at most 2,000,000"),  # f: 10**6 strings, over the limit; e: 10**5, under it
-        "cycle.yaml": ("a: &a [1, *a]\n", "a[1]: expected no alias inside the value it names, found a recursive alias on line 1"),
+        "bomb.yaml": (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcdef", "bcdefg")),
+            "f: expected at most 2,000,000",
+        ),  # f: 10**6 strings, over the limit; e: 10**5, under it
+        "cycle.yaml": (
+            "a: &a [1, *a]\n",
+            "a[1]: expected no alias inside the value it names, found a recursive alias on line 1",
+        ),
         "deep.json": ('{"a": ' + "[" * 101 + "]" * 101 + "}", "expected at most 100 levels of nesting"),
         "big.yaml": ("x" * (257 << 10), "larger than 256 KiB"),
     }
@@ -313,11 +439,16 @@ def test_aliases_depth_and_size_are_bounded(tmp_path):
 
 def test_messages_stay_short_and_few(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml_params("d_model: 8\nwarmup_num_steps: " + "9" * 300 + "\n" + "".join(f"x{i}: 1\n" for i in range(100))))
+    path.write_text(
+        yaml_params("d_model: 8\nwarmup_num_steps: " + "9" * 300 + "\n" + "".join(f"x{i}: 1\n" for i in range(100)))
+    )
     message = str(pytest.raises(ConfigError, load_config, path).value)
     lines = message.splitlines()
     assert len(lines) == 21 and lines[-1] == f"{path}: ... and 81 more problems"
     assert max(map(len, lines)) < 400
     path.write_text(yaml_params("d_model: 8\nwarmup_num_steps: " + "9" * 300))
     message = str(pytest.raises(ConfigError, load_config, path).value)
-    assert message == f"{path}: scheduler.params.warmup_num_steps: expected an int >= 1 and at most 2**63 - 1, found int 99999999...9999 (300 digits)"
+    assert (
+        message == f"{path}: scheduler.params.warmup_num_steps: expected an int >= 1 and at most 2**63 - 1, "
+        "found int 99999999...9999 (300 digits)"
+    )

@@ -546,7 +546,7 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
 
     results = drive(tmp_path, [("noam-plugin", ["inspect", path]) for path, _ in cases.values()])
     failed = []
-    for (name, (path, pieces)), (status, out, err) in zip(cases.items(), results):
+    for (name, (_path, pieces)), (status, out, err) in zip(cases.items(), results):
         if (
             status != 1
             or "Traceback" in out + err
@@ -678,7 +678,7 @@ def test_conversions_refuse_pickled_code_and_paths_leading_out(zero2, tmp_path):
         (0, "out: universal; resume with"),
         (0, "DeepSpeed universal checkpoint"),
     ]
-    for (command, args), (status, out, err), (want, piece) in zip(calls, results, expected):
+    for (_command, args), (status, out, err), (want, piece) in zip(calls, results, expected):
         assert status == want and piece in out + err and "Traceback" not in out + err, (args, out[-1500:], err[-1500:])
     assert not marker.exists()
     assert "k            3 optimizer updates applied" in results[-1][1]

@@ -21,7 +21,9 @@ def test_d_model_form_equals_paper(W, d_model, factor):
     for k in [1, 2, W - 1, W, W + 1, 2 * W, 10 * W, 123457]:
         if k < 1:
             continue
-        assert noam_lr(k, warmup_num_steps=W, d_model=d_model, factor=factor) == reference_d_model(k, W, d_model, factor)
+        assert noam_lr(k, warmup_num_steps=W, d_model=d_model, factor=factor) == reference_d_model(
+            k, W, d_model, factor
+        )
 
 
 @pytest.mark.parametrize("W,peak", [(4000, 1e-3), (1, 0.5), (37, 3e-4)])
@@ -115,11 +117,28 @@ def test_cooldown_equals_the_formula(kind, form):
     W, T, C, m = 40, 300, 100, 1e-5
     kwargs = dict(d_model=form.get("d_model"), factor=form.get("factor", 1.0), warmup_max_lr=form.get("peak"))
     for t in [1, 39, 40, 41, 199, 200, 201, 202, 250, 299, 300, 301, 302, 10_000]:
-        got = noam_lr(t, warmup_num_steps=W, total_num_steps=T, cooldown_num_steps=C, cooldown_type=kind,
-                      cooldown_min_lr=m, **kwargs)
+        got = noam_lr(
+            t,
+            warmup_num_steps=W,
+            total_num_steps=T,
+            cooldown_num_steps=C,
+            cooldown_type=kind,
+            cooldown_min_lr=m,
+            **kwargs,
+        )
         assert got == pytest.approx(reference_cooldown(t, W, T, C, kind, m, **form), rel=1e-13, abs=0), t
-    lrs = [noam_lr(t, warmup_num_steps=W, total_num_steps=T, cooldown_num_steps=C, cooldown_type=kind,
-                   cooldown_min_lr=m, **kwargs) for t in range(200, 303)]
+    lrs = [
+        noam_lr(
+            t,
+            warmup_num_steps=W,
+            total_num_steps=T,
+            cooldown_num_steps=C,
+            cooldown_type=kind,
+            cooldown_min_lr=m,
+            **kwargs,
+        )
+        for t in range(200, 303)
+    ]
     assert all(a > b for a, b in zip(lrs[:101], lrs[1:101]))  # strictly down through update T
     assert lrs[100] > m and lrs[101] == lrs[102] == m  # no update before T at m; every one after it
 
@@ -144,28 +163,46 @@ BAD_COOLDOWN = [
     (dict(total_num_steps=10), "total_num_steps: expected an int > warmup_num_steps (10)", "found int 10"),
     (dict(total_num_steps=50.0), "total_num_steps: expected an int > warmup_num_steps", "found float 50.0"),
     (dict(cooldown_num_steps=5), "cooldown_num_steps: expected total_num_steps next to it", "without total_num_steps"),
-    (dict(total_num_steps=50, cooldown_num_steps=41), "cooldown_num_steps: expected at most total_num_steps - "
-     "warmup_num_steps = 50 - 10 = 40", "found int 41"),
+    (
+        dict(total_num_steps=50, cooldown_num_steps=41),
+        "cooldown_num_steps: expected at most total_num_steps - warmup_num_steps = 50 - 10 = 40",
+        "found int 41",
+    ),
     (dict(total_num_steps=50, cooldown_num_steps=0), "cooldown_num_steps: expected an int >= 1", "found int 0"),
-    (dict(cooldown_type="linear"), "cooldown_type: expected cooldown_type only together with cooldown_num_steps",
-     "linear"),
-    (dict(total_num_steps=50, cooldown_num_steps=5, cooldown_type="sqrt"), "cooldown_type: expected one of linear, "
-     "1-sqrt, cosine", "did you mean '1-sqrt'?"),
-    (dict(cooldown_min_lr=0.0), "cooldown_min_lr: expected cooldown_min_lr only together with cooldown_num_steps",
-     "0.0"),
-    (dict(total_num_steps=50, cooldown_num_steps=5, cooldown_min_lr=-1e-5),
-     "cooldown_min_lr: expected a finite number >= 0", "float -1e-05"),
-    (dict(total_num_steps=50, cooldown_num_steps=5, cooldown_min_lr=0.5),
-     "cooldown_min_lr: expected a value below the lr where the cooldown starts (0.0471405 at update 45)",
-     "found float 0.5"),
+    (
+        dict(cooldown_type="linear"),
+        "cooldown_type: expected cooldown_type only together with cooldown_num_steps",
+        "linear",
+    ),
+    (
+        dict(total_num_steps=50, cooldown_num_steps=5, cooldown_type="sqrt"),
+        "cooldown_type: expected one of linear, 1-sqrt, cosine",
+        "did you mean '1-sqrt'?",
+    ),
+    (
+        dict(cooldown_min_lr=0.0),
+        "cooldown_min_lr: expected cooldown_min_lr only together with cooldown_num_steps",
+        "0.0",
+    ),
+    (
+        dict(total_num_steps=50, cooldown_num_steps=5, cooldown_min_lr=-1e-5),
+        "cooldown_min_lr: expected a finite number >= 0",
+        "float -1e-05",
+    ),
+    (
+        dict(total_num_steps=50, cooldown_num_steps=5, cooldown_min_lr=0.5),
+        "cooldown_min_lr: expected a value below the lr where the cooldown starts (0.0471405 at update 45)",
+        "found float 0.5",
+    ),
 ]
 
 
 @pytest.mark.parametrize("params,expected,found", BAD_COOLDOWN)
 def test_bad_cooldown_is_one_clear_problem(params, expected, found):
     with pytest.raises(ConfigError) as error:
-        NoamConfig.from_params({"warmup_num_steps": 10, "warmup_max_lr": 0.1, **params}, source="x.yaml",
-                               prefix="scheduler.params.")
+        NoamConfig.from_params(
+            {"warmup_num_steps": 10, "warmup_max_lr": 0.1, **params}, source="x.yaml", prefix="scheduler.params."
+        )
     text = str(error.value)
     assert len(text.splitlines()) == 1, text
     assert text.startswith("x.yaml: scheduler.params.") and expected in text and found in text
@@ -177,10 +214,17 @@ def test_resume_changes_decides_by_the_count_in_the_unit(unit):
     from noam_plugin.schedule import resume_changes
 
     base = NoamConfig(warmup_num_steps=100, warmup_max_lr=0.01, warmup_unit=unit)
-    cooled = NoamConfig(warmup_num_steps=100, warmup_max_lr=0.01, warmup_unit=unit, total_num_steps=1000,
-                        cooldown_num_steps=300)  # starts after 700
-    later = NoamConfig(warmup_num_steps=100, warmup_max_lr=0.01, warmup_unit=unit, total_num_steps=2000,
-                       cooldown_num_steps=300, cooldown_type="cosine")  # starts after 1700
+    cooled = NoamConfig(
+        warmup_num_steps=100, warmup_max_lr=0.01, warmup_unit=unit, total_num_steps=1000, cooldown_num_steps=300
+    )  # starts after 700
+    later = NoamConfig(
+        warmup_num_steps=100,
+        warmup_max_lr=0.01,
+        warmup_unit=unit,
+        total_num_steps=2000,
+        cooldown_num_steps=300,
+        cooldown_type="cosine",
+    )  # starts after 1700
     saved, saved_cooled = base.schedule_params, cooled.schedule_params
     assert resume_changes(saved, base, 5000) == ([], [])
     blocking, notes = resume_changes(saved, cooled, 700)
@@ -192,8 +236,9 @@ def test_resume_changes_decides_by_the_count_in_the_unit(unit):
     assert resume_changes(saved_cooled, later, 900)[0] == ["total_num_steps", "cooldown_type"]  # inside the old one
     assert resume_changes(saved_cooled, cooled, 900) == ([], [])  # same tail, even inside it
     assert resume_changes(saved_cooled, base, 700)[0] == []  # dropped before it began
-    other = NoamConfig(warmup_num_steps=100, warmup_max_lr=0.02, warmup_unit=unit, total_num_steps=1000,
-                       cooldown_num_steps=300)
+    other = NoamConfig(
+        warmup_num_steps=100, warmup_max_lr=0.02, warmup_unit=unit, total_num_steps=1000, cooldown_num_steps=300
+    )
     assert resume_changes(saved, other, 10)[0] == ["warmup_max_lr", *COOLDOWN_KEYS]  # the curve itself changed
     total_only = NoamConfig(warmup_num_steps=100, warmup_max_lr=0.01, warmup_unit=unit, total_num_steps=1000)
     assert resume_changes(saved, total_only, 5000)[0] == []  # total_num_steps alone shapes nothing

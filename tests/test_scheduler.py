@@ -120,7 +120,7 @@ def test_tensor_lr_is_updated_in_place():
 
 def test_peak_form():
     model, optimizer, scheduler = make(d_model=None, warmup_max_lr=2e-3)
-    for k in range(1, 12):
+    for _k in range(1, 12):
         train_step(model, optimizer)
         scheduler.step()
     assert group_lrs(optimizer) == [2e-3 * min(12 / W, (W / 12) ** 0.5)]
@@ -240,7 +240,9 @@ def test_allow_param_change_continues_new_schedule_from_k(caplog):
 def test_adopts_lambdalr_state(caplog):
     model = torch.nn.Linear(4, 4)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
-    lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: D**-0.5 * min((s + 1) ** -0.5, (s + 1) * W**-1.5))
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: D**-0.5 * min((s + 1) ** -0.5, (s + 1) * W**-1.5)
+    )
     for _ in range(9):
         train_step(model, optimizer)
         lambda_lr.step()
@@ -300,8 +302,9 @@ def test_samples_unit_with_constant_batch_equals_updates_unit(groups):
     N, updates_run = 32, 3 * W
     runs = {}
     for unit, warmup in (("updates", W), ("samples", W * N)):
-        model, optimizer, scheduler = make(groups, warmup_num_steps=warmup, d_model=None, warmup_max_lr=0.01,
-                                           warmup_unit=unit, samples_per_update=N)
+        model, optimizer, scheduler = make(
+            groups, warmup_num_steps=warmup, d_model=None, warmup_max_lr=0.01, warmup_unit=unit, samples_per_update=N
+        )
         seen = used_lrs(optimizer)
         for _ in range(updates_run):
             train_step(model, optimizer)
@@ -309,13 +312,16 @@ def test_samples_unit_with_constant_batch_equals_updates_unit(groups):
         runs[unit] = seen
         assert scheduler.samples == updates_run * N and scheduler.updates == updates_run
     assert flat(runs["samples"]) == pytest.approx(flat(runs["updates"]), rel=1e-12)
-    assert [lrs[0] for lrs in runs["samples"]] == pytest.approx([peak(k, W) for k in range(1, updates_run + 1)], rel=1e-12)
+    assert [lrs[0] for lrs in runs["samples"]] == pytest.approx(
+        [peak(k, W) for k in range(1, updates_run + 1)], rel=1e-12
+    )
 
 
 def test_samples_unit_first_update_is_not_wasted_and_groups_hold_the_next_lr():
     N, WS = 8, 100
-    model, optimizer, scheduler = make(2, warmup_num_steps=WS, d_model=None, warmup_max_lr=0.01,
-                                       warmup_unit="samples", samples_per_update=N)
+    model, optimizer, scheduler = make(
+        2, warmup_num_steps=WS, d_model=None, warmup_max_lr=0.01, warmup_unit="samples", samples_per_update=N
+    )
     assert group_lrs(optimizer) == [peak(N, WS)] * 2  # the first update has seen N samples
     for k in range(1, 30):
         train_step(model, optimizer)
@@ -327,7 +333,9 @@ def test_samples_unit_first_update_is_not_wasted_and_groups_hold_the_next_lr():
 
 def test_samples_unit_without_global_batch_is_a_clear_error():
     model, optimizer, scheduler = make(warmup_unit="samples")
-    with pytest.raises(RuntimeError, match=r"does not know the global batch: pass NoamLR\(\.\.\., samples_per_update=N\)"):
+    with pytest.raises(
+        RuntimeError, match=r"does not know the global batch: pass NoamLR\(\.\.\., samples_per_update=N\)"
+    ):
         train_step(model, optimizer)
     scheduler.samples_per_update = 4
     train_step(model, optimizer)
@@ -336,7 +344,9 @@ def test_samples_unit_without_global_batch_is_a_clear_error():
 
 
 def test_bad_samples_per_update_and_tokens():
-    with pytest.raises(ValueError, match="samples_per_update: expected an int >= 1 \\(the global batch\\), found int 0"):
+    with pytest.raises(
+        ValueError, match="samples_per_update: expected an int >= 1 \\(the global batch\\), found int 0"
+    ):
         make(samples_per_update=0)
     model, optimizer, scheduler = make(warmup_unit="tokens")
     with pytest.raises(TypeError, match="add_tokens: expected an int >= 0, found int -3"):
@@ -383,12 +393,18 @@ def test_updates_unit_counts_samples_and_tokens_without_changing_the_lr():
         assert group_lrs(optimizer) == [ref(k + 1)]
     assert (scheduler.updates, scheduler.samples, scheduler.tokens) == (4, 24, 100)
     state = scheduler.state_dict()
-    assert (state["samples"], state["tokens"], state["samples_per_update"], state["warmup_unit"]) == (24, 100, 6, "updates")
+    assert (state["samples"], state["tokens"], state["samples_per_update"], state["warmup_unit"]) == (
+        24,
+        100,
+        6,
+        "updates",
+    )
 
 
 def _resume(state, unit, N, warmup, caplog):
-    model, optimizer, scheduler = make(2, warmup_num_steps=warmup, d_model=None, warmup_max_lr=0.01,
-                                       warmup_unit=unit, samples_per_update=N)
+    model, optimizer, scheduler = make(
+        2, warmup_num_steps=warmup, d_model=None, warmup_max_lr=0.01, warmup_unit=unit, samples_per_update=N
+    )
     with caplog.at_level(logging.WARNING, logger="noam_plugin"):
         scheduler.load_state_dict(state)
     return model, optimizer, scheduler
@@ -397,8 +413,9 @@ def _resume(state, unit, N, warmup, caplog):
 def test_resume_with_half_the_global_batch_continues_in_samples(caplog):
     """Saved after 5 updates of 16 samples; resumed at 8 per update: lr(80 + 8 j) for the j-th update."""
     WS = 120
-    model, optimizer, scheduler = make(warmup_num_steps=WS, d_model=None, warmup_max_lr=0.01,
-                                       warmup_unit="samples", samples_per_update=16)
+    model, optimizer, scheduler = make(
+        warmup_num_steps=WS, d_model=None, warmup_max_lr=0.01, warmup_unit="samples", samples_per_update=16
+    )
     for _ in range(5):
         train_step(model, optimizer)
         scheduler.step()
@@ -406,8 +423,10 @@ def test_resume_with_half_the_global_batch_continues_in_samples(caplog):
     assert (state["updates"], state["samples"], state["samples_per_update"]) == (5, 80, 16)
 
     model, optimizer, scheduler = _resume(state, "samples", 8, WS, caplog)
-    assert "the global batch changed since the checkpoint (from 16 to 8 samples per update); " \
-           "warmup_unit 'samples' continues from 80 samples seen" in caplog.text
+    assert (
+        "the global batch changed since the checkpoint (from 16 to 8 samples per update); "
+        "warmup_unit 'samples' continues from 80 samples seen" in caplog.text
+    )
     seen = used_lrs(optimizer)
     for _ in range(6):
         train_step(model, optimizer)
@@ -423,17 +442,32 @@ def test_resume_with_another_global_batch_in_updates_unit_logs_the_change(caplog
         scheduler.step()
     model, optimizer, scheduler = make(samples_per_update=8)
     with caplog.at_level(logging.WARNING, logger="noam_plugin"):
-        scheduler.load_state_dict(scheduler_state := {**_state_of(5, 80, None, 16), "d_model": D, "warmup_max_lr": None})
+        scheduler.load_state_dict(
+            scheduler_state := {**_state_of(5, 80, None, 16), "d_model": D, "warmup_max_lr": None}
+        )
     assert scheduler_state["warmup_unit"] == "updates"
-    assert "the global batch changed since the checkpoint (from 16 to 8 samples per update); " \
-           "the schedule continues in updates at update 6" in caplog.text
+    assert (
+        "the global batch changed since the checkpoint (from 16 to 8 samples per update); "
+        "the schedule continues in updates at update 6" in caplog.text
+    )
     assert group_lrs(optimizer) == [ref(6)]
 
 
 def _state_of(updates, samples, tokens, per_update, **params):
-    return {"type": "NoamLR", "updates": updates, "samples": samples, "tokens": tokens, "samples_per_update": per_update,
-            "warmup_num_steps": W, "d_model": None, "factor": 1.0, "warmup_max_lr": 0.01, "warmup_unit": "updates",
-            "world_size": 1, **params}
+    return {
+        "type": "NoamLR",
+        "updates": updates,
+        "samples": samples,
+        "tokens": tokens,
+        "samples_per_update": per_update,
+        "warmup_num_steps": W,
+        "d_model": None,
+        "factor": 1.0,
+        "warmup_max_lr": 0.01,
+        "warmup_unit": "updates",
+        "world_size": 1,
+        **params,
+    }
 
 
 def test_resume_tokens_unit_continues_from_tokens_seen(caplog):
@@ -448,7 +482,15 @@ def test_resume_tokens_unit_continues_from_tokens_seen(caplog):
 
 
 def test_old_state_without_unit_loads_as_updates_and_unit_change_is_a_mismatch():
-    old = {"type": "NoamLR", "updates": 3, "warmup_num_steps": W, "d_model": D, "factor": 1.0, "warmup_max_lr": None, "world_size": 1}
+    old = {
+        "type": "NoamLR",
+        "updates": 3,
+        "warmup_num_steps": W,
+        "d_model": D,
+        "factor": 1.0,
+        "warmup_max_lr": None,
+        "world_size": 1,
+    }
     model, optimizer, scheduler = make()
     scheduler.load_state_dict(old)
     assert group_lrs(optimizer) == [ref(4)] and scheduler.samples is None and scheduler.tokens is None
@@ -460,8 +502,14 @@ def test_old_state_without_unit_loads_as_updates_and_unit_change_is_a_mismatch()
 def test_unit_change_allowed_needs_the_count(caplog):
     """updates -> samples with allow_param_change continues from the saved sample count; without one, a clear error."""
     state = _state_of(5, 40, None, 8)
-    model, optimizer, scheduler = make(warmup_num_steps=80, d_model=None, warmup_max_lr=0.01, warmup_unit="samples",
-                                       samples_per_update=8, allow_param_change=True)
+    model, optimizer, scheduler = make(
+        warmup_num_steps=80,
+        d_model=None,
+        warmup_max_lr=0.01,
+        warmup_unit="samples",
+        samples_per_update=8,
+        allow_param_change=True,
+    )
     scheduler.load_state_dict(state)
     assert group_lrs(optimizer) == [pytest.approx(peak(48, 80), rel=1e-12)]
     with pytest.raises(ValueError, match="holds no count of the samples seen"):
@@ -469,11 +517,15 @@ def test_unit_change_allowed_needs_the_count(caplog):
 
 
 def test_foreign_state_adopted_in_samples(caplog):
-    model, optimizer, scheduler = make(warmup_num_steps=64, d_model=None, warmup_max_lr=0.01, warmup_unit="samples",
-                                       samples_per_update=4)
+    model, optimizer, scheduler = make(
+        warmup_num_steps=64, d_model=None, warmup_max_lr=0.01, warmup_unit="samples", samples_per_update=4
+    )
     with caplog.at_level(logging.WARNING, logger="noam_plugin"):
         scheduler.load_state_dict({"last_batch_iteration": 9})
-    assert "adopted update count 10 from a DeepSpeed scheduler state (last_batch_iteration=9); continuing at update 10, 40 samples" in caplog.text
+    assert (
+        "adopted update count 10 from a DeepSpeed scheduler state (last_batch_iteration=9); continuing at update 10, "
+        "40 samples" in caplog.text
+    )
     assert group_lrs(optimizer) == [pytest.approx(peak(44, 64), rel=1e-12)]
     model, optimizer, scheduler = make(warmup_unit="tokens")
     with pytest.raises(ValueError, match="holds no count of the tokens seen"):
@@ -481,7 +533,7 @@ def test_foreign_state_adopted_in_samples(caplog):
 
 
 def test_tokens_unit_after_the_optimizer_state_is_reloaded():
-    """optimizer.load_state_dict() makes new param-group dicts (Accelerate's prepare() does it): the lr goes to those."""
+    """optimizer.load_state_dict() makes new param-group dicts (Accelerate's prepare() does): the lr goes to those."""
     model, optimizer, scheduler = make(2, warmup_num_steps=100, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
     optimizer.load_state_dict(optimizer.state_dict())
     seen = used_lrs(optimizer)
@@ -594,16 +646,19 @@ def test_a_second_scheduler_on_the_same_optimizer_is_refused():
     assert replacement.updates == 0
 
 
-@pytest.mark.parametrize("bad, key", [
-    ({"updates": "12"}, "updates"),
-    ({"updates": 12.7}, "updates"),
-    ({"updates": True}, "updates"),
-    ({"updates": -1}, "updates"),
-    ({"samples": "lots"}, "samples"),
-    ({"tokens": 1.5}, "tokens"),
-    ({"samples_per_update": 0}, "samples_per_update"),
-    ({"world_size": "two"}, "world_size"),
-])
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        ({"updates": "12"}, "updates"),
+        ({"updates": 12.7}, "updates"),
+        ({"updates": True}, "updates"),
+        ({"updates": -1}, "updates"),
+        ({"samples": "lots"}, "samples"),
+        ({"tokens": 1.5}, "tokens"),
+        ({"samples_per_update": 0}, "samples_per_update"),
+        ({"world_size": "two"}, "world_size"),
+    ],
+)
 def test_a_malformed_state_is_refused_whole(bad, key):
     model, optimizer, scheduler = make()
     run_updates(model, optimizer, scheduler, 2)
@@ -643,8 +698,16 @@ def tail(k, W, T, C, kind="linear", m=0.0, top=0.01):
 @pytest.mark.parametrize("kind", ["linear", "1-sqrt", "cosine"])
 def test_cooldown_in_updates_every_update_and_the_log_past_the_end(kind, caplog):
     W2, T, C = 4, 12, 5
-    model, optimizer, scheduler = make(2, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, total_num_steps=T,
-                                       cooldown_num_steps=C, cooldown_type=kind, cooldown_min_lr=1e-4)
+    model, optimizer, scheduler = make(
+        2,
+        warmup_num_steps=W2,
+        d_model=None,
+        warmup_max_lr=0.01,
+        total_num_steps=T,
+        cooldown_num_steps=C,
+        cooldown_type=kind,
+        cooldown_min_lr=1e-4,
+    )
     seen = used_lrs(optimizer)
     with caplog.at_level(logging.WARNING, logger="noam_plugin"):
         for _ in range(T + 3):
@@ -653,16 +716,26 @@ def test_cooldown_in_updates_every_update_and_the_log_past_the_end(kind, caplog)
     assert flat(seen) == pytest.approx(flat([tail(k, W2, T, C, kind, 1e-4)] * 2 for k in range(1, T + 4)), rel=1e-12)
     assert flat(seen)[-6:] == [1e-4] * 6  # updates T+1.. run at cooldown_min_lr
     past = [r.message for r in caplog.records if "past total_num_steps" in r.message]
-    assert past == ["NoamLR: past total_num_steps (12 updates): the cooldown is over, updates from here on run at "
-                    "cooldown_min_lr 0.0001"]
+    assert past == [
+        "NoamLR: past total_num_steps (12 updates): the cooldown is over, updates from here on run at "
+        "cooldown_min_lr 0.0001"
+    ]
 
 
 @pytest.mark.parametrize("unit", ["samples", "tokens"])
 def test_cooldown_in_data_units_reads_the_curve_at_the_data_seen(unit):
     N, W2, T, C = 8, 40, 120, 50
-    model, optimizer, scheduler = make(1, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, warmup_unit=unit,
-                                       total_num_steps=T, cooldown_num_steps=C, cooldown_type="cosine",
-                                       samples_per_update=N)
+    model, optimizer, scheduler = make(
+        1,
+        warmup_num_steps=W2,
+        d_model=None,
+        warmup_max_lr=0.01,
+        warmup_unit=unit,
+        total_num_steps=T,
+        cooldown_num_steps=C,
+        cooldown_type="cosine",
+        samples_per_update=N,
+    )
     seen, total, expected = used_lrs(optimizer), 0, []
     for update in range(18):
         n = N if unit == "samples" else 6 + update % 4
@@ -688,8 +761,15 @@ def test_cooldown_decided_at_resume_through_torch_save(tmp_path, caplog):
     state = torch.load(tmp_path / "sched.pt", weights_only=True)
     assert "total_num_steps" not in state  # no tail: the same state as before the keys existed
 
-    model, optimizer, resumed = make(1, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, total_num_steps=T,
-                                     cooldown_num_steps=C, cooldown_type="1-sqrt")
+    model, optimizer, resumed = make(
+        1,
+        warmup_num_steps=W2,
+        d_model=None,
+        warmup_max_lr=0.01,
+        total_num_steps=T,
+        cooldown_num_steps=C,
+        cooldown_type="1-sqrt",
+    )
     with caplog.at_level(logging.WARNING, logger="noam_plugin"):
         resumed.load_state_dict(state)
     assert "the checkpoint (at update 8) had no cooldown; now 1-sqrt cooldown over updates 9-14" in caplog.text
@@ -710,8 +790,15 @@ def test_cooldown_decided_at_resume_through_torch_save(tmp_path, caplog):
     allowed.load_state_dict(state)
     assert allowed.get_last_lr() == pytest.approx([tail(9, W2, 12, 6)], rel=1e-12)
     # the saved tail loaded again, inside it: same parameters, nothing to say
-    again = make(1, warmup_num_steps=W2, d_model=None, warmup_max_lr=0.01, total_num_steps=T, cooldown_num_steps=C,
-                 cooldown_type="1-sqrt")[2]
+    again = make(
+        1,
+        warmup_num_steps=W2,
+        d_model=None,
+        warmup_max_lr=0.01,
+        total_num_steps=T,
+        cooldown_num_steps=C,
+        cooldown_type="1-sqrt",
+    )[2]
     again.load_state_dict(saved_with_tail)
     assert again.last_epoch == 15 and again.get_last_lr() == [0.0]
 
@@ -719,8 +806,15 @@ def test_cooldown_decided_at_resume_through_torch_save(tmp_path, caplog):
 def test_cooldown_survives_pickle():
     import pickle
 
-    model, optimizer, scheduler = make(1, warmup_num_steps=4, d_model=None, warmup_max_lr=0.01, total_num_steps=10,
-                                       cooldown_num_steps=3, cooldown_type="cosine")
+    model, optimizer, scheduler = make(
+        1,
+        warmup_num_steps=4,
+        d_model=None,
+        warmup_max_lr=0.01,
+        total_num_steps=10,
+        cooldown_num_steps=3,
+        cooldown_type="cosine",
+    )
     optimizer2, scheduler2 = pickle.loads(pickle.dumps((optimizer, scheduler)))
     assert scheduler2.config == scheduler.config and scheduler2.lr_at(9) == tail(9, 4, 10, 3, "cosine")
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from procs import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +25,22 @@ def cooled(k, s, T=UPDATES):
 
 def rows(path):
     with open(path) as f:
-        return [{k: (float(v) if k in ("lr", "loss") else v if k == "backend" else int(v)) for k, v in r.items()}
-                for r in csv.DictReader(f)]
+        return [
+            {k: (float(v) if k in ("lr", "loss") else v if k == "backend" else int(v)) for k, v in r.items()}
+            for r in csv.DictReader(f)
+        ]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    env = {"DEMO_OUT": str(out), "DEMO_SKIP_SETUP": "1", "DEMO_UPDATES": str(UPDATES),
-           "DEMO_KILL_AFTER": str(KILL_AFTER), "DEMO_CHECKPOINT_EVERY": str(EVERY)}
+    env = {
+        "DEMO_OUT": str(out),
+        "DEMO_SKIP_SETUP": "1",
+        "DEMO_UPDATES": str(UPDATES),
+        "DEMO_KILL_AFTER": str(KILL_AFTER),
+        "DEMO_CHECKPOINT_EVERY": str(EVERY),
+    }
     code, log = run(["bash", "launch/demo.sh"], env=env)
     return out, code, log
 
@@ -96,7 +102,9 @@ def test_train_refuses_to_overwrite_a_run(tmp_path):
 def test_train_names_a_bad_batch_setting(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text((ROOT / "configs" / "demo.yaml").read_text().replace("micro_batch: 16", "micro_batch: 24"))
-    code, log = run([sys.executable, "launch/train.py", "--config", str(config), "--output-dir", str(tmp_path / "o")], timeout=120)
+    code, log = run(
+        [sys.executable, "launch/train.py", "--config", str(config), "--output-dir", str(tmp_path / "o")], timeout=120
+    )
     assert code == 2 and "training.global_batch (64) must be a multiple of training.micro_batch (24)" in log
 
 
@@ -108,7 +116,17 @@ def test_compare_runs_fails_on_a_single_different_lr(demo, tmp_path):
     fields[1] = repr(float(fields[1]) * (1 + 1e-12))  # one update, off in the 12th digit
     lines[30] = ",".join(fields)
     (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
-    code, log = run([sys.executable, "launch/compare_runs.py", "--reference", str(out / "reference"),
-                     "--resumed", str(tmp_path / "metrics.csv"), "--config", str(out / "config_cooldown.yaml")],
-                    timeout=120)
+    code, log = run(
+        [
+            sys.executable,
+            "launch/compare_runs.py",
+            "--reference",
+            str(out / "reference"),
+            "--resumed",
+            str(tmp_path / "metrics.csv"),
+            "--config",
+            str(out / "config_cooldown.yaml"),
+        ],
+        timeout=120,
+    )
     assert code == 1 and f"lr sequences DIFFERENT: {UPDATES - 1}/{UPDATES} updates" in log

@@ -21,7 +21,8 @@ class Example:
 
 ROUTES = {
     "yaml": Example(
-        "noam.yaml", "project YAML: the scheduler block (for noam-plugin validate/show, noam_plugin.load_config)",
+        "noam.yaml",
+        "project YAML: the scheduler block (for noam-plugin validate/show, noam_plugin.load_config)",
         "noam-plugin show {path}",
     ),
     "deepspeed": Example(
@@ -36,15 +37,18 @@ ROUTES = {
         '"auto" takes warmup_num_steps from warmup_steps (required) and warmup_max_lr from learning_rate',
     ),
     "lightning-cli": Example(
-        "lightning_cli.yaml", "LightningCLI: lr_scheduler class_path noam_plugin.NoamLR",
+        "lightning_cli.yaml",
+        "LightningCLI: lr_scheduler class_path noam_plugin.NoamLR",
         "python train.py fit --config {path}   (train.py calls LightningCLI(YourModule, YourDataModule))",
     ),
     "lightning-deepspeed": Example(
-        "lightning_deepspeed.json", "Lightning DeepSpeedStrategy: NoamLR in its DeepSpeed config (CUDA GPUs)",
+        "lightning_deepspeed.json",
+        "Lightning DeepSpeedStrategy: NoamLR in its DeepSpeed config (CUDA GPUs)",
         "Trainer(strategy=DeepSpeedStrategy(config='{path}'), ...); configure_optimizers returns the optimizer only",
     ),
     "hydra": Example(
-        "hydra.yaml", "Hydra: _target_ noam_plugin.NoamLR with _partial_: true",
+        "hydra.yaml",
+        "Hydra: _target_ noam_plugin.NoamLR with _partial_: true",
         "scheduler = hydra.utils.instantiate(cfg.scheduler)(optimizer)",
     ),
 }
@@ -77,7 +81,8 @@ def add_init_parser(sub) -> None:
     """`noam-plugin init ROUTE [PATH]` (sub: the subparsers of the noam-plugin command)."""
     routes = "\n".join(f"  {name:<20} {example.file:<25} {example.what}" for name, example in ROUTES.items())
     p = sub.add_parser(
-        "init", help="write a ready example config for one way of training with NoamLR",
+        "init",
+        help="write a ready example config for one way of training with NoamLR",
         description=f"Write the example config of ROUTE.\n\nroutes:\n{routes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

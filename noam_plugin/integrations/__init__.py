@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 WRITTEN_AGAINST = {"deepspeed": "0.19.8", "accelerate": "1.15.0", "transformers": "5.24.0"}
 
-# framework -> "module:Owner.attribute" for every host callable wrapped, and why it is needed
+# framework -> {"module:Owner.attribute": why}, for every host callable or attribute the plugin touches
 HOST_TARGETS: dict[str, dict[str, str]] = {
     "deepspeed": {
         "deepspeed.runtime.lr_schedules:VALID_LR_SCHEDULES": "NoamLR added as a scheduler type (Accelerate checks it)",
-        "deepspeed.runtime.engine:DeepSpeedEngine._configure_lr_scheduler":
-            "re-bind NoamLR to the optimizer the engine ends up with; tell it the global batch",
-        "deepspeed.runtime.engine:DeepSpeedEngine._take_model_step":
-            "one update boundary per engine update (ZeRO steps the inner optimizer once per param group)",
+        "deepspeed.runtime.engine:DeepSpeedEngine._configure_lr_scheduler": (
+            "re-bind NoamLR to the optimizer the engine ends up with; tell it the global batch"
+        ),
+        "deepspeed.runtime.engine:DeepSpeedEngine._take_model_step": (
+            "one update boundary per engine update (ZeRO steps the inner optimizer once per param group)"
+        ),
         "deepspeed.runtime.engine:DeepSpeedEngine._scheduler_from_config": "config errors name the config file",
-        "deepspeed.runtime.engine:DeepSpeedEngine.load_checkpoint":
-            "load the scheduler after ZeRO restored the saved lr; resume checkpoints without a scheduler state",
+        "deepspeed.runtime.engine:DeepSpeedEngine.load_checkpoint": (
+            "load the scheduler after ZeRO restored the saved lr; resume checkpoints without a scheduler state"
+        ),
         "deepspeed.runtime.engine:DeepSpeedEngine.save_checkpoint": "write `latest` only after every rank finished",
         "deepspeed.runtime.tensor_parallel.init_utils:load_ds_config": "remember which file a config came from",
     },
@@ -36,8 +40,9 @@ HOST_TARGETS: dict[str, dict[str, str]] = {
         "accelerate.accelerator:Accelerator.prepare": "tell NoamLR the global batch (processes x batch x accumulation)",
     },
     "transformers": {
-        "transformers.integrations.deepspeed:HfTrainerDeepSpeedConfig.trainer_config_finalize":
-            "refuse an \"auto\" warmup_num_steps the Trainer would fill with 1 (no warmup_steps given)",
+        "transformers.integrations.deepspeed:HfTrainerDeepSpeedConfig.trainer_config_finalize": (
+            'refuse an "auto" warmup_num_steps the Trainer would fill with 1 (no warmup_steps given)'
+        ),
         "transformers.trainer:Trainer.__init__": "warn that DeepSpeed drops a NoamLR given in optimizers=(...)",
         "transformers.trainer:Trainer.create_scheduler": "tell NoamLR the global batch (no DeepSpeed)",
     },

@@ -115,15 +115,21 @@ def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: 
     total = dummies[0].total_num_steps
     if total is None:
         source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config"
-        raise ConfigError(source, Problem(
-            "scheduler.params.total_num_steps",
-            'an int; "auto" takes it from DummyScheduler(optimizer, total_num_steps=...)',
-            "DummyScheduler(total_num_steps=None)"))
+        raise ConfigError(
+            source,
+            Problem(
+                "scheduler.params.total_num_steps",
+                'an int; "auto" takes it from DummyScheduler(optimizer, total_num_steps=...)',
+                "DummyScheduler(total_num_steps=None)",
+            ),
+        )
     params["total_num_steps"] = total
     if int(os.environ.get("RANK", "0")) == 0:
         divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
-        log.warning(f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
-                    f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}")
+        log.warning(
+            f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
+            f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}"
+        )
 
 
 def _prepare_deepspeed(original):
@@ -150,6 +156,7 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return  # the engine knows: integrations/deepspeed.py
+
     def noams(objects) -> list[NoamLR]:
         return [s.scheduler for s in objects if isinstance(getattr(s, "scheduler", None), NoamLR)]
 
@@ -172,7 +179,8 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
         scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE)
         if scheduler.config.warmup_unit == "samples" and scheduler is schedulers[0]:
             log_rank0(
-                f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over {accelerator.num_processes} "
+                f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over "
+                f"{accelerator.num_processes} "
                 f"process(es), x {accumulation} accumulation steps from Accelerator.gradient_accumulation_steps); "
                 "accumulating by hand? set scheduler.samples_per_update"
             )
@@ -193,7 +201,9 @@ def _prepare(original):
 def patch_accelerator(accelerator_module: ModuleType) -> None:
     """Check DummyScheduler against a NoamLR "auto" config; tell NoamLR the global batch."""
     accelerator = accelerator_module.Accelerator
-    wrap_all("accelerate", [(accelerator, "_prepare_deepspeed", _prepare_deepspeed), (accelerator, "prepare", _prepare)])
+    wrap_all(
+        "accelerate", [(accelerator, "_prepare_deepspeed", _prepare_deepspeed), (accelerator, "prepare", _prepare)]
+    )
 
 
 # ---------------------------------------------------------------- resume on another number of processes
@@ -218,7 +228,9 @@ def to_universal(saved: str, out: str) -> str:
 
     source = tag_folder(saved, MODEL_TAG)
     if not source.is_dir():
-        raise FileNotFoundError(f"{saved}: no '{MODEL_TAG}' folder; expected accelerator.save_state output of a DeepSpeed run")
+        raise FileNotFoundError(
+            f"{saved}: no '{MODEL_TAG}' folder; expected accelerator.save_state output of a DeepSpeed run"
+        )
     if os.path.lexists(out):
         raise FileExistsError(f"{out}: already exists")
     out = os.path.normpath(out)
@@ -247,12 +259,14 @@ def to_universal(saved: str, out: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m noam_plugin.integrations.accelerate", description="Accelerate helpers of noam-plugin.")
+    parser = argparse.ArgumentParser(
+        prog="python -m noam_plugin.integrations.accelerate", description="Accelerate helpers of noam-plugin."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     convert = sub.add_parser(
         "to-universal",
         help="make an accelerator.save_state folder of a DeepSpeed ZeRO run loadable on another number of processes",
-        description='Writes OUT = SAVED with its DeepSpeed checkpoint converted to a universal one. Resume with '
+        description="Writes OUT = SAVED with its DeepSpeed checkpoint converted to a universal one. Resume with "
         '"checkpoint": {"load_universal": true} in the DeepSpeed config and accelerator.load_state(OUT).',
     )
     convert.add_argument("saved", metavar="SAVED", help="folder given to accelerator.save_state")
@@ -265,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError, CheckpointError) as error:
         print(f"error: {error}")
         return 1
-    print(f'{out}: universal; resume with "checkpoint": {{"load_universal": true}} in the DeepSpeed config and accelerator.load_state({out!r})')
+    print(
+        f'{out}: universal; resume with "checkpoint": {{"load_universal": true}} in the DeepSpeed config and '
+        f"accelerator.load_state({out!r})"
+    )
     return 0
 
 

@@ -179,10 +179,16 @@ def _load_checkpoint(original):
 
 def _set_counts(scheduler: Any, updates: int, samples: int) -> None:
     """Start NoamLR at these counts through its public state API (same params: no mismatch; tokens unknown)."""
-    scheduler.load_state_dict({
-        "type": "NoamLR", "updates": updates, "samples": samples, "tokens": None,
-        "samples_per_update": scheduler.samples_per_update, **scheduler.config.schedule_params,
-    })
+    scheduler.load_state_dict(
+        {
+            "type": "NoamLR",
+            "updates": updates,
+            "samples": samples,
+            "tokens": None,
+            "samples_per_update": scheduler.samples_per_update,
+            **scheduler.config.schedule_params,
+        }
+    )
 
 
 def _save_checkpoint(original):
@@ -228,14 +234,17 @@ def patch_engine(engine_module: ModuleType) -> None:
         init_utils = ModuleType("deepspeed.runtime.tensor_parallel.init_utils")  # reported missing below
 
     engine = engine_module.DeepSpeedEngine
-    wrap_all("deepspeed", [
-        (engine, "_configure_lr_scheduler", _configure_lr_scheduler),
-        (engine, "_take_model_step", _take_model_step),
-        (engine, "_scheduler_from_config", _scheduler_from_config),
-        (engine, "load_checkpoint", _load_checkpoint),
-        (engine, "save_checkpoint", _save_checkpoint),
-        (init_utils, "load_ds_config", _remember_config_file),
-    ])
+    wrap_all(
+        "deepspeed",
+        [
+            (engine, "_configure_lr_scheduler", _configure_lr_scheduler),
+            (engine, "_take_model_step", _take_model_step),
+            (engine, "_scheduler_from_config", _scheduler_from_config),
+            (engine, "load_checkpoint", _load_checkpoint),
+            (engine, "save_checkpoint", _save_checkpoint),
+            (init_utils, "load_ds_config", _remember_config_file),
+        ],
+    )
 
 
 # ---------------------------------------------------------------- universal checkpoint
@@ -281,7 +290,11 @@ def convert_folder(source: str | os.PathLike, output_folder: str | os.PathLike, 
 def check_same_scheduler(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """The conversion copies the model-states files (which hold the scheduler state) unchanged: check it did."""
     before, after = _scheduler_facts(source), _scheduler_facts(target)
-    if (before.state, before.global_steps, before.skipped_steps) != (after.state, after.global_steps, after.skipped_steps):
+    if (before.state, before.global_steps, before.skipped_steps) != (
+        after.state,
+        after.global_steps,
+        after.skipped_steps,
+    ):
         raise RuntimeError(f"{target}: scheduler state changed in the conversion: {before.state} -> {after.state}")
 
 
@@ -380,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         "CKPT_DIR/TAG_universal and points CKPT_DIR/latest_universal at it. Then resume with "
         '"checkpoint": {"load_universal": true} in the DeepSpeed config and engine.load_checkpoint(CKPT_DIR).',
     )
-    convert.add_argument("checkpoint_dirs", nargs="+", metavar="CKPT_DIR", help="folder given to engine.save_checkpoint")
+    convert.add_argument(
+        "checkpoint_dirs", nargs="+", metavar="CKPT_DIR", help="folder given to engine.save_checkpoint"
+    )
     convert.add_argument("--tag", default=None, help="checkpoint tag (default: the one in CKPT_DIR/latest)")
     convert.add_argument("--workers", type=int, default=1, help="processes for the conversion (default 1)")
     args = parser.parse_args(argv)
@@ -394,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         summary = _summary(_scheduler_facts(target))
         print(f"{checkpoint_dir}: universal checkpoint {target} ({summary})")
-    print('Resume with "checkpoint": {"load_universal": true} in the DeepSpeed config and engine.load_checkpoint(CKPT_DIR).')
+    print(
+        'Resume with "checkpoint": {"load_universal": true} in the DeepSpeed config and '
+        "engine.load_checkpoint(CKPT_DIR)."
+    )
     return 0
 
 

@@ -49,8 +49,11 @@ def check_auto_warmup(config: dict, args: Any, num_training_steps: int) -> None:
         return
     if args.get_warmup_steps(num_training_steps) >= 1:
         return
-    source = (args.deepspeed if isinstance(args.deepspeed, str) else None) or os.environ.get(
-        "ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config (TrainingArguments.deepspeed)"
+    source = (
+        (args.deepspeed if isinstance(args.deepspeed, str) else None)
+        or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+        or "DeepSpeed config (TrainingArguments.deepspeed)"
+    )
     ratio = getattr(args, "warmup_ratio", None)  # transformers < 5 has it besides warmup_steps
     given = f"warmup_steps={args.warmup_steps!r}" + (f", warmup_ratio={ratio!r}" if ratio is not None else "")
     raise ConfigError(
@@ -90,8 +93,9 @@ def _trainer_init(original):
         if getattr(self, "is_deepspeed_enabled", False) and _is_noam(getattr(self, "lr_scheduler", None)):
             config = getattr(getattr(self.args, "hf_deepspeed_config", None), "config", None) or {}
             declared = (config.get("scheduler") or {}).get("type")
-            used = (f"the DeepSpeed config's scheduler ({declared})" if declared
-                    else "the Trainer's own lr_scheduler_type")
+            used = (
+                f"the DeepSpeed config's scheduler ({declared})" if declared else "the Trainer's own lr_scheduler_type"
+            )
             warnings.warn(
                 "noam-plugin: with DeepSpeed the Trainer ignores the optimizer and scheduler given in "
                 f"Trainer(optimizers=(...)): the NoamLR passed there is dropped and {used} is used. Declare NoamLR in "
@@ -136,5 +140,7 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
 
 def patch_trainer(module: ModuleType) -> None:
     """Warn when the Trainer drops a NoamLR (DeepSpeed); tell NoamLR the global batch (no DeepSpeed)."""
-    wrap_all("transformers", [(module.Trainer, "__init__", _trainer_init),
-                              (module.Trainer, "create_scheduler", _create_scheduler)])
+    wrap_all(
+        "transformers",
+        [(module.Trainer, "__init__", _trainer_init), (module.Trainer, "create_scheduler", _create_scheduler)],
+    )

@@ -32,8 +32,9 @@ def start(command, out: Path, extra_env=None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     env.pop("NOAM_PLUGIN_NO_AUTOREGISTER", None)
     with open(out / "launch.log", "w") as log:
-        return subprocess.Popen([str(c) for c in command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [str(c) for c in command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def log_of(out: Path) -> str:

@@ -36,8 +36,17 @@ PEAK = {"warmup_num_steps": 4, "warmup_max_lr": 0.01}
 D_MODEL = {"warmup_num_steps": 3, "d_model": 64, "factor": 2.0}
 
 
-def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None, total_num_steps=None,
-                 cooldown_num_steps=None, cooldown_type="linear", cooldown_min_lr=0.0) -> float:
+def reference_lr(
+    k: int,
+    warmup_num_steps: int,
+    d_model=None,
+    factor=1.0,
+    warmup_max_lr=None,
+    total_num_steps=None,
+    cooldown_num_steps=None,
+    cooldown_type="linear",
+    cooldown_min_lr=0.0,
+) -> float:
     """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
     w = warmup_num_steps
 
@@ -60,8 +69,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker_args(out, *, schedule=PEAK, updates, accum=1, groups=1, scheduler="prepare", save_at=None, ckpt=None, resume=None,
-                tokens=False, step_scheduler="micro-batch", data=256):
+def worker_args(
+    out,
+    *,
+    schedule=PEAK,
+    updates,
+    accum=1,
+    groups=1,
+    scheduler="prepare",
+    save_at=None,
+    ckpt=None,
+    resume=None,
+    tokens=False,
+    step_scheduler="micro-batch",
+    data=256,
+):
     args = [WORKER, "--out", str(out), "--updates", str(updates), "--accum", str(accum), "--groups", str(groups)]
     args += ["--schedule", json.dumps(schedule), "--scheduler", scheduler] + (["--tokens"] if tokens else [])
     args += ["--step-scheduler", step_scheduler, "--data", str(data)]
@@ -81,8 +103,12 @@ def start(config, out: Path, args, *, processes=None, extra_env=None) -> subproc
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "launch.log", "w")
     return subprocess.Popen(
-        ["bash", "launch/accelerate.sh", config, *args], cwd=REPO, env=env,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        ["bash", "launch/accelerate.sh", config, *args],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -138,7 +164,10 @@ def to_universal(saved: Path, out: Path) -> Path:
     """The plugin's command for resuming a save_state folder of a ZeRO run on another number of processes."""
     convert = subprocess.run(
         [sys.executable, "-m", "noam_plugin.integrations.accelerate", "to-universal", str(saved), str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert convert.returncode == 0, convert.stdout + convert.stderr
     return out
@@ -182,19 +211,34 @@ def test_ddp_two_processes_accumulation_resume_on_one_and_two(tmp_path):
     full = check(tmp_path / "full", processes=2, first=0, last=7, groups=2)
 
     ckpt = tmp_path / "ckpt"
-    run_until_saved_then_kill("ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
+    run_until_saved_then_kill(
+        "ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt
+    )
     check(tmp_path / "save", processes=2, first=0, last=3, groups=2)
     # Accelerate keeps the scheduler in scheduler.bin (torch.save); torch's default weights_only=True reads it.
     state = torch.load(ckpt / "scheduler.bin")
-    assert state == {"type": "NoamLR", "updates": 3, "warmup_num_steps": 4, "d_model": None, "factor": 1.0,
-                     "warmup_max_lr": 0.01, "warmup_unit": "updates", "world_size": 2,
-                     "samples": 48, "tokens": None, "samples_per_update": 16}  # 2 processes x batch 4 x accumulation 2
+    assert state == {
+        "type": "NoamLR",
+        "updates": 3,
+        "warmup_num_steps": 4,
+        "d_model": None,
+        "factor": 1.0,
+        "warmup_max_lr": 0.01,
+        "warmup_unit": "updates",
+        "world_size": 2,
+        "samples": 48,
+        "tokens": None,
+        "samples_per_update": 16,
+    }  # 2 processes x batch 4 x accumulation 2
 
     for n in (1, 2):
         out = tmp_path / f"resume{n}"
         log = run("ddp", out, worker_args(out, resume=ckpt, **common), processes=n)
         assert check(out, processes=n, first=3, last=7, groups=2) == full[3:]
-        changed = "the global batch changed since the checkpoint (from 16 to 8 samples per update); the schedule continues in updates at update 4"
+        changed = (
+            "the global batch changed since the checkpoint (from 16 to 8 samples per update); "
+            "the schedule continues in updates at update 4"
+        )
         assert (changed in log) == (n == 1), log_tail(out)
 
     # Issue 14: the same checkpoint resumed with a cooldown decided now (after update 4, ending at 7).
@@ -220,7 +264,9 @@ def test_ddp_one_process_scheduler_on_prepared_optimizer_resume_on_two(tmp_path)
     """1 process, NoamLR built on the prepared AcceleratedOptimizer (d_model form); saved at 4, resumed on 2."""
     common = dict(updates=8, schedule=D_MODEL, scheduler="after")
     ckpt = tmp_path / "ckpt"
-    run_until_saved_then_kill("ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=4, ckpt=ckpt, **common), ckpt, processes=1)
+    run_until_saved_then_kill(
+        "ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=4, ckpt=ckpt, **common), ckpt, processes=1
+    )
     check(tmp_path / "save", processes=1, first=0, last=4, schedule=D_MODEL)
     log = run("ddp", tmp_path / "resume", worker_args(tmp_path / "resume", resume=ckpt, **common), processes=2)
     check(tmp_path / "resume", processes=2, first=4, last=8, schedule=D_MODEL)
@@ -232,7 +278,9 @@ def test_deepspeed_zero2_resume_on_same_and_fewer_processes(tmp_path):
     from the ZeRO checkpoint and on 1 from its universal conversion."""
     common = dict(updates=6, accum=2, groups=2)
     ckpt = tmp_path / "ckpt"
-    run_until_saved_then_kill("zero2", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
+    run_until_saved_then_kill(
+        "zero2", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt
+    )
     check(tmp_path / "save", processes=2, first=0, last=3, groups=2, deepspeed=True)
     # Under DeepSpeed the engine owns the scheduler: its state is in the engine checkpoint, no scheduler.bin.
     assert not (ckpt / "scheduler.bin").exists()
@@ -243,7 +291,12 @@ def test_deepspeed_zero2_resume_on_same_and_fewer_processes(tmp_path):
     same = check(tmp_path / "resume2", processes=2, first=3, last=6, groups=2, deepspeed=True)
 
     universal = to_universal(ckpt, tmp_path / "ckpt_universal")
-    log = run("zero2_universal", tmp_path / "resume1", worker_args(tmp_path / "resume1", resume=universal, **common), processes=1)
+    log = run(
+        "zero2_universal",
+        tmp_path / "resume1",
+        worker_args(tmp_path / "resume1", resume=universal, **common),
+        processes=1,
+    )
     assert check(tmp_path / "resume1", processes=1, first=3, last=6, groups=2, deepspeed=True) == same
     assert "NoamLR: resuming at update 3" in log
 
@@ -265,7 +318,7 @@ def test_deepspeed_config_noam_with_dummy_scheduler(tmp_path, config):
 
 
 def test_deepspeed_config_cooldown_total_num_steps_auto_from_dummy_scheduler(tmp_path):
-    """"total_num_steps": "auto" with 2 processes: NoamLR gets DummyScheduler(total_num_steps=8) as given (Accelerate
+    """ "total_num_steps": "auto" with 2 processes: NoamLR gets DummyScheduler(total_num_steps=8) as given (Accelerate
     would write ceil(8 / 2) = 4, which leaves no room for the config's 3-update cooldown after a warmup of 3);
     updates 6-8 cool down (1-sqrt), update 9 runs at cooldown_min_lr 0."""
     given = {"warmup_num_steps": 3, "warmup_max_lr": 0.02, "total_num_steps": 8}
@@ -275,17 +328,26 @@ def test_deepspeed_config_cooldown_total_num_steps_auto_from_dummy_scheduler(tmp
     log = run("zero2_noam_cooldown", out, args)
     lrs = check(out, processes=2, first=0, last=9, groups=2, schedule=reference, deepspeed=True)
     assert lrs[-1] == 0.0 and lrs[5] < lrs[4]  # after update 9 (past 8), and the cooldown's first update
-    assert "NoamLR: total_num_steps 8 from DummyScheduler(total_num_steps=8), in warmup_unit updates like " \
-           "warmup_num_steps; Accelerate would have written ceil(8 / 2)" in log
+    assert (
+        "NoamLR: total_num_steps 8 from DummyScheduler(total_num_steps=8), in warmup_unit updates like "
+        "warmup_num_steps; Accelerate would have written ceil(8 / 2)" in log
+    )
     assert "NoamLR: past total_num_steps (8 updates)" in log
 
 
 def test_deepspeed_dummy_scheduler_without_warmup_is_refused(tmp_path):
     out = tmp_path / "run"
-    log = run("zero2_noam", out, worker_args(out, updates=2, schedule={"warmup_max_lr": 0.01}, scheduler="dummy"),
-              processes=1, expect_ok=False)
-    assert ("configs/accelerate/ds_zero2_noam.json: scheduler.params.warmup_num_steps: expected an int >= 1; "
-            '"auto" takes it from DummyScheduler(optimizer, warmup_num_steps=...), found DummyScheduler(warmup_num_steps=0)') in log
+    log = run(
+        "zero2_noam",
+        out,
+        worker_args(out, updates=2, schedule={"warmup_max_lr": 0.01}, scheduler="dummy"),
+        processes=1,
+        expect_ok=False,
+    )
+    assert (
+        "configs/accelerate/ds_zero2_noam.json: scheduler.params.warmup_num_steps: expected an int >= 1; "
+        '"auto" takes it from DummyScheduler(optimizer, warmup_num_steps=...), found DummyScheduler(warmup_num_steps=0)'
+    ) in log
 
 
 def test_deepspeed_zero2_offload_two_param_groups(tmp_path):
@@ -301,7 +363,10 @@ def test_multinode_template_two_machines_on_loopback(tmp_path):
     out = tmp_path / "run"
     args = worker_args(out, updates=5, accum=2, groups=2)
     env = dict(NUM_MACHINES="2", MAIN_PROCESS_IP="127.0.0.1", MAIN_PROCESS_PORT=str(free_port()))
-    procs = [start("multinode_zero2", tmp_path / f"m{rank}", args, extra_env={**env, "MACHINE_RANK": str(rank)}) for rank in (0, 1)]
+    procs = [
+        start("multinode_zero2", tmp_path / f"m{rank}", args, extra_env={**env, "MACHINE_RANK": str(rank)})
+        for rank in (0, 1)
+    ]
     try:
         for proc in procs:
             proc.wait(TIMEOUT)
@@ -348,7 +413,9 @@ def check_data(out: Path, *, processes, per_update, schedule, start=(0, 0), grou
                     assert r[name] == pytest.approx(want, rel=1e-12), f"{where}: {name}"
         after.append(seen)
     for info in infos:
-        assert ("DEEPSPEED" in info["distributed_type"]) == deepspeed and (info["engine_scheduler"] == "NoamLR") == deepspeed
+        assert ("DEEPSPEED" in info["distributed_type"]) == deepspeed and (
+            info["engine_scheduler"] == "NoamLR"
+        ) == deepspeed
     return after
 
 
@@ -357,17 +424,26 @@ def test_ddp_samples_warmup_resumed_on_half_the_global_batch(tmp_path):
     peak), killed, resumed on 1 process (8 per update): update 3 + j runs at lr(48 + 8 j)."""
     common = dict(updates=7, accum=2, groups=2, schedule=SAMPLES)
     ckpt = tmp_path / "ckpt"
-    run_until_saved_then_kill("ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
+    run_until_saved_then_kill(
+        "ddp", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt
+    )
     assert check_data(tmp_path / "save", processes=2, per_update=16, schedule=SAMPLES, groups=2) == [0, 16, 32, 48]
     state = torch.load(ckpt / "scheduler.bin")
-    assert (state["warmup_unit"], state["updates"], state["samples"], state["samples_per_update"]) == ("samples", 3, 48, 16)
+    assert (state["warmup_unit"], state["updates"], state["samples"], state["samples_per_update"]) == (
+        "samples",
+        3,
+        48,
+        16,
+    )
 
     log = run("ddp", tmp_path / "resume", worker_args(tmp_path / "resume", resume=ckpt, **common), processes=1)
     seen = check_data(tmp_path / "resume", processes=1, per_update=8, schedule=SAMPLES, start=(3, 48), groups=2)
     assert seen == [48, 56, 64, 72, 80]
     assert "NoamLR: 8 samples per update (batches of 4 over 1 process(es), x 2 accumulation steps" in log
-    assert "the global batch changed since the checkpoint (from 16 to 8 samples per update); " \
-           "warmup_unit 'samples' continues from 48 samples seen" in log
+    assert (
+        "the global batch changed since the checkpoint (from 16 to 8 samples per update); "
+        "warmup_unit 'samples' continues from 48 samples seen" in log
+    )
 
 
 @pytest.mark.parametrize("config, deepspeed", [("ddp", False), ("zero2", True)])
@@ -384,11 +460,25 @@ def test_deepspeed_zero2_samples_warmup_resumed_on_one_process(tmp_path):
     saved at update 3, killed, made universal, resumed on 1 process at 8 per update."""
     common = dict(updates=6, accum=2, groups=2, schedule=SAMPLES)
     ckpt = tmp_path / "ckpt"
-    run_until_saved_then_kill("zero2", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt)
-    assert check_data(tmp_path / "save", processes=2, per_update=16, schedule=SAMPLES, groups=2, deepspeed=True) == [0, 16, 32, 48]
+    run_until_saved_then_kill(
+        "zero2", tmp_path / "save", worker_args(tmp_path / "save", save_at=3, ckpt=ckpt, **common), ckpt
+    )
+    assert check_data(tmp_path / "save", processes=2, per_update=16, schedule=SAMPLES, groups=2, deepspeed=True) == [
+        0,
+        16,
+        32,
+        48,
+    ]
     universal = to_universal(ckpt, tmp_path / "ckpt_universal")
-    log = run("zero2_universal", tmp_path / "resume", worker_args(tmp_path / "resume", resume=universal, **common), processes=1)
-    seen = check_data(tmp_path / "resume", processes=1, per_update=8, schedule=SAMPLES, start=(3, 48), groups=2, deepspeed=True)
+    log = run(
+        "zero2_universal",
+        tmp_path / "resume",
+        worker_args(tmp_path / "resume", resume=universal, **common),
+        processes=1,
+    )
+    seen = check_data(
+        tmp_path / "resume", processes=1, per_update=8, schedule=SAMPLES, start=(3, 48), groups=2, deepspeed=True
+    )
     assert seen == [48, 56, 64, 72]
     assert "warmup_unit 'samples' continues from 48 samples seen" in log
 
@@ -431,7 +521,8 @@ def test_prepare_finds_the_global_batch_only_where_it_can(caplog):
 
     model, optimizer, unknown = parts()
     model, optimizer, batches, scheduler = Accelerator(cpu=True).prepare(
-        model, optimizer, torch.utils.data.DataLoader(Batches(), batch_size=None), unknown)
+        model, optimizer, torch.utils.data.DataLoader(Batches(), batch_size=None), unknown
+    )
     assert unknown.samples_per_update is None
     model(next(iter(batches))).sum().backward()
     with pytest.raises(RuntimeError, match="does not know the global batch"):

@@ -108,7 +108,12 @@ class Launch:
         self.started = time.monotonic()
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                command, cwd=REPO, env={**env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=REPO,
+                env={**env(), **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def output(self):
@@ -267,7 +272,9 @@ def check_data_attempts(ranks, params, groups, start=(0, 0, 0), where=""):
             else:
                 assert a["inner_calls"], f"{at}: no inner optimizer step"
                 for call in a["inner_calls"]:
-                    assert call == approx([lr] * len(call)), f"{at} rank {rank}: update ran at {call}, expected lr({unit} seen) {lr}"
+                    assert call == approx([lr] * len(call)), (
+                        f"{at} rank {rank}: update ran at {call}, expected lr({unit} seen) {lr}"
+                    )
         if not skipped:
             k, samples, tokens = k + 1, samples + this_samples, tokens + this_tokens
             used.append(lr)
@@ -280,7 +287,9 @@ def check_data_attempts(ranks, params, groups, start=(0, 0, 0), where=""):
             assert a["tokens"] == (tokens if this_tokens or tokens else None), f"{at} rank {rank}"
             after = ref(params, samples + this_samples) if unit == "samples" else (used[-1] if used else None)
             if after is not None:
-                assert a["group_lrs"] == approx([after] * groups) and a["last_lr"] == approx([after] * groups), f"{at} rank {rank}"
+                assert a["group_lrs"] == approx([after] * groups) and a["last_lr"] == approx([after] * groups), (
+                    f"{at} rank {rank}"
+                )
     return (k, samples, tokens), used
 
 
@@ -326,12 +335,34 @@ def matrix_cases():
                         # fp32 without ZeRO has no overflow check in DeepSpeed: no inf there
                         inject = [2] if (stage or dtype == "bf16") else []
                         name = f"z{stage}_{dtype}_{'off' if offload else 'dev'}_ga{ga}_g{groups}"
-                        cases.append(dict(name=name, stage=stage, dtype=dtype, offload=offload, ga=ga, groups=groups,
-                                          scheduler=noam(params), updates=4, inject_at=inject))
+                        cases.append(
+                            dict(
+                                name=name,
+                                stage=stage,
+                                dtype=dtype,
+                                offload=offload,
+                                ga=ga,
+                                groups=groups,
+                                scheduler=noam(params),
+                                updates=4,
+                                inject_at=inject,
+                            )
+                        )
     # bf16 + fp32 gradient accumulation + ZeRO-1: DeepSpeed's BF16_Optimizer
     for ga in (1, 2):
-        cases.append(dict(name=f"bf16opt_ga{ga}", stage=1, dtype="bf16", grad_accum_dtype="fp32", ga=ga, groups=2,
-                          scheduler=noam(P_D), updates=4, inject_at=[2]))
+        cases.append(
+            dict(
+                name=f"bf16opt_ga{ga}",
+                stage=1,
+                dtype="bf16",
+                grad_accum_dtype="fp32",
+                ga=ga,
+                groups=2,
+                scheduler=noam(P_D),
+                updates=4,
+                inject_at=[2],
+            )
+        )
     return cases
 
 
@@ -339,10 +370,34 @@ def data_cases():
     """warmup_unit samples / tokens over stages, precision, offload, accumulation, skipped updates."""
     case = dict(dtype="fp32", offload=False, ga=1, groups=2, updates=4, inject_at=[])
     return [
-        {**case, "name": "samples_z2_off_ga2", "stage": 2, "offload": True, "ga": 2, "scheduler": noam({**P_SAMPLES, "warmup_num_steps": 24})},
-        {**case, "name": "samples_z3_bf16", "stage": 3, "dtype": "bf16", "inject_at": [2], "scheduler": noam(P_SAMPLES), "tokens": True},
+        {
+            **case,
+            "name": "samples_z2_off_ga2",
+            "stage": 2,
+            "offload": True,
+            "ga": 2,
+            "scheduler": noam({**P_SAMPLES, "warmup_num_steps": 24}),
+        },
+        {
+            **case,
+            "name": "samples_z3_bf16",
+            "stage": 3,
+            "dtype": "bf16",
+            "inject_at": [2],
+            "scheduler": noam(P_SAMPLES),
+            "tokens": True,
+        },
         {**case, "name": "tokens_z0", "stage": 0, "groups": 1, "scheduler": noam(P_TOKENS_D), "tokens": True},
-        {**case, "name": "tokens_z1_bf16_ga2", "stage": 1, "dtype": "bf16", "ga": 2, "inject_at": [2], "scheduler": noam(P_TOKENS), "tokens": True},
+        {
+            **case,
+            "name": "tokens_z1_bf16_ga2",
+            "stage": 1,
+            "dtype": "bf16",
+            "ga": 2,
+            "inject_at": [2],
+            "scheduler": noam(P_TOKENS),
+            "tokens": True,
+        },
         {**case, "name": "tokens_z2_off", "stage": 2, "offload": True, "scheduler": noam(P_TOKENS), "tokens": True},
         {**case, "name": "tokens_z3_ga2", "stage": 3, "ga": 2, "scheduler": noam(P_TOKENS_D), "tokens": True},
     ]
@@ -354,18 +409,59 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
     cases = matrix_cases()
     extra = [
         # config given as a JSON file path
-        dict(name="config_file", stage=2, dtype="fp32", ga=1, groups=2, scheduler=noam(P_PEAK), updates=3, config_file=True),
+        dict(
+            name="config_file",
+            stage=2,
+            dtype="fp32",
+            ga=1,
+            groups=2,
+            scheduler=noam(P_PEAK),
+            updates=3,
+            config_file=True,
+        ),
         # NoamLR built by the user on one optimizer, the engine gets a DeepSpeedCPUAdam (Accelerate's offload swap)
-        dict(name="client_swap", stage=2, dtype="fp32", offload=True, ga=1, groups=2, scheduler=None, updates=3,
-             client_swap=True, client_params=P_D),
+        dict(
+            name="client_swap",
+            stage=2,
+            dtype="fp32",
+            offload=True,
+            ga=1,
+            groups=2,
+            scheduler=None,
+            updates=3,
+            client_swap=True,
+            client_params=P_D,
+        ),
         # bad params: a file (named in the error) and a dict
-        dict(name="bad_file", stage=0, config_file=True, expect_error=True,
-             scheduler=noam({"d_model": "512", "warmup_num_step": 4000})),
-        dict(name="bad_dict", stage=0, expect_error=True, scheduler=noam({"d_model": 512, "warmup_max_lr": 1e-3, "warmup_num_steps": 0})),
+        dict(
+            name="bad_file",
+            stage=0,
+            config_file=True,
+            expect_error=True,
+            scheduler=noam({"d_model": "512", "warmup_num_step": 4000}),
+        ),
+        dict(
+            name="bad_dict",
+            stage=0,
+            expect_error=True,
+            scheduler=noam({"d_model": 512, "warmup_max_lr": 1e-3, "warmup_num_steps": 0}),
+        ),
     ]
     # Lightning's DeepSpeedStrategy (CUDA only, so not run here) sets engine.lr_scheduler = None and steps it itself
-    detached = [dict(name=f"detached_z{stage}", stage=stage, dtype="bf16", ga=2, groups=2, scheduler=noam(P_D), updates=4,
-                     inject_at=[2], detach=True) for stage in (1, 3)]
+    detached = [
+        dict(
+            name=f"detached_z{stage}",
+            stage=stage,
+            dtype="bf16",
+            ga=2,
+            groups=2,
+            scheduler=noam(P_D),
+            updates=4,
+            inject_at=[2],
+            detach=True,
+        )
+        for stage in (1, 3)
+    ]
     extra += detached
     shipped = sorted((REPO / "configs" / "deepspeed").glob("*.json"))
     assert len(shipped) >= 5
@@ -384,15 +480,25 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
             assert data["scheduler"]["type"] == "NoamLR" and data["scheduler"]["module"] == "noam_plugin.scheduler"
             wrappers.add(data["scheduler"]["wrapper"])
             check_snapshot(data["initial"], case["scheduler"]["params"], 0, case["groups"], f"{case['name']} start")
-            used = check_attempts(data, case["scheduler"]["params"], 0, case["groups"], where=f"{case['name']} rank {rank}")
+            used = check_attempts(
+                data, case["scheduler"]["params"], 0, case["groups"], where=f"{case['name']} rank {rank}"
+            )
             assert len(used) == case["updates"]
             if case["inject_at"]:
                 assert data["attempts"][-1]["skipped_steps"] == 1, f"{case['name']}: the inf update was not skipped"
-    assert {"DeepSpeedZeroOptimizer", "DeepSpeedZeroOptimizer_Stage3", "BF16_Optimizer", "FP16_UnfusedOptimizer", "AdamW"} <= wrappers, wrappers
+    assert {
+        "DeepSpeedZeroOptimizer",
+        "DeepSpeedZeroOptimizer_Stage3",
+        "BF16_Optimizer",
+        "FP16_UnfusedOptimizer",
+        "AdamW",
+    } <= wrappers, wrappers
 
     for case in by_data:
         ranks = results(out, case["name"])
-        (k, samples, tokens), used = check_data_attempts(ranks, case["scheduler"]["params"], case["groups"], where=case["name"])
+        (k, samples, tokens), used = check_data_attempts(
+            ranks, case["scheduler"]["params"], case["groups"], where=case["name"]
+        )
         assert k == case["updates"] and samples == 4 * k * case["ga"]  # 2 ranks x micro-batch 2 x accumulation
         if not case["inject_at"]:  # DeepSpeed's own count agrees (it also counts skipped updates' samples)
             assert all(data["attempts"][-1]["global_samples"] == samples for data in ranks)
@@ -419,7 +525,9 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
     assert f"{config_path}: scheduler.params.d_model: expected an int >= 1, found str '512'" in bad_file["error"]
     bad_dict = results(out, "bad_dict")[0]
     assert bad_dict["error_type"] == "ConfigError", bad_dict
-    assert "DeepSpeed config: scheduler.params.d_model / warmup_max_lr: expected exactly one of them" in bad_dict["error"]
+    assert (
+        "DeepSpeed config: scheduler.params.d_model / warmup_max_lr: expected exactly one of them" in bad_dict["error"]
+    )
     assert "DeepSpeed config: scheduler.params.warmup_num_steps: expected an int >= 1, found int 0" in bad_dict["error"]
 
     for path in shipped:
@@ -428,8 +536,12 @@ def test_step_count_every_stage_precision_offload_accumulation_and_groups(work_r
             check_attempts(data, params, 0, 2, where=f"{path.name} rank {rank}")
 
     updates, skipped, inner = (Tally.updates - before[0], Tally.skipped - before[1], Tally.inner_steps - before[2])
-    print(f"step count: {len(cases)} matrix engines + {len(by_data)} in samples/tokens + {len(extra)} others x 2 ranks in {seconds:.0f} s; "
-          f"{updates} updates, {skipped} skipped (inf), {inner} inner optimizer steps checked; wrappers {sorted(wrappers)}")
+    print(
+        f"step count: {len(cases)} matrix engines + {len(by_data)} in samples/tokens + {len(extra)} others x 2 ranks "
+        f"in {seconds:.0f} s; "
+        f"{updates} updates, {skipped} skipped (inf), {inner} inner optimizer steps checked; wrappers "
+        f"{sorted(wrappers)}"
+    )
 
 
 # ------------------------------------------------------------------ resume
@@ -458,8 +570,13 @@ WARMUP_LR = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr
 MORE = 3  # updates after each resume
 # cooldowns decided at resume (issue 14): P_D's z2 saved at update 4, "params" at 3, z0 at 4
 COOL_1SQRT = {**P_D, "total_num_steps": 4 + MORE, "cooldown_num_steps": MORE, "cooldown_type": "1-sqrt"}
-COOL_COSINE = {**P_D, "total_num_steps": 5, "cooldown_num_steps": 2, "cooldown_type": "cosine",
-               "cooldown_min_lr": 0.001}
+COOL_COSINE = {
+    **P_D,
+    "total_num_steps": 5,
+    "cooldown_num_steps": 2,
+    "cooldown_type": "cosine",
+    "cooldown_min_lr": 0.001,
+}
 COOL_TOO_EARLY = {**P_D, "total_num_steps": 6, "cooldown_num_steps": 3}  # starts after update 3: z0 applied 4
 
 
@@ -480,23 +597,29 @@ def run_resume_chain(work, launches):
     timings = {}
 
     # 1. Two torchrun agents (two simulated nodes, one process each): train, save, get killed.
-    saves = [job(name, stage, params, n, dtype, groups, inject_at=inject, offload=name.endswith("off"), save=str(ck / name))
-             for name, (stage, dtype, groups, params, n, inject) in SAVED.items()]
+    saves = [
+        job(name, stage, params, n, dtype, groups, inject_at=inject, offload=name.endswith("off"), save=str(ck / name))
+        for name, (stage, dtype, groups, params, n, inject) in SAVED.items()
+    ]
     saves += [
         job("warm", 2, None, 3, scheduler=WARMUP_LR, save=str(ck / "warm")),
         job("nosched", 2, None, 3, dtype="bf16", inject_at=[2], save=str(ck / "nosched")),
         job("params", 1, P_D, 3, save=str(ck / "params")),
         # warmup in data, and an updates schedule that will see its global batch halve
-        *[job(name, stage, params, 4, dtype, inject_at=inject, tokens=True, save=str(ck / name))
-          for name, (stage, dtype, params, inject) in DATA_SAVED.items()],
+        *[
+            job(name, stage, params, 4, dtype, inject_at=inject, tokens=True, save=str(ck / name))
+            for name, (stage, dtype, params, inject) in DATA_SAVED.items()
+        ],
         # last: complete save at 3, two more updates, then a save during which we are killed
         job("stall", 2, P_D, 3, stall_save={"dir": str(ck / "stall"), "after": 2}),
     ]
     nodes, nodes_out = two_nodes("two_nodes", "ds_resume.py", {"jobs": saves}, work)
     launches.append(nodes)
     stalled = nodes_out / "stalled.rank1"
-    rank0_files = [ck / "stall" / "global_step5" / "mp_rank_00_model_states.pt",
-                   ck / "stall" / "global_step5" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"]
+    rank0_files = [
+        ck / "stall" / "global_step5" / "mp_rank_00_model_states.pt",
+        ck / "stall" / "global_step5" / "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    ]
     nodes.wait_for([stalled, *rank0_files])
     time.sleep(2)  # rank 0 is done with its files: time enough to write `latest` if it were going to
     assert (ck / "stall" / "latest").read_text() == "global_step3", "latest points at the checkpoint being written"
@@ -508,9 +631,18 @@ def run_resume_chain(work, launches):
     # 2. Universal checkpoints for a changed number of processes (ZeRO 1, 2, 3).
     start = time.monotonic()
     convert = subprocess.run(
-        [str(BIN / "python"), "-m", "noam_plugin.integrations.deepspeed", "convert-universal",
-         *(str(ck / name) for name in ("z1", "z2", "z3", *DATA_SAVED))],
-        cwd=REPO, env=env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
+        [
+            str(BIN / "python"),
+            "-m",
+            "noam_plugin.integrations.deepspeed",
+            "convert-universal",
+            *(str(ck / name) for name in ("z1", "z2", "z3", *DATA_SAVED)),
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
     )
     assert convert.returncode == 0, convert.stdout[-3000:] + convert.stderr[-3000:]
     timings["convert-universal x3"] = time.monotonic() - start
@@ -519,9 +651,13 @@ def run_resume_chain(work, launches):
     one_jobs = [job("z0_to1", 0, P_D, MORE, groups=2, load=str(ck / "z0"))]
     for name in ("z1", "z2", "z3"):
         stage, dtype, groups, params, _, _ = SAVED[name]
-        one_jobs.append(job(f"{name}_to1", stage, params, MORE, dtype, groups, load=str(ck / name), load_universal=True))
+        one_jobs.append(
+            job(f"{name}_to1", stage, params, MORE, dtype, groups, load=str(ck / name), load_universal=True)
+        )
     for name, (stage, dtype, params, _) in DATA_SAVED.items():
-        one_jobs.append(job(f"{name}_to1", stage, params, MORE, dtype, tokens=True, load=str(ck / name), load_universal=True))
+        one_jobs.append(
+            job(f"{name}_to1", stage, params, MORE, dtype, tokens=True, load=str(ck / name), load_universal=True)
+        )
     one_jobs.append(job("z2_cool_to1", 2, COOL_1SQRT, MORE, "fp32", 1, load=str(ck / "z2"), load_universal=True))
     one_jobs.append(job("one", 2, P_PEAK, 4, save=str(ck / "one")))
     one, one_out = single_node("one_process", "ds_resume.py", {"jobs": one_jobs, "hang_at_end": True}, work, nproc=1)
@@ -535,7 +671,11 @@ def run_resume_chain(work, launches):
     start = time.monotonic()
     convert_one = subprocess.run(
         [str(BIN / "python"), "-m", "noam_plugin.integrations.deepspeed", "convert-universal", str(ck / "one")],
-        cwd=REPO, env=env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
     )
     assert convert_one.returncode == 0, convert_one.stdout[-3000:] + convert_one.stderr[-3000:]
     timings["convert-universal x1"] = time.monotonic() - start
@@ -543,7 +683,9 @@ def run_resume_chain(work, launches):
     # 4. Two processes on one node: resume everything else.
     two_jobs = []
     for name, (stage, dtype, groups, params, _, _) in SAVED.items():
-        two_jobs.append(job(f"{name}_same", stage, params, MORE, dtype, groups, offload=name.endswith("off"), load=str(ck / name)))
+        two_jobs.append(
+            job(f"{name}_same", stage, params, MORE, dtype, groups, offload=name.endswith("off"), load=str(ck / name))
+        )
     two_jobs += [
         job("warm_noam", 2, P_D, MORE, load=str(ck / "warm")),
         job("nosched_noam", 2, P_D, MORE, dtype="bf16", load=str(ck / "nosched")),
@@ -559,8 +701,15 @@ def run_resume_chain(work, launches):
     two.wait()
     timings["one node two processes, resume"] = time.monotonic() - two.started
     print("resume timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    return dict(ck=ck, nodes=nodes_out, one=one_out, two=two_out, convert=convert.stdout + convert_one.stdout,
-                log_two=two.output(), log_one=one.output())
+    return dict(
+        ck=ck,
+        nodes=nodes_out,
+        one=one_out,
+        two=two_out,
+        convert=convert.stdout + convert_one.stdout,
+        log_two=two.output(),
+        log_one=one.output(),
+    )
 
 
 def saved_sequence(runs, name):
@@ -582,16 +731,18 @@ def check_resumed(data, params, k, groups, where):
 def test_checkpoint_files_hold_the_noam_state(resume_runs):
     import torch
 
-    for name, (_, _, _, params, n, _) in SAVED.items():
+    for name, (_, _, _, _params, n, _) in SAVED.items():
         folder = resume_runs["ck"] / name / f"global_step{n + len(SAVED[name][5])}"
         state = torch.load(sorted(folder.glob("*model_states.pt"))[0], map_location="cpu", weights_only=False)
-        assert state["lr_scheduler"]["type"] == "NoamLR" and state["lr_scheduler"]["updates"] == n, state["lr_scheduler"]
+        assert state["lr_scheduler"]["type"] == "NoamLR" and state["lr_scheduler"]["updates"] == n, state[
+            "lr_scheduler"
+        ]
         assert state["lr_scheduler"]["world_size"] == 2
         assert state["global_steps"] - state["skipped_steps"] == n
 
 
 def test_resume_same_world_size_from_two_nodes_to_one_node(resume_runs):
-    for name, (stage, dtype, groups, params, n, _) in SAVED.items():
+    for name, (_stage, _dtype, groups, params, n, _) in SAVED.items():
         before = saved_sequence(resume_runs, name)
         for rank, data in enumerate(results(resume_runs["two"], f"{name}_same")):
             after = check_resumed(data, params, n, groups, f"{name} 2->2 rank {rank}")
@@ -621,7 +772,9 @@ def test_resume_on_half_the_global_batch_continues_in_samples_and_tokens(resume_
         saved_ranks = results(resume_runs["nodes"], name)
         counts, before = check_data_attempts(saved_ranks, params, 2, where=f"{name} before the kill")
         assert counts[0] == 4 and counts[1] == 16  # 4 updates x (2 ranks x micro-batch 2)
-        assert all(data["saved"]["samples"] == counts[1] and data["saved"]["tokens"] == counts[2] for data in saved_ranks)
+        assert all(
+            data["saved"]["samples"] == counts[1] and data["saved"]["tokens"] == counts[2] for data in saved_ranks
+        )
         (data,) = results(resume_runs["one"], f"{name}_to1", world=1)
         loaded = data["after_load"]
         assert (loaded["last_epoch"], loaded["samples"], loaded["tokens"]) == counts, f"{name}: counts after load"
@@ -630,13 +783,17 @@ def test_resume_on_half_the_global_batch_continues_in_samples_and_tokens(resume_
         assert end[0] == 4 + MORE and end[1] == 16 + 2 * MORE
         if name == "samples":  # the lr of update 4 + j is the curve at 16 + 2j samples
             assert after == approx([ref(params, 16 + 2 * j) for j in range(1, MORE + 1)])
-    assert "the global batch changed since the checkpoint (from 4 to 2 samples per update); " \
-           "warmup_unit 'samples' continues from 16 samples seen" in resume_runs["log_one"]
+    assert (
+        "the global batch changed since the checkpoint (from 4 to 2 samples per update); "
+        "warmup_unit 'samples' continues from 16 samples seen" in resume_runs["log_one"]
+    )
     stage, dtype, params, _ = DATA_SAVED["batch_updates"]
     (data,) = results(resume_runs["one"], "batch_updates_to1", world=1)
     check_resumed(data, params, 4, 2, "batch_updates 2->1")
-    assert "the global batch changed since the checkpoint (from 4 to 2 samples per update); " \
-           "the schedule continues in updates at update 5" in resume_runs["log_one"]
+    assert (
+        "the global batch changed since the checkpoint (from 4 to 2 samples per update); "
+        "the schedule continues in updates at update 5" in resume_runs["log_one"]
+    )
 
 
 def test_resume_one_process_on_two_through_universal_checkpoint(resume_runs):
@@ -651,8 +808,10 @@ def test_resume_one_process_on_two_through_universal_checkpoint(resume_runs):
 def test_kill_during_save_resumes_from_the_last_complete_checkpoint(resume_runs):
     ck = resume_runs["ck"] / "stall"
     assert (ck / "latest").read_text() == "global_step3"
-    assert not (ck / "global_step5" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").exists(), "the killed save was complete"
-    for rank, data in enumerate(results(resume_runs["nodes"], "stall")):
+    assert not (ck / "global_step5" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").exists(), (
+        "the killed save was complete"
+    )
+    for data in results(resume_runs["nodes"], "stall"):
         assert data["saved"]["last_epoch"] == 3
     for rank, data in enumerate(results(resume_runs["two"], "stall_resume")):
         assert "/global_step3/" in data["load_path"], data["load_path"]
@@ -663,7 +822,10 @@ def test_kill_during_save_resumes_from_the_last_complete_checkpoint(resume_runs)
 def test_warmuplr_and_scheduler_less_checkpoints_resume_with_noam(resume_runs):
     for rank, data in enumerate(results(resume_runs["two"], "warm_noam")):
         check_resumed(data, P_D, 3, 2, f"WarmupLR -> NoamLR rank {rank}")
-    assert "NoamLR: adopted update count 3 from a DeepSpeed scheduler state (last_batch_iteration=2)" in resume_runs["log_two"]
+    assert (
+        "NoamLR: adopted update count 3 from a DeepSpeed scheduler state (last_batch_iteration=2)"
+        in resume_runs["log_two"]
+    )
     for rank, data in enumerate(results(resume_runs["two"], "nosched_noam")):
         assert data["after_load"]["global_steps"] == 4 and data["after_load"]["skipped_steps"] == 1
         check_resumed(data, P_D, 3, 2, f"no scheduler -> NoamLR rank {rank}")
@@ -687,8 +849,9 @@ def test_cooldown_decided_at_resume(resume_runs):
     (data,) = results(resume_runs["one"], "z2_cool_to1", world=1)
     after = check_resumed(data, COOL_1SQRT, 4, 1, "z2 2->1 with a 1-sqrt cooldown")
     assert after == approx([ref(COOL_1SQRT, k) for k in range(5, 8)]) and after[-1] < ref(P_D, 7) * 0.5
-    assert "the checkpoint (at update 4) had no cooldown; now 1-sqrt cooldown over updates 5-7" in \
-        resume_runs["log_one"]
+    assert (
+        "the checkpoint (at update 4) had no cooldown; now 1-sqrt cooldown over updates 5-7" in resume_runs["log_one"]
+    )
     for rank, data in enumerate(results(resume_runs["two"], "params_cool")):
         after = check_resumed(data, COOL_COSINE, 3, 2, f"cosine cooldown rank {rank}")
         assert after[-1] == 0.001  # update 6 is past total_num_steps 5: cooldown_min_lr

@@ -55,11 +55,34 @@ def write_config(tmp_path: Path, params: dict) -> Path:
 
 def start(out: Path, processes: int, config: Path, *args) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [TORCHRUN, "--nproc-per-node", processes, "--master-addr", "127.0.0.1", "--master-port", free_port(),
-           SCRIPT, "--output-dir", out, "--config", config, "--batch", 4, "--accum", 2, *args]
+    cmd = [
+        TORCHRUN,
+        "--nproc-per-node",
+        processes,
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        free_port(),
+        SCRIPT,
+        "--output-dir",
+        out,
+        "--config",
+        config,
+        "--batch",
+        4,
+        "--accum",
+        2,
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, stdout=(out / "launch.log").open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=REPO,
+        env=env,
+        stdout=(out / "launch.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def descendants(pid: int) -> list[int]:
@@ -124,6 +147,7 @@ def run_until_checkpoint_then_kill(out: Path, processes: int, config: Path, at: 
         workers = kill_all(proc)
     assert proc.returncode == -signal.SIGKILL
     time.sleep(0.5)
+
     def running(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat")
         return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # not even a zombie
@@ -159,8 +183,13 @@ def check_updates(out: Path, processes: int, first: int, last: int, schedule: di
 
 
 def inspect(path: Path, *args) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-m", "noam_plugin", "inspect", str(path), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    done = subprocess.run(
+        [sys.executable, "-m", "noam_plugin", "inspect", str(path), *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -212,8 +241,10 @@ def test_samples_warmup_continues_in_data_terms_after_resume_on_more_processes(t
     assert "samples      32 seen" in shown and "batch        8 samples per update at save" in shown, shown
 
     log = run(tmp_path / "b", 2, config, "--updates", 8, "--resume", ckpt)
-    assert ("the global batch changed since the checkpoint (from 8 to 16 samples per update); "
-            "warmup_unit 'samples' continues from 32 samples seen") in log
+    assert (
+        "the global batch changed since the checkpoint (from 8 to 16 samples per update); "
+        "warmup_unit 'samples' continues from 32 samples seen"
+    ) in log
     for rank, recs in enumerate(records(tmp_path / "b", 2)):
         want = [(4 + j, 32 + 16 * j) for j in range(1, 5)]
         assert [(r["update"], r["samples"]) for r in recs] == want, f"rank {rank}"

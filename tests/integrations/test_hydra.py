@@ -54,11 +54,17 @@ def test_shipped_example_is_a_d_model_schedule():
     assert train(factory, 3) == pytest.approx([reference_lr(k, 4000, d_model=512) for k in range(1, 4)], rel=1e-12)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"warmup_num_steps": 0, "d_model": 512}, "warmup_num_steps: expected an int >= 1, found int 0"),
-    ({"warmup_num_steps": 10, "d_model": 512, "warmup_max_lr": 0.1}, "d_model / warmup_max_lr: expected exactly one"),
-    ({"warmup_num_steps": "10", "d_model": 512}, "warmup_num_steps: expected an int >= 1, found str '10'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"warmup_num_steps": 0, "d_model": 512}, "warmup_num_steps: expected an int >= 1, found int 0"),
+        (
+            {"warmup_num_steps": 10, "d_model": 512, "warmup_max_lr": 0.1},
+            "d_model / warmup_max_lr: expected exactly one",
+        ),
+        ({"warmup_num_steps": "10", "d_model": 512}, "warmup_num_steps: expected an int >= 1, found str '10'"),
+    ],
+)
 def test_bad_params_give_one_clear_config_error(bad, message):
     from noam_plugin import ConfigError
 

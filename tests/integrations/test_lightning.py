@@ -58,16 +58,35 @@ def train_kill_resume(tmp_path: Path, command, lr, interval: str, resume_flag: s
 
 
 def module_route(out: Path, interval: str, hang_after: int) -> list:
-    return [BIN / "python", WORKER, "--out", out, "--noam", json.dumps(PARAMS), "--interval", interval,
-            "--max-steps", MAX_STEPS, "--save-every", SAVE_AT, "--hang-after", hang_after]
+    return [
+        BIN / "python",
+        WORKER,
+        "--out",
+        out,
+        "--noam",
+        json.dumps(PARAMS),
+        "--interval",
+        interval,
+        "--max-steps",
+        MAX_STEPS,
+        "--save-every",
+        SAVE_AT,
+        "--hang-after",
+        hang_after,
+    ]
 
 
 PARAMS = {"warmup_num_steps": 3, "warmup_max_lr": 0.01}
 
 
 def test_configure_optimizers_route_interval_step_ddp_accumulation_kill_and_ckpt_path_resume(tmp_path):
-    train_kill_resume(tmp_path, lambda out, hang: module_route(out, "step", hang), lambda k: reference_lr(k, **PARAMS),
-                      "step", "--resume")
+    train_kill_resume(
+        tmp_path,
+        lambda out, hang: module_route(out, "step", hang),
+        lambda k: reference_lr(k, **PARAMS),
+        "step",
+        "--resume",
+    )
 
 
 def test_configure_optimizers_route_interval_epoch(tmp_path):
@@ -81,17 +100,45 @@ def test_lightning_cli_yaml_class_path_route_kill_and_ckpt_path_resume(tmp_path)
     """The shipped LightningCLI example (lr_scheduler: class_path noam_plugin.NoamLR; LightningCLI steps it
     once per epoch) plus the run's trainer settings; the script never imports noam_plugin."""
     overlay = tmp_path / "trainer.yaml"
-    overlay.write_text(json.dumps({"trainer": {
-        "accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_steps": MAX_STEPS, "accumulate_grad_batches": 2,
-        "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-    }}))
+    overlay.write_text(
+        json.dumps(
+            {
+                "trainer": {
+                    "accelerator": "cpu",
+                    "devices": 2,
+                    "strategy": "ddp",
+                    "max_steps": MAX_STEPS,
+                    "accumulate_grad_batches": 2,
+                    "logger": False,
+                    "enable_progress_bar": False,
+                    "enable_model_summary": False,
+                }
+            }
+        )
+    )
 
     def command(out, hang_after):
-        checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {
-            "dirpath": str(out / "ckpt"), "every_n_train_steps": SAVE_AT, "save_top_k": -1, "filename": "{step}"}}
-        return [BIN / "python", WORKER, "fit", "--config", CLI_EXAMPLE, "--config", overlay,
-                f"--trainer.callbacks={json.dumps([checkpoint])}", f"--model.out={out}",
-                f"--model.hang_after={hang_after}"]
+        checkpoint = {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str(out / "ckpt"),
+                "every_n_train_steps": SAVE_AT,
+                "save_top_k": -1,
+                "filename": "{step}",
+            },
+        }
+        return [
+            BIN / "python",
+            WORKER,
+            "fit",
+            "--config",
+            CLI_EXAMPLE,
+            "--config",
+            overlay,
+            f"--trainer.callbacks={json.dumps([checkpoint])}",
+            f"--model.out={out}",
+            f"--model.hang_after={hang_after}",
+        ]
 
     train_kill_resume(tmp_path, command, lambda k: reference_lr(k, 4000, d_model=512), "epoch", "--ckpt_path")
 
@@ -105,6 +152,22 @@ def test_deepspeed_strategy_with_noam_in_its_deepspeed_config(tmp_path):
     config.write_text((REPO / "noam_plugin" / "examples" / "lightning_deepspeed.json").read_text())
     params = json.loads(config.read_text())["scheduler"]["params"]
     out = tmp_path / "run"
-    run([BIN / "python", WORKER, "--route", "deepspeed", "--ds-config", config, "--devices", devices, "--out", out,
-         "--max-steps", MAX_STEPS], out, "pl_train.py")
+    run(
+        [
+            BIN / "python",
+            WORKER,
+            "--route",
+            "deepspeed",
+            "--ds-config",
+            config,
+            "--devices",
+            devices,
+            "--out",
+            out,
+            "--max-steps",
+            MAX_STEPS,
+        ],
+        out,
+        "pl_train.py",
+    )
     check(out, lambda k: reference_lr(k, **params), first=0, last=MAX_STEPS, interval="step", processes=devices)

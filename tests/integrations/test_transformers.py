@@ -47,8 +47,25 @@ def cooldown_supported() -> bool:
 
 
 def torchrun(out: Path, *worker_args, processes=2) -> list:
-    return [BIN / "torchrun", "--nproc_per_node", processes, "--master_addr", "127.0.0.1", "--master_port", free_port(),
-            WORKER, "--out", out, "--max-steps", MAX_STEPS, "--accum", 2, "--batch", 2, *worker_args]
+    return [
+        BIN / "torchrun",
+        "--nproc_per_node",
+        processes,
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        free_port(),
+        WORKER,
+        "--out",
+        out,
+        "--max-steps",
+        MAX_STEPS,
+        "--accum",
+        2,
+        "--batch",
+        2,
+        *worker_args,
+    ]
 
 
 def check(out: Path, lr, *, first: int, last: int, scheduler: str) -> None:
@@ -69,8 +86,12 @@ def check(out: Path, lr, *, first: int, last: int, scheduler: str) -> None:
 def train_kill_resume(tmp_path: Path, args: list, lr, scheduler: str) -> tuple[str, str]:
     """Train to checkpoint SAVE_AT, SIGKILL all processes, resume to MAX_STEPS: every update at lr(k)."""
     first = tmp_path / "first"
-    log1 = run_until_then_kill(torchrun(first, *args, "--save-steps", SAVE_AT, "--hang-after-save", SAVE_AT), first,
-                               "hf_train.py", [first / "saved0", first / "saved1"])
+    log1 = run_until_then_kill(
+        torchrun(first, *args, "--save-steps", SAVE_AT, "--hang-after-save", SAVE_AT),
+        first,
+        "hf_train.py",
+        [first / "saved0", first / "saved1"],
+    )
     check(first, lr, first=0, last=SAVE_AT, scheduler=scheduler)
     resumed = tmp_path / "resumed"
     log2 = run(torchrun(resumed, *args, "--resume", first / "ckpt" / f"checkpoint-{SAVE_AT}"), resumed, "hf_train.py")
@@ -80,11 +101,18 @@ def train_kill_resume(tmp_path: Path, args: list, lr, scheduler: str) -> tuple[s
 
 def ds_config(tmp_path: Path, stage: int, params: dict) -> Path:
     path = tmp_path / f"ds_zero{stage}.json"
-    path.write_text(json.dumps({
-        "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto", "zero_optimization": {"stage": stage},
-        "scheduler": {"type": "NoamLR", "params": params},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "train_micro_batch_size_per_gpu": "auto",
+                "train_batch_size": "auto",
+                "gradient_accumulation_steps": "auto",
+                "gradient_clipping": "auto",
+                "zero_optimization": {"stage": stage},
+                "scheduler": {"type": "NoamLR", "params": params},
+            }
+        )
+    )
     return path
 
 
@@ -119,12 +147,14 @@ def test_deepspeed_zero3_auto_params_filled_from_training_arguments(tmp_path):
 def test_no_deepspeed_ddp_samples_learns_global_batch_kill_and_resume(tmp_path):
     """DDP: Trainer(optimizers=(AdamW, NoamLR)), warmup in samples: 2 processes x batch 2 x accumulation 2 = 8."""
     params = {"warmup_num_steps": 24, "warmup_max_lr": 0.01, "warmup_unit": "samples"}
-    log, _ = train_kill_resume(tmp_path, ["--noam", json.dumps(params)],
-                               lambda k: reference_lr(8 * k, 24, warmup_max_lr=0.01), "NoamLR")
+    log, _ = train_kill_resume(
+        tmp_path, ["--noam", json.dumps(params)], lambda k: reference_lr(8 * k, 24, warmup_max_lr=0.01), "NoamLR"
+    )
     assert "NoamLR: 8 samples per update" in log
 
 
 # ------------------------------------------------------------- the Trainer's DeepSpeed config filling, in process
+
 
 def _finalize(params: dict, **training_args):
     from transformers import TrainingArguments
@@ -157,7 +187,6 @@ def test_auto_is_filled_from_training_arguments_and_explicit_must_match():
         _finalize({"warmup_num_steps": 4, "warmup_max_lr": 0.01}, learning_rate=0.01)  # warmup_steps not given
     with pytest.raises(ValueError, match=r"scheduler.params.warmup_max_lr=0.01 vs hf learning_rate=5e-05"):
         _finalize({"warmup_num_steps": 4, "warmup_max_lr": 0.01}, warmup_steps=4)  # learning_rate not given
-
 
 
 def test_auto_total_num_steps_is_filled_from_max_steps():

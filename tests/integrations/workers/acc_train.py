@@ -39,17 +39,25 @@ def main():
     parser.add_argument("--updates", type=int, required=True, help="train until this many updates in total")
     parser.add_argument("--accum", type=int, default=1)
     parser.add_argument("--schedule", default='{"warmup_num_steps": 4, "warmup_max_lr": 0.01}')
-    parser.add_argument("--scheduler", choices=["prepare", "after", "dummy"], default="prepare",
-                        help="prepare: NoamLR(optimizer) passed to prepare(); after: NoamLR built on the prepared "
-                        "optimizer; dummy: DummyScheduler, NoamLR declared in the DeepSpeed config")
+    parser.add_argument(
+        "--scheduler",
+        choices=["prepare", "after", "dummy"],
+        default="prepare",
+        help="prepare: NoamLR(optimizer) passed to prepare(); after: NoamLR built on the prepared "
+        "optimizer; dummy: DummyScheduler, NoamLR declared in the DeepSpeed config",
+    )
     parser.add_argument("--groups", type=int, choices=[1, 2], default=1)
     parser.add_argument("--save-at", type=int)
     parser.add_argument("--ckpt")
     parser.add_argument("--resume")
     parser.add_argument("--tokens", action="store_true", help="report each micro-batch's tokens with NoamLR.add_tokens")
-    parser.add_argument("--step-scheduler", choices=["micro-batch", "epoch"], default="micro-batch",
-                        help="when scheduler.step() is called: every micro-batch, or only at the end of each epoch "
-                        "(as LightningCLI does)")
+    parser.add_argument(
+        "--step-scheduler",
+        choices=["micro-batch", "epoch"],
+        default="micro-batch",
+        help="when scheduler.step() is called: every micro-batch, or only at the end of each epoch "
+        "(as LightningCLI does)",
+    )
     parser.add_argument("--data", type=int, default=256, help="samples in the dataset (one epoch)")
     args = parser.parse_args()
     schedule = json.loads(args.schedule)
@@ -110,18 +118,20 @@ def main():
     reported = []  # this rank's add_tokens() calls during the current update
 
     def record(k, used):
-        info["records"].append({
-            "samples": noam.samples,
-            "tokens": noam.tokens,
-            "samples_per_update": noam.samples_per_update,
-            "tokens_reported": reported[:],
-            "k": k,
-            "used": used,  # lrs the inner optimizer stepped with during update k
-            "groups": [g["lr"] for g in optimizer.param_groups],
-            "inner_groups": [g["lr"] for g in inner.param_groups],
-            "last_lr": list(scheduler.get_last_lr()),
-            "last_epoch": scheduler.scheduler.last_epoch,
-        })
+        info["records"].append(
+            {
+                "samples": noam.samples,
+                "tokens": noam.tokens,
+                "samples_per_update": noam.samples_per_update,
+                "tokens_reported": reported[:],
+                "k": k,
+                "used": used,  # lrs the inner optimizer stepped with during update k
+                "groups": [g["lr"] for g in optimizer.param_groups],
+                "inner_groups": [g["lr"] for g in inner.param_groups],
+                "last_lr": list(scheduler.get_last_lr()),
+                "last_epoch": scheduler.scheduler.last_epoch,
+            }
+        )
 
     def write():
         with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:

@@ -12,10 +12,9 @@ import sys
 # Checked before anything heavy is imported: the .pth hook must not have loaded these.
 PRELOADED = sorted(m for m in ("torch", "deepspeed", "noam_plugin.scheduler") if m in sys.modules)
 
-import torch  # noqa: E402
-
 import deepspeed  # noqa: E402
-from deepspeed.runtime import lr_schedules  # noqa: E402
+import torch  # noqa: E402
+from deepspeed.runtime import lr_schedules  # noqa: E402, F401 - the workers read VALID_LR_SCHEDULES through it
 
 RANK = int(os.environ.get("RANK", "0"))
 WORLD = int(os.environ.get("WORLD_SIZE", "1"))
@@ -94,7 +93,9 @@ class Recorder:
         self.scheduler = engine.lr_scheduler  # kept: Lightning takes it out of the engine to step it itself
         self.inner = unwrap(engine.optimizer)
         self.inner_lrs = []  # lr of every inner torch optimizer.step() call (ZeRO: one per group)
-        self.inner.register_step_pre_hook(lambda opt, a, k: self.inner_lrs.append([float(g["lr"]) for g in opt.param_groups]))
+        self.inner.register_step_pre_hook(
+            lambda opt, a, k: self.inner_lrs.append([float(g["lr"]) for g in opt.param_groups])
+        )
         self.attempts = []
         self.dtype = torch.bfloat16 if case.get("dtype") == "bf16" else torch.float32
 
@@ -134,8 +135,13 @@ class Recorder:
             engine.step()
             if self.case.get("detach") and engine.is_gradient_accumulation_boundary():
                 self.scheduler.step()  # what Lightning does with interval "step"
-        record = {"lr_before": used, "inject_inf": inject_inf, "inner_calls": self.inner_lrs[n_calls:],
-                  "tokens_reported": reported, **self.snapshot()}
+        record = {
+            "lr_before": used,
+            "inject_inf": inject_inf,
+            "inner_calls": self.inner_lrs[n_calls:],
+            "tokens_reported": reported,
+            **self.snapshot(),
+        }
         self.attempts.append(record)
         return record
 

@@ -16,6 +16,7 @@ import os
 import time
 import traceback
 
+# ruff: noqa: I001 - ds_common first: its PRELOADED records what was imported before it
 from ds_common import PRELOADED, RANK, Recorder, argv, build, describe_scheduler, finish, write
 
 import torch

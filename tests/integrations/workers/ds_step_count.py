@@ -15,6 +15,7 @@ import os
 import time
 import traceback
 
+# ruff: noqa: I001 - ds_common first: its PRELOADED records what was imported before it
 from ds_common import PRELOADED, RANK, Recorder, argv, build, describe_scheduler, ds_config, finish, lr_schedules, write
 
 import deepspeed

@@ -103,11 +103,24 @@ def main():
         f.write(str(os.getpid()))
 
     training_args = TrainingArguments(
-        output_dir=os.path.join(args.out, "ckpt"), max_steps=args.max_steps, per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=args.accum, learning_rate=args.lr, warmup_steps=args.warmup_steps,
-        save_strategy="steps", save_steps=args.save_steps, save_total_limit=None, logging_steps=1, report_to=[],
-        disable_tqdm=True, seed=0, data_seed=0, dataloader_num_workers=0, deepspeed=args.ds,
-        use_cpu=args.ds is None, ddp_backend=None if args.ds else "gloo",
+        output_dir=os.path.join(args.out, "ckpt"),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=args.accum,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_steps,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=None,
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+        deepspeed=args.ds,
+        use_cpu=args.ds is None,
+        ddp_backend=None if args.ds else "gloo",
     )
     set_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=SEQ))
@@ -118,8 +131,9 @@ def main():
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
         optimizers = (optimizer, NoamLR(optimizer, **json.loads(args.noam or '{"warmup_num_steps": 2, "d_model": 8}')))
     record = Record(args.out, args.hang_after_save)
-    trainer = Trainer(model=model, args=training_args, train_dataset=RandomTokens(256), optimizers=optimizers,
-                      callbacks=[record])
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=RandomTokens(256), optimizers=optimizers, callbacks=[record]
+    )
     record.trainer = trainer
     trainer.train(resume_from_checkpoint=args.resume)
     print(f"rank {record.rank}: done at update {trainer.state.global_step}", flush=True)

@@ -57,9 +57,12 @@ class Recorder(pl.LightningModule):
         self.inner = innermost(self.trainer.optimizers[0])
         self.inner.register_step_pre_hook(self._before_update)
         configs = self.trainer.lr_scheduler_configs
-        self.data.update(start=self.trainer.global_step, world=self.trainer.world_size,
-                         scheduler=type(configs[0].scheduler).__name__ if configs else None,
-                         interval=configs[0].interval if configs else None)
+        self.data.update(
+            start=self.trainer.global_step,
+            world=self.trainer.world_size,
+            scheduler=type(configs[0].scheduler).__name__ if configs else None,
+            interval=configs[0].interval if configs else None,
+        )
         self.recorded = self.trainer.global_step
 
     def _before_update(self, optimizer, args, kwargs):
@@ -140,11 +143,21 @@ def main():
     else:
         strategy, accelerator = "ddp", "cpu"
         model = ModuleRoute(args.out, args.hang_after, args.noam, args.interval)
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=os.path.join(args.out, "ckpt"), save_top_k=-1, filename="{step}",
-                                              every_n_train_steps=args.save_every)
-    trainer = pl.Trainer(accelerator=accelerator, devices=args.devices, strategy=strategy, max_steps=args.max_steps,
-                         accumulate_grad_batches=2, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=True)
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=os.path.join(args.out, "ckpt"), save_top_k=-1, filename="{step}", every_n_train_steps=args.save_every
+    )
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=args.devices,
+        strategy=strategy,
+        max_steps=args.max_steps,
+        accumulate_grad_batches=2,
+        callbacks=[checkpoint],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=True,
+    )
     trainer.fit(model, datamodule=Data(), ckpt_path=args.resume)
 
 
