@@ -12,7 +12,6 @@ launch, on the same or another number of processes.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
 
 pytest.importorskip("accelerate")
 pytest.importorskip("deepspeed")
@@ -34,33 +34,6 @@ TIMEOUT = 300  # one launch; each takes 5-15 s on 2 idle cores
 
 PEAK = {"warmup_num_steps": 4, "warmup_max_lr": 0.01}
 D_MODEL = {"warmup_num_steps": 3, "d_model": 64, "factor": 2.0}
-
-
-def reference_lr(
-    k: int,
-    warmup_num_steps: int,
-    d_model=None,
-    factor=1.0,
-    warmup_max_lr=None,
-    total_num_steps=None,
-    cooldown_num_steps=None,
-    cooldown_type="linear",
-    cooldown_min_lr=0.0,
-) -> float:
-    """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
-    w = warmup_num_steps
-
-    def noam(t):
-        if d_model is not None:
-            return factor * d_model**-0.5 * min(t**-0.5, t * w**-1.5)
-        return warmup_max_lr * min(t / w, (w / t) ** 0.5)
-
-    if cooldown_num_steps is None or k <= total_num_steps - cooldown_num_steps:
-        return noam(k)
-    s = total_num_steps - cooldown_num_steps
-    x = min(1, (k - s) / (cooldown_num_steps + 1))
-    f = {"linear": 1 - x, "1-sqrt": 1 - math.sqrt(x), "cosine": (1 + math.cos(math.pi * x)) / 2}[cooldown_type]
-    return cooldown_min_lr + (noam(s) - cooldown_min_lr) * f
 
 
 def free_port() -> int:

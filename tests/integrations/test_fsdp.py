@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -31,14 +32,6 @@ TIMEOUT = 300  # one launch; 5-10 s each on 2 idle cores
 PEAK = {"warmup_num_steps": 4, "warmup_max_lr": 0.01}
 SAMPLES = {"warmup_num_steps": 40, "d_model": 32, "factor": 0.5, "warmup_unit": "samples"}
 GROUPS = 2  # launch/fsdp_train.py: decay / no-decay
-
-
-def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None) -> float:
-    """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update (or at k samples)."""
-    w = warmup_num_steps
-    if d_model is not None:
-        return factor * d_model**-0.5 * min(k**-0.5, k * w**-1.5)
-    return warmup_max_lr * min(k / w, (w / k) ** 0.5)
 
 
 def free_port() -> int:

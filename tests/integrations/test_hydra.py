@@ -10,16 +10,9 @@ pytest.importorskip("hydra")
 from hydra.utils import instantiate  # noqa: E402
 from launches import REPO  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
 
 EXAMPLE = REPO / "noam_plugin" / "examples" / "hydra.yaml"  # what `noam-plugin init hydra` writes
-
-
-def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None) -> float:
-    """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
-    w = warmup_num_steps
-    if d_model is not None:
-        return factor * d_model**-0.5 * min(k**-0.5, k * w**-1.5)
-    return warmup_max_lr * min(k / w, (w / k) ** 0.5)
 
 
 def train(scheduler_factory, updates: int) -> list[float]:

@@ -18,18 +18,11 @@ import torch
 pytest.importorskip("lightning")
 
 from launches import BIN, REPO, run, run_until_then_kill  # noqa: E402
+from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
 
 WORKER = "tests/integrations/workers/pl_train.py"
 CLI_EXAMPLE = REPO / "noam_plugin" / "examples" / "lightning_cli.yaml"  # what `noam-plugin init lightning-cli` writes
 MAX_STEPS, SAVE_AT = 8, 3
-
-
-def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None) -> float:
-    """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
-    w = warmup_num_steps
-    if d_model is not None:
-        return factor * d_model**-0.5 * min(k**-0.5, k * w**-1.5)
-    return warmup_max_lr * min(k / w, (w / k) ** 0.5)
 
 
 def check(out: Path, lr, *, first: int, last: int, interval: str, processes: int = 2) -> None:

@@ -19,17 +19,10 @@ pytest.importorskip("accelerate")
 pytest.importorskip("transformers")
 
 from launches import BIN, REPO, free_port, run, run_until_then_kill  # noqa: E402
+from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
 
 WORKER = "tests/integrations/workers/hf_train.py"
 MAX_STEPS, SAVE_AT = 8, 4
-
-
-def reference_lr(k: int, warmup_num_steps: int, d_model=None, factor=1.0, warmup_max_lr=None) -> float:
-    """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
-    w = warmup_num_steps
-    if d_model is not None:
-        return factor * d_model**-0.5 * min(k**-0.5, k * w**-1.5)
-    return warmup_max_lr * min(k / w, (w / k) ** 0.5)
 
 
 def reference_lr_cooldown(t: int, *, total: int, cooldown: int, noam, minimum: float = 0.0) -> float:

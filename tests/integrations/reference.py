@@ -1,0 +1,30 @@
+"""docs/CONTRACT.md section 1 written again, independently of noam_plugin: what integration tests compare with."""
+
+import math
+
+
+def reference_lr(
+    k: int,
+    warmup_num_steps: int,
+    d_model=None,
+    factor=1.0,
+    warmup_max_lr=None,
+    total_num_steps=None,
+    cooldown_num_steps=None,
+    cooldown_type="linear",
+    cooldown_min_lr=0.0,
+) -> float:
+    """docs/CONTRACT.md section 1, written again: the lr of the k-th optimizer update."""
+    w = warmup_num_steps
+
+    def noam(t):
+        if d_model is not None:
+            return factor * d_model**-0.5 * min(t**-0.5, t * w**-1.5)
+        return warmup_max_lr * min(t / w, (w / t) ** 0.5)
+
+    if cooldown_num_steps is None or k <= total_num_steps - cooldown_num_steps:
+        return noam(k)
+    s = total_num_steps - cooldown_num_steps
+    x = min(1, (k - s) / (cooldown_num_steps + 1))
+    f = {"linear": 1 - x, "1-sqrt": 1 - math.sqrt(x), "cosine": (1 + math.cos(math.pi * x)) / 2}[cooldown_type]
+    return cooldown_min_lr + (noam(s) - cooldown_min_lr) * f
