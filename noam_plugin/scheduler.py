@@ -215,8 +215,11 @@ class NoamLR(LRScheduler):
     def _after_optimizer_step(self) -> None:
         if self._boundary_depth:
             self._applied_in_boundary = True  # counted once, when the boundary closes
-        elif not self._zero_lr_step():
-            self._finish_update(applied=True)
+            return
+        lr = self.optimizer.param_groups[0]["lr"]  # the usual case (not 0, or our own tensor) costs no call
+        if (lr == 0.0 if type(lr) is float else lr is not self._lr_tensor) and self._zero_lr_step():
+            return
+        self._finish_update(True)
 
     def _zero_lr_step(self) -> bool:
         """Is the optimizer stepping at lr 0 that someone else set? Then it is no update of this schedule.
