@@ -25,7 +25,7 @@ from noam_plugin.state import (
 )
 from noam_plugin.units import DataSeen
 
-_OWNER = "_noam_plugin_scheduler"  # attribute on a scheduled torch optimizer: weakref to its NoamLR
+_OWNER = "_noam_plugin_scheduler"  # on a scheduled optimizer (or DeepSpeed wrapper): weakref to its NoamLR
 
 
 def unwrap_optimizer(optimizer: Any) -> Optimizer:
@@ -192,14 +192,16 @@ class NoamLR(LRScheduler):
             self._hooks.append(self.optimizer.register_step_pre_hook(before_step))
 
     def _wrap_step_in_boundary(self, wrapper: Any) -> None:
+        """The wrapper's step() becomes one update boundary of the NoamLR that attached to it last."""
+        wrapper.__dict__[_OWNER] = weakref.ref(self)
         original = wrapper.step
         if getattr(original, "__noam_plugin__", False):
             return
-        ref = weakref.ref(self)
 
         @functools.wraps(original)
         def step(*args: Any, **kwargs: Any) -> Any:
-            scheduler = ref()
+            ref = wrapper.__dict__.get(_OWNER)
+            scheduler = ref() if ref is not None else None
             if scheduler is None:
                 return original(*args, **kwargs)
             with scheduler.update_boundary():

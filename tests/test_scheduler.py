@@ -844,3 +844,36 @@ def test_a_step_at_lr_zero_set_by_someone_else_is_not_an_update(unit, lr_kind):
     next_at = {"updates": 4, "samples": 8, "tokens": 6}[unit]
     if unit != "tokens":
         assert float(optimizer.param_groups[0]["lr"]) == pytest.approx(peak(next_at, 12), rel=1e-6)
+
+
+class PerGroupStepper:
+    """A wrapper that applies one update as one inner step() per param group, as ZeRO-1/2 do (not DeepSpeed)."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def step(self):
+        groups = self.optimizer.param_groups
+        for group in list(groups):
+            self.optimizer.param_groups = [group]
+            self.optimizer.step()
+        self.optimizer.param_groups = groups
+
+
+def test_a_wrapper_stepping_once_per_group_counts_once_also_for_a_later_noamlr():
+    model, optimizer, _ = make(groups=3)
+    del _  # make() attached a NoamLR; dropped, it frees the optimizer
+    wrapper = PerGroupStepper(optimizer)
+    first = NoamLR(wrapper, warmup_num_steps=W, d_model=D)
+    for k in range(1, 4):
+        model(torch.randn(3, 4)).pow(2).sum().backward()
+        wrapper.step()
+        assert first.updates == k and group_lrs(optimizer) == [ref(k + 1)] * 3
+    del first
+    second = NoamLR(wrapper, warmup_num_steps=W, d_model=D)  # a new schedule on the same wrapper
+    wrapper.step()
+    assert second.updates == 1 and group_lrs(optimizer) == [ref(2)] * 3

@@ -84,7 +84,7 @@ def _noam_of(engine: Any) -> Any:
     scheduler = engine.lr_scheduler
     if _is_noam(scheduler):
         return scheduler
-    return engine.__dict__.get("_noam_plugin_scheduler") if scheduler is None else None
+    return engine.__dict__.get("_noam_plugin_noamlr") if scheduler is None else None
 
 
 def _configure_lr_scheduler(original):
@@ -93,7 +93,7 @@ def _configure_lr_scheduler(original):
         scheduler = self.lr_scheduler
         if not _is_noam(scheduler):
             return
-        self._noam_plugin_scheduler = scheduler
+        self._noam_plugin_noamlr = scheduler
         scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
         if self.optimizer is not None:
             before = scheduler.optimizer
