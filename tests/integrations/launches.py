@@ -87,3 +87,15 @@ def run_until_then_kill(command, out: Path, script: str, markers: list[Path], ex
         cmdline = Path(f"/proc/{int(pid_file.read_text())}/cmdline")
         assert not cmdline.exists() or script not in cmdline.read_text(), f"{pid_file.name} still runs"
     return log_of(out)
+
+
+def check_updates(info: dict, where: str, first: int, last: int, lr) -> None:
+    """A worker's record: update k in (first, last] ran at lr(k) in every group; after it, the groups and
+    get_last_lr() held lr(k + 1)."""
+    assert sorted(map(int, info["used"])) == list(range(first + 1, last + 1)), where
+    for k in range(first + 1, last + 1):
+        used = info["used"][str(k)]
+        assert used == pytest.approx([lr(k)] * len(used), rel=1e-12), f"{where}: update {k} ran at {used}"
+        for name in ("after", "last_lr"):
+            got = info[name][str(k)]
+            assert got == pytest.approx([lr(k + 1)] * len(got), rel=1e-12), f"{where} after update {k}: {name}"

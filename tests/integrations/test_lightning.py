@@ -17,7 +17,7 @@ import torch
 
 pytest.importorskip("lightning")
 
-from launches import BIN, REPO, run, run_until_then_kill  # noqa: E402
+from launches import BIN, REPO, check_updates, run, run_until_then_kill  # noqa: E402
 from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
 
 WORKER = "tests/integrations/workers/pl_train.py"
@@ -32,13 +32,7 @@ def check(out: Path, lr, *, first: int, last: int, interval: str, processes: int
         where = f"{out.name}/rank{rank}"
         seen = (info["world"], info["scheduler"], info["interval"], info["start"])
         assert seen == (processes, "NoamLR", interval, first), (where, seen)
-        assert sorted(map(int, info["used"])) == list(range(first + 1, last + 1)), where
-        for k in range(first + 1, last + 1):
-            used = info["used"][str(k)]
-            assert used == pytest.approx([lr(k)] * len(used), rel=1e-12), f"{where}: update {k} ran at {used}"
-            for name in ("after", "last_lr"):
-                got = info[name][str(k)]
-                assert got == pytest.approx([lr(k + 1)] * len(got), rel=1e-12), f"{where} after update {k}: {name}"
+        check_updates(info, where, first, last, lr)
 
 
 def train_kill_resume(tmp_path: Path, command, lr, interval: str, resume_flag: str) -> None:

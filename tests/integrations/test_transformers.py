@@ -18,7 +18,7 @@ pytest.importorskip("deepspeed")
 pytest.importorskip("accelerate")
 pytest.importorskip("transformers")
 
-from launches import BIN, REPO, free_port, run, run_until_then_kill  # noqa: E402
+from launches import BIN, REPO, check_updates, free_port, run, run_until_then_kill  # noqa: E402
 from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
 
 WORKER = "tests/integrations/workers/hf_train.py"
@@ -67,13 +67,7 @@ def check(out: Path, lr, *, first: int, last: int, scheduler: str) -> None:
         info = json.loads((out / f"rank{rank}.json").read_text())
         where = f"{out.name}/rank{rank}"
         assert info["world"] == 2 and info["scheduler"] == scheduler and info["start"] == first, (where, info)
-        assert sorted(map(int, info["used"])) == list(range(first + 1, last + 1)), where
-        for k in range(first + 1, last + 1):
-            used = info["used"][str(k)]
-            assert used == pytest.approx([lr(k)] * len(used), rel=1e-12), f"{where}: update {k} ran at {used}"
-            for name in ("after", "last_lr"):
-                got = info[name][str(k)]
-                assert got == pytest.approx([lr(k + 1)] * len(got), rel=1e-12), f"{where} after update {k}: {name}"
+        check_updates(info, where, first, last, lr)
 
 
 def train_kill_resume(tmp_path: Path, args: list, lr, scheduler: str) -> tuple[str, str]:
