@@ -47,15 +47,12 @@ def unwrap_optimizer(optimizer: Any) -> Optimizer:
 
 def scheduler_of(optimizer: Any) -> NoamLR | None:
     """The live NoamLR scheduling this optimizer (or the torch optimizer inside this wrapper), if any."""
-    seen = optimizer
-    while True:
-        ref = getattr(seen, "__dict__", {}).get(_OWNER)
-        if ref is not None and ref() is not None:
-            return ref()
-        inner = getattr(seen, "optimizer", None)
-        if inner is None or inner is seen or not hasattr(inner, "param_groups"):
-            return None
-        seen = inner
+    try:
+        inner = unwrap_optimizer(optimizer)
+    except TypeError:  # not an optimizer: torch's own check says so
+        return None
+    ref = inner.__dict__.get(_OWNER)
+    return ref() if ref is not None else None
 
 
 class SecondSchedulerError(RuntimeError):

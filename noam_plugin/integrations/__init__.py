@@ -88,6 +88,13 @@ def report_missing(framework: str, missing: list[str]) -> None:
     warnings.warn(message, stacklevel=3)
 
 
+def is_noam(scheduler: Any) -> bool:
+    """Is this a NoamLR? (imported late: the integrations load before anyone builds one)"""
+    from noam_plugin.scheduler import NoamLR
+
+    return isinstance(scheduler, NoamLR)
+
+
 def registration_error(framework: str) -> str | None:
     """Why `framework`'s wrappers are not in place, or None if they are (or were never needed)."""
     return _FAILED.get(framework)

@@ -31,7 +31,6 @@ to resume on another number of processes.
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 import sys
 from types import ModuleType
@@ -39,10 +38,8 @@ from typing import Any
 
 from noam_plugin._dist import log_rank0
 from noam_plugin.errors import ConfigError
-from noam_plugin.integrations import RegistrationError, registration_error, report_missing, wrap_all
+from noam_plugin.integrations import RegistrationError, is_noam, registration_error, report_missing, wrap_all
 from noam_plugin.schedule import NoamConfig
-
-log = logging.getLogger("noam_plugin")
 
 # id(config dict) -> (dict, path): which file a config loaded by deepspeed.initialize came from
 _CONFIG_FILES: dict[int, tuple[dict, str]] = {}
@@ -72,17 +69,11 @@ def register_lr_schedules(lr_schedules: ModuleType) -> None:
         lr_schedules.VALID_LR_SCHEDULES.append("NoamLR")
 
 
-def _is_noam(scheduler: Any) -> bool:
-    from noam_plugin.scheduler import NoamLR
-
-    return isinstance(scheduler, NoamLR)
-
-
 def _noam_of(engine: Any) -> Any:
     """The engine's NoamLR, also after a framework took it out of engine.lr_scheduler to step it itself
     (Lightning's DeepSpeedStrategy sets it to None); None if the engine has none."""
     scheduler = engine.lr_scheduler
-    if _is_noam(scheduler):
+    if is_noam(scheduler):
         return scheduler
     return engine.__dict__.get("_noam_plugin_noamlr") if scheduler is None else None
 
@@ -91,7 +82,7 @@ def _configure_lr_scheduler(original):
     def wrapper(self):
         original(self)
         scheduler = self.lr_scheduler
-        if not _is_noam(scheduler):
+        if not is_noam(scheduler):
             return
         self._noam_plugin_noamlr = scheduler
         scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
@@ -151,7 +142,7 @@ def _load_checkpoint(original):
         call.apply_defaults()
         options = call.arguments
         scheduler = self.lr_scheduler
-        if not _is_noam(scheduler) or not options["load_lr_scheduler_states"] or options["load_module_only"]:
+        if not is_noam(scheduler) or not options["load_lr_scheduler_states"] or options["load_module_only"]:
             return original(*call.args, **call.kwargs)
         # Load everything but the scheduler; it comes last, after the ZeRO optimizer
         # state has restored the saved param_groups (lr included).
@@ -198,7 +189,7 @@ def _save_checkpoint(original):
         call = signature.bind(self, *args, **kwargs)
         call.apply_defaults()
         options = call.arguments
-        if not _is_noam(self.lr_scheduler) or not options["save_latest"] or self.checkpoint_engine.is_decoupled():
+        if not is_noam(self.lr_scheduler) or not options["save_latest"] or self.checkpoint_engine.is_decoupled():
             return original(*call.args, **call.kwargs)
         if options["tag"] is None:
             options["tag"] = f"global_step{self.global_steps}"  # what DeepSpeed would pick

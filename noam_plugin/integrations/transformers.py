@@ -19,15 +19,13 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from types import ModuleType
 from typing import Any
 
-from noam_plugin.integrations import wrap_all
-
-log = logging.getLogger("noam_plugin")
+from noam_plugin._dist import log_rank0
+from noam_plugin.integrations import is_noam, wrap_all
 
 TRAINER_SOURCE = "Trainer: processes x per_device_train_batch_size x gradient_accumulation_steps"
 WARMUP_KEY = "scheduler.params.warmup_num_steps"
@@ -81,16 +79,10 @@ def patch_deepspeed_config(module: ModuleType) -> None:
     wrap_all("transformers", [(module.HfTrainerDeepSpeedConfig, "trainer_config_finalize", _trainer_config_finalize)])
 
 
-def _is_noam(scheduler: Any) -> bool:
-    from noam_plugin.scheduler import NoamLR
-
-    return isinstance(scheduler, NoamLR)
-
-
 def _trainer_init(original):
     def wrapper(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        if getattr(self, "is_deepspeed_enabled", False) and _is_noam(getattr(self, "lr_scheduler", None)):
+        if getattr(self, "is_deepspeed_enabled", False) and is_noam(getattr(self, "lr_scheduler", None)):
             config = getattr(getattr(self.args, "hf_deepspeed_config", None), "config", None) or {}
             declared = (config.get("scheduler") or {}).get("type")
             used = (
@@ -124,14 +116,14 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
     from noam_plugin.integrations.accelerate import ACCELERATE_SOURCE
 
     scheduler = getattr(scheduler, "scheduler", scheduler)  # an AcceleratedScheduler, if one was made
-    if not _is_noam(scheduler) or scheduler.samples_per_update_from not in ("", ACCELERATE_SOURCE, TRAINER_SOURCE):
+    if not is_noam(scheduler) or scheduler.samples_per_update_from not in ("", ACCELERATE_SOURCE, TRAINER_SOURCE):
         return
     args = trainer.args
     per_device = getattr(trainer, "_train_batch_size", None) or args.train_batch_size
     batch = per_device * args.world_size * args.gradient_accumulation_steps
     scheduler.set_samples_per_update(batch, TRAINER_SOURCE)
-    if scheduler.config.warmup_unit == "samples" and args.process_index == 0:
-        log.warning(
+    if scheduler.config.warmup_unit == "samples":
+        log_rank0(
             f"NoamLR: {batch} samples per update (batch {per_device} x {args.world_size} process(es) x "
             f"{args.gradient_accumulation_steps} gradient_accumulation_steps, from TrainingArguments); "
             "otherwise pass NoamLR(..., samples_per_update=N)"
