@@ -28,3 +28,25 @@ def reference_lr(
     x = min(1, (k - s) / (cooldown_num_steps + 1))
     f = {"linear": 1 - x, "1-sqrt": 1 - math.sqrt(x), "cosine": (1 + math.cos(math.pi * x)) / 2}[cooldown_type]
     return cooldown_min_lr + (noam(s) - cooldown_min_lr) * f
+
+
+def reference_group_lr(k: int, params: dict, group_name=None, group_index=None) -> float:
+    """docs/CONTRACT.md section 1 "Per-group schedules", written again: the lr of the k-th update in one group.
+
+    `params` is a scheduler block's params with `groups`; the group is known by its `name` key and/or its index.
+    Its curve is the main one with the matching override's keys replaced (d_model and warmup_max_lr pick the
+    form), times lr_scale.
+    """
+    main = {key: value for key, value in params.items() if key not in ("groups", "warmup_unit", "allow_param_change")}
+    for override in params.get("groups", []):
+        if override.get("name", object()) == group_name or override.get("index", object()) == group_index:
+            curve = dict(main)
+            if "d_model" in override:
+                curve.pop("warmup_max_lr", None)
+            if "warmup_max_lr" in override:
+                curve.pop("d_model", None)
+                curve.pop("factor", None)
+            own = {key: value for key, value in override.items() if key not in ("name", "index", "lr_scale")}
+            curve.update(own)
+            return reference_lr(k, **curve) * override.get("lr_scale", 1.0)
+    return reference_lr(k, **main)
