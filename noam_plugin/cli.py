@@ -15,6 +15,7 @@ from noam_plugin.checkpoint import CheckpointError, read_checkpoint
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_config, read_scheduler_block
 from noam_plugin.errors import ConfigError, Problem, StateError, shorten
 from noam_plugin.examples import add_init_parser
+from noam_plugin.groups import group_changes
 from noam_plugin.render import (
     Axis,
     ascii_curve,
@@ -28,6 +29,7 @@ from noam_plugin.render import (
     plot_curve,
     tail_positions,
 )
+from noam_plugin.render_groups import cooled_groups, show_groups
 from noam_plugin.schedule import COOLDOWN_TYPES, CURVE_KEYS, MAX_INT, WARMUP_UNITS, NoamConfig, resume_changes
 from noam_plugin.state import check_state
 
@@ -103,9 +105,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         lr = axis.lr(k)
         print(f"{k:>10}  {lr:>11.4e}  {100 * lr / config.peak_lr:>7.1f}%")
     print()
+    title = f"{Path(block.file).name}: NoamLR\n{params_text(config)}"
+    if config.groups:  # one picture and one PNG with every group's curve
+        show_groups(config, axis, positions, steps, (args.plot, title) if args.plot else None)
+        return 0
     print("\n".join(ascii_curve(axis, steps)))
     if args.plot:
-        plot_curve(axis, steps, f"{Path(block.file).name}: NoamLR\n{params_text(config)}", args.plot)
+        plot_curve(axis, steps, title, args.plot)
         print(f"\nplot written to {args.plot}")
     return 0
 
@@ -168,12 +174,16 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     params.update(total_num_steps=count + args.over, cooldown_num_steps=args.over, cooldown_type=args.type)
     if args.min_lr is not None:
         params["cooldown_min_lr"] = args.min_lr
+    if base.groups:  # every group cools down together: an override keeps its curve, not its own tail
+        params["groups"] = cooled_groups(base)
     config = NoamConfig.from_params(params, source=f"cooldown of {args.over} after {u} {count}", prefix="")
     if info.is_noam:
         differing, _ = resume_changes(info.params, config, count)
-        if differing:
-            now = config.schedule_params
-            shown = "; ".join(f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing)
+        now = config.schedule_params
+        changes = [(k, info.params.get(k), now.get(k)) for k in differing]
+        changes += group_changes(info.params, config, count)[0] if info.params.get("groups") or config.groups else []
+        if changes:
+            shown = "; ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, old, new in changes)
             raise ValueError(
                 f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied ({shown})"
             )
@@ -187,6 +197,12 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     axis = Axis(config, unit)
     end = count + args.over
     after = end + max(1, args.over // 10)
+    if config.groups:  # one column, one letter and one PNG line per group
+        title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown, per group"
+        print()
+        positions = sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1})
+        show_groups(config, axis, positions, after, (args.plot, title) if args.plot else None, first=count)
+        return 0
     print()
     print(f"{u:>10}  {'lr':>11}")
     for k in sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1}):

@@ -251,7 +251,8 @@ def saved_params_text(params: dict[str, Any]) -> str:
     shown = [
         k for k in SCHEDULE_KEYS if params.get(k) is not None and not (k == "warmup_unit" and params[k] == DEFAULT_UNIT)
     ]
-    return " ".join(f"{k}={params[k]}" for k in shown)
+    groups = f" groups={params['groups']}" if params.get("groups") else ""
+    return " ".join(f"{k}={params[k]}" for k in shown) + groups
 
 
 def _counter_lines(state: dict[str, Any], unit: str) -> list[str]:
@@ -330,6 +331,11 @@ def checkpoint_report(
         else:
             where = ", the formula with these parameters" if params["warmup_unit"] == "updates" else ""
             lines.append(f"next lr      {why}" if lr is None else f"next lr      {lr:.6g}  ({why}{where})")
+            if params.get("groups"):
+                from noam_plugin.render_groups import next_lr_lines
+
+                lines.append("next lr per group (the line above: every group no override selects)")
+                lines += next_lr_lines(params, info.state)
     else:
         lines.append(f"schedule     {_foreign_text(info.state)}")
         if k is None:
@@ -364,21 +370,29 @@ def checkpoint_report(
     if config is not None and info.is_noam:
         now = config.schedule_params
         # the decision NoamLR.load_state_dict takes: a cooldown decided at resume is no difference
-        differing, notes = resume_changes(info.params, config, info.state.get(config.warmup_unit))
+        count = info.state.get(config.warmup_unit)
+        differing, notes = resume_changes(info.params, config, count)
+        group_diff: list[str] = []
+        if info.params.get("groups") or config.groups:
+            from noam_plugin.render_groups import difference_lines
+
+            group_diff, group_notes = difference_lines(info.params, config, count)
+            notes = [] if differing or group_diff else notes + group_notes
         if notes:
             lines.append(f"config       {config_path}: {config.describe_cooldown()}")
-            lines.append(f"  {notes[0].removeprefix('NoamLR: ')}")
+            lines += [f"  {note.removeprefix('NoamLR: ')}" for note in notes]
             try:
                 lr, why = lr_after_save(config, info.state)
                 lines.append(f"  resuming with this config: next lr {why if lr is None else f'{lr:.6g} ({why})'}")
             except CheckpointError as error:
                 lines.append(f"  next lr unknown: {error}")
-        elif not differing:
+        elif not differing and not group_diff:
             how = f"lr({k + 1})" if config.warmup_unit == "updates" else "the next lr above"
             lines.append(f"config       {config_path}: same schedule parameters; resuming continues with {how}")
         else:
-            lines.append(f"config       {config_path}: {len(differing)} difference(s):")
+            lines.append(f"config       {config_path}: {len(differing) + len(group_diff)} difference(s):")
             lines += [f"  {key}: checkpoint {info.params[key]!r}, config {now.get(key)!r}" for key in differing]
+            lines += group_diff
             if config.allow_param_change:
                 try:
                     lr, why = lr_after_save(config, info.state)
