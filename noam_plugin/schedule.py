@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
@@ -21,7 +21,8 @@ CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_
 COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cooldown_min_lr")
 SCHEDULE_KEYS = CURVE_KEYS + COOLDOWN_KEYS
 OPTION_KEYS = ("allow_param_change",)
-PARAM_KEYS = SCHEDULE_KEYS + OPTION_KEYS
+HISTORY_KEY = "amendments"  # forward-only changes from a count on (noam_plugin/amendments.py)
+PARAM_KEYS = SCHEDULE_KEYS + (HISTORY_KEY,) + OPTION_KEYS
 
 
 def _formula(
@@ -248,6 +249,7 @@ class NoamConfig:
     cooldown_type: str | None = None  # "linear" once a cooldown is given
     cooldown_min_lr: float | None = None  # 0.0 once a cooldown is given
     allow_param_change: bool = False
+    amendments: tuple = ()  # of amendments.Amendment (a list of mappings is parsed); the history, in order of at
 
     def __post_init__(self) -> None:
         problems = _check_values(asdict(self))
@@ -257,6 +259,28 @@ class NoamConfig:
         problems = _check_min_lr_below_start(self)
         if problems:
             raise ConfigError("schedule parameters", problems)
+        self._amend()
+
+    def _amend(self) -> None:
+        """Parse and check the amendments; the curve with them is read through `_curve` (lr())."""
+        from noam_plugin.amendments import AmendedCurve, curve_problems, for_group, parse_amendments
+
+        set_ = object.__setattr__
+        set_(self, "plain_until", self.cooldown_start)  # up to here lr() is the formula alone
+        if not self.amendments:
+            set_(self, "amendments", ())
+            return
+        amendments, problems = parse_amendments(self.amendments)
+        if problems:
+            raise ConfigError("schedule parameters", problems)
+        set_(self, "amendments", amendments)
+        base = replace(self, amendments=())
+        problems = curve_problems(base, for_group(amendments))
+        if problems:
+            raise ConfigError("schedule parameters", problems)
+        curve = AmendedCurve(base, for_group(amendments))
+        set_(self, "_curve", curve)
+        set_(self, "plain_until", min(self.cooldown_start, curve.plain_until))
 
     def _normalize(self) -> None:
         set_ = object.__setattr__
@@ -289,6 +313,10 @@ class NoamConfig:
                     Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}")
                 )
         problems += _check_values(params, prefix)
+        if HISTORY_KEY in params:
+            from noam_plugin.amendments import parse_amendments
+
+            problems += parse_amendments(params[HISTORY_KEY], prefix)[1]
         if problems:
             raise ConfigError(source, problems)
         try:
@@ -328,9 +356,12 @@ class NoamConfig:
         return self.lr(self.warmup_num_steps)
 
     def lr(self, step: int) -> float:
-        """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`."""
+        """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`,
+        amendments included."""
         if not _is_int(step) or step < 1:
             raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
+        if step > self.plain_until and self.amendments:
+            return self._curve.lr(step)
         if step <= self.cooldown_start or self.cooldown_num_steps is None:
             return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
         return self.cooled(step)
