@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
@@ -21,8 +21,9 @@ CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_
 COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cooldown_min_lr")
 SCHEDULE_KEYS = CURVE_KEYS + COOLDOWN_KEYS
 OPTION_KEYS = ("allow_param_change",)
-HISTORY_KEY = "amendments"  # forward-only changes from a count on (noam_plugin/amendments.py)
-PARAM_KEYS = SCHEDULE_KEYS + (HISTORY_KEY,) + OPTION_KEYS
+GROUPS_KEY = "groups"  # per-group overrides (noam_plugin/groups.py), saved with the schedule when given
+HISTORY_KEY = "amendments"  # forward-only changes from a count on (noam_plugin/amendments.py), saved when given
+PARAM_KEYS = SCHEDULE_KEYS + (GROUPS_KEY, HISTORY_KEY) + OPTION_KEYS
 
 
 def _formula(
@@ -249,16 +250,23 @@ class NoamConfig:
     cooldown_type: str | None = None  # "linear" once a cooldown is given
     cooldown_min_lr: float | None = None  # 0.0 once a cooldown is given
     allow_param_change: bool = False
+    groups: tuple = ()  # GroupOverride entries (or their dict form, parsed here): noam_plugin/groups.py
     amendments: tuple = ()  # of amendments.Amendment (a list of mappings is parsed); the history, in order of at
 
     def __post_init__(self) -> None:
-        problems = _check_values(asdict(self))
+        from noam_plugin.groups import check_groups  # groups.py builds NoamConfigs: imported when used
+
+        values = {key: getattr(self, key) for key in PARAM_KEYS if key not in (GROUPS_KEY, HISTORY_KEY)}
+        problems = _check_values(values)
         if problems:
-            raise ConfigError("schedule parameters", problems)
+            raise ConfigError("schedule parameters", problems + check_groups(self.groups, None)[1])
         self._normalize()
         problems = _check_min_lr_below_start(self)
-        if problems:
-            raise ConfigError("schedule parameters", problems)
+        main = None if problems else {key: getattr(self, key) for key in SCHEDULE_KEYS}
+        groups, group_problems = check_groups(self.groups, main)
+        if problems or group_problems:
+            raise ConfigError("schedule parameters", problems + group_problems)
+        object.__setattr__(self, "groups", groups)
         self._amend()
 
     def _amend(self) -> None:
@@ -312,7 +320,13 @@ class NoamConfig:
                 problems.append(
                     Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}")
                 )
-        problems += _check_values(params, prefix)
+        main_problems = _check_values(params, prefix)
+        problems += main_problems
+        if GROUPS_KEY in params:
+            from noam_plugin.groups import check_groups
+
+            main = None if main_problems else {k: params[k] for k in SCHEDULE_KEYS if k in params}
+            problems += check_groups(params[GROUPS_KEY], main, prefix)[1]
         if HISTORY_KEY in params:
             from noam_plugin.amendments import parse_amendments
 
@@ -331,7 +345,12 @@ class NoamConfig:
         The tail's keys appear only when set, so a schedule without one saves the
         same state as before they existed (and loads states saved without them).
         """
-        return {key: getattr(self, key) for key in SCHEDULE_KEYS if key in CURVE_KEYS or getattr(self, key) is not None}
+        params = {
+            key: getattr(self, key) for key in SCHEDULE_KEYS if key in CURVE_KEYS or getattr(self, key) is not None
+        }
+        if self.groups:  # only when given: a schedule without groups saves the state it always did
+            params[GROUPS_KEY] = [override.as_dict() for override in self.groups]
+        return params
 
     @property
     def cooldown_end(self) -> int | None:
@@ -399,7 +418,10 @@ def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
 
     A state without the tail's keys had none (cooldown_type / cooldown_min_lr None, as NoamConfig keeps them).
     """
-    return {key: state.get(key, DEFAULT_UNIT if key == "warmup_unit" else None) for key in SCHEDULE_KEYS}
+    params = {key: state.get(key, DEFAULT_UNIT if key == "warmup_unit" else None) for key in SCHEDULE_KEYS}
+    if state.get(GROUPS_KEY):
+        params[GROUPS_KEY] = state[GROUPS_KEY]
+    return params
 
 
 def _tail(params: Mapping[str, Any]) -> tuple:
