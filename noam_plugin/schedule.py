@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
@@ -22,7 +22,8 @@ COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cool
 SCHEDULE_KEYS = CURVE_KEYS + COOLDOWN_KEYS
 OPTION_KEYS = ("allow_param_change",)
 GROUPS_KEY = "groups"  # per-group overrides (noam_plugin/groups.py), saved with the schedule when given
-PARAM_KEYS = SCHEDULE_KEYS + (GROUPS_KEY,) + OPTION_KEYS
+HISTORY_KEY = "amendments"  # forward-only changes from a count on (noam_plugin/amendments.py), saved when given
+PARAM_KEYS = SCHEDULE_KEYS + (GROUPS_KEY, HISTORY_KEY) + OPTION_KEYS
 
 
 def _formula(
@@ -250,11 +251,12 @@ class NoamConfig:
     cooldown_min_lr: float | None = None  # 0.0 once a cooldown is given
     allow_param_change: bool = False
     groups: tuple = ()  # GroupOverride entries (or their dict form, parsed here): noam_plugin/groups.py
+    amendments: tuple = ()  # of amendments.Amendment (a list of mappings is parsed); the history, in order of at
 
     def __post_init__(self) -> None:
         from noam_plugin.groups import check_groups  # groups.py builds NoamConfigs: imported when used
 
-        values = {key: getattr(self, key) for key in PARAM_KEYS if key != GROUPS_KEY}
+        values = {key: getattr(self, key) for key in PARAM_KEYS if key not in (GROUPS_KEY, HISTORY_KEY)}
         problems = _check_values(values)
         if problems:
             raise ConfigError("schedule parameters", problems + check_groups(self.groups, None)[1])
@@ -265,6 +267,28 @@ class NoamConfig:
         if problems or group_problems:
             raise ConfigError("schedule parameters", problems + group_problems)
         object.__setattr__(self, "groups", groups)
+        self._amend()
+
+    def _amend(self) -> None:
+        """Parse and check the amendments; the curve with them is read through `_curve` (lr())."""
+        from noam_plugin.amendments import AmendedCurve, curve_problems, for_group, parse_amendments
+
+        set_ = object.__setattr__
+        set_(self, "plain_until", self.cooldown_start)  # up to here lr() is the formula alone
+        if not self.amendments:
+            set_(self, "amendments", ())
+            return
+        amendments, problems = parse_amendments(self.amendments)
+        if problems:
+            raise ConfigError("schedule parameters", problems)
+        set_(self, "amendments", amendments)
+        base = replace(self, amendments=())
+        problems = curve_problems(base, for_group(amendments))
+        if problems:
+            raise ConfigError("schedule parameters", problems)
+        curve = AmendedCurve(base, for_group(amendments))
+        set_(self, "_curve", curve)
+        set_(self, "plain_until", min(self.cooldown_start, curve.plain_until))
 
     def _normalize(self) -> None:
         set_ = object.__setattr__
@@ -303,6 +327,10 @@ class NoamConfig:
 
             main = None if main_problems else {k: params[k] for k in SCHEDULE_KEYS if k in params}
             problems += check_groups(params[GROUPS_KEY], main, prefix)[1]
+        if HISTORY_KEY in params:
+            from noam_plugin.amendments import parse_amendments
+
+            problems += parse_amendments(params[HISTORY_KEY], prefix)[1]
         if problems:
             raise ConfigError(source, problems)
         try:
@@ -347,9 +375,12 @@ class NoamConfig:
         return self.lr(self.warmup_num_steps)
 
     def lr(self, step: int) -> float:
-        """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`."""
+        """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`,
+        amendments included."""
         if not _is_int(step) or step < 1:
             raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
+        if step > self.plain_until and self.amendments:
+            return self._curve.lr(step)
         if step <= self.cooldown_start or self.cooldown_num_steps is None:
             return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
         return self.cooled(step)
