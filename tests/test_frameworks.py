@@ -69,13 +69,6 @@ def test_docs_state_the_window_and_every_target():
     assert frameworks.targets_table() in versions
 
 
-def test_readme_versions_section_is_the_window_table():
-    readme = (REPO / "README.md").read_text()
-    if "## Versions" not in readme:
-        pytest.fail("README.md has no '## Versions' section with the window table (frameworks.versions_table())")
-    assert frameworks.versions_table() in section(readme, "Versions")
-
-
 @pytest.mark.parametrize(
     "version, inside",
     [("1.9.0", True), ("1.15.0", True), ("1.12.3", True), ("1.15.0+local", True), ("1.9.0rc1", True)]
