@@ -44,26 +44,46 @@ def _auto_error(err: ConfigError, hint: str) -> ConfigError:
     return ConfigError(err.source, problems)
 
 
+# who fills NoamLR's "auto" keys, from what: Accelerate (DummyScheduler) and the HF Trainer (TrainingArguments)
 _AUTO_SOURCE = {
-    "warmup_num_steps": "DummyScheduler(warmup_num_steps=...)",
-    "warmup_max_lr": "the optimizer's lr",
-    "total_num_steps": "DummyScheduler(total_num_steps=...) (the HF Trainer: max_steps)",
+    "warmup_num_steps": ("DummyScheduler(warmup_num_steps=...)", "warmup_steps (required)"),
+    "warmup_max_lr": ("the optimizer's lr", "learning_rate"),
+    "total_num_steps": ("DummyScheduler(total_num_steps=...)", "max_steps"),
 }
 
 
+def _auto_summary(block, auto: tuple[str, ...]) -> str:
+    """Who fills the "auto" keys of this file, worded for the route it is for."""
+    accelerate = "; ".join(_AUTO_SOURCE[k][0] for k in auto)
+    if block.via_accelerate:
+        return f"Accelerate fills them at prepare() from {accelerate}"
+    trainer = ", ".join(_AUTO_SOURCE[k][1] for k in auto)
+    return (
+        f"TrainingArguments(deepspeed=this file) fills them from {trainer}; "
+        f"accelerate launch with this file, at prepare() from {accelerate}"
+    )
+
+
+_ROUTE_NAMES = {"lightning-cli": " (LightningCLI lr_scheduler)", "hydra": " (Hydra _target_, _partial_)"}
+
+
 def _validate_one(path: str, allow_auto: bool) -> str:
+    """A file passes if NoamLR would accept it on the route it is for; "auto" is for the HF Trainer and Accelerate,
+    which fill it: allowed with --allow-auto, in a file an Accelerate config names, and in a DeepSpeed config that
+    has "auto" elsewhere too (only the Trainer or Accelerate read such a file)."""
     block = read_scheduler_block(path)
-    via = f" from {block.file}" if block.via_accelerate else ""
-    if allow_auto or block.via_accelerate:
+    via = f" from {block.file}" if block.via_accelerate else _ROUTE_NAMES.get(block.route, "")
+    if block.route == "deepspeed" and (allow_auto or block.via_accelerate or block.auto_elsewhere):
         auto = check_with_auto(block)
         if auto:
-            filled_from = "; ".join(_AUTO_SOURCE[k] for k in auto)
-            return f'NoamLR{via}; "auto" {", ".join(auto)}: Accelerate fills them at prepare() from {filled_from}'
+            return f'NoamLR{via}; "auto" {", ".join(auto)}: {_auto_summary(block, auto)}'
     try:
-        config = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
+        config = NoamConfig.from_params(block.params, source=block.source, prefix=block.prefix)
     except ConfigError as err:
+        if block.route != "deepspeed":
+            raise
         filled = " and ".join(AUTO_KEYS)
-        hint = f'Accelerate fills "auto" in {filled}; check a config meant for Accelerate with --allow-auto'
+        hint = f'the HF Trainer and Accelerate fill "auto" in {filled}; check a config meant for them with --allow-auto'
         raise _auto_error(err, hint) from None
     return f"NoamLR{via}: {describe(config)}"
 
