@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,14 @@ from typing import Any
 import yaml
 
 from noam_plugin.errors import ConfigError, Problem, short_repr, shorten
+from noam_plugin.safe_io import (
+    MAX_CONFIG_BYTES,
+    MAX_DEPTH,
+    MAX_EXPANDED,
+    MAX_NUMBER_CHARS,
+    UnsafeFileError,
+    read_bytes,
+)
 from noam_plugin.schedule import NoamConfig, closest_name
 
 PARAMS_PREFIX = "scheduler.params."
@@ -28,12 +35,6 @@ BLOCK_KEYS = ("type", "params")
 # total_num_steps from DummyScheduler(total_num_steps=...) (the HF Trainer: from max_steps).
 AUTO_KEYS = ("warmup_num_steps", "warmup_max_lr", "total_num_steps")
 
-
-# Limits that keep hostile files cheap: config files are a few KB.
-MAX_CONFIG_BYTES = 256 << 10  # parsing stays under a second or so
-MAX_DEPTH = 100  # levels of nesting, aliases expanded
-MAX_EXPANDED = 2_000_000  # values plus characters once YAML aliases are expanded (a file under the cap has fewer)
-MAX_NUMBER_CHARS = 4000  # int() refuses longer ones (sys.get_int_max_str_digits) and they are never meant
 
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _AMBIGUOUS = "tag:noam-plugin:ambiguous-number"  # refused: YAML 1.1 and 1.2 read different values
@@ -270,39 +271,15 @@ def _json_no_duplicates(pairs: list) -> dict:
 
 
 def _read_text(path: Path, source: str) -> str:
-    """The file's text, refusing without blocking what is not a regular file (FIFO, device, directory) or
-    is too large to be a config: opened non-blocking, checked with fstat, read to at most the size cap."""
+    """The file's text, read through safe_io (no FIFO or device opened for reading, at most MAX_CONFIG_BYTES)."""
+    if not os.path.exists(path):
+        raise ConfigError(source, f"no such file (current directory: {shorten(os.getcwd(), 200)})")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ConfigError(source, f"no such file (current directory: {shorten(os.getcwd(), 200)})") from None
-    except IsADirectoryError:
-        raise ConfigError(source, "is a directory, expected a YAML or JSON config file") from None
-    except OSError as err:
-        raise ConfigError(source, f"cannot read the file: {err.strerror or err}") from None
+        data = read_bytes(path, MAX_CONFIG_BYTES, "a YAML or JSON config file")
+    except UnsafeFileError as err:
+        raise ConfigError(source, err.reason or str(err)) from None
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ConfigError(source, "is a directory, expected a YAML or JSON config file")
-        if not stat.S_ISREG(mode):
-            device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if device else "not a regular file"
-            raise ConfigError(source, f"is {kind}, expected a YAML or JSON config file (not read)")
-        chunks, size = [], 0
-        while size <= MAX_CONFIG_BYTES:
-            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as err:
-        raise ConfigError(source, f"cannot read the file: {err.strerror or err}") from None
-    finally:
-        os.close(fd)
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(source, f"larger than {MAX_CONFIG_BYTES >> 10} KiB: not a config file (not read further)")
-    try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(source, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
 

@@ -95,3 +95,7 @@ class ScheduleMismatchError(ValueError):
 
 class StateError(ConfigError):
     """A saved scheduler state with a missing or malformed entry; one line per bad key."""
+
+
+class CheckpointError(Exception):
+    """What is wrong with a checkpoint or a file read from one, where, and what to do; printed as is."""

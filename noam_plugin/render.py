@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noam_plugin._files import write_atomically
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
 from noam_plugin.errors import shorten
+from noam_plugin.safe_io import write_atomically
 from noam_plugin.schedule import DEFAULT_UNIT, SCHEDULE_KEYS, NoamConfig, resume_changes
 
 

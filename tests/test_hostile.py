@@ -340,7 +340,7 @@ def test_show_refuses_degenerate_curve_and_hostile_arguments(tmp_path):
         (["show", good, "--steps", "9" * 5000], 2, "--steps: expected an int of at most 2**63 - 1, found '99999"),
         (["show", good, "--steps", "x" * 5000], 2, "--steps: expected an int >= 1, found 'xxxx"),
         (["show", good, "--at", "1,-5"], 2, "expected an int >= 1, found -5"),
-        (["show", good, "--plot", target], 1, "exists and is not a regular file; not replaced"),
+        (["show", good, "--plot", target], 1, "exists and is a FIFO (named pipe); not replaced"),
     ]
     for args, status, message in cases:
         result = subprocess.run(
