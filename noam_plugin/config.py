@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from noam_plugin.errors import ConfigError, Problem, short_repr, shorten
+from noam_plugin.errors import ConfigError, Problem, short_repr, shorten, visible
 from noam_plugin.safe_io import (
     MAX_CONFIG_BYTES,
     MAX_DEPTH,
@@ -84,6 +84,14 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self.tagged: set[int] = set()  # ids of scalar nodes with an explicit !!int / !!float tag
+
+    def compose_scalar_node(self, anchor: Any) -> Any:
+        tag = self.peek_event().tag
+        node = super().compose_scalar_node(anchor)
+        if tag in (_INT, _FLOAT, "!!int", "!!float"):
+            self.tagged.add(id(node))  # the node graph keeps the node alive: its id stays its own
+        return node
 
     def resolve(self, kind: Any, value: str, implicit: Any) -> str:
         if value and kind is yaml.ScalarNode and implicit[0] and value[0] in "-+.0123456789":
@@ -142,15 +150,36 @@ _Loader.add_constructor(_INT, _Loader.construct_yaml_int)
 _Loader.add_constructor(_AMBIGUOUS, _Loader.construct_ambiguous)
 
 
-def _number_problem(path: str, node: yaml.ScalarNode) -> Problem:
+def _tagged_readings(node: yaml.ScalarNode) -> tuple[Any, Any]:
+    """What YAML 1.1 (yaml.safe_load) and YAML 1.2 make of `!!int TEXT` / `!!float TEXT`; None: refused."""
+    text, as_float = node.value, node.tag == _FLOAT
+    try:
+        v11 = (_YAML11.construct_yaml_float if as_float else _YAML11.construct_yaml_int)(node)
+    except (ValueError, TypeError, yaml.YAMLError):
+        v11 = None
+    v12 = _yaml12_number(text) if len(text) <= MAX_NUMBER_CHARS else None
+    if as_float and isinstance(v12, int):
+        v12 = float(v12)
+    elif not as_float and not isinstance(v12, int):
+        v12 = None
+    return v11, v12
+
+
+def _number_problem(path: str, node: yaml.ScalarNode, tagged: bool = False) -> Problem:
     text, line = node.value, node.start_mark.line + 1
     if len(text) > MAX_NUMBER_CHARS:
         return Problem(path, f"a number of at most {MAX_NUMBER_CHARS} digits", f"{len(text)} digits on line {line}")
 
-    def reading(value: Any) -> str:
-        return "a string" if value is None else f"{type(value).__name__} {value!r}"
+    def reading(value: Any) -> str:  # a tagged text is a number or an error; a plain one may be a string
+        if value is None:
+            return "an error" if tagged else "a string"
+        return f"{type(value).__name__} {value!r}"
 
-    v11, v12 = _yaml11_number(text), _yaml12_number(text)
+    if tagged:
+        v11, v12 = _tagged_readings(node)
+        text = f"{'!!float' if node.tag == _FLOAT else '!!int'} {text}"
+    else:
+        v11, v12 = _yaml11_number(text), _yaml12_number(text)
     return Problem(
         path,
         "a number that YAML 1.1 and YAML 1.2 read alike: plain decimal (4000), 0x hex, 1.0e-3, or quotes for a string",
@@ -227,10 +256,19 @@ def _check_tree(root: Any, children: Any, leaf: Any) -> list[Problem]:
     return problems
 
 
-def _yaml_leaf(path: str, node: Any) -> Problem | None:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _AMBIGUOUS:
-        return _number_problem(path, node)
-    return None
+def _yaml_leaf(tagged: set[int]) -> Any:
+    """The per-scalar check: numbers YAML 1.1 and 1.2 read differently, plain or with an explicit tag."""
+
+    def leaf(path: str, node: Any) -> Problem | None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _AMBIGUOUS:
+            return _number_problem(path, node)
+        if isinstance(node, yaml.ScalarNode) and id(node) in tagged:
+            v11, v12 = _tagged_readings(node)
+            if v11 is None or v12 is None or not _same(v11, v12):
+                return _number_problem(path, node, tagged=True)
+        return None
+
+    return leaf
 
 
 class _LongNumber(str):
@@ -304,7 +342,7 @@ def _parse(path: Path, source: str, as_json: bool) -> Any:
     try:
         loader = _Loader(text)  # its reader already refuses control characters
         node = loader.get_single_node()
-        problems = [] if node is None else _check_tree(node, _node_children, _yaml_leaf)
+        problems = [] if node is None else _check_tree(node, _node_children, _yaml_leaf(loader.tagged))
         if problems:
             raise ConfigError(source, problems)
         return None if node is None else loader.construct_document(node)
@@ -315,6 +353,15 @@ def _parse(path: Path, source: str, as_json: bool) -> Any:
         if err.problem and err.context:
             what += f" ({err.context}" + (f" started on line {context.line + 1})" if context else ")")
         raise ConfigError(source, f"{where}invalid YAML: {what}") from None
+    except yaml.reader.ReaderError as err:  # a control character: its line and column, escaped
+        before = text[: err.position] if isinstance(err.position, int) else ""
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        char = chr(err.character) if isinstance(err.character, int) else err.character
+        raise ConfigError(
+            source,
+            f"line {line}, column {column}: invalid YAML: control character {char!r} (U+{ord(char):04X}) is not "
+            "allowed in YAML text; remove it or write it escaped inside double quotes",
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(source, f"invalid YAML: {shorten(str(err), 200)}") from None
     finally:
@@ -405,7 +452,13 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
         if key not in BLOCK_KEYS:
             near = closest_name(str(key), BLOCK_KEYS)
             hint = f" (did you mean '{near}'?)" if near else ""
-            problems.append(Problem(f"scheduler.{key}", "only 'type' and 'params'", f"unknown key '{key}'{hint}"))
+            problems.append(
+                Problem(
+                    f"scheduler.{key}",
+                    "only 'type' and 'params'",
+                    f"unknown key '{visible(shorten(str(key)), ascii_only=True)}'{hint}",
+                )
+            )
     if "params" not in block and kind == "NoamLR":
         problems.append(
             Problem("scheduler.params", "a mapping such as {d_model: 512, warmup_num_steps: 4000}", "nothing")
@@ -450,10 +503,32 @@ def check_with_auto(block: SchedulerBlock) -> tuple[str, ...]:
         fits = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (warmup, cooldown or 1))
         params["total_num_steps"] = warmup + (cooldown or 1) if fits else None
     problems = list(mine.values())
-    try:
-        NoamConfig.from_params(params, source=block.source, prefix=PARAMS_PREFIX)
-    except ConfigError as err:
-        problems += [p for p in err.problems if p.key not in mine]
+    found = _problems(params, block.source)
+    if "warmup_max_lr" in auto and "warmup_max_lr" in params:  # any peak may be filled: only what fails for both
+        other = {p.key for p in _problems({**params, "warmup_max_lr": 1e30}, block.source)}
+        found = [p for p in found if p.key in other]
+    problems += [_blame_auto(p, auto) for p in found if p.key not in mine]
     if problems:
         raise ConfigError(block.source, problems)
     return auto
+
+
+def _problems(params: dict, source: str) -> list[Problem]:
+    try:
+        NoamConfig.from_params(params, source=source, prefix=PARAMS_PREFIX)
+    except ConfigError as err:
+        return err.problems
+    return []
+
+
+def _blame_auto(problem: Problem, auto: tuple[str, ...]) -> Problem:
+    """A problem found with a stand-in for an "auto" key names that key, not the stand-in's value."""
+    own = [k for k in auto if problem.key == PARAMS_PREFIX + k]
+    if own:
+        return Problem(problem.key, problem.expected, "str 'auto', which Accelerate cannot fill with such a value")
+    used = [k for k in auto if k in problem.expected]
+    if not used:
+        return problem
+    expected = re.sub(r"(?: = [-+0-9.e]+(?: [-+*/] [-+0-9.e]+)*)+", "", problem.expected)
+    names = " and ".join(f'{k} "auto"' for k in used)
+    return Problem(problem.key, f"{expected}, whatever value Accelerate fills {names} with", problem.found)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
-from noam_plugin.errors import shorten
+from noam_plugin.errors import short_repr, shorten
 from noam_plugin.safe_io import write_atomically
-from noam_plugin.schedule import DEFAULT_UNIT, SCHEDULE_KEYS, NoamConfig, resume_changes
+from noam_plugin.schedule import DEFAULT_UNIT, MAX_INT, SCHEDULE_KEYS, NoamConfig, resume_changes
 
 
 def params_text(config: NoamConfig) -> str:
@@ -157,6 +157,11 @@ def plot_curve(axis: Axis, steps: int, title: str, out: str, mark: tuple[int, st
         from matplotlib.figure import Figure
     except ImportError:
         raise ValueError("--plot needs matplotlib: pip install 'noam-plugin[plot]'") from None
+    if steps > MAX_INT:  # matplotlib keeps axis limits in int64 / float64: a TypeError past this
+        raise ValueError(
+            f"--plot: the curve would run to {axis.name} {short_repr(steps)}, past 2**63 - 1, which matplotlib "
+            "cannot draw; pass --steps N (at most 2**63 - 1)"
+        )
     config, stride = axis.config, axis.stride
     last = max(1, steps // stride)
     n = min(last, 2000)

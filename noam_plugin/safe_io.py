@@ -15,8 +15,6 @@ import errno
 import os
 import pickle
 import stat
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -139,6 +137,8 @@ def check_torch_zip(file: str | os.PathLike) -> None:
     """Refuse a torch zip file whose members would inflate past what they are: a pickle member larger than
     MAX_PICKLE_BYTES, or any compressed member larger than MAX_PICKLE_BYTES once inflated (torch writes
     members stored, uncompressed; a deflated one is a crafted file). Only the zip's directory is read."""
+    import zipfile
+
     try:
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
@@ -177,11 +177,11 @@ def load_torch(file: str | os.PathLike, safe_globals: list | None = None) -> Any
     try:
         with torch.serialization.safe_globals(safe_globals or []):
             try:
-                return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                value = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError as error:
                 if "mmap" not in str(error):  # a legacy (non-zip) torch file cannot be mapped
                     raise
-                return torch.load(file, map_location="cpu", weights_only=True)
+                value = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
         first = lines[0] if lines else (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -198,6 +198,8 @@ def load_torch(file: str | os.PathLike, safe_globals: list | None = None) -> Any
     except Exception as error:  # noqa: BLE001 - truncated zip, not a torch file, permission...
         why = shorten(str(error), 300)
         raise _refuse(file, f"cannot be read as a torch checkpoint (truncated, or not one): {why}") from None
+    check_nesting(value, str(file))
+    return value
 
 
 def check_nesting(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
@@ -271,6 +273,8 @@ def write_atomically(path: str | os.PathLike, write: Any, mode: str = "wb") -> N
     """`write(file object)` into a new file next to `path`, then rename it to `path`: an interrupted run leaves
     the old file or the new one, never half of one, and its leftover temporary never blocks the next.
     The temporary's name is never longer than the target's (a name at the file system's limit still works)."""
+    import tempfile
+
     path = Path(os.path.realpath(path))  # through a symlink, as a plain write would
     try:
         info = os.stat(path)

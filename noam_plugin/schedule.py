@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
+from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr, shorten, visible
 
 WARMUP_UNITS = ("updates", "samples", "tokens")
 DEFAULT_UNIT = "updates"
@@ -285,10 +285,20 @@ class NoamConfig:
             if key not in PARAM_KEYS:
                 near = closest_name(key, PARAM_KEYS) if len(problems) < MAX_PROBLEMS else None  # only these are shown
                 hint = f" (did you mean '{near}'?)" if near else ""
+                shown = visible(shorten(str(key)), ascii_only=True)
                 problems.append(
-                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}")
+                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{shown}'{hint}")
                 )
         problems += _check_values(params, prefix)
+        if "factor" in params and params.get("warmup_max_lr") is not None and params.get("d_model") is None:
+            if not any(p.key == prefix + "factor" for p in problems):  # factor 1.0 too: it would be ignored
+                problems.append(
+                    Problem(
+                        prefix + "factor",
+                        "factor only together with d_model (warmup_max_lr already sets the peak)",
+                        _describe(params["factor"]),
+                    )
+                )
         if problems:
             raise ConfigError(source, problems)
         try:
@@ -329,8 +339,9 @@ class NoamConfig:
 
     def lr(self, step: int) -> float:
         """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`."""
-        if not _is_int(step) or step < 1:
-            raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
+        if not _is_int(step) or step < 1 or step > MAX_INT:
+            expected = "an int >= 1 (the first update is step 1)" + (" and at most 2**63 - 1" if _is_int(step) else "")
+            raise ValueError(f"step: expected {expected}, found {_describe(step)}")
         if step <= self.cooldown_start or self.cooldown_num_steps is None:
             return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
         return self.cooled(step)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from noam_plugin.errors import Problem, StateError, describe
+from noam_plugin.safe_io import MAX_STATE_KEYS
 from noam_plugin.schedule import DEFAULT_UNIT, MAX_INT, SCHEDULE_KEYS, _check_values, _is_int, closest_name
 
 STATE_TYPE = "NoamLR"
@@ -47,6 +48,10 @@ def check_noam_state(state: Any) -> list[Problem]:
     """Problems of a saved `NoamLR.state_dict()`, one per bad key; [] when it can be loaded as is."""
     if not isinstance(state, Mapping):
         return [Problem("(state)", "a dict, as NoamLR.state_dict() returns", describe(state))]
+    if len(state) > MAX_STATE_KEYS:  # a did-you-mean per key would take minutes: one line instead
+        return [
+            Problem("(state)", f"the keys of NoamLR.state_dict() (at most {MAX_STATE_KEYS})", f"{len(state):,} keys")
+        ]
     problems = []
     if state.get("type") != STATE_TYPE:
         problems.append(

@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from noam_plugin._dist import log_rank0
-from noam_plugin.errors import ConfigError
+from noam_plugin.errors import ConfigError, Problem, describe
 from noam_plugin.integrations import RegistrationError, is_noam, registration_error, report_missing, wrap_all
 from noam_plugin.schedule import NoamConfig
 
@@ -121,13 +121,21 @@ def _take_model_step(original):
 
 def _scheduler_from_config(original):
     def wrapper(self, optimizer):
+        entry = _CONFIG_FILES.get(id(self.config))
+        source = entry[1] if entry is not None and entry[0] is self.config else None
+        if self.scheduler_name() == "NoamLR" and not isinstance(self.scheduler_params(), dict):
+            params = (self.config.get("scheduler") or {}) if isinstance(self.config, dict) else {}
+            found = describe(self.scheduler_params()) if isinstance(params, dict) and "params" in params else "nothing"
+            raise ConfigError(  # DeepSpeed would call NoamLR(optimizer, **params): a TypeError naming nothing
+                source or "DeepSpeed config",
+                Problem("scheduler.params", 'a mapping such as {"d_model": 512, "warmup_num_steps": 4000}', found),
+            )
         try:
             return original(self, optimizer)
         except ConfigError as error:
-            entry = _CONFIG_FILES.get(id(self.config))
-            if entry is None or entry[0] is not self.config or not error.problems:
+            if source is None or not error.problems:
                 raise
-            raise ConfigError(entry[1], error.problems) from None
+            raise ConfigError(source, error.problems) from None
 
     return wrapper
 
