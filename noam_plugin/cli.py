@@ -269,10 +269,8 @@ def _png_path(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="noam-plugin", description="Check Noam schedule configs and look at the curve."
-    )
+def build_parser(prog: str = "noam-plugin") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Check Noam schedule configs and look at the curve.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check config files (exit 0 if all are valid)")
@@ -401,10 +399,7 @@ def _output_closed() -> int:
 
 
 def _main(argv: list[str] | None, prog: str | None = None) -> int:
-    parser = build_parser()
-    if prog is not None:
-        parser.prog = prog
-    args = parser.parse_args(argv)
+    args = build_parser(prog or "noam-plugin").parse_args(argv)
     try:
         return args.handler(args)
     except ConfigError as err:

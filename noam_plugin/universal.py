@@ -249,11 +249,15 @@ def to_universal(saved: str | os.PathLike, out: str | os.PathLike) -> str:
             _copyable(saved, folder, [n for n in names if n not in skipped])
             return skipped
 
-        try:
-            shutil.copytree(saved, staged, ignore=ignore)
-        except shutil.Error as error:  # copytree gathers per-file errors: the first one says enough
-            first = error.args[0][0] if error.args and error.args[0] else ("?", "?", str(error))
-            raise CheckpointError(f"{first[0]}: cannot be copied: {shorten(first[2], 300)}") from None
+        def copy(source: str, target: str) -> None:
+            try:
+                shutil.copy2(source, target)
+            except OSError as error:  # copytree would gather it into a shutil.Error of strings
+                failure = write_failure(error, target)
+                why = failure.strerror if failure is not None else error.strerror or str(error)
+                raise CheckpointError(f"{out}: copying {source} failed: {shorten(why, 300)}") from None
+
+        shutil.copytree(saved, staged, ignore=ignore, copy_function=copy)
         convert_folder(source, os.path.join(staged, MODEL_TAG))  # also writes staged/latest_universal
         for name in ("latest", "latest_universal"):
             write_pointer(staged, name, MODEL_TAG)

@@ -251,6 +251,56 @@ CASES = {
         "scheduler.params.d_model",
         ["at most 2**63 - 1"],
     ),
+    # explicit tags get the same 1.1 / 1.2 guard as plain numbers
+    "tagged_octal": (
+        "tagoct.yaml",
+        params("d_model: 512\nwarmup_num_steps: !!int 04000"),
+        "scheduler.params.warmup_num_steps",
+        ["!!int 04000 on line 6", "YAML 1.1 (yaml.safe_load) reads as int 2048 and YAML 1.2 as int 4000"],
+    ),
+    "tagged_base_60_float": (
+        "tagsexa.yaml",
+        params("warmup_max_lr: !!float 1:30\nwarmup_num_steps: 10"),
+        "scheduler.params.warmup_max_lr",
+        ["!!float 1:30 on line 5", "reads as float 90.0 and YAML 1.2 as an error"],
+    ),
+    "tagged_quoted": (
+        "tagq.yaml",
+        params('d_model: !!int "0b101"\nwarmup_num_steps: 10'),
+        "scheduler.params.d_model",
+        ["!!int 0b101", "reads as int 5 and YAML 1.2 as an error"],
+    ),
+    # what a terminal would hide or disguise
+    "control_character": (
+        "ctl.yaml",
+        params("d_model: 512\nwarmup_num_steps: 40\x01"),
+        "line 6, column 25",
+        ["control character '\\x01' (U+0001)"],
+    ),
+    "cyrillic_key": (
+        "cyr.yaml",
+        params("d_model: 512\nw\u0430rmup_num_steps: 40"),
+        "scheduler.params.w\\u0430rmup_num_steps",
+        ["unknown key 'w\\u0430rmup_num_steps' (did you mean 'warmup_num_steps'?)"],
+    ),
+    "right_to_left_key": (
+        "rtl.yaml",
+        params('d_model: 512\nwarmup_num_steps: 40\n"x\u202ey": 1'),
+        "scheduler.params.x\\u202ey",
+        ["unknown key 'x\\u202ey'"],
+    ),
+    "nul_in_key": (
+        "nulkey.yaml",
+        params('d_model: 512\nwarmup_num_steps: 40\n"a\\0b": 1'),
+        "scheduler.params.a\\x00b",
+        ["unknown key 'a\\x00b'"],
+    ),
+    "factor_with_peak": (
+        "factorpeak.yaml",
+        params("warmup_max_lr: 1.0e-3\nwarmup_num_steps: 40\nfactor: 1.0"),
+        "scheduler.params.factor",
+        ["factor only together with d_model"],
+    ),
     # an Accelerate config pointing at hostile places
     "accelerate_to_fifo": (
         "acc.yaml",
@@ -276,6 +326,11 @@ ACCEPTED = {  # read as written: (file name, text, what the ok line says)
         "anchors.yaml",
         "w: &w 4000\nscheduler: {type: NoamLR, params: {d_model: 512, warmup_num_steps: *w}}\n",
         "warmup 4000 updates",
+    ),
+    "tagged_alike": (
+        "tagged.yaml",
+        params("warmup_max_lr: !!float 1.0e-3\nwarmup_num_steps: !!int 4000"),
+        "warmup_max_lr=0.001, warmup 4000 updates",
     ),
     "tiny_peak": (
         "tiny.yaml",
@@ -341,6 +396,14 @@ def test_show_refuses_degenerate_curve_and_hostile_arguments(tmp_path):
         (["show", good, "--steps", "x" * 5000], 2, "--steps: expected an int >= 1, found 'xxxx"),
         (["show", good, "--at", "1,-5"], 2, "expected an int >= 1, found -5"),
         (["show", good, "--plot", target], 1, "exists and is a FIFO (named pipe); not replaced"),
+        (["show", good, "--plot", ""], 2, "--plot: expected the name of a PNG file to write, found an empty name"),
+        (["show", good, "--at", ",,,"], 2, "--at: expected positions such as 1,100,4000, found ',,,'"),
+        (["show", good, "--plot", tmp_path / "good.yaml" / "x.png"], 1, f"{tmp_path / 'good.yaml' / 'x.png'}: "),
+        (
+            ["show", good, "--unit", "samples", "--per-update", 2**62, "--plot", tmp_path / "big.png"],
+            1,
+            "past 2**63 - 1, which matplotlib cannot draw; pass --steps N",
+        ),
     ]
     for args, status, message in cases:
         result = subprocess.run(
