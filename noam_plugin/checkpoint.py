@@ -499,8 +499,10 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
         info.kind += f"; scheduler state under '{where}'"
         if len(found) > 1:
             shown = ", ".join(shorten(".".join(p), 100) for p in found[:MAX_LISTED])
-            more = f" (and more; {len(found) - MAX_LISTED} not listed)" if len(found) > MAX_LISTED else ""
-            info.notes.append(f"{len(found)} scheduler states ({shown}{more}); showing '{where}'")
+            count = f"more than {MAX_LISTED}" if len(found) > MAX_LISTED else str(len(found))
+            info.notes.append(
+                f"{count} scheduler states ({shown}{', ...' if len(found) > MAX_LISTED else ''}); showing '{where}'"
+            )
     else:
         info.notes.append(
             f"no scheduler state among the {len(located)} non-tensor values "

@@ -39,6 +39,25 @@ def long_string_pickle(n: int) -> bytes:
     return b"\x80\x04\x8d" + n.to_bytes(8, "little") + b"a" * n + b"."
 
 
+def bomb_file(path: Path, n: int) -> Path:
+    """A torch zip whose data.pkl is a valid pickle of a str of n characters, deflated, written in chunks."""
+    torch_file_with_pickle(path, b"", compress=False)
+    with zipfile.ZipFile(path) as source:
+        members = [(info.filename, source.read(info)) for info in source.infolist()]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as target:
+        for name, data in members:
+            if not name.endswith("data.pkl"):
+                target.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+                continue
+            with target.open(name, "w", force_zip64=True) as out:
+                out.write(b"\x80\x04\x8d" + n.to_bytes(8, "little"))
+                chunk = b"a" * (1 << 20)
+                for _ in range(n >> 20):
+                    out.write(chunk)
+                out.write(b"a" * (n % (1 << 20)) + b".")
+    return path
+
+
 def nested_list_pickle(depth: int) -> bytes:
     """A pickle of a list nested `depth` deep, built without recursion (no pickler could write it)."""
     return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
