@@ -468,6 +468,9 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
     params = block["params"]
     if not isinstance(params, dict):
         raise ConfigError(source, Problem("scheduler.params", "a mapping of schedule parameters", _short(params)))
+    factor = NoamConfig.written_factor_problem(params, PARAMS_PREFIX)
+    if factor is not None:
+        raise ConfigError(source, [factor, *[p for p in _problems(params, source) if p.key != factor.key]])
     return SchedulerBlock(source, file, params, via)
 
 

@@ -50,6 +50,9 @@ def noam_lr_from_deepspeed_config(optimizer: Any, **params: Any):
     failed = registration_error("deepspeed")
     if failed:  # the engine wrappers are missing: NoamLR would count ZeRO updates wrong
         raise RegistrationError(failed)
+    factor = NoamConfig.written_factor_problem(params, "scheduler.params.")
+    if factor is not None:
+        raise ConfigError("DeepSpeed config", factor)
     config = NoamConfig.from_params(params, source="DeepSpeed config", prefix="scheduler.params.")
     return NoamLR(optimizer, **config.schedule_params, allow_param_change=config.allow_param_change)
 
