@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noam_plugin._files import write_atomically
 from noam_plugin.groups import curve_of, group_changes, saved_groups
 from noam_plugin.render import Axis, lr_after_save, params_text
+from noam_plugin.safe_io import write_atomically
 from noam_plugin.schedule import COOLDOWN_KEYS, NoamConfig
 
 MARKS = "*abcdefghijklmnopqrstuvwxyz"  # the main curve, then each override, in the terminal picture
