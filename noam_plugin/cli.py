@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from noam_plugin.amend import add_amend_parser, amendment_marks, checkpoint_schedule, resume_params, resume_problems
+from noam_plugin.amendments import history_lines
 from noam_plugin.checkpoint import CheckpointError, read_checkpoint
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_config, read_scheduler_block
 from noam_plugin.errors import ConfigError, Problem, StateError, shorten
@@ -28,7 +30,7 @@ from noam_plugin.render import (
     plot_curve,
     tail_positions,
 )
-from noam_plugin.schedule import COOLDOWN_TYPES, CURVE_KEYS, MAX_INT, WARMUP_UNITS, NoamConfig, resume_changes
+from noam_plugin.schedule import COOLDOWN_KEYS, COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, WARMUP_UNITS, NoamConfig
 from noam_plugin.state import check_state
 
 
@@ -87,16 +89,29 @@ def cmd_show(args: argparse.Namespace) -> int:
     except ConfigError as err:
         raise _auto_error(err, "Accelerate fills it at run time; show needs a number here") from None
     axis = axis_for(config, args.unit, args.per_update)
-    end = config.cooldown_end
-    default_end = 10 * config.warmup_num_steps if end is None else end + max(1, config.cooldown_num_steps // 10)
+    last = config.config_at(MAX_INT)  # the tail in force at the end (amendments may move it)
+    end, after = last.cooldown_end, max([a.at for a in config.amendments], default=0)
+    if end is None:
+        default_end = max(10 * config.warmup_num_steps, 2 * after)
+    else:
+        default_end = end + max(1, last.cooldown_num_steps // 10)
     steps = args.steps or axis.position(default_end)
-    positions = args.at or default_positions(axis.peak, steps, tail_positions(config, axis))
+    extra = tail_positions(last, axis) + tuple(axis.position(a.at) + d for a in config.amendments for d in (0, 1))
+    positions = args.at or default_positions(axis.peak, steps, extra)
     print(f"{args.path}: NoamLR, {describe(config)}")
     print("\n".join(formula_lines(config, axis)))
     inside = f" (warmup ends inside it, at {number(axis.warmup)} updates)" if axis.peak_inside else ""
     print(f"peak: {axis.name} {axis.peak}{inside}, lr {axis.lr(axis.peak):.4e}")
     if config.cooldown_num_steps is not None or config.total_num_steps is not None:
         print(f"cooldown: {config.describe_cooldown()}")
+    if last is not config:
+        at = max(a.at for a in config.amendments if a.tail)
+        print(f"cooldown from {config.unit_name} {at + 1} on (an amendment): {last.describe_cooldown()}")
+    scale = config.scale_at(MAX_INT)
+    if scale != 1.0:
+        print(f"scale: the amendments' scales multiply to {scale:g} at the end (the lr values below include it)")
+    if config.amendments:
+        print("\n".join(history_lines(config.amendments, config.unit_name, "amendments: ")))
     print()
     print(f"{axis.name:>10}  {'lr':>11}  {'of peak':>8}")
     for k in positions:
@@ -105,7 +120,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print()
     print("\n".join(ascii_curve(axis, steps)))
     if args.plot:
-        plot_curve(axis, steps, f"{Path(block.file).name}: NoamLR\n{params_text(config)}", args.plot)
+        marks = [(axis.position(x), text) for x, text in amendment_marks(config, config.unit_name)]
+        plot_curve(axis, steps, f"{Path(block.file).name}: NoamLR\n{params_text(config)}", args.plot, marks=marks)
         print(f"\nplot written to {args.plot}")
     return 0
 
@@ -132,27 +148,8 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     """Params that start a cooldown of N right after a checkpoint's count, and the curve from there."""
     import yaml
 
-    try:
-        info = read_checkpoint(args.checkpoint_dir)
-    except CheckpointError as err:
-        raise ValueError(str(err)) from None
-    if args.config:
-        block = read_scheduler_block(args.config)
-        base = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
-    elif info.is_noam:
-        base = NoamConfig(**info.params)
-    else:
-        raise ValueError(
-            f"{args.checkpoint_dir}: holds no NoamLR state, so its schedule is unknown: add --config PATH "
-            "(the config the run resumes with)"
-        )
+    info, base, count = checkpoint_schedule(args.checkpoint_dir, args.config)
     unit = base.warmup_unit
-    if info.is_noam:
-        count = info.state.get(unit)
-    else:
-        count = info.updates()[0] if unit == "updates" else None
-    if count is None:
-        raise ValueError(f"{args.checkpoint_dir}: no count of the {unit} seen in this checkpoint (warmup_unit {unit})")
     u = base.unit_name
     if count < base.warmup_num_steps:
         raise ValueError(
@@ -160,23 +157,24 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
             f"{base.warmup_num_steps}); a cooldown starts after the warmup: resume past {u} "
             f"{base.warmup_num_steps} first"
         )
-    params = {k: v for k, v in base.schedule_params.items() if k in CURVE_KEYS and v is not None}
-    if params.get("warmup_unit") == "updates":
-        del params["warmup_unit"]
-    if params.get("factor") == 1.0:
-        del params["factor"]
+    if any(a.tail for a in base.amendments):
+        raise ValueError(
+            f"{args.checkpoint_dir}: an amendment sets this run's tail; move it with another one: "
+            f"noam-plugin amend {args.checkpoint_dir} --cooldown {args.over}"
+        )
+    params = {k: v for k, v in resume_params(base).items() if k not in COOLDOWN_KEYS}
     params.update(total_num_steps=count + args.over, cooldown_num_steps=args.over, cooldown_type=args.type)
     if args.min_lr is not None:
         params["cooldown_min_lr"] = args.min_lr
+    if HISTORY_KEY in params:
+        params[HISTORY_KEY] = params.pop(HISTORY_KEY)
     config = NoamConfig.from_params(params, source=f"cooldown of {args.over} after {u} {count}", prefix="")
-    if info.is_noam:
-        differing, _ = resume_changes(info.params, config, count)
-        if differing:
-            now = config.schedule_params
-            shown = "; ".join(f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing)
-            raise ValueError(
-                f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied ({shown})"
-            )
+    problems = resume_problems(info, config, count)
+    if problems:
+        raise ValueError(
+            f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied "
+            f"({'; '.join(problems)})"
+        )
     where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g}")
     print(
@@ -204,7 +202,7 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     print("\n".join(ascii_curve(axis, after, first=count)))
     if args.plot:
         title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown\n{params_text(config)}"
-        plot_curve(axis, after, title, args.plot, mark=(count, f"checkpoint ({u} {count})"))
+        plot_curve(axis, after, title, args.plot, marks=[(count, f"checkpoint ({u} {count})")])
         print(f"\nplot written to {args.plot}")
     return 0
 
@@ -216,6 +214,13 @@ def _nonnegative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text}")
     return value
 
 
@@ -296,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_cooldown)
 
+    add_amend_parser(sub, _positive_int, _nonnegative_float, _positive_float)
     add_init_parser(sub)
     return parser
 
