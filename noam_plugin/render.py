@@ -162,6 +162,15 @@ def png_path(text: str) -> str:
     return text
 
 
+def check_plot_range(name: str, steps: int) -> None:
+    """matplotlib keeps axis limits in int64 / float64: past 2**63 - 1 it fails with a TypeError."""
+    if steps > MAX_INT:
+        raise ValueError(
+            f"--plot: the curve would run to {name} {short_repr(steps)}, past 2**63 - 1, which matplotlib "
+            "cannot draw; pass --steps N (at most 2**63 - 1)"
+        )
+
+
 def plot_curve(
     axis: Axis,
     steps: int,
@@ -176,11 +185,7 @@ def plot_curve(
         from matplotlib.figure import Figure
     except ImportError:
         raise ValueError("--plot needs matplotlib: pip install 'noam-plugin[plot]'") from None
-    if steps > MAX_INT:  # matplotlib keeps axis limits in int64 / float64: a TypeError past this
-        raise ValueError(
-            f"--plot: the curve would run to {axis.name} {short_repr(steps)}, past 2**63 - 1, which matplotlib "
-            "cannot draw; pass --steps N (at most 2**63 - 1)"
-        )
+    check_plot_range(axis.name, steps)
     config, stride = axis.config, axis.stride
     last = max(1, steps // stride)
     n = min(last, 2000)

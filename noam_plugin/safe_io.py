@@ -172,30 +172,40 @@ def load_torch(file: str | os.PathLike, safe_globals: list | None = None) -> Any
 
     regular_file(file)
     check_torch_zip(file)
-    try:
+
+    def load() -> Any:
         with torch.serialization.safe_globals(safe_globals or []):
             try:
-                value = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError as error:
                 if "mmap" not in str(error):  # a legacy (non-zip) torch file cannot be mapped
                     raise
-                value = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+                return torch.load(file, map_location="cpu", weights_only=True)
+
+    def refused(error: Exception) -> str:
         lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
         first = lines[0] if lines else (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise _refuse(
-            file,
+        return (
             "holds Python objects other than tensors and plain values; read with torch.load(weights_only=True), "
-            f"noam-plugin does not run pickled code ({shorten(first, 300)})",
-            UnpickledCodeError,
-        ) from None
+            f"noam-plugin does not run pickled code ({shorten(first, 300)})"
+        )
+
+    return _guarded(file, "a torch checkpoint", load, refused)
+
+
+def _guarded(file: str | os.PathLike, what: str, load: Any, refused: Any) -> Any:
+    """load(), its failures turned into one message each (pickled code refused, nesting, memory, a broken
+    file), and the value's nesting checked before anything recursive meets it."""
+    try:
+        value = load()
+    except pickle.UnpicklingError as error:
+        raise _refuse(file, refused(error), UnpickledCodeError) from None
     except RecursionError:
         raise _refuse(file, "values nested too deeply to read; refused") from None
     except MemoryError:
         raise _refuse(file, "needs more memory than there is to read; refused") from None
-    except Exception as error:  # noqa: BLE001 - truncated zip, not a torch file, permission...
-        why = shorten(str(error), 300)
-        raise _refuse(file, f"cannot be read as a torch checkpoint (truncated, or not one): {why}") from None
+    except Exception as error:  # noqa: BLE001 - truncated zip, not a torch file or a pickle, permission...
+        raise _refuse(file, f"cannot be read as {what} (truncated, or not one): {shorten(str(error), 300)}") from None
     check_nesting(value, str(file))
     return value
 
@@ -245,23 +255,12 @@ def load_pickle(file: str | os.PathLike, allow: Any, what: str, limit: int = MAX
     import io
 
     data = read_bytes(file, limit, what)
-    try:
-        value = _AllowlistUnpickler(io.BytesIO(data), allow, what).load()
-    except pickle.UnpicklingError as error:
-        raise _refuse(
-            file,
-            f"refused: the pickle refers to other code ({shorten(str(error), 300)}); noam-plugin does not run "
-            "pickled code",
-            UnpickledCodeError,
-        ) from None
-    except RecursionError:
-        raise _refuse(file, "values nested too deeply to read; refused") from None
-    except MemoryError:
-        raise _refuse(file, "needs more memory than there is to read; refused") from None
-    except Exception as error:  # noqa: BLE001 - truncated, not a pickle, a class missing from this torch
-        raise _refuse(file, f"cannot be read as {what} (truncated, or not one): {shorten(error, 300)}") from None
-    check_nesting(value, str(file))
-    return value
+
+    def refused(error: Exception) -> str:
+        why = shorten(str(error), 300)
+        return f"refused: the pickle refers to other code ({why}); noam-plugin does not run pickled code"
+
+    return _guarded(file, what, lambda: _AllowlistUnpickler(io.BytesIO(data), allow, what).load(), refused)
 
 
 # ----------------------------------------------------------------------------- writing
