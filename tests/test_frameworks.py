@@ -109,16 +109,18 @@ def test_private_reads_in_the_integrations_go_through_read_private_and_are_decla
                 frameworks.declared(where)  # UndeclaredTarget if not
 
 
+CORRECT = frameworks.CORRECTNESS
+
+
+def fake_framework(monkeypatch, name: str, target: Target) -> None:
+    """A framework `name` 1.0 (that version installed) declaring one target, for this test only."""
+    monkeypatch.setitem(FRAMEWORKS, name, Framework(name, name, "1.0", "1.0", {}, (target,)))
+
+
 def test_read_private_tries_renamed_names_and_refuses_a_missing_correctness_read(monkeypatch):
-    fw = Framework(
-        "fakefw",
-        "fakefw",
-        "1.0",
-        "1.0",
-        {},
-        (Target("fakefw.engine:Engine._count", "private", frameworks.CORRECTNESS, "why", renamed=("_count_v2",)),),
+    fake_framework(
+        monkeypatch, "fakefw", Target("fakefw.engine:Engine._count", "private", CORRECT, "why", ("_count_v2",))
     )
-    monkeypatch.setitem(FRAMEWORKS, "fakefw", fw)
     monkeypatch.setattr(frameworks, "REFUSED", {})
     monkeypatch.setattr(frameworks, "_REFUSED_PACKAGES", frozenset())
 
@@ -146,15 +148,7 @@ def test_install_uses_the_renamed_method_and_refuses_undeclared_ones(monkeypatch
 
     module.Engine = Engine
     monkeypatch.setitem(sys.modules, "fakefw2.engine", module)
-    fw = Framework(
-        "fakefw2",
-        "fakefw2",
-        "1.0",
-        "1.0",
-        {},
-        (Target("fakefw2.engine:Engine.step", "method", frameworks.CORRECTNESS, "why", renamed=("step_v2",)),),
-    )
-    monkeypatch.setitem(FRAMEWORKS, "fakefw2", fw)
+    fake_framework(monkeypatch, "fakefw2", Target("fakefw2.engine:Engine.step", "method", CORRECT, "why", ("step_v2",)))
     monkeypatch.setattr(frameworks, "installed_version", lambda framework: "1.0")
     seen = []
 
