@@ -30,6 +30,7 @@ from noam_plugin.render import (
     plot_curve,
     tail_positions,
 )
+from noam_plugin.render_groups import cooled_groups, show_groups
 from noam_plugin.schedule import COOLDOWN_KEYS, COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, WARMUP_UNITS, NoamConfig
 from noam_plugin.state import check_state
 
@@ -138,10 +139,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         lr = axis.lr(k)
         print(f"{k:>10}  {lr:>11.4e}  {100 * lr / config.peak_lr:>7.1f}%")
     print()
+    title = f"{Path(block.file).name}: NoamLR\n{params_text(config)}"
+    if config.groups:  # one picture and one PNG with every group's curve
+        show_groups(config, axis, positions, steps, (args.plot, title) if args.plot else None)
+        return 0
     print("\n".join(ascii_curve(axis, steps)))
     if args.plot:
         marks = [(axis.position(x), text) for x, text in amendment_marks(config, config.unit_name)]
-        plot_curve(axis, steps, f"{Path(block.file).name}: NoamLR\n{params_text(config)}", args.plot, marks=marks)
+        plot_curve(axis, steps, title, args.plot, marks=marks)
         print(f"\nplot written to {args.plot}")
     return 0
 
@@ -186,6 +191,8 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     params.update(total_num_steps=count + args.over, cooldown_num_steps=args.over, cooldown_type=args.type)
     if args.min_lr is not None:
         params["cooldown_min_lr"] = args.min_lr
+    if base.groups:  # every group cools down together: an override keeps its curve, not its own tail
+        params["groups"] = cooled_groups(base)
     if HISTORY_KEY in params:
         params[HISTORY_KEY] = params.pop(HISTORY_KEY)
     config = NoamConfig.from_params(params, source=f"cooldown of {args.over} after {u} {count}", prefix="")
@@ -205,6 +212,12 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     axis = Axis(config, unit)
     end = count + args.over
     after = end + max(1, args.over // 10)
+    if config.groups:  # one column, one letter and one PNG line per group
+        title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown, per group"
+        print()
+        positions = sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1})
+        show_groups(config, axis, positions, after, (args.plot, title) if args.plot else None, first=count)
+        return 0
     print()
     print(f"{u:>10}  {'lr':>11}")
     for k in sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1}):
