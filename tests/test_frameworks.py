@@ -69,6 +69,10 @@ def test_docs_state_the_window_and_every_target():
     assert frameworks.targets_table() in versions
 
 
+def test_readme_versions_section_is_the_window_table():
+    assert frameworks.versions_table() in section((REPO / "README.md").read_text(), "Versions")
+
+
 @pytest.mark.parametrize(
     "version, inside",
     [("1.9.0", True), ("1.15.0", True), ("1.12.3", True), ("1.15.0+local", True), ("1.9.0rc1", True)]
