@@ -31,20 +31,33 @@ HOST_TARGETS: dict[str, dict[str, str]] = {
         "deepspeed.runtime.engine:DeepSpeedEngine.load_checkpoint": (
             "load the scheduler after ZeRO restored the saved lr; resume checkpoints without a scheduler state"
         ),
-        "deepspeed.runtime.engine:DeepSpeedEngine.save_checkpoint": "write `latest` only after every rank finished",
+        "deepspeed.runtime.engine:DeepSpeedEngine.save_checkpoint": (
+            "write `latest` only after every rank finished; the count cross-check and its offset in client_state"
+        ),
+        "deepspeed.runtime.engine:DeepSpeedEngine.global_steps": "read: the engine's count for the cross-check",
+        "deepspeed.runtime.engine:DeepSpeedEngine.skipped_steps": "read: the engine's count for the cross-check",
         "deepspeed.runtime.tensor_parallel.init_utils:load_ds_config": "remember which file a config came from",
     },
     "accelerate": {
         "accelerate.state:PartialState._prepare_backend": "gloo for DeepSpeed when no GPU backend exists",
-        "accelerate.accelerator:Accelerator._prepare_deepspeed": "refuse a DummyScheduler that fills a 1-update warmup",
+        "accelerate.accelerator:Accelerator._prepare_deepspeed": (
+            'refuse a DummyScheduler that fills a 1-update warmup; "auto" counts in samples/tokens'
+        ),
         "accelerate.accelerator:Accelerator.prepare": "tell NoamLR the global batch (processes x batch x accumulation)",
+        "accelerate.utils.dataclasses:DeepSpeedPlugin.deepspeed_config_process": (
+            'replaced on the instance during _prepare_deepspeed: "auto" counts in samples/tokens right after filling'
+        ),
     },
     "transformers": {
         "transformers.integrations.deepspeed:HfTrainerDeepSpeedConfig.trainer_config_finalize": (
-            'refuse an "auto" warmup_num_steps the Trainer would fill with 1 (no warmup_steps given)'
+            'refuse an "auto" warmup_num_steps the Trainer would fill with 1 (no warmup_steps given); "auto" counts '
+            "in samples/tokens"
         ),
         "transformers.trainer:Trainer.__init__": "warn that DeepSpeed drops a NoamLR given in optimizers=(...)",
-        "transformers.trainer:Trainer.create_scheduler": "tell NoamLR the global batch (no DeepSpeed)",
+        "transformers.trainer:Trainer.create_scheduler": (
+            "tell NoamLR the global batch and add the count cross-check callback (no DeepSpeed)"
+        ),
+        "transformers.trainer:Trainer._get_learning_rate": "log the lr the update ran at, not the next one",
     },
 }
 

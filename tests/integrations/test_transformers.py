@@ -189,3 +189,76 @@ def test_auto_total_num_steps_is_filled_from_max_steps():
     mismatch = r"scheduler.params.total_num_steps=50 vs hf num_training_steps \(calculated\)=100"
     with pytest.raises(ValueError, match=mismatch):
         _finalize({**params, "total_num_steps": 50}, warmup_steps=10, learning_rate=0.003)
+
+
+# ------------------------------------------------------------- "auto" in data units (docs/CONTRACT.md section 3)
+
+
+def test_auto_in_samples_is_update_counts_times_the_global_batch(caplog):
+    """warmup_steps / max_steps are update counts: in samples they are multiplied by train_batch_size (8 here:
+    1 process x per_device_train_batch_size 8 x accumulation 1), said once."""
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "samples", "total_num_steps": "auto"}
+    params["cooldown_num_steps"] = 80
+    with caplog.at_level("INFO", logger="noam_plugin"):
+        filled = _finalize(params, warmup_steps=10, learning_rate=0.003)
+    assert (filled["warmup_num_steps"], filled["total_num_steps"]) == (10 * 8, 100 * 8)
+    assert filled["cooldown_num_steps"] == 80  # written by the user, in samples already
+    said = [r.getMessage() for r in caplog.records if "auto" in r.getMessage()]
+    assert len(said) == 1 and "warmup_num_steps 10 updates x 8 = 80" in said[0] and "train_batch_size" in said[0]
+
+
+def test_explicit_counts_in_samples_are_not_compared_with_update_counts():
+    params = {"warmup_num_steps": 96, "warmup_max_lr": 0.01, "warmup_unit": "samples", "total_num_steps": 960}
+    params["cooldown_num_steps"] = 100
+    filled = _finalize(params, warmup_steps=3, learning_rate=0.01)  # 96 samples is not "3 updates": no mismatch
+    assert (filled["warmup_num_steps"], filled["total_num_steps"]) == (96, 960)
+
+
+def test_auto_in_tokens_is_refused_naming_the_key_unless_tokens_per_update_is_given():
+    from noam_plugin import ConfigError
+
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "tokens"}
+    with pytest.raises(ConfigError) as error:
+        _finalize(params, warmup_steps=10, learning_rate=0.003)
+    message = str(error.value)
+    assert "scheduler.params.warmup_num_steps: expected a count of tokens" in message
+    assert "scheduler.params.auto_tokens_per_update" in message and "number of optimizer updates" in message
+    filled = _finalize({**params, "auto_tokens_per_update": 4096}, warmup_steps=10, learning_rate=0.003)
+    assert filled["warmup_num_steps"] == 10 * 4096
+
+
+def test_logged_lr_is_the_lr_the_update_ran_at_in_process(tmp_path):
+    """Trainer(optimizers=(SGD, NoamLR)) on one CPU process: log_history's learning_rate for step k is lr(k)."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from noam_plugin import NoamLR
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels):
+            return {"loss": torch.nn.functional.mse_loss(self.lin(x), labels)}
+
+    data = [{"x": torch.randn(4), "labels": torch.randn(1)} for _ in range(16)]
+    model = Tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=6,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, NoamLR(optimizer, **PEAK3)))
+    trainer.train()
+    logged = {e["step"]: e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e}
+    assert logged == {k: pytest.approx(reference_lr(k, **PEAK3), rel=1e-12) for k in range(1, 7)}
+
+
+PEAK3 = {"warmup_num_steps": 3, "warmup_max_lr": 0.01}
