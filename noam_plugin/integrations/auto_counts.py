@@ -20,7 +20,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from noam_plugin._dist import log_rank0
 from noam_plugin.errors import ConfigError, Problem
 
 COUNT_KEYS = ("warmup_num_steps", "total_num_steps")  # the keys the fillers write update counts into
@@ -104,6 +103,7 @@ def per_update(params: dict, global_batch: Any, source: str, batch_from: str) ->
 
 def to_data_units(params: dict, keys: list[str], figure: tuple[int, str], filled_by: str) -> None:
     """Turn the update counts `filled_by` wrote into `keys` into counts in the warmup's unit; one log line."""
+    from noam_plugin._dist import log_rank0  # torch: not for `noam-plugin validate`, which reads auto_keys
     keys = [key for key in keys if isinstance(params.get(key), int) and not isinstance(params[key], bool)]
     if not keys:
         return

@@ -219,6 +219,7 @@ def _load_without_scheduler(engine: Any, original: Any, call: Any) -> Any:
     if load_path is None:
         return load_path, client_state
     scheduler = _noam_of(engine)
+    scheduler.load_state_dict(scheduler.state_dict())  # its own count again: ZeRO restored the saved lr
     offset = client_state.pop(OFFSET_KEY, 0) if isinstance(client_state, dict) else 0
     if is_noam(engine.lr_scheduler):
         offset = _engine_count(engine) - scheduler.updates

@@ -62,12 +62,20 @@ def torchrun(out: Path, *worker_args, processes=2) -> list:
 
 
 def check(out: Path, lr, *, first: int, last: int, scheduler: str) -> None:
-    """Each rank: update k ran at lr(k) (every inner step of it), and lr(k+1) is in the groups after it."""
+    """Each rank: update k ran at lr(k) (every inner step of it), and lr(k+1) is in the groups after it.
+    The learning_rate logged for step k (on_log: console, report_to; log_history) is the lr update k ran at."""
     for rank in (0, 1):
         info = json.loads((out / f"rank{rank}.json").read_text())
         where = f"{out.name}/rank{rank}"
         assert info["world"] == 2 and info["scheduler"] == scheduler and info["start"] == first, (where, info)
         check_updates(info, where, first, last, lr)
+        logged = {int(k): v for k, v in info["logged"].items()}
+        assert sorted(logged) == list(range(first + 1, last + 1)), where
+        for k, value in logged.items():
+            assert value == pytest.approx(info["used"][str(k)][0], rel=1e-12) == lr(k), f"{where}: logged at {k}"
+        if "history" in info:  # the run ended (not killed): log_history, a resumed run's with the first run's steps
+            history = {int(k): v for k, v in info["history"].items()}
+            assert history == {k: pytest.approx(lr(k), rel=1e-12) for k in range(1, last + 1)}, where
 
 
 def train_kill_resume(tmp_path: Path, args: list, lr, scheduler: str) -> tuple[str, str]:
@@ -129,6 +137,21 @@ def test_deepspeed_zero3_auto_params_filled_from_training_arguments(tmp_path):
     out = tmp_path / "run"
     run(torchrun(out, "--ds", config, "--warmup-steps", 3, "--lr", 0.02), out, "hf_train.py")
     check(out, lr, first=0, last=MAX_STEPS, scheduler="NoamLR")
+
+
+def test_deepspeed_zero2_auto_in_samples_is_update_counts_times_the_global_batch(tmp_path):
+    """warmup_unit samples with "auto" counts: warmup_steps 3 and max_steps 8 (updates) become 3 x 8 = 24 and
+    8 x 8 = 64 samples (2 processes x batch 2 x accumulation 2); update k runs at the curve at 8k samples."""
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "samples"}
+    params.update(total_num_steps="auto", cooldown_num_steps=16)
+    out = tmp_path / "run"
+    log = run(
+        torchrun(out, "--ds", ds_config(tmp_path, 2, params), "--warmup-steps", 3, "--lr", 0.02), out, "hf_train.py"
+    )
+    lr = lambda k: reference_lr(8 * k, 24, warmup_max_lr=0.02, total_num_steps=64, cooldown_num_steps=16)
+    check(out, lr, first=0, last=MAX_STEPS, scheduler="NoamLR")
+    assert log.count('NoamLR: "auto" filled by the Trainer') == 1
+    assert "warmup_num_steps 3 updates x 8 = 24; total_num_steps 8 updates x 8 = 64 samples" in log
 
 
 def test_no_deepspeed_ddp_samples_learns_global_batch_kill_and_resume(tmp_path):
