@@ -56,33 +56,10 @@ def test_check_counts_names_both_counts_and_the_route():
 
 
 def _trainer(tmp_path, noam_state=None, **extra):
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
+    from tiny import tiny_trainer
 
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(4, 1)
-
-        def forward(self, x, labels):
-            return {"loss": torch.nn.functional.mse_loss(self.lin(x), labels)}
-
-    torch.manual_seed(0)
-    data = [{"x": torch.randn(4), "labels": torch.randn(1)} for _ in range(16)]
-    model = Tiny()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    noam = NoamLR(optimizer, **PEAK)
-    if noam_state is not None:
-        noam.load_state_dict(noam_state)
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=4,
-        per_device_train_batch_size=2,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        **extra,
-    )
-    return transformers.Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, noam))
+    return tiny_trainer(tmp_path, PEAK, noam_state, max_steps=4, **extra)
 
 
 def test_trainer_normal_run_with_saves_passes(tmp_path):

@@ -252,33 +252,9 @@ def test_auto_in_tokens_is_refused_naming_the_key_unless_tokens_per_update_is_gi
 
 def test_logged_lr_is_the_lr_the_update_ran_at_in_process(tmp_path):
     """Trainer(optimizers=(SGD, NoamLR)) on one CPU process: log_history's learning_rate for step k is lr(k)."""
-    import torch
-    from transformers import Trainer, TrainingArguments
+    from tiny import tiny_trainer
 
-    from noam_plugin import NoamLR
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(4, 1)
-
-        def forward(self, x, labels):
-            return {"loss": torch.nn.functional.mse_loss(self.lin(x), labels)}
-
-    data = [{"x": torch.randn(4), "labels": torch.randn(1)} for _ in range(16)]
-    model = Tiny()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=6,
-        per_device_train_batch_size=2,
-        logging_steps=1,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, NoamLR(optimizer, **PEAK3)))
+    trainer = tiny_trainer(tmp_path, PEAK3, max_steps=6, logging_steps=1, save_strategy="no")
     trainer.train()
     logged = {e["step"]: e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e}
     assert logged == {k: pytest.approx(reference_lr(k, **PEAK3), rel=1e-12) for k in range(1, 7)}
