@@ -162,9 +162,18 @@ def _to_data_units_after_filling(
     """While Accelerate prepares: right after it filled "auto" (update counts, train_batch_size), the counts in
     data units (integrations/auto_counts.py), before the DeepSpeed engine reads them."""
     process = plugin.deepspeed_config_process
+    depth = 0  # it calls itself for every nested section: convert once, when the outermost call is done
 
     def filled(*args: Any, **kwargs: Any) -> Any:
-        result = process(*args, **kwargs)
+        nonlocal depth
+        depth += 1
+        try:
+            result = process(*args, **kwargs)
+        finally:
+            depth -= 1
+        if depth or plugin.__dict__.get("deepspeed_config_process") is not filled:
+            return result
+        plugin.__dict__.pop("deepspeed_config_process")  # once
         batch = auto_counts.global_batch(plugin.deepspeed_config, processes)
         auto_counts.to_data_units(
             params, keys, auto_counts.per_update(params, batch, source, "train_batch_size"), DUMMY_FILLER
