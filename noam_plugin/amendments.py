@@ -69,7 +69,7 @@ class Amendment:
             r = self.rewarm_num_steps
             what = f"re-warm over {u}s {n + 1}-{n + r} (lr x (t - {n}) / {r})"
         else:
-            what = "tail from " + f"{u} {n + 1} on: " + ", ".join(f"{k} {v!r}" for k, v in self.tail)
+            what = f"from {u} {n + 1} on: " + ", ".join(f"{k} {v}" for k, v in self.tail)
         if self.groups is not None:
             what += " (groups " + ", ".join(map(repr, self.groups)) + ")"
         return what
@@ -325,6 +325,14 @@ def check_history(saved: Any, config: Any, saved_count: int) -> list[str]:
         + "\nAn amendment is added at or after the checkpoint's count; the ones before it stay as saved "
         "(noam-plugin inspect CHECKPOINT lists them)."
     )
+
+
+def history_lines(amendments: Sequence[Amendment], unit_name: str, head: str) -> list[str]:
+    """One line per amendment (or one saying there is none), for amend, show and inspect."""
+    if not amendments:
+        return [f"{head}no amendments"]
+    pad = " " * len(head)
+    return [f"{head if i == 0 else pad}{flow(a)}  {a.text(unit_name)}" for i, a in enumerate(amendments)]
 
 
 def flow(a: Amendment) -> str:

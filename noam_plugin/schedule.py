@@ -358,6 +358,8 @@ class NoamConfig:
         }
         if self.groups:  # only when given: a schedule without groups saves the state it always did
             params[GROUPS_KEY] = [override.as_dict() for override in self.groups]
+        if self.amendments:  # likewise: the history, each with the count it took effect at
+            params[HISTORY_KEY] = [amendment.as_dict() for amendment in self.amendments]
         return params
 
     @property
@@ -393,6 +395,14 @@ class NoamConfig:
             return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
         return self.cooled(step)
 
+    def config_at(self, step: int) -> NoamConfig:
+        """The parameters in force at `step`: with a tail amendment before it, its tail; else these."""
+        return self._curve.config_at(step) if self.amendments else self
+
+    def scale_at(self, step: int) -> float:
+        """The product of the amendments' scales in force at `step` (1.0 without)."""
+        return self._curve.scale_at(step) if self.amendments else 1.0
+
     def noam(self, step: int) -> float:
         """The warmup + inverse square root curve alone, without the tail."""
         return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
@@ -427,8 +437,9 @@ def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
     A state without the tail's keys had none (cooldown_type / cooldown_min_lr None, as NoamConfig keeps them).
     """
     params = {key: state.get(key, DEFAULT_UNIT if key == "warmup_unit" else None) for key in SCHEDULE_KEYS}
-    if state.get(GROUPS_KEY):
-        params[GROUPS_KEY] = state[GROUPS_KEY]
+    for key in (GROUPS_KEY, HISTORY_KEY):
+        if state.get(key):
+            params[key] = state[key]
     return params
 
 

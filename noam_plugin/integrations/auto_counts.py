@@ -104,6 +104,7 @@ def per_update(params: dict, global_batch: Any, source: str, batch_from: str) ->
 def to_data_units(params: dict, keys: list[str], figure: tuple[int, str], filled_by: str) -> None:
     """Turn the update counts `filled_by` wrote into `keys` into counts in the warmup's unit; one log line."""
     from noam_plugin._dist import log_rank0  # torch: not for `noam-plugin validate`, which reads auto_keys
+
     keys = [key for key in keys if isinstance(params.get(key), int) and not isinstance(params[key], bool)]
     if not keys:
         return
