@@ -177,8 +177,8 @@ FRAMEWORKS: dict[str, Framework] = {
                     _DS + "load_checkpoint",
                     "method",
                     CORRECTNESS,
-                    "load the scheduler after ZeRO restored the saved lr; resume checkpoints without a scheduler state; "
-                    "the count cross-check (global_steps - skipped_steps) and its offset in the client state",
+                    "load the scheduler after ZeRO restored the saved lr; resume checkpoints without a scheduler "
+                    "state; the count cross-check (global_steps - skipped_steps) and its offset in the client state",
                 ),
                 Target(
                     _DS + "save_checkpoint",

@@ -33,10 +33,10 @@ class NoamCountCheck(pl.Callback):
     """Raise CountMismatchError when a NoamLR's count differs from `trainer.global_step`."""
 
     def __init__(self) -> None:
-        self._checks_left = FIRST_CHECKS
-        self._last_step = -1
+        self.checks_left = FIRST_CHECKS
+        self.last_step = -1
 
-    def _check(self, trainer: Any, route: str) -> None:
+    def check(self, trainer: Any, route: str) -> None:
         if len(trainer.optimizers) != 1:  # global_step counts the steps of every optimizer together
             return
         amp = str(getattr(trainer, "precision", "")).startswith("16")
@@ -51,14 +51,14 @@ class NoamCountCheck(pl.Callback):
             )
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._checks_left, self._last_step = FIRST_CHECKS, trainer.global_step
-        self._check(trainer, f"train start (step {trainer.global_step})")
+        self.checks_left, self.last_step = FIRST_CHECKS, trainer.global_step
+        self.check(trainer, f"train start (step {trainer.global_step})")
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._checks_left and trainer.global_step != self._last_step:  # an update, not an accumulation step
-            self._checks_left -= 1
-            self._last_step = trainer.global_step
-            self._check(trainer, f"update {trainer.global_step}")
+        if self.checks_left and trainer.global_step != self.last_step:  # an update, not an accumulation step
+            self.checks_left -= 1
+            self.last_step = trainer.global_step
+            self.check(trainer, f"update {trainer.global_step}")
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
-        self._check(trainer, f"the checkpoint save at step {trainer.global_step}")
+        self.check(trainer, f"the checkpoint save at step {trainer.global_step}")

@@ -157,7 +157,7 @@ class _CountCheck:
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
 
-    def _check(self, args: Any, state: Any, route: str) -> None:
+    def check(self, args: Any, state: Any, route: str) -> None:
         from noam_plugin.integrations.cross_check import check_counts
 
         noam = noam_of(self.trainer)
@@ -167,10 +167,10 @@ class _CountCheck:
             check_counts(noam, state.global_step, framework="the HF Trainer", counter=counter, route=route, at_most=amp)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._check(args, state, "train begin")
+        self.check(args, state, "train begin")
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._check(args, state, f"the save of checkpoint-{state.global_step}")
+        self.check(args, state, f"the save of checkpoint-{state.global_step}")
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("on_"):  # every other TrainerCallback event: nothing to do
