@@ -120,3 +120,7 @@ class StateError(ConfigError):
 
 class CheckpointError(Exception):
     """What is wrong with a checkpoint or a file read from one, where, and what to do; printed as is."""
+
+
+class CountMismatchError(RuntimeError):
+    """NoamLR's count of applied updates disagrees with the framework's own count (docs/CONTRACT.md section 2)."""
