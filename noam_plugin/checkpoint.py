@@ -13,7 +13,6 @@ metadata classes.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +26,12 @@ from noam_plugin.safe_io import (
     MAX_NAME_CHARS,
     MAX_PICKLE_BYTES,
     MAX_POINTER_BYTES,
+    UnpickledCodeError,
     UnsafeFileError,
     inside,
     load_pickle,
     load_torch,
+    load_torch_bytes,
     read_bytes,
     regular_file,
     write_atomically,
@@ -415,10 +416,6 @@ def _dcp_shards(folder: Path, metadata: Any) -> dict[str, int]:
 
 def _dcp_value(folder: Path, fqn: str, where: Any, sizes: dict[str, int]) -> Any:
     """A non-tensor value DCP saved: torch.save bytes at an offset of one .distcp file, read weights_only."""
-    import io
-
-    import torch
-
     name, offset, length = _dcp_where(folder, fqn, where, sizes)
     if getattr(where, "transform_descriptors", None):
         raise CheckpointError(
@@ -434,19 +431,11 @@ def _dcp_value(folder: Path, fqn: str, where: Any, sizes: dict[str, int]) -> Any
     if len(blob) != length:
         raise CheckpointError(f"{folder / name}: '{_fqn_text(fqn)}' at bytes {offset}..{offset + length}: truncated")
     try:
-        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return load_torch_bytes(blob, f"{folder / name}: '{_fqn_text(fqn)}' at offset {offset}")
+    except UnpickledCodeError:
         raise CheckpointError(
             f"{folder / name}: refused: '{_fqn_text(fqn)}' holds Python objects other than tensors and plain "
-            f"values; inspect reads with torch.load(weights_only=True) and does not run pickled code "
-            f"({shorten(first, 300)})"
-        ) from None
-    except RecursionError:
-        raise CheckpointError(f"{folder / name}: '{_fqn_text(fqn)}' is nested too deeply to read; refused") from None
-    except Exception as error:  # noqa: BLE001 - not a torch.save blob
-        raise CheckpointError(
-            f"{folder / name}: '{_fqn_text(fqn)}' at offset {offset} cannot be read: {shorten(str(error), 300)}"
+            "values; inspect reads with torch.load(weights_only=True) and does not run pickled code"
         ) from None
 
 

@@ -136,19 +136,20 @@ def _size(n: int) -> str:
 # ----------------------------------------------------------------------------- torch files
 
 
-def check_torch_zip(file: str | os.PathLike) -> None:
+def check_torch_zip(file: str | os.PathLike | IO[bytes], name: str | None = None) -> None:
     """Refuse a torch zip file whose members would inflate past what they are: a pickle member larger than
     MAX_PICKLE_BYTES, or any compressed member larger than MAX_PICKLE_BYTES once inflated (torch writes
     members stored, uncompressed; a deflated one is a crafted file). Only the zip's directory is read."""
     import zipfile
 
+    shown = name or file
     try:
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return  # not a zip (a legacy torch file) or a broken one: torch.load says which
     if len(members) > MAX_DCP_ENTRIES:
-        raise _refuse(file, f"a zip of {len(members):,} members; refused (at most {MAX_DCP_ENTRIES:,})")
+        raise _refuse(shown, f"a zip of {len(members):,} members; refused (at most {MAX_DCP_ENTRIES:,})")
     inflated = 0  # of the compressed members together: many just under the cap are no better than one over it
     for member in members:
         pickled = member.filename.endswith(".pkl")
@@ -157,7 +158,7 @@ def check_torch_zip(file: str | os.PathLike) -> None:
         if (pickled and member.file_size > MAX_PICKLE_BYTES) or inflated > MAX_PICKLE_BYTES:
             what = f"pickle {shorten(member.filename, 200)!r} is" if pickled else "compressed members are"
             raise _refuse(
-                file,
+                shown,
                 f"its {what} {max(member.file_size, inflated):,} bytes once inflated ({member.compress_size:,} "
                 f"in the file); at most {_size(MAX_PICKLE_BYTES)} are read: refused (a zip bomb?)",
             )
@@ -182,15 +183,28 @@ def load_torch(file: str | os.PathLike, safe_globals: list | None = None) -> Any
                     raise
                 return torch.load(file, map_location="cpu", weights_only=True)
 
-    def refused(error: Exception) -> str:
-        lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
-        first = lines[0] if lines else (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return (
-            "holds Python objects other than tensors and plain values; read with torch.load(weights_only=True), "
-            f"noam-plugin does not run pickled code ({shorten(first, 300)})"
-        )
+    return _guarded(file, "a torch checkpoint", load, _torch_refusal)
 
-    return _guarded(file, "a torch checkpoint", load, refused)
+
+def load_torch_bytes(blob: bytes, where: str) -> Any:
+    """`torch.load` of torch.save bytes read from inside a file (DCP keeps non-tensor values so), with
+    load_torch's checks; `where` names them in messages."""
+    import io
+
+    import torch
+
+    check_torch_zip(io.BytesIO(blob), where)
+    load = lambda: torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)  # noqa: E731
+    return _guarded(where, "a torch.save value", load, _torch_refusal)
+
+
+def _torch_refusal(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
+    first = lines[0] if lines else (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (
+        "holds Python objects other than tensors and plain values; read with torch.load(weights_only=True), "
+        f"noam-plugin does not run pickled code ({shorten(first, 300)})"
+    )
 
 
 def _guarded(file: str | os.PathLike, what: str, load: Any, refused: Any) -> Any:

@@ -892,6 +892,18 @@ def test_crafted_dcp_metadata(tmp_path):
 
     crafted("many_states", many, ["more than 20 scheduler states", "showing 'scheduler'"], status=0)
 
+    def value_bomb(folder, metadata, index):  # the 'type' value replaced by a torch.save zip that inflates 4x the cap
+        from test_safe_io import bomb_file
+
+        shard = folder / metadata.storage_data[index].relative_path
+        bomb = bomb_file(tmp_path / "value_bomb.pt", 64 << 20).read_bytes()
+        offset = shard.stat().st_size
+        with shard.open("ab") as f:
+            f.write(bomb)
+        storage(metadata, index, offset=offset, length=len(bomb))
+
+    crafted("value_bomb", value_bomb, ["'scheduler.type' at offset", "bytes once inflated", "zip bomb"])
+
     def symlinked(folder, metadata, index):
         shard = folder / metadata.storage_data[index].relative_path
         shutil.move(shard, outside / shard.name)
