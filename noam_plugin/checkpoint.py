@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noam_plugin.errors import shorten
+from noam_plugin.errors import CheckpointError, shorten  # noqa: F401 - CheckpointError kept importable here
 from noam_plugin.schedule import saved_params
 
 DS_MODEL_STATES = "mp_rank_00_model_states.pt"
@@ -29,8 +29,6 @@ DCP_METADATA = ".metadata"  # torch.distributed.checkpoint writes it last, once 
 ACCELERATE_MARKERS = ("random_states_0.pkl", "scheduler.bin", "optimizer.bin", "model.safetensors", "pytorch_model.bin")
 
 
-class CheckpointError(Exception):
-    """What is wrong with the checkpoint, where, and what to do; printed as is."""
 
 
 @dataclass

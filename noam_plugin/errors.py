@@ -71,7 +71,11 @@ class Problem:
         return f"{source}: {key}: expected {self.expected}, found {found}"
 
 
-class ConfigError(ValueError):
+class NoamPluginError(Exception):
+    """Base of every error noam-plugin raises on purpose: `except NoamPluginError` catches them all."""
+
+
+class ConfigError(NoamPluginError, ValueError):
     """Bad schedule parameters or config file. The message has one line per problem."""
 
     def __init__(self, source: str, problems: list[Problem] | Problem | str):
@@ -89,9 +93,26 @@ class ConfigError(ValueError):
         super().__init__(text)
 
 
-class ScheduleMismatchError(ValueError):
+class ScheduleMismatchError(NoamPluginError, ValueError):
     """A checkpoint was saved with other schedule parameters than the ones configured now."""
+
+
+class SecondSchedulerError(NoamPluginError, RuntimeError):
+    """Another writer of the lr of param groups a NoamLR owns: a second scheduler, a composite one, a user's
+    `group["lr"] = x` (docs/composition.md). Raised when it is built, or before the update it would change."""
+
+
+class OptimizerError(NoamPluginError, TypeError):
+    """What was given as the optimizer is none NoamLR can schedule (not one, a loop of wrappers, an int lr)."""
 
 
 class StateError(ConfigError):
     """A saved scheduler state with a missing or malformed entry; one line per bad key."""
+
+
+class RegistrationError(NoamPluginError, RuntimeError):
+    """noam-plugin could not put its wrappers into a framework (an incompatible version)."""
+
+
+class CheckpointError(NoamPluginError):
+    """What is wrong with the checkpoint, where, and what to do; printed as is."""

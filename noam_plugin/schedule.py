@@ -260,6 +260,19 @@ class NoamConfig:
 
     def _normalize(self) -> None:
         set_ = object.__setattr__
+        # Plain types only (an IntEnum or str subclass passes the checks): the saved state must stay readable
+        # by torch.load(weights_only=True), and compare equal across runs.
+        for key in ("warmup_num_steps", "d_model", "total_num_steps", "cooldown_num_steps"):
+            value = getattr(self, key)
+            if value is not None and type(value) is not int:
+                set_(self, key, int(value))
+        for key in ("warmup_unit", "cooldown_type"):
+            value = getattr(self, key)
+            if value is not None and type(value) is not str:
+                set_(self, key, str.__str__(value))
+        set_(self, "allow_param_change", bool(self.allow_param_change))
+        if self.cooldown_min_lr is not None:
+            set_(self, "cooldown_min_lr", float(self.cooldown_min_lr))
         set_(self, "factor", float(self.factor))
         if self.warmup_max_lr is not None:
             set_(self, "warmup_max_lr", float(self.warmup_max_lr))
@@ -304,6 +317,11 @@ class NoamConfig:
         same state as before they existed (and loads states saved without them).
         """
         return {key: getattr(self, key) for key in SCHEDULE_KEYS if key in CURVE_KEYS or getattr(self, key) is not None}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every key of the block, options included: `NoamLR(optimizer, **config.params)` rebuilds it."""
+        return {**self.schedule_params, **{key: getattr(self, key) for key in OPTION_KEYS}}
 
     @property
     def cooldown_end(self) -> int | None:

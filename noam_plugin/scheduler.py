@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import functools
+import os
 import warnings
-import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import torch
-from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from noam_plugin._dist import log_rank0, world_size
-from noam_plugin.errors import ScheduleMismatchError
+from noam_plugin.counter import (
+    OWNER,
+    UpdateCounter,
+    install_guards,
+    refuse_earlier_schedulers,
+    refuse_second_scheduler,
+    scheduler_of,  # noqa: F401 - kept importable from here
+    unwrap_optimizer,
+)
+from noam_plugin.errors import ScheduleMismatchError, SecondSchedulerError  # noqa: F401 - kept importable here
+from noam_plugin.names import SCHEDULER_NAME, UPDATES
 from noam_plugin.schedule import NoamConfig, _formula, resume_changes, saved_params
 from noam_plugin.state import (
     STATE_TYPE,
@@ -25,80 +32,20 @@ from noam_plugin.state import (
 )
 from noam_plugin.units import DataSeen
 
-_OWNER = "_noam_plugin_scheduler"  # on a scheduled optimizer (or DeepSpeed wrapper): weakref to its NoamLR
-
-
-def unwrap_optimizer(optimizer: Any) -> Optimizer:
-    """The torch optimizer inside DeepSpeed ZeRO / bf16 / fp16 or Accelerate wrappers.
-
-    Wrappers keep the real one in `.optimizer`; that is the one whose `step()`
-    applies updates and whose `param_groups` the update reads its lr from.
-    """
-    seen = optimizer
-    while hasattr(seen, "optimizer") and hasattr(seen.optimizer, "param_groups"):
-        seen = seen.optimizer
-    if not isinstance(seen, Optimizer):
-        raise TypeError(
-            f"NoamLR needs a torch.optim.Optimizer (or a DeepSpeed/Accelerate wrapper of one), "
-            f"found {type(optimizer).__name__}"
-        )
-    return seen
-
-
-def scheduler_of(optimizer: Any) -> NoamLR | None:
-    """The live NoamLR scheduling this optimizer (or the torch optimizer inside this wrapper), if any."""
-    try:
-        inner = unwrap_optimizer(optimizer)
-    except TypeError:  # not an optimizer: torch's own check says so
-        return None
-    ref = inner.__dict__.get(_OWNER)
-    return ref() if ref is not None else None
-
-
-class SecondSchedulerError(RuntimeError):
-    """Another scheduler was put on an optimizer that a NoamLR already schedules."""
-
-
-def _refuse_second_scheduler(optimizer: Any, newcomer: Any) -> None:
-    owner = scheduler_of(optimizer)
-    if owner is None or owner is newcomer:
-        return
-    raise SecondSchedulerError(
-        f"{type(newcomer).__name__}: this {type(owner.optimizer).__name__} is already scheduled by a NoamLR "
-        f"(at update {owner.updates}); two schedulers would fight over its lr. Keep one: NoamLR needs no "
-        "companion scheduler (it counts updates itself; a decay tail is its cooldown_num_steps). To replace it, "
-        "drop every reference to the old NoamLR first, or build the new scheduler on a new optimizer."
-    )
-
-
-def _guard_lr_scheduler_init() -> None:
-    """Make every torch LRScheduler refuse an optimizer a live NoamLR schedules (docs/CONTRACT.md section 2)."""
-    original = LRScheduler.__init__
-    if getattr(original, "__noam_plugin__", False):
-        return
-
-    @functools.wraps(original)
-    def __init__(self: LRScheduler, optimizer: Any, *args: Any, **kwargs: Any) -> None:
-        _refuse_second_scheduler(optimizer, self)
-        original(self, optimizer, *args, **kwargs)
-
-    __init__.__noam_plugin__ = True  # type: ignore[attr-defined]
-    LRScheduler.__init__ = __init__  # type: ignore[method-assign]
-
-
-_guard_lr_scheduler_init()
+_OWNER = OWNER  # kept importable from here
+install_guards()
 
 
 class NoamLR(LRScheduler):
     """Noam schedule whose step count is the number of optimizer updates actually applied.
 
-    The count lives in a post-hook on the torch optimizer: each applied update adds
-    one and writes the next update's lr before `optimizer.step()` returns. So who
-    calls `scheduler.step()`, and how often (per micro-batch, per process, per epoch,
-    never), changes nothing, and an update skipped by GradScaler or an overflow check
-    never runs the hook. Wrappers that step the inner optimizer several times per
-    update (ZeRO: once per param group) run inside `update_boundary()`, which counts
-    once when the whole update is complete.
+    The count lives in the optimizer's step hooks (noam_plugin/counter.py): each applied update adds one
+    and writes the next update's lr before `optimizer.step()` returns. So who calls `scheduler.step()`,
+    and how often (per micro-batch, per process, per epoch, never), changes nothing, and an update skipped
+    by GradScaler or an overflow check never runs the hook. Wrappers that step the inner optimizer several
+    times per update (ZeRO: once per param group) run inside `update_boundary()`, which counts once when
+    the whole update is complete. NoamLR owns the lr of its groups: another writer is refused before the
+    update it would change (docs/composition.md).
 
     With `warmup_unit` "samples" or "tokens" an update runs at the curve read at
     the data seen including its own: samples per update (the global batch) come
@@ -106,6 +53,8 @@ class NoamLR(LRScheduler):
     `add_tokens(n)` once per micro-batch, summed over ranks once per update, just
     before it (a step pre-hook, or the start of the update boundary).
     """
+
+    _owns_lr = True  # what noam_plugin.counter recognises a NoamLR by (no import cycle)
 
     def __init__(
         self,
@@ -137,128 +86,69 @@ class NoamLR(LRScheduler):
         )
         self._past_end_said = False
         self.updates = 0
-        self.data = DataSeen(count_tokens=warmup_unit == "tokens")
+        self.data = DataSeen(count_tokens=self.config.warmup_unit == "tokens")
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
         self._lrs_before_update: list[float] = []
-        self._boundary_depth = 0
-        self._applied_in_boundary = False
-        self._hooks: list[Any] = []
+        self._written_before: int | None = None
+        self._written_at: int | None = None  # the count whose lr the groups hold (None: adopted as they were)
         self._warned_step_args = False
-        self._lr_tensor: Any = None
         inner = unwrap_optimizer(optimizer)
-        _refuse_second_scheduler(inner, self)
+        refuse_second_scheduler(inner, self)
+        refuse_earlier_schedulers(inner, self)
+        self.counter = UpdateCounter(inner)
+        self.counter.attach(self, optimizer)  # checks the groups' lr types before torch touches them
         super().__init__(inner)  # its step() call is a no-op here; the lr is written below
-        self._attach(optimizer)
+        self.counter.prepare = self._needs_prepare
         if samples_per_update is not None:
             self.set_samples_per_update(samples_per_update, "samples_per_update=")
         self._apply_lr()  # lr(1) before the first update
 
-    # ------------------------------------------------------------ counting
+    @classmethod
+    def from_config(cls, optimizer: Any, config: Any, **options: Any) -> NoamLR:
+        """Build from a project config: a `load_config()` result, a path to a YAML/JSON file, or a mapping of
+        schedule parameters (a `params` block). Every key is kept, options (allow_param_change) included;
+        `options` are the keywords that are no config keys (samples_per_update)."""
+        from noam_plugin.config import load_config
 
-    def _attach(self, optimizer: Any) -> None:
-        """Claim the torch optimizer, hook it, and put a DeepSpeed wrapper's step() in an update boundary."""
-        inner = self.optimizer
-        setattr(inner, _OWNER, weakref.ref(self))
-        self._register_hooks()
-        if (
-            optimizer is not inner
-            and not isinstance(optimizer, Optimizer)
-            and callable(getattr(optimizer, "step", None))
-        ):
-            self._wrap_step_in_boundary(optimizer)
+        if isinstance(config, (str, os.PathLike)):
+            config = load_config(config)
+        elif isinstance(config, Mapping):
+            config = NoamConfig.from_params(config, source="NoamLR.from_config")
+        if not isinstance(config, NoamConfig):
+            raise TypeError(
+                "NoamLR.from_config: expected a load_config() result, a path to a config file or a mapping of "
+                f"schedule parameters, found {type(config).__name__}"
+            )
+        return cls(optimizer, **config.params, **options)
 
-    def _register_hooks(self) -> None:
-        """Hooks hold the scheduler weakly: a dropped NoamLR stops scheduling instead of living on in its optimizer."""
-        for hook in self._hooks:
-            hook.remove()
-        ref = weakref.ref(self)
-
-        def after_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-            scheduler = ref()
-            if scheduler is not None:
-                scheduler._after_optimizer_step()
-
-        self._hooks = [self.optimizer.register_step_post_hook(after_step)]
-        if self._needs_prepare:
-
-            def before_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-                scheduler = ref()
-                if scheduler is not None and scheduler._prepared is None and not scheduler._zero_lr_step():
-                    scheduler.prepare_update()
-
-            self._hooks.append(self.optimizer.register_step_pre_hook(before_step))
-
-    def _wrap_step_in_boundary(self, wrapper: Any) -> None:
-        """The wrapper's step() becomes one update boundary of the NoamLR that attached to it last."""
-        wrapper.__dict__[_OWNER] = weakref.ref(self)
-        original = wrapper.step
-        if getattr(original, "__noam_plugin__", False):
-            return
-
-        @functools.wraps(original)
-        def step(*args: Any, **kwargs: Any) -> Any:
-            ref = wrapper.__dict__.get(_OWNER)
-            scheduler = ref() if ref is not None else None
-            if scheduler is None:
-                return original(*args, **kwargs)
-            with scheduler.update_boundary():
-                return original(*args, **kwargs)
-
-        step.__noam_plugin__ = True  # type: ignore[attr-defined]
-        wrapper.step = step
+    # ------------------------------------------------------------ counting (noam_plugin/counter.py)
 
     @property
     def _needs_prepare(self) -> bool:
-        return self.config.warmup_unit != "updates" or self.data.tokens is not None
+        return self.config.warmup_unit != UPDATES or self.data.tokens is not None
+
+    @property
+    def _hooks(self) -> list[Any]:
+        return self.counter._hooks
 
     def _after_optimizer_step(self) -> None:
-        if self._boundary_depth:
-            self._applied_in_boundary = True  # counted once, when the boundary closes
-            return
-        lr = self.optimizer.param_groups[0]["lr"]  # the usual case (not 0, or our own tensor) costs no call
-        if (lr == 0.0 if type(lr) is float else lr is not self._lr_tensor) and self._zero_lr_step():
-            return
-        self._finish_update(True)
+        """What the step post-hook does after an applied update (benchmarks call it directly)."""
+        counter = self.counter
+        if counter.depth:
+            counter.applied = True
+        elif counter.skip:
+            counter.skip = False
+        else:
+            self._finish_update(True)
 
-    def _zero_lr_step(self) -> bool:
-        """Is the optimizer stepping at lr 0 that someone else set? Then it is no update of this schedule.
-
-        torch.distributed.checkpoint initialises an optimizer without state (a fresh one on
-        resume; SGD without momentum at every save) by one step() at lr 0 on zero gradients,
-        then puts the lr back. NoamLR's own lr is never 0 unless its cooldown ends at 0.
-        """
-        lr = self.optimizer.param_groups[0]["lr"]
-        if type(lr) is float:
-            if lr != 0.0:
-                return False
-        elif lr is self._lr_tensor or not isinstance(lr, torch.Tensor) or float(lr) != 0.0:
-            return False  # (a tensor lr NoamLR wrote is updated in place: another object was put there)
-        if self._last_lr[0] != 0.0:
-            return True
-        if self.data.tokens is None or self.data.tokens_pending:
-            return False
-        # tokens, none reported, lr 0 that NoamLR did not choose: DCP's step runs on all-zero gradients
-        return all(p.grad is None or not p.grad.any() for g in self.optimizer.param_groups for p in g["params"])
-
-    @contextlib.contextmanager
-    def update_boundary(self, samples: int | None = None) -> Iterator[None]:
+    def update_boundary(self, samples: int | None = None) -> contextlib.AbstractContextManager[None]:
         """Count at most one update for all inner optimizer steps inside; the lr changes only at the end.
 
         For wrappers that apply one update as several inner `step()` calls (DeepSpeed ZeRO
         steps once per param group). `samples`: the update's global batch if the caller
         knows it better than `samples_per_update`. Nested boundaries count once, at the outermost.
         """
-        if self._boundary_depth == 0:
-            self._applied_in_boundary = False
-            if self._needs_prepare:
-                self.prepare_update(samples)
-        self._boundary_depth += 1
-        try:
-            yield
-        finally:
-            self._boundary_depth -= 1
-            if self._boundary_depth == 0:
-                self._finish_update(applied=self._applied_in_boundary)
+        return self.counter.boundary(self, samples)
 
     def _finish_update(self, applied: bool) -> None:
         prepared = self._prepared
@@ -274,8 +164,8 @@ class NoamLR(LRScheduler):
             return
         self._prepared = None
         if not applied:
-            if self.config.warmup_unit != "updates":
-                self._write_lr_values(self._lrs_before_update)  # skipped on overflow: back to the last update's lr
+            if self.config.warmup_unit != UPDATES:
+                self._write(self._lrs_before_update, self._written_before)  # skipped: back to the last update's lr
             return
         self.updates += 1
         self.data.add_update(*prepared)
@@ -322,7 +212,7 @@ class NoamLR(LRScheduler):
     def set_samples_per_update(self, value: int, source: str) -> None:
         """Set the global batch; `source` says where it came from (shown in messages)."""
         self.data.set_samples_per_update(value, source)
-        if self.config.warmup_unit == "samples" and self._boundary_depth == 0:
+        if self.config.warmup_unit == "samples" and self.counter.depth == 0:
             self._apply_lr()
 
     def add_tokens(self, n: Any) -> None:
@@ -332,7 +222,7 @@ class NoamLR(LRScheduler):
         ranks' counts are summed once per update, just before it is applied.
         """
         if self.data.add_tokens(n):  # first report: count tokens from now on, before every update
-            self._register_hooks()
+            self.counter.prepare = True
 
     def prepare_update(self, samples: int | None = None) -> None:
         """Fix the data of the coming update and write its lr (the step pre-hook and update_boundary call it).
@@ -359,12 +249,14 @@ class NoamLR(LRScheduler):
                 "(n = the micro-batch's non-padding tokens, e.g. batch['attention_mask'].sum())."
             )
         self._prepared = (samples, tokens)
-        if unit != "updates":
-            self._lrs_before_update = [float(g["lr"]) for g in self.optimizer.param_groups]
+        if unit != UPDATES:
+            self._lrs_before_update = self.counter.values  # never changed in place
+            self._written_before = self._written_at
             seen = data.samples if unit == "samples" else data.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
-            self._write_lr(self.lr_at(seen + (samples if unit == "samples" else tokens)))
+            at = seen + (samples if unit == "samples" else tokens)
+            self._write(self.lrs_at(at), at)
 
     # ------------------------------------------------------------ lr
 
@@ -376,13 +268,18 @@ class NoamLR(LRScheduler):
         """
         inner = unwrap_optimizer(optimizer)
         if inner is not self.optimizer:
-            _refuse_second_scheduler(inner, self)
+            refuse_second_scheduler(inner, self)
+            refuse_earlier_schedulers(inner, self)
             if scheduler_of(self.optimizer) is self:
-                delattr(self.optimizer, _OWNER)
+                delattr(self.optimizer, OWNER)
+            self.counter.detach()
+            prepare = self.counter.prepare
+            self.counter = UpdateCounter(inner)
+            self.counter.prepare = prepare
             self.optimizer = inner
             for group in inner.param_groups:
                 group.setdefault("initial_lr", group["lr"])
-        self._attach(optimizer)
+        self.counter.attach(self, optimizer)
         self._apply_lr()
 
     def lr_at(self, step: int) -> float:
@@ -394,6 +291,10 @@ class NoamLR(LRScheduler):
             self._say_past_end(step)
         return c.lr(step)  # the tail; or a bad step, which it names
 
+    def lrs_at(self, step: int) -> list[float]:
+        """The lr of each param group for the update that brings the count to `step` (one curve for all)."""
+        return [self.lr_at(step)] * len(self.optimizer.param_groups)
+
     def _say_past_end(self, step: int) -> None:
         c = self.config
         if step > c.total_num_steps and not self._past_end_said:
@@ -403,69 +304,64 @@ class NoamLR(LRScheduler):
                 f"updates from here on run at cooldown_min_lr {c.cooldown_min_lr:g}"
             )
 
-    def next_lr(self) -> float | None:
-        """lr of the coming update, where it is known now (tokens: only once its tokens are)."""
+    def _next_count(self) -> int | None:
+        """The count the coming update brings the schedule to, where it is known now (tokens: once reported)."""
         unit = self.config.warmup_unit
-        if unit == "updates":
-            return self.lr_at(self.updates + 1)
+        if unit == UPDATES:
+            return self.updates + 1
         data = self.data
         if unit == "samples" and data.samples is not None and data.samples_per_update is not None:
-            return self.lr_at(data.samples + data.samples_per_update)
+            return data.samples + data.samples_per_update
         return None
 
+    def next_lr(self) -> float | None:
+        """lr of the coming update, where it is known now (tokens: only once its tokens are)."""
+        at = self._next_count()
+        return None if at is None else self.lr_at(at)
+
     def get_lr(self) -> list[float]:
-        lr = self.next_lr()
-        groups = self.optimizer.param_groups
-        return [lr] * len(groups) if lr is not None else [float(g["lr"]) for g in groups]
+        at = self._next_count()
+        return self.lrs_at(at) if at is not None else [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _lrs_now(self) -> list[float]:
+        """The lrs the groups should hold now (for a group NoamLR has not written to yet)."""
+        if self._written_at is not None:
+            return self.lrs_at(self._written_at)
+        return [self._last_lr[0] if self._last_lr else 0.0] * len(self.optimizer.param_groups)
 
     def _apply_lr(self) -> None:
         self.last_epoch = self.updates
-        if self.config.warmup_unit == "updates":
+        if self.config.warmup_unit == UPDATES:
             c, k = self.config, self.updates + 1
             if k <= c.cooldown_start:  # one compare per update for the tail; the cooldown is the rare case
-                self._write_lr(_formula(k, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
+                lr = _formula(k, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
             else:
-                self._write_lr(self.lr_at(k))
+                lr = self.lr_at(k)
+            lrs = [lr] * len(self.optimizer.param_groups)
+            self.counter.write(lrs)  # (not through _write: one call less per update)
+            self._last_lr, self._written_at = lrs, k
             return
-        lr = self.next_lr()
-        if lr is not None:
-            self._write_lr(lr)
+        at = self._next_count()
+        if at is not None:
+            self._write(self.lrs_at(at), at)
         else:  # tokens: set just before the update; until then the groups keep the last update's lr
-            self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
-            self._lr_tensor = self.optimizer.param_groups[0]["lr"]
+            self._last_lr = self.counter.adopt()
+            tokens = self.data.tokens
+            self._written_at = tokens if self.config.warmup_unit == "tokens" and self.updates and tokens else None
 
-    def _write_lr(self, lr: float) -> None:
-        groups = self.optimizer.param_groups
-        for group in groups:
-            current = group["lr"]
-            # `type() is float` first: isinstance(Tensor) is 4x slower and this runs per group per update.
-            if type(current) is float or not isinstance(current, torch.Tensor):
-                group["lr"] = lr
-            else:
-                current.fill_(lr)  # in place: a compiled optimizer step sees the same tensor
-        self._last_lr = [lr] * len(groups)
-        self._lr_tensor = groups[0]["lr"]  # the object NoamLR wrote last (see _zero_lr_step)
-
-    def _write_lr_values(self, lrs: list[float]) -> None:
-        for group, lr in zip(self.optimizer.param_groups, lrs):
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
-        self._last_lr = list(lrs)
-        self._lr_tensor = self.optimizer.param_groups[0]["lr"]
+    def _write(self, lrs: list[float], at: int | None) -> None:
+        self.counter.write(lrs)
+        self._last_lr = lrs
+        self._written_at = at
 
     # ------------------------------------------------------------ copies
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_hooks"] = []  # torch drops an optimizer's hooks when it is copied; __setstate__ puts ours back
-        return state
+        return self.__dict__.copy()  # the counter drops its hooks (torch drops an optimizer's hooks when copied)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._boundary_depth = 0
-        self._attach(self.optimizer)
+        self.counter.attach(self, self.optimizer)
 
     # ------------------------------------------------------------ state
 
@@ -493,7 +389,7 @@ class NoamLR(LRScheduler):
             )
         self.updates = updates
         self.data.restart(samples, tokens)
-        self._register_hooks()
+        self.counter.prepare = self._needs_prepare
         self._prepared = None
         self._apply_lr()
 

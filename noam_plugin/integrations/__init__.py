@@ -15,6 +15,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from noam_plugin.errors import RegistrationError  # noqa: F401 - defined with the other errors; kept importable here
+
 WRITTEN_AGAINST = {"deepspeed": "0.19.8", "accelerate": "1.15.0", "transformers": "5.24.0"}
 
 # framework -> {"module:Owner.attribute": why}, for every host callable or attribute the plugin touches
@@ -51,8 +53,6 @@ HOST_TARGETS: dict[str, dict[str, str]] = {
 _FAILED: dict[str, str] = {}  # framework -> why its wrappers are not in place
 
 
-class RegistrationError(RuntimeError):
-    """noam-plugin could not put its wrappers into a framework (an incompatible version)."""
 
 
 def _installed_version(framework: str) -> str:
