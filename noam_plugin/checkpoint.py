@@ -29,8 +29,6 @@ DCP_METADATA = ".metadata"  # torch.distributed.checkpoint writes it last, once 
 ACCELERATE_MARKERS = ("random_states_0.pkl", "scheduler.bin", "optimizer.bin", "model.safetensors", "pytorch_model.bin")
 
 
-
-
 @dataclass
 class CheckpointInfo:
     """The schedule-related facts of one checkpoint."""

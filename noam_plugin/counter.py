@@ -26,7 +26,6 @@ import contextlib
 import functools
 import gc
 import operator
-from operator import is_not
 import sys
 import weakref
 from collections.abc import Iterator
@@ -101,8 +100,8 @@ def _is_noam(scheduler: Any) -> bool:
 
 def _harmless(scheduler: Any) -> bool:
     """A ChainedScheduler of NoamLRs only steps them (a no-op) and reads the groups' lr: no writer."""
-    members = scheduler.__dict__.get("_schedulers")
-    return isinstance(scheduler, ChainedScheduler) and bool(members) and all(map(_is_noam, members))
+    members = getattr(scheduler, "_schedulers", None) if isinstance(scheduler, ChainedScheduler) else None
+    return bool(members) and all(map(_is_noam, members))
 
 
 def other_schedulers(optimizer: Optimizer, besides: Any, scan: bool = False) -> list[Any]:
@@ -116,13 +115,14 @@ def other_schedulers(optimizer: Optimizer, besides: Any, scan: bool = False) -> 
         found += [
             s
             for s in gc.get_objects()
-            if issubclass(type(s), (LRScheduler, ReduceLROnPlateau)) and s.__dict__.get("optimizer") is optimizer
+            if issubclass(type(s), (LRScheduler, ReduceLROnPlateau)) and getattr(s, "optimizer", None) is optimizer
         ]
     unique = list({id(s): s for s in found}.values())
+    # getattr, not __dict__: reading an instance's __dict__ makes its attribute access slower for good (3.11+)
     return [
         s
         for s in unique
-        if s is not besides and not _is_noam(s) and not _harmless(s) and s.__dict__.get("optimizer") is optimizer
+        if s is not besides and not _is_noam(s) and not _harmless(s) and getattr(s, "optimizer", None) is optimizer
     ]
 
 
@@ -216,7 +216,7 @@ def _guard(cls: type, check: Any) -> None:
         except TypeError:  # arguments torch itself refuses: its own message
             optimizer = None
         original(self, *args, **kwargs)
-        _register(self.__dict__.get("optimizer", optimizer), self)
+        _register(getattr(self, "optimizer", optimizer), self)
 
     __init__.__noam_plugin__ = True  # type: ignore[attr-defined]
     cls.__init__ = __init__  # type: ignore[misc]
@@ -292,7 +292,7 @@ class UpdateCounter:
         self.applied = False  # an inner step ran inside the open boundary
         self.skip = False  # the coming step is DCP's initialisation step: not an update
         self.prepare = False  # call owner.prepare_update() before each update (data units)
-        self.groups: list[dict] = []  # the group dicts NoamLR wrote to, in order
+        self.group_list: list[dict] = []  # the optimizer's param_groups list when NoamLR wrote to it
         self.objects: list[Any] = []  # what it left in group["lr"]: the floats, or the tensors it filled
         self.values: list[float] = []  # the lrs it wrote
         self.versions: list[int] | None = None  # the tensors' _version after the write; None when all floats
@@ -319,7 +319,7 @@ class UpdateCounter:
             groups, objects = optimizer.param_groups, counter.objects
             if (
                 len(groups) != len(objects)
-                or any(map(is_not, map(_LR, groups), objects))  # by identity: an equal value is a write too
+                or any(map(operator.is_not, map(_LR, groups), objects))  # by identity: an equal value is a write too
                 or (counter.versions is not None and list(map(_version_of, objects)) != counter.versions)
             ):
                 counter.check(owner)
@@ -365,7 +365,7 @@ class UpdateCounter:
             groups = self.optimizer.param_groups
             if (
                 len(groups) != len(self.objects)
-                or any(map(is_not, map(_LR, groups), self.objects))
+                or any(map(operator.is_not, map(_LR, groups), self.objects))
                 or (self.versions is not None and list(map(_version_of, self.objects)) != self.versions)
             ):
                 self.check(owner)
@@ -393,51 +393,50 @@ class UpdateCounter:
             else:
                 current.fill_(lr)
                 tensors = True
-        self.groups = groups[:]
-        self.values = lrs
+        self.group_list = groups
         if tensors:
+            self.values = lrs
             self.objects = list(map(_LR, groups))
             self.versions = list(map(_version_of, self.objects))
         else:
-            self.objects = lrs  # the very float objects now in the groups
-            self.versions = None
+            self.objects = self.values = lrs  # the very float objects now in the groups
+            if self.versions is not None:
+                self.versions = None
 
     def adopt(self) -> list[float]:
         """Take the groups' lrs as they are as NoamLR's own (tokens: kept until the next update's are known)."""
         groups = self.optimizer.param_groups
-        self.groups = groups[:]
-        self.objects = [g["lr"] for g in groups]
+        self.group_list = groups
+        self.objects = list(map(_LR, groups))
         self.values = [float(lr) for lr in self.objects]
         tensors = any(isinstance(lr, Tensor) for lr in self.objects)
         self.versions = list(map(_version_of, self.objects)) if tensors else None
         return self.values
 
     def check(self, owner: Any) -> None:
-        """Before an update: every group still holds the lr NoamLR wrote, or this raises (or marks DCP's step)."""
+        """Before an update: every group still holds the lr NoamLR wrote, or this raises (or marks DCP's step).
+
+        Groups NoamLR has not written to get the schedule's lr: those appended by `add_param_group`, and all
+        of them when the list was replaced (`optimizer.load_state_dict` makes new group dicts).
+        """
         groups = self.optimizer.param_groups
-        fresh = False
+        known = len(self.objects) if groups is self.group_list else 0
         for index, group in enumerate(groups):
-            if index >= len(self.groups) or group is not self.groups[index]:
+            if index >= known:
                 check_lr_type(group, index)
-                fresh = True  # added by add_param_group, or a new dict from optimizer.load_state_dict
                 continue
             lr = group["lr"]
-            if lr is self.objects[index]:
-                if not isinstance(lr, Tensor) or lr._version == self.versions[index]:
-                    continue
+            if lr is self.objects[index] and (self.versions is None or _version_of(lr) == self.versions[index]):
+                continue
             if in_dcp_init():  # first: its lr 0 can equal NoamLR's own
                 self.skip = True
                 return
             if isinstance(lr, (int, float, Tensor)) and _lr_value(lr) == self.values[index]:
-                continue  # the same value written again (an optimizer state loaded with the lr NoamLR wrote)
+                continue  # the same value written again by someone: harmless
             raise SecondSchedulerError(_foreign_write_message(owner, index, lr, self.values[index]))
-        if fresh or len(groups) != len(self.groups):
-            self.write(owner._lrs_now())
-            owner._last_lr = list(self.values)
-        else:  # the same values, written again by someone: take their objects as NoamLR's
-            self.groups, self.objects = groups[:], list(map(_LR, groups))
-            if any(isinstance(lr, Tensor) for lr in self.objects):
-                self.versions = list(map(_version_of, self.objects))
+        lrs = owner._lrs_now()
+        self.write(lrs)  # the groups' objects are NoamLR's again; new groups get the schedule's lr
+        owner._last_lr = lrs
 
     # ------------------------------------------------------------ copies
 

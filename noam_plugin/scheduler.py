@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from torch.optim.lr_scheduler import LRScheduler
@@ -21,7 +21,7 @@ from noam_plugin.counter import (
     unwrap_optimizer,
 )
 from noam_plugin.errors import ScheduleMismatchError, SecondSchedulerError  # noqa: F401 - kept importable here
-from noam_plugin.names import SCHEDULER_NAME, UPDATES
+from noam_plugin.names import SAMPLES, TOKENS, UPDATES
 from noam_plugin.schedule import NoamConfig, _formula, resume_changes, saved_params
 from noam_plugin.state import (
     STATE_TYPE,
@@ -89,8 +89,6 @@ class NoamLR(LRScheduler):
         self.data = DataSeen(count_tokens=self.config.warmup_unit == "tokens")
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
         self._lrs_before_update: list[float] = []
-        self._written_before: int | None = None
-        self._written_at: int | None = None  # the count whose lr the groups hold (None: adopted as they were)
         self._warned_step_args = False
         inner = unwrap_optimizer(optimizer)
         refuse_second_scheduler(inner, self)
@@ -99,6 +97,9 @@ class NoamLR(LRScheduler):
         self.counter.attach(self, optimizer)  # checks the groups' lr types before torch touches them
         super().__init__(inner)  # its step() call is a no-op here; the lr is written below
         self.counter.prepare = self._needs_prepare
+        # One curve for every param group: the lr is written by the short path in _apply_lr. Per-group curves
+        # (docs/CONTRACT.md section 1, `groups`) set it False, and every write then goes through lrs_at().
+        self._one_curve = True
         if samples_per_update is not None:
             self.set_samples_per_update(samples_per_update, "samples_per_update=")
         self._apply_lr()  # lr(1) before the first update
@@ -127,20 +128,6 @@ class NoamLR(LRScheduler):
     def _needs_prepare(self) -> bool:
         return self.config.warmup_unit != UPDATES or self.data.tokens is not None
 
-    @property
-    def _hooks(self) -> list[Any]:
-        return self.counter._hooks
-
-    def _after_optimizer_step(self) -> None:
-        """What the step post-hook does after an applied update (benchmarks call it directly)."""
-        counter = self.counter
-        if counter.depth:
-            counter.applied = True
-        elif counter.skip:
-            counter.skip = False
-        else:
-            self._finish_update(True)
-
     def update_boundary(self, samples: int | None = None) -> contextlib.AbstractContextManager[None]:
         """Count at most one update for all inner optimizer steps inside; the lr changes only at the end.
 
@@ -165,7 +152,7 @@ class NoamLR(LRScheduler):
         self._prepared = None
         if not applied:
             if self.config.warmup_unit != UPDATES:
-                self._write(self._lrs_before_update, self._written_before)  # skipped: back to the last update's lr
+                self._write(self._lrs_before_update)  # skipped: back to the last update's lr
             return
         self.updates += 1
         self.data.add_update(*prepared)
@@ -251,12 +238,11 @@ class NoamLR(LRScheduler):
         self._prepared = (samples, tokens)
         if unit != UPDATES:
             self._lrs_before_update = self.counter.values  # never changed in place
-            self._written_before = self._written_at
             seen = data.samples if unit == "samples" else data.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
             at = seen + (samples if unit == "samples" else tokens)
-            self._write(self.lrs_at(at), at)
+            self._write(self.lrs_at(at))
 
     # ------------------------------------------------------------ lr
 
@@ -292,8 +278,15 @@ class NoamLR(LRScheduler):
         return c.lr(step)  # the tail; or a bad step, which it names
 
     def lrs_at(self, step: int) -> list[float]:
-        """The lr of each param group for the update that brings the count to `step` (one curve for all)."""
-        return [self.lr_at(step)] * len(self.optimizer.param_groups)
+        """The lr of each param group for the update that brings the count to `step` (one curve for all).
+
+        What every write of the lr goes through: per-group curves replace this alone."""
+        c = self.config
+        if type(step) is int and 1 <= step <= c.cooldown_start:  # per update: the formula without a call between
+            lr = _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
+        else:
+            lr = self.lr_at(step)
+        return [lr] * len(self.optimizer.param_groups)
 
     def _say_past_end(self, step: int) -> None:
         c = self.config
@@ -324,35 +317,47 @@ class NoamLR(LRScheduler):
         return self.lrs_at(at) if at is not None else [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def _lrs_now(self) -> list[float]:
-        """The lrs the groups should hold now (for a group NoamLR has not written to yet)."""
-        if self._written_at is not None:
-            return self.lrs_at(self._written_at)
+        """The lrs the groups hold between updates (for a group NoamLR has not written to yet)."""
+        at = self._next_count()
+        tokens = self.data.tokens
+        if at is None and self.config.warmup_unit == TOKENS and self.updates and tokens:
+            at = tokens  # the last update's lr
+        if at is not None:
+            return self.lrs_at(at)
         return [self._last_lr[0] if self._last_lr else 0.0] * len(self.optimizer.param_groups)
 
     def _apply_lr(self) -> None:
-        self.last_epoch = self.updates
-        if self.config.warmup_unit == UPDATES:
-            c, k = self.config, self.updates + 1
-            if k <= c.cooldown_start:  # one compare per update for the tail; the cooldown is the rare case
-                lr = _formula(k, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
+        """Write the lr of the coming update (or, tokens, keep the last update's until its tokens are known)."""
+        self.last_epoch = k = self.updates
+        if self._one_curve:  # the usual case, per update: one curve for every group, read at a known count
+            unit = self.config.warmup_unit
+            if unit == UPDATES:
+                at: int | None = k + 1
             else:
-                lr = self.lr_at(k)
-            lrs = [lr] * len(self.optimizer.param_groups)
-            self.counter.write(lrs)  # (not through _write: one call less per update)
-            self._last_lr, self._written_at = lrs, k
-            return
-        at = self._next_count()
-        if at is not None:
-            self._write(self.lrs_at(at), at)
-        else:  # tokens: set just before the update; until then the groups keep the last update's lr
-            self._last_lr = self.counter.adopt()
-            tokens = self.data.tokens
-            self._written_at = tokens if self.config.warmup_unit == "tokens" and self.updates and tokens else None
+                data = self.data
+                spu, seen = data.samples_per_update, data.samples
+                at = seen + spu if unit == SAMPLES and seen is not None and spu is not None else None
+            if at is not None:
+                c = self.config
+                if at <= c.cooldown_start:  # one compare per update for the tail; the cooldown is the rare case
+                    lr = _formula(at, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
+                else:
+                    lr = self.lr_at(at)
+                lrs = [lr] * len(self.optimizer.param_groups)
+                self.counter.write(lrs)
+                self._last_lr = lrs
+                return
+        else:
+            at = self._next_count()
+            if at is not None:
+                self._write(self.lrs_at(at))
+                return
+        # tokens: set just before the update; until then the groups keep the last update's lr
+        self._last_lr = self.counter.adopt()
 
-    def _write(self, lrs: list[float], at: int | None) -> None:
+    def _write(self, lrs: list[float]) -> None:
         self.counter.write(lrs)
         self._last_lr = lrs
-        self._written_at = at
 
     # ------------------------------------------------------------ copies
 

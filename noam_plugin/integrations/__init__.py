@@ -53,8 +53,6 @@ HOST_TARGETS: dict[str, dict[str, str]] = {
 _FAILED: dict[str, str] = {}  # framework -> why its wrappers are not in place
 
 
-
-
 def _installed_version(framework: str) -> str:
     try:
         from importlib.metadata import version
