@@ -53,7 +53,7 @@ def noam_lr_from_deepspeed_config(optimizer: Any, **params: Any):
     if failed:  # the engine wrappers are missing: NoamLR would count ZeRO updates wrong
         raise RegistrationError(failed)
     config = NoamConfig.from_params(params, source="DeepSpeed config", prefix="scheduler.params.")
-    return NoamLR(optimizer, **config.schedule_params, allow_param_change=config.allow_param_change)
+    return NoamLR.from_config(optimizer, config)
 
 
 noam_lr_from_deepspeed_config.__name__ = "NoamLR"
