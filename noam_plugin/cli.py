@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from noam_plugin.amend import add_amend_parser, amendment_marks, checkpoint_schedule, resume_params, resume_problems
+from noam_plugin.amendments import history_lines
 from noam_plugin.checkpoint import CheckpointError, read_checkpoint
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_config, read_scheduler_block
 from noam_plugin.errors import ConfigError, Problem, StateError, shorten
@@ -28,7 +30,8 @@ from noam_plugin.render import (
     plot_curve,
     tail_positions,
 )
-from noam_plugin.schedule import COOLDOWN_TYPES, CURVE_KEYS, MAX_INT, WARMUP_UNITS, NoamConfig, resume_changes
+from noam_plugin.render_groups import cooled_groups, show_groups
+from noam_plugin.schedule import COOLDOWN_KEYS, COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, WARMUP_UNITS, NoamConfig
 from noam_plugin.state import check_state
 
 
@@ -41,26 +44,46 @@ def _auto_error(err: ConfigError, hint: str) -> ConfigError:
     return ConfigError(err.source, problems)
 
 
+# who fills NoamLR's "auto" keys, from what: Accelerate (DummyScheduler) and the HF Trainer (TrainingArguments)
 _AUTO_SOURCE = {
-    "warmup_num_steps": "DummyScheduler(warmup_num_steps=...)",
-    "warmup_max_lr": "the optimizer's lr",
-    "total_num_steps": "DummyScheduler(total_num_steps=...) (the HF Trainer: max_steps)",
+    "warmup_num_steps": ("DummyScheduler(warmup_num_steps=...)", "warmup_steps (required)"),
+    "warmup_max_lr": ("the optimizer's lr", "learning_rate"),
+    "total_num_steps": ("DummyScheduler(total_num_steps=...)", "max_steps"),
 }
 
 
+def _auto_summary(block, auto: tuple[str, ...]) -> str:
+    """Who fills the "auto" keys of this file, worded for the route it is for."""
+    accelerate = "; ".join(_AUTO_SOURCE[k][0] for k in auto)
+    if block.via_accelerate:
+        return f"Accelerate fills them at prepare() from {accelerate}"
+    trainer = ", ".join(_AUTO_SOURCE[k][1] for k in auto)
+    return (
+        f"TrainingArguments(deepspeed=this file) fills them from {trainer}; "
+        f"accelerate launch with this file, at prepare() from {accelerate}"
+    )
+
+
+_ROUTE_NAMES = {"lightning-cli": " (LightningCLI lr_scheduler)", "hydra": " (Hydra _target_, _partial_)"}
+
+
 def _validate_one(path: str, allow_auto: bool) -> str:
+    """A file passes if NoamLR would accept it on the route it is for; "auto" is for the HF Trainer and Accelerate,
+    which fill it: allowed with --allow-auto, in a file an Accelerate config names, and in a DeepSpeed config that
+    has "auto" elsewhere too (only the Trainer or Accelerate read such a file)."""
     block = read_scheduler_block(path)
-    via = f" from {block.file}" if block.via_accelerate else ""
-    if allow_auto or block.via_accelerate:
+    via = f" from {block.file}" if block.via_accelerate else _ROUTE_NAMES.get(block.route, "")
+    if block.route == "deepspeed" and (allow_auto or block.via_accelerate or block.auto_elsewhere):
         auto = check_with_auto(block)
         if auto:
-            filled_from = "; ".join(_AUTO_SOURCE[k] for k in auto)
-            return f'NoamLR{via}; "auto" {", ".join(auto)}: Accelerate fills them at prepare() from {filled_from}'
+            return f'NoamLR{via}; "auto" {", ".join(auto)}: {_auto_summary(block, auto)}'
     try:
-        config = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
+        config = NoamConfig.from_params(block.params, source=block.source, prefix=block.prefix)
     except ConfigError as err:
+        if block.route != "deepspeed":
+            raise
         filled = " and ".join(AUTO_KEYS)
-        hint = f'Accelerate fills "auto" in {filled}; check a config meant for Accelerate with --allow-auto'
+        hint = f'the HF Trainer and Accelerate fill "auto" in {filled}; check a config meant for them with --allow-auto'
         raise _auto_error(err, hint) from None
     return f"NoamLR{via}: {describe(config)}"
 
@@ -87,25 +110,43 @@ def cmd_show(args: argparse.Namespace) -> int:
     except ConfigError as err:
         raise _auto_error(err, "Accelerate fills it at run time; show needs a number here") from None
     axis = axis_for(config, args.unit, args.per_update)
-    end = config.cooldown_end
-    default_end = 10 * config.warmup_num_steps if end is None else end + max(1, config.cooldown_num_steps // 10)
+    last = config.config_at(MAX_INT)  # the tail in force at the end (amendments may move it)
+    end, after = last.cooldown_end, max([a.at for a in config.amendments], default=0)
+    if end is None:
+        default_end = max(10 * config.warmup_num_steps, 2 * after)
+    else:
+        default_end = end + max(1, last.cooldown_num_steps // 10)
     steps = args.steps or axis.position(default_end)
-    positions = args.at or default_positions(axis.peak, steps, tail_positions(config, axis))
+    extra = tail_positions(last, axis) + tuple(axis.position(a.at) + d for a in config.amendments for d in (0, 1))
+    positions = args.at or default_positions(axis.peak, steps, extra)
     print(f"{args.path}: NoamLR, {describe(config)}")
     print("\n".join(formula_lines(config, axis)))
     inside = f" (warmup ends inside it, at {number(axis.warmup)} updates)" if axis.peak_inside else ""
     print(f"peak: {axis.name} {axis.peak}{inside}, lr {axis.lr(axis.peak):.4e}")
     if config.cooldown_num_steps is not None or config.total_num_steps is not None:
         print(f"cooldown: {config.describe_cooldown()}")
+    if last is not config:
+        at = max(a.at for a in config.amendments if a.tail)
+        print(f"cooldown from {config.unit_name} {at + 1} on (an amendment): {last.describe_cooldown()}")
+    scale = config.scale_at(MAX_INT)
+    if scale != 1.0:
+        print(f"scale: the amendments' scales multiply to {scale:g} at the end (the lr values below include it)")
+    if config.amendments:
+        print("\n".join(history_lines(config.amendments, config.unit_name, "amendments: ")))
     print()
     print(f"{axis.name:>10}  {'lr':>11}  {'of peak':>8}")
     for k in positions:
         lr = axis.lr(k)
         print(f"{k:>10}  {lr:>11.4e}  {100 * lr / config.peak_lr:>7.1f}%")
     print()
+    title = f"{Path(block.file).name}: NoamLR\n{params_text(config)}"
+    if config.groups:  # one picture and one PNG with every group's curve
+        show_groups(config, axis, positions, steps, (args.plot, title) if args.plot else None)
+        return 0
     print("\n".join(ascii_curve(axis, steps)))
     if args.plot:
-        plot_curve(axis, steps, f"{Path(block.file).name}: NoamLR\n{params_text(config)}", args.plot)
+        marks = [(axis.position(x), text) for x, text in amendment_marks(config, config.unit_name)]
+        plot_curve(axis, steps, title, args.plot, marks=marks)
         print(f"\nplot written to {args.plot}")
     return 0
 
@@ -132,27 +173,8 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     """Params that start a cooldown of N right after a checkpoint's count, and the curve from there."""
     import yaml
 
-    try:
-        info = read_checkpoint(args.checkpoint_dir)
-    except CheckpointError as err:
-        raise ValueError(str(err)) from None
-    if args.config:
-        block = read_scheduler_block(args.config)
-        base = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
-    elif info.is_noam:
-        base = NoamConfig(**info.params)
-    else:
-        raise ValueError(
-            f"{args.checkpoint_dir}: holds no NoamLR state, so its schedule is unknown: add --config PATH "
-            "(the config the run resumes with)"
-        )
+    info, base, count = checkpoint_schedule(args.checkpoint_dir, args.config)
     unit = base.warmup_unit
-    if info.is_noam:
-        count = info.state.get(unit)
-    else:
-        count = info.updates()[0] if unit == "updates" else None
-    if count is None:
-        raise ValueError(f"{args.checkpoint_dir}: no count of the {unit} seen in this checkpoint (warmup_unit {unit})")
     u = base.unit_name
     if count < base.warmup_num_steps:
         raise ValueError(
@@ -160,23 +182,26 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
             f"{base.warmup_num_steps}); a cooldown starts after the warmup: resume past {u} "
             f"{base.warmup_num_steps} first"
         )
-    params = {k: v for k, v in base.schedule_params.items() if k in CURVE_KEYS and v is not None}
-    if params.get("warmup_unit") == "updates":
-        del params["warmup_unit"]
-    if params.get("factor") == 1.0:
-        del params["factor"]
+    if any(a.tail for a in base.amendments):
+        raise ValueError(
+            f"{args.checkpoint_dir}: an amendment sets this run's tail; move it with another one: "
+            f"noam-plugin amend {args.checkpoint_dir} --cooldown {args.over}"
+        )
+    params = {k: v for k, v in resume_params(base).items() if k not in COOLDOWN_KEYS}
     params.update(total_num_steps=count + args.over, cooldown_num_steps=args.over, cooldown_type=args.type)
     if args.min_lr is not None:
         params["cooldown_min_lr"] = args.min_lr
+    if base.groups:  # every group cools down together: an override keeps its curve, not its own tail
+        params["groups"] = cooled_groups(base)
+    if HISTORY_KEY in params:
+        params[HISTORY_KEY] = params.pop(HISTORY_KEY)
     config = NoamConfig.from_params(params, source=f"cooldown of {args.over} after {u} {count}", prefix="")
-    if info.is_noam:
-        differing, _ = resume_changes(info.params, config, count)
-        if differing:
-            now = config.schedule_params
-            shown = "; ".join(f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing)
-            raise ValueError(
-                f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied ({shown})"
-            )
+    problems = resume_problems(info, config, count)
+    if problems:
+        raise ValueError(
+            f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied "
+            f"({'; '.join(problems)})"
+        )
     where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g}")
     print(
@@ -187,6 +212,12 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     axis = Axis(config, unit)
     end = count + args.over
     after = end + max(1, args.over // 10)
+    if config.groups:  # one column, one letter and one PNG line per group
+        title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown, per group"
+        print()
+        positions = sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1})
+        show_groups(config, axis, positions, after, (args.plot, title) if args.plot else None, first=count)
+        return 0
     print()
     print(f"{u:>10}  {'lr':>11}")
     for k in sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1}):
@@ -204,7 +235,7 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     print("\n".join(ascii_curve(axis, after, first=count)))
     if args.plot:
         title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown\n{params_text(config)}"
-        plot_curve(axis, after, title, args.plot, mark=(count, f"checkpoint ({u} {count})"))
+        plot_curve(axis, after, title, args.plot, marks=[(count, f"checkpoint ({u} {count})")])
         print(f"\nplot written to {args.plot}")
     return 0
 
@@ -216,6 +247,13 @@ def _nonnegative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text}")
     return value
 
 
@@ -296,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_cooldown)
 
+    add_amend_parser(sub, _positive_int, _nonnegative_float, _positive_float)
     add_init_parser(sub)
     return parser
 

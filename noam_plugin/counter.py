@@ -36,6 +36,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
 
 from noam_plugin.errors import OptimizerError, SecondSchedulerError
+from noam_plugin.frameworks import REFUSED, check_routes
 from noam_plugin.names import SCHEDULER_NAME
 
 OWNER = "_noam_plugin_scheduler"  # on a scheduled optimizer (or DeepSpeed wrapper): weakref to its NoamLR
@@ -330,6 +331,8 @@ class UpdateCounter:
             owner = ref()
             if owner is None:
                 return
+            if REFUSED:  # a refused framework (frameworks.py) may be the one stepping: then an error
+                check_routes()
             counter = owner.counter
             if counter.depth:
                 counter.applied = True  # counted once, when the boundary closes

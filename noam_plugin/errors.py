@@ -8,6 +8,9 @@ import reprlib
 from dataclasses import dataclass
 from typing import Any
 
+from noam_plugin._error_base import NoamPluginError
+from noam_plugin.frameworks import RegistrationError  # noqa: F401 - every error importable from here
+
 MAX_SHOWN = 80  # characters of a value, or of a key, quoted in a message
 MAX_PROBLEMS = 20  # lines of one error; the rest are counted
 
@@ -71,10 +74,6 @@ class Problem:
         return f"{source}: {key}: expected {self.expected}, found {found}"
 
 
-class NoamPluginError(Exception):
-    """Base of every error noam-plugin raises on purpose: `except NoamPluginError` catches them all."""
-
-
 class ConfigError(NoamPluginError, ValueError):
     """Bad schedule parameters or config file. The message has one line per problem."""
 
@@ -108,10 +107,6 @@ class OptimizerError(NoamPluginError, TypeError):
 
 class StateError(ConfigError):
     """A saved scheduler state with a missing or malformed entry; one line per bad key."""
-
-
-class RegistrationError(NoamPluginError, RuntimeError):
-    """noam-plugin could not put its wrappers into a framework (an incompatible version)."""
 
 
 class CheckpointError(NoamPluginError):

@@ -6,14 +6,16 @@ cli.py put the two together. matplotlib is imported only to draw a PNG.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from noam_plugin._files import write_atomically
+from noam_plugin.amendments import history_changes, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
 from noam_plugin.errors import shorten
-from noam_plugin.schedule import DEFAULT_UNIT, SCHEDULE_KEYS, NoamConfig, resume_changes
+from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, resume_changes
 
 
 def params_text(config: NoamConfig) -> str:
@@ -151,8 +153,16 @@ def ascii_curve(axis: Axis, steps: int, width: int = 60, height: int = 8, first:
     return lines
 
 
-def plot_curve(axis: Axis, steps: int, title: str, out: str, mark: tuple[int, str] | None = None) -> None:
-    """Draw the curve to a PNG; matplotlib is optional and imported only here."""
+def plot_curve(
+    axis: Axis,
+    steps: int,
+    title: str,
+    out: str,
+    marks: Sequence[tuple[int, str]] = (),
+    before: Axis | None = None,
+) -> None:
+    """Draw the curve to a PNG, with vertical lines at `marks` (count, label) and, dashed, the curve `before`
+    an amendment; matplotlib is optional and imported only here."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -176,17 +186,20 @@ def plot_curve(axis: Axis, steps: int, title: str, out: str, mark: tuple[int, st
     else:
         band = f"warmup: {w} {config.warmup_unit} = {number(axis.warmup)} {axis.unit}"
     ax.axvspan(1, min(axis.warmup, steps), color="tab:orange", alpha=0.15, label=band)
-    if config.cooldown_num_steps is not None and axis.unit == config.warmup_unit:
-        start, end = config.cooldown_start, config.total_num_steps
+    tail = config.config_at(steps)  # the tail in force at the end drawn (an amendment may have moved it)
+    if tail.cooldown_num_steps is not None and axis.unit == config.warmup_unit:
+        start, end = tail.cooldown_start, tail.total_num_steps
         ax.axvspan(
             start,
             end,
             color="tab:green",
             alpha=0.15,
-            label=f"{config.cooldown_type} cooldown ({axis.unit} {start + 1}-{end})",
+            label=f"{tail.cooldown_type} cooldown ({axis.unit} {start + 1}-{end})",
         )
-    if mark is not None:
-        ax.axvline(mark[0], color="tab:gray", ls="--", lw=1, label=mark[1])
+    if before is not None:
+        ax.plot(ks, [before.lr(k) for k in ks], color="tab:gray", lw=1, ls=":", label="without the new amendments")
+    for i, (x, label) in enumerate(marks):
+        ax.axvline(x, color=f"C{(i + 3) % 10}", ls="--", lw=1, label=label)
     right_half = axis.peak > 0.45 * steps  # then the label goes left of the peak, the legend below it
     if axis.peak <= steps:
         peak_lr = axis.lr(axis.peak)
@@ -207,8 +220,12 @@ def plot_curve(axis: Axis, steps: int, title: str, out: str, mark: tuple[int, st
     ax.set_title(title)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
-    tail = config.cooldown_num_steps is not None  # then the curve comes down at the right: legend above it
-    ax.legend(loc="lower right" if right_half and not tail else "upper right" if tail else "center right")
+    down = tail.cooldown_num_steps is not None  # then the curve comes down at the right: legend above it
+    if marks:  # long labels: below the axes, where they cover nothing
+        fig.set_figheight(4.5 + 0.22 * (len(ax.get_legend_handles_labels()[1]) + 1))
+        fig.legend(loc="outside lower center", fontsize="small")
+    else:
+        ax.legend(loc="lower right" if right_half and not down else "upper right" if down else "center right")
     write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))  # no suffix: this file
 
 
@@ -251,7 +268,8 @@ def saved_params_text(params: dict[str, Any]) -> str:
     shown = [
         k for k in SCHEDULE_KEYS if params.get(k) is not None and not (k == "warmup_unit" and params[k] == DEFAULT_UNIT)
     ]
-    return " ".join(f"{k}={params[k]}" for k in shown)
+    groups = f" groups={params['groups']}" if params.get("groups") else ""
+    return " ".join(f"{k}={params[k]}" for k in shown) + groups
 
 
 def _counter_lines(state: dict[str, Any], unit: str) -> list[str]:
@@ -320,6 +338,8 @@ def checkpoint_report(
         try:
             saved_config = NoamConfig(**params)
             lines.append(f"cooldown     {saved_config.describe_cooldown()}")
+            if saved_config.amendments:
+                lines += history_lines(saved_config.amendments, saved_config.unit_name, "amendments   ")
             lr, why = lr_after_save(saved_config, info.state)
         except (ValueError, TypeError) as error:
             lines.append(f"next lr      unknown: the saved parameters are not valid ({error})")
@@ -330,6 +350,11 @@ def checkpoint_report(
         else:
             where = ", the formula with these parameters" if params["warmup_unit"] == "updates" else ""
             lines.append(f"next lr      {why}" if lr is None else f"next lr      {lr:.6g}  ({why}{where})")
+            if params.get("groups"):
+                from noam_plugin.render_groups import next_lr_lines
+
+                lines.append("next lr per group (the line above: every group no override selects)")
+                lines += next_lr_lines(params, info.state)
     else:
         lines.append(f"schedule     {_foreign_text(info.state)}")
         if k is None:
@@ -364,21 +389,39 @@ def checkpoint_report(
     if config is not None and info.is_noam:
         now = config.schedule_params
         # the decision NoamLR.load_state_dict takes: a cooldown decided at resume is no difference
-        differing, notes = resume_changes(info.params, config, info.state.get(config.warmup_unit))
-        if notes:
+        count = info.state.get(config.warmup_unit)
+        differing, notes = resume_changes(info.params, config, count)
+        group_diff: list[str] = []
+        if info.params.get("groups") or config.groups:
+            from noam_plugin.render_groups import difference_lines
+
+            group_diff, group_notes = difference_lines(info.params, config, count)
+            notes += [] if group_diff else group_notes
+        rewritten, history_notes = (
+            ([], [])
+            if count is None
+            else history_changes(info.params.get(HISTORY_KEY), config.amendments, count, config.unit_name)
+        )
+        notes += [note.removeprefix("NoamLR: ") for note in history_notes]
+        if rewritten:
+            lines.append(f"config       {config_path}: its amendments rewrite the checkpoint's history:")
+            lines += [f"  {line}" for line in rewritten]
+            status = 1
+        if notes and not differing and not group_diff:
             lines.append(f"config       {config_path}: {config.describe_cooldown()}")
-            lines.append(f"  {notes[0].removeprefix('NoamLR: ')}")
+            lines += [f"  {note.removeprefix('NoamLR: ')}" for note in notes]
             try:
                 lr, why = lr_after_save(config, info.state)
                 lines.append(f"  resuming with this config: next lr {why if lr is None else f'{lr:.6g} ({why})'}")
             except CheckpointError as error:
                 lines.append(f"  next lr unknown: {error}")
-        elif not differing:
+        elif not differing and not group_diff and not rewritten:
             how = f"lr({k + 1})" if config.warmup_unit == "updates" else "the next lr above"
             lines.append(f"config       {config_path}: same schedule parameters; resuming continues with {how}")
-        else:
-            lines.append(f"config       {config_path}: {len(differing)} difference(s):")
+        elif differing or group_diff:
+            lines.append(f"config       {config_path}: {len(differing) + len(group_diff)} difference(s):")
             lines += [f"  {key}: checkpoint {info.params[key]!r}, config {now.get(key)!r}" for key in differing]
+            lines += group_diff
             if config.allow_param_change:
                 try:
                     lr, why = lr_after_save(config, info.state)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
@@ -21,7 +21,9 @@ CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_
 COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cooldown_min_lr")
 SCHEDULE_KEYS = CURVE_KEYS + COOLDOWN_KEYS
 OPTION_KEYS = ("allow_param_change",)
-PARAM_KEYS = SCHEDULE_KEYS + OPTION_KEYS
+GROUPS_KEY = "groups"  # per-group overrides (noam_plugin/groups.py), saved with the schedule when given
+HISTORY_KEY = "amendments"  # forward-only changes from a count on (noam_plugin/amendments.py), saved when given
+PARAM_KEYS = SCHEDULE_KEYS + (GROUPS_KEY, HISTORY_KEY) + OPTION_KEYS
 
 
 def _formula(
@@ -248,15 +250,45 @@ class NoamConfig:
     cooldown_type: str | None = None  # "linear" once a cooldown is given
     cooldown_min_lr: float | None = None  # 0.0 once a cooldown is given
     allow_param_change: bool = False
+    groups: tuple = ()  # GroupOverride entries (or their dict form, parsed here): noam_plugin/groups.py
+    amendments: tuple = ()  # of amendments.Amendment (a list of mappings is parsed); the history, in order of at
 
     def __post_init__(self) -> None:
-        problems = _check_values(asdict(self))
+        from noam_plugin.groups import check_groups  # groups.py builds NoamConfigs: imported when used
+
+        values = {key: getattr(self, key) for key in PARAM_KEYS if key not in (GROUPS_KEY, HISTORY_KEY)}
+        problems = _check_values(values)
         if problems:
-            raise ConfigError("schedule parameters", problems)
+            raise ConfigError("schedule parameters", problems + check_groups(self.groups, None)[1])
         self._normalize()
         problems = _check_min_lr_below_start(self)
+        main = None if problems else {key: getattr(self, key) for key in SCHEDULE_KEYS}
+        groups, group_problems = check_groups(self.groups, main)
+        if problems or group_problems:
+            raise ConfigError("schedule parameters", problems + group_problems)
+        object.__setattr__(self, "groups", groups)
+        self._amend()
+
+    def _amend(self) -> None:
+        """Parse and check the amendments; the curve with them is read through `_curve` (lr())."""
+        from noam_plugin.amendments import AmendedCurve, curve_problems, for_group, parse_amendments
+
+        set_ = object.__setattr__
+        set_(self, "plain_until", self.cooldown_start)  # up to here lr() is the formula alone
+        if not self.amendments:
+            set_(self, "amendments", ())
+            return
+        amendments, problems = parse_amendments(self.amendments)
         if problems:
             raise ConfigError("schedule parameters", problems)
+        set_(self, "amendments", amendments)
+        base = replace(self, amendments=())
+        problems = curve_problems(base, for_group(amendments))
+        if problems:
+            raise ConfigError("schedule parameters", problems)
+        curve = AmendedCurve(base, for_group(amendments))
+        set_(self, "_curve", curve)
+        set_(self, "plain_until", min(self.cooldown_start, curve.plain_until))
 
     def _normalize(self) -> None:
         set_ = object.__setattr__
@@ -301,7 +333,17 @@ class NoamConfig:
                 problems.append(
                     Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}")
                 )
-        problems += _check_values(params, prefix)
+        main_problems = _check_values(params, prefix)
+        problems += main_problems
+        if GROUPS_KEY in params:
+            from noam_plugin.groups import check_groups
+
+            main = None if main_problems else {k: params[k] for k in SCHEDULE_KEYS if k in params}
+            problems += check_groups(params[GROUPS_KEY], main, prefix)[1]
+        if HISTORY_KEY in params:
+            from noam_plugin.amendments import parse_amendments
+
+            problems += parse_amendments(params[HISTORY_KEY], prefix)[1]
         if problems:
             raise ConfigError(source, problems)
         try:
@@ -316,7 +358,14 @@ class NoamConfig:
         The tail's keys appear only when set, so a schedule without one saves the
         same state as before they existed (and loads states saved without them).
         """
-        return {key: getattr(self, key) for key in SCHEDULE_KEYS if key in CURVE_KEYS or getattr(self, key) is not None}
+        params = {
+            key: getattr(self, key) for key in SCHEDULE_KEYS if key in CURVE_KEYS or getattr(self, key) is not None
+        }
+        if self.groups:  # only when given: a schedule without groups saves the state it always did
+            params[GROUPS_KEY] = [override.as_dict() for override in self.groups]
+        if self.amendments:  # likewise: the history, each with the count it took effect at
+            params[HISTORY_KEY] = [amendment.as_dict() for amendment in self.amendments]
+        return params
 
     @property
     def params(self) -> dict[str, Any]:
@@ -346,12 +395,23 @@ class NoamConfig:
         return self.lr(self.warmup_num_steps)
 
     def lr(self, step: int) -> float:
-        """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`."""
+        """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`,
+        amendments included."""
         if not _is_int(step) or step < 1:
             raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
+        if step > self.plain_until and self.amendments:
+            return self._curve.lr(step)
         if step <= self.cooldown_start or self.cooldown_num_steps is None:
             return _formula(step, self.warmup_num_steps, self.d_model, self.factor, self.warmup_max_lr)
         return self.cooled(step)
+
+    def config_at(self, step: int) -> NoamConfig:
+        """The parameters in force at `step`: with a tail amendment before it, its tail; else these."""
+        return self._curve.config_at(step) if self.amendments else self
+
+    def scale_at(self, step: int) -> float:
+        """The product of the amendments' scales in force at `step` (1.0 without)."""
+        return self._curve.scale_at(step) if self.amendments else 1.0
 
     def noam(self, step: int) -> float:
         """The warmup + inverse square root curve alone, without the tail."""
@@ -386,7 +446,11 @@ def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
 
     A state without the tail's keys had none (cooldown_type / cooldown_min_lr None, as NoamConfig keeps them).
     """
-    return {key: state.get(key, DEFAULT_UNIT if key == "warmup_unit" else None) for key in SCHEDULE_KEYS}
+    params = {key: state.get(key, DEFAULT_UNIT if key == "warmup_unit" else None) for key in SCHEDULE_KEYS}
+    for key in (GROUPS_KEY, HISTORY_KEY):
+        if state.get(key):
+            params[key] = state[key]
+    return params
 
 
 def _tail(params: Mapping[str, Any]) -> tuple:

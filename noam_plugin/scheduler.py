@@ -21,6 +21,7 @@ from noam_plugin.counter import (
     unwrap_optimizer,
 )
 from noam_plugin.errors import ScheduleMismatchError, SecondSchedulerError  # noqa: F401 - kept importable here
+from noam_plugin.frameworks import check_routes
 from noam_plugin.names import SAMPLES, TOKENS, UPDATES
 from noam_plugin.schedule import NoamConfig, _formula, resume_changes, saved_params
 from noam_plugin.state import (
@@ -90,6 +91,7 @@ class NoamLR(LRScheduler):
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
         self._lrs_before_update: list[float] = []
         self._warned_step_args = False
+        check_routes()  # built by (or for) a framework noam-plugin refuses: an error, never a wrong count
         inner = unwrap_optimizer(optimizer)
         refuse_second_scheduler(inner, self)
         refuse_earlier_schedulers(inner, self)
@@ -252,6 +254,7 @@ class NoamLR(LRScheduler):
         For frameworks that swap the user's optimizer for their own (Accelerate
         with DeepSpeed CPU offload builds a DeepSpeedCPUAdam).
         """
+        check_routes()
         inner = unwrap_optimizer(optimizer)
         if inner is not self.optimizer:
             refuse_second_scheduler(inner, self)

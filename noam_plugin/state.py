@@ -12,14 +12,25 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+from noam_plugin.amendments import parse_amendments
 from noam_plugin.errors import Problem, StateError, describe
-from noam_plugin.schedule import DEFAULT_UNIT, MAX_INT, SCHEDULE_KEYS, _check_values, _is_int, closest_name
+from noam_plugin.groups import check_groups
+from noam_plugin.schedule import (
+    DEFAULT_UNIT,
+    GROUPS_KEY,
+    HISTORY_KEY,
+    MAX_INT,
+    SCHEDULE_KEYS,
+    _check_values,
+    _is_int,
+    closest_name,
+)
 
 STATE_TYPE = "NoamLR"
 SOURCE = "NoamLR.load_state_dict"
 # What NoamLR.state_dict() writes besides the schedule parameters (SCHEDULE_KEYS).
 COUNT_KEYS = ("updates", "samples", "tokens", "samples_per_update", "world_size")
-STATE_KEYS = ("type",) + COUNT_KEYS + SCHEDULE_KEYS
+STATE_KEYS = ("type",) + COUNT_KEYS + SCHEDULE_KEYS + (GROUPS_KEY, HISTORY_KEY)
 # key -> (smallest value, None allowed); None is also what a state from before the key existed holds
 _COUNTS = {
     "updates": (0, False),
@@ -73,7 +84,12 @@ def check_noam_state(state: Any) -> list[Problem]:
     # Schedule parameters: those saved (older states lack warmup_unit: they counted updates), checked like a config.
     params = {key: state[key] for key in SCHEDULE_KEYS if key in state}
     params.setdefault("warmup_unit", DEFAULT_UNIT)
-    problems += _check_values(params)
+    main_problems = _check_values(params)
+    problems += main_problems
+    if GROUPS_KEY in state:  # per-group overrides (noam_plugin/groups.py), checked as in a config
+        problems += check_groups(state[GROUPS_KEY], None if main_problems else params)[1]
+    if HISTORY_KEY in state:  # the amendments (noam_plugin/amendments.py), checked as in a config
+        problems += parse_amendments(state[HISTORY_KEY])[1]
     return problems
 
 

@@ -1,0 +1,229 @@
+"""`noam-plugin amend`: steer a run at a checkpoint without rewriting its past (docs/CONTRACT.md section 4).
+
+Reads the schedule and the count of a checkpoint (and its history of amendments), adds the asked-for
+amendment(s) at the count, checks the result the way a resume will, and prints the params to resume with,
+the curve from the checkpoint on and, with --plot, the whole history with each amendment marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from noam_plugin.amendments import flow, history_changes, history_lines
+from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
+from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
+from noam_plugin.errors import ConfigError
+from noam_plugin.groups import group_changes
+from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve
+from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig, resume_changes
+
+
+def checkpoint_schedule(checkpoint: str, config_path: str | None) -> tuple[CheckpointInfo, NoamConfig, int]:
+    """(what the checkpoint holds, the schedule a resume starts from, the count in its warmup_unit).
+
+    The schedule is --config's when given (the config the run resumes with), else the checkpoint's own.
+    """
+    try:
+        info = read_checkpoint(checkpoint)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    if config_path:
+        block = read_scheduler_block(config_path)
+        base = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
+    elif info.is_noam:
+        base = NoamConfig(**info.params)
+    else:
+        raise ValueError(
+            f"{checkpoint}: holds no NoamLR state, so its schedule is unknown: add --config PATH "
+            "(the config the run resumes with)"
+        )
+    unit = base.warmup_unit
+    count = info.state.get(unit) if info.is_noam else info.updates()[0] if unit == "updates" else None
+    if count is None:
+        raise ValueError(f"{checkpoint}: no count of the {unit} seen in this checkpoint (warmup_unit {unit})")
+    return info, base, count
+
+
+def resume_problems(info: CheckpointInfo, config: NoamConfig, count: int) -> list[str]:
+    """What a resume from `info` with `config` would refuse (one line each); [] when it loads."""
+    if not info.is_noam:
+        return []
+    differing, _ = resume_changes(info.params, config, count)
+    now = config.schedule_params
+    lines = [f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing]
+    if info.params.get("groups") or config.groups:  # per group, with both values (noam_plugin/groups.py)
+        lines += [
+            f"{k}: checkpoint {old!r}, now {new!r}" for k, old, new in group_changes(info.params, config, count)[0]
+        ]
+    return lines + history_changes(info.params.get(HISTORY_KEY), config.amendments, count, config.unit_name)[0]
+
+
+def resume_params(config: NoamConfig) -> dict[str, Any]:
+    """The params block to resume with: every value that differs from its default, amendments last."""
+    params = {k: v for k, v in config.schedule_params.items() if v is not None}
+    if params.get("warmup_unit") == "updates":
+        del params["warmup_unit"]
+    if params.get("factor") == 1.0:
+        del params["factor"]
+    if config.allow_param_change:
+        params["allow_param_change"] = True
+    if HISTORY_KEY in params:
+        params[HISTORY_KEY] = params.pop(HISTORY_KEY)
+    return params
+
+
+def _groups(text: str | None) -> list[str | int] | None:
+    if text is None:
+        return None
+    return [int(part) if part.strip().isdigit() else part.strip() for part in text.split(",") if part.strip()]
+
+
+def new_amendments(args: argparse.Namespace, at: int) -> list[dict[str, Any]]:
+    """The amendments asked for on the command line, as config entries (checked when the config is built)."""
+    groups = _groups(args.groups)
+    extra = {"groups": groups} if groups else {}
+    out: list[dict[str, Any]] = []
+    if args.scale is not None:
+        out.append({"at": at, "scale": args.scale, **extra})
+    if args.rewarm is not None:
+        out.append({"at": at, "rewarm_num_steps": args.rewarm, **extra})
+    if args.cooldown is not None or args.total is not None:
+        tail: dict[str, Any] = {"at": at}
+        if args.total is not None:
+            tail["total_num_steps"] = args.total
+        if args.cooldown is not None:
+            tail.setdefault("total_num_steps", at + args.cooldown)
+            tail.update(cooldown_num_steps=args.cooldown, cooldown_type=args.type)
+        if args.min_lr is not None:
+            tail["cooldown_min_lr"] = args.min_lr
+        out.append({**tail, **extra})
+    if not out:
+        raise ValueError("amend: nothing to add: give --scale F, --rewarm R, --cooldown N or --total T")
+    if args.cooldown is None and (args.type != "linear" or args.min_lr is not None):
+        raise ValueError("amend: --type and --min-lr shape a cooldown: add --cooldown N")
+    return out
+
+
+def _positions(config: NoamConfig, count: int, at: int, end: int) -> list[int]:
+    """The table's rows: the checkpoint, where each new amendment starts and ends, and the end drawn."""
+    marks = {count, at, at + 1, end}
+    for a in config.amendments:
+        if a.at >= at:
+            marks.add(a.at + 1)
+            if a.rewarm_num_steps is not None:
+                marks.update({a.at + (a.rewarm_num_steps + 1) // 2, a.at + a.rewarm_num_steps})
+    tail = config.config_at(end)
+    if tail.cooldown_num_steps is not None:
+        marks.update({tail.cooldown_start + 1, tail.total_num_steps, tail.total_num_steps + 1})
+    return sorted(k for k in marks if 1 <= k <= end)
+
+
+def _end(config: NoamConfig, count: int, at: int) -> int:
+    """Where the picture stops: past the cooldown in force at the end, or well past the last change."""
+    last = config.config_at(MAX_INT)
+    if last.cooldown_num_steps is not None:
+        return max(at + 1, last.total_num_steps + max(1, last.cooldown_num_steps // 10))
+    reach = max([a.at + (a.rewarm_num_steps or 0) for a in config.amendments] + [at])
+    return max(2 * count, reach + (reach - count) + 1, count + config.warmup_num_steps)
+
+
+def cmd_amend(args: argparse.Namespace) -> int:
+    info, base, count = checkpoint_schedule(args.checkpoint_dir, args.config)
+    u, unit = base.unit_name, base.warmup_unit
+    at = count if args.at is None else args.at
+    if at < count:
+        raise ValueError(
+            f"{args.checkpoint_dir}: --at {at} is below the checkpoint's count {count}: {u}s {at + 1}-{count} "
+            f"already ran; an amendment starts at or after the count (--at {count}, the default)"
+        )
+    history = [a.as_dict() for a in base.amendments]
+    added = new_amendments(args, at)
+    source = f"amend {args.checkpoint_dir}"
+    params = {**base.schedule_params, "allow_param_change": base.allow_param_change, HISTORY_KEY: history + added}
+    try:
+        config = NoamConfig.from_params(params, source=source, prefix="")
+    except ConfigError as err:
+        raise ConfigError(source, err.problems) from None
+    problems = resume_problems(info, config, count)
+    if problems:
+        raise ValueError(
+            f"{args.checkpoint_dir}: resuming with these amendments would change updates already applied "
+            f"({'; '.join(problems)})"
+        )
+    new = config.amendments[len(history) :]
+    where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
+    print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g} before this amendment")
+    for line in history_lines(base.amendments, u, "# history: "):
+        print(line)
+    for a in new:
+        print(f"# new:  {flow(a)}  {a.text(u)}")
+    print(
+        "# resume with these params (a DeepSpeed JSON takes the same keys in scheduler.params: "
+        f'"amendments": {json.dumps([a.as_dict() for a in config.amendments])})'
+    )
+    block = {"scheduler": {"type": "NoamLR", "params": resume_params(config)}}
+    print(yaml.safe_dump(block, sort_keys=False, default_flow_style=None, width=120), end="")
+    end = args.steps or _end(config, count, at)
+    axis = Axis(config, unit)
+    print()
+    print(f"{u:>10}  {'lr':>11}  {'before':>11}")
+    for k in _positions(config, count, at, end):
+        note = "  (the checkpoint: last update applied)" if k == count else ""
+        print(f"{k:>10}  {axis.lr(k):>11.4e}  {base.lr(k):>11.4e}{note}")
+    print()
+    print("\n".join(ascii_curve(axis, end, first=max(1, count))))
+    if args.plot:
+        marks = amendment_marks(config, u, count)
+        title = f"{Path(args.checkpoint_dir).name}: NoamLR with its amendments\n{params_text(config)}"
+        plot_curve(axis, end, title, args.plot, marks=marks, before=Axis(base, unit))
+        print(f"\nplot written to {args.plot}")
+    return 0
+
+
+def amendment_marks(config: NoamConfig, unit_name: str, count: int | None = None) -> list[tuple[int, str]]:
+    """Where each amendment starts (and the checkpoint), labelled (one label per count), for a plot."""
+    labels: dict[int, list[str]] = {}
+    for a in config.amendments:
+        labels.setdefault(a.at, []).append(a.text(unit_name))
+    if count is not None:
+        labels.setdefault(count, []).insert(0, f"checkpoint ({unit_name} {count})")
+    return [(x, ";\n".join(texts)) for x, texts in sorted(labels.items())]
+
+
+def add_amend_parser(sub: Any, positive_int: Any, nonnegative_float: Any, positive_float: Any) -> None:
+    p = sub.add_parser(
+        "amend",
+        help="params that amend the schedule from a checkpoint on (scale, re-warm, cooldown), and the curve",
+    )
+    p.add_argument("checkpoint_dir", metavar="CHECKPOINT")
+    p.add_argument("--scale", type=positive_float, metavar="F", help="run every later update at F times its lr")
+    p.add_argument(
+        "--rewarm", type=positive_int, metavar="R", help="climb back to the curve linearly over the next R steps"
+    )
+    p.add_argument("--cooldown", type=positive_int, metavar="N", help="a cooldown over the next N steps")
+    p.add_argument("--type", choices=COOLDOWN_TYPES, default="linear", help="the cooldown's shape (default: linear)")
+    p.add_argument("--min-lr", type=nonnegative_float, metavar="LR", help="cooldown_min_lr (default 0)")
+    p.add_argument(
+        "--total",
+        type=positive_int,
+        metavar="T",
+        help="move total_num_steps (the planned end) to T; with a cooldown in force, it moves with it",
+    )
+    p.add_argument(
+        "--at",
+        type=int,
+        metavar="N",
+        help="the count it starts after, in the warmup's unit (default: the checkpoint's; never below it)",
+    )
+    p.add_argument("--groups", metavar="NAME,INDEX,...", help="only these param groups (names or indices)")
+    p.add_argument(
+        "--config", metavar="PATH", help="the config the run resumes with (default: the checkpoint's parameters)"
+    )
+    p.add_argument("--steps", type=positive_int, metavar="N", help="last position drawn")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the whole history, each amendment marked (matplotlib)")
+    p.set_defaults(handler=cmd_amend)

@@ -1,0 +1,330 @@
+"""Per-group schedules (docs/CONTRACT.md section 1): overrides of the main curve, each selecting param
+groups by their `name` key or their index; every group's lr is its own curve read at the one shared count.
+
+Torch-free: configs are checked, curves drawn and checkpoints compared without it. A group's curve is the
+main parameters with its override's keys replaced (naming `d_model` or `warmup_max_lr` picks that form for
+the group; `cooldown_num_steps: null` drops the main cooldown), times `lr_scale`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from noam_plugin.errors import ConfigError, Problem, describe, short_repr
+from noam_plugin.schedule import (
+    COOLDOWN_KEYS,
+    PARAM_KEYS,
+    SCHEDULE_KEYS,
+    NoamConfig,
+    _check_values,
+    _formula,
+    _is_int,
+    _is_number,
+    closest_name,
+    resume_changes,
+)
+
+SELECTORS = ("name", "index")
+# What an override may replace: the curve and its tail, not the unit (one shared count) nor the options.
+GROUP_CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr") + COOLDOWN_KEYS
+GROUP_KEYS = SELECTORS + GROUP_CURVE_KEYS + ("lr_scale",)
+MAX_NAMES_SHOWN = 12  # param groups listed in a matching error
+
+
+@dataclass(frozen=True)
+class GroupOverride:
+    """One entry of `groups`: a selector, the curve keys it replaces, and a scale."""
+
+    selector: str  # "name" or "index"
+    value: str | int
+    params: tuple[tuple[str, Any], ...] = ()  # (key, value) in GROUP_CURVE_KEYS order; None drops a main key
+    lr_scale: float = 1.0
+
+    @property
+    def key(self) -> tuple[str, str | int]:
+        return (self.selector, self.value)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `name 'embeddings'` or `index 2`."""
+        return f"{self.selector} {self.value!r}" if self.selector == "name" else f"index {self.value}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The config / state form: plain values, so `torch.load(weights_only=True)` reads it back."""
+        out: dict[str, Any] = {self.selector: self.value, **dict(self.params)}
+        if self.lr_scale != 1.0:
+            out["lr_scale"] = self.lr_scale
+        return out
+
+
+def _entry_problems(entry: Any, where: str) -> tuple[GroupOverride | None, list[Problem]]:
+    if isinstance(entry, GroupOverride):
+        return entry, []
+    if not isinstance(entry, Mapping):
+        expected = "a mapping with one selector (name: STR or index: INT) and curve keys, e.g. {name: emb, lr_scale: 2}"
+        return None, [Problem(where, expected, describe(entry))]
+    problems = []
+    for key in entry:
+        if key not in GROUP_KEYS:
+            if key in PARAM_KEYS:  # warmup_unit, allow_param_change: one for the whole schedule
+                found = f"'{key}', which holds for all groups (set it next to groups, not in one)"
+            else:
+                near = closest_name(str(key), GROUP_KEYS)
+                found = f"unknown key '{short_repr(key)}'" + (f" (did you mean '{near}'?)" if near else "")
+            problems.append(Problem(f"{where}.{key}", "one of " + ", ".join(GROUP_KEYS), found))
+    chosen = [s for s in SELECTORS if s in entry]
+    if len(chosen) != 1:
+        found = (
+            "neither" if not chosen else f"both (name={short_repr(entry['name'])}, index={short_repr(entry['index'])})"
+        )
+        problems.append(Problem(where, "exactly one selector: name: STR or index: INT", found))
+    selector = chosen[0] if len(chosen) == 1 else None
+    value = entry.get(selector) if selector else None
+    if selector == "name" and not (isinstance(value, str) and value):
+        problems.append(Problem(f"{where}.name", "a non-empty string (the param group's 'name' key)", describe(value)))
+    if selector == "index" and not (_is_int(value) and value >= 0):
+        problems.append(
+            Problem(f"{where}.index", "an int >= 0 (a position in optimizer.param_groups)", describe(value))
+        )
+    scale = entry.get("lr_scale", 1.0)
+    if not _is_number(scale) or not 0 < scale < float("inf"):
+        problems.append(Problem(f"{where}.lr_scale", "a finite number > 0", describe(scale)))
+    if problems:
+        return None, problems
+    params = tuple((k, entry[k]) for k in GROUP_CURVE_KEYS if k in entry)
+    return GroupOverride(selector, value, params, float(scale)), []
+
+
+def merge(main: Mapping[str, Any], override: GroupOverride) -> dict[str, Any]:
+    """The group's curve parameters: the main ones with the override's keys replaced.
+
+    Naming d_model (warmup_max_lr) picks that form: the main's warmup_max_lr (d_model and factor) goes.
+    Dropping the cooldown (cooldown_num_steps: None) drops its type and floor unless the override sets them.
+    """
+    merged = {k: main[k] for k in SCHEDULE_KEYS if main.get(k) is not None}
+    own = dict(override.params)
+    if own.get("d_model") is not None:
+        merged.pop("warmup_max_lr", None)
+    if own.get("warmup_max_lr") is not None:
+        merged.pop("d_model", None)
+        merged.pop("factor", None)
+    if "cooldown_num_steps" in own and own["cooldown_num_steps"] is None:
+        merged.pop("cooldown_type", None)
+        merged.pop("cooldown_min_lr", None)
+    merged.update(own)
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def check_groups(
+    value: Any, main: Mapping[str, Any] | None, prefix: str = ""
+) -> tuple[tuple[GroupOverride, ...], list[Problem]]:
+    """Parse `groups`; with a valid `main` also check every group's merged curve as the main one is checked.
+
+    Problem keys read `{prefix}groups[i].key`; a merged-curve problem on a key the override does not set
+    says it comes from the main parameters.
+    """
+    if value is None:
+        return (), []
+    if not isinstance(value, (list, tuple)):
+        expected = "a list of overrides, e.g. [{name: embeddings, warmup_num_steps: 8000}, {index: 2, lr_scale: 0.25}]"
+        return (), [Problem(prefix + "groups", expected, describe(value))]
+    overrides, problems = [], []
+    first: dict[tuple, int] = {}
+    for i, entry in enumerate(value):
+        where = f"{prefix}groups[{i}]"
+        override, found = _entry_problems(entry, where)
+        problems += found
+        if override is None:
+            continue
+        if override.key in first:
+            j = first[override.key]
+            expected = "one override per param group"
+            problems.append(Problem(where, expected, f"{override.label} again (already selected by groups[{j}])"))
+            continue
+        first[override.key] = i
+        overrides.append(override)
+        if main is not None:
+            problems += _curve_problems(main, override, where)
+    return tuple(overrides), problems
+
+
+def _curve_problems(main: Mapping[str, Any], override: GroupOverride, where: str) -> list[Problem]:
+    merged = merge(main, override)
+    problems = _check_values(merged, "")
+    if not problems:
+        try:
+            NoamConfig(**merged)
+        except ConfigError as err:
+            problems = err.problems
+    own = dict(override.params)
+    out = []
+    for p in problems:
+        inherited = not any(part.strip() in own for part in p.key.split("/"))
+        note = f" (this group's curve: the main parameters with {override.label}'s keys)" if inherited else ""
+        out.append(Problem(f"{where}.{p.key}", p.expected, p.found + note))
+    return out
+
+
+def curve_of(main: NoamConfig, override: GroupOverride | None) -> NoamConfig:
+    """The NoamConfig of one group's curve (the main one when no override selects it)."""
+    if override is None:
+        return main
+    return NoamConfig(**merge(main.schedule_params, override))
+
+
+def _group_names(param_groups: Sequence[Mapping[str, Any]]) -> str:
+    shown = [
+        f"{i} {short_repr(g['name'])}" if "name" in g else f"{i} (no name)"
+        for i, g in enumerate(itertools.islice(param_groups, MAX_NAMES_SHOWN))
+    ]
+    more = f", ... ({len(param_groups)} in all)" if len(param_groups) > MAX_NAMES_SHOWN else ""
+    return ", ".join(shown) + more
+
+
+class GroupMatchError(ConfigError):
+    """A `groups` selector that matches no param group, or a param group that two overrides select."""
+
+
+def match(
+    overrides: Sequence[GroupOverride], param_groups: Sequence[Mapping[str, Any]], source: str = "NoamLR groups"
+) -> list[int | None]:
+    """For each param group, the position in `overrides` of the one override selecting it (None: the main curve).
+
+    A name selects every group with that `name` key; an index, the group at that position.
+    """
+    owner: list[int | None] = [None] * len(param_groups)
+    problems = []
+    for i, override in enumerate(overrides):
+        if override.selector == "index":
+            hits = [override.value] if override.value < len(param_groups) else []
+        else:
+            hits = [g for g, group in enumerate(param_groups) if group.get("name") == override.value]
+        if not hits:
+            expected = (
+                f"a {'position' if override.selector == 'index' else 'name'} of one of the optimizer's "
+                f"{len(param_groups)} param groups ({_group_names(param_groups)})"
+            )
+            problems.append(Problem(f"groups[{i}].{override.selector}", expected, f"{override.label}: no such group"))
+        for g in hits:
+            if owner[g] is not None:
+                j = owner[g]
+                found = f"param group {g} is selected by groups[{j}] ({overrides[j].label}) and by this one"
+                problems.append(Problem(f"groups[{i}]", "at most one override per param group", found))
+            else:
+                owner[g] = i
+    if problems:
+        raise GroupMatchError(source, problems)
+    return owner
+
+
+def _curve_key(curve: NoamConfig) -> tuple:
+    """What makes two curves the same: their schedule parameters (and amendments, where there are any)."""
+    return tuple(getattr(curve, key) for key in SCHEDULE_KEYS) + tuple(getattr(curve, "amendments", ()))
+
+
+class GroupCurves:
+    """The lr of every param group at a count: each distinct curve computed once per count (an override that
+    only scales shares the main curve), then one multiply per group (by 1.0 for the main curve: exact)."""
+
+    def __init__(self, config: NoamConfig, param_groups: Sequence[Mapping[str, Any]]) -> None:
+        owner = match(config.groups, param_groups)
+        self.config = config
+        self.overrides = config.groups
+        curves: dict[tuple, int] = {_curve_key(config): 0}
+        self.curves = [config]
+        of_override = []
+        for o in config.groups:
+            curve = curve_of(config, o)
+            key = _curve_key(curve)
+            if key not in curves:
+                curves[key] = len(self.curves)
+                self.curves.append(curve)
+            of_override.append(curves[key])
+        self.owner = owner  # param group -> override position (None: the main curve)
+        self._slots = [
+            (0, 1.0) if o is None else (of_override[o], config.groups[o].lr_scale) for o in owner
+        ]  # param group -> (curve, scale)
+
+    def lrs(self, count: int) -> list[float]:
+        """lr of each param group for the update that brings the count to `count` (>= 1)."""
+        values = []
+        for c in self.curves:
+            if type(count) is int and 1 <= count <= c.plain_until:  # the usual case: no checks on the way
+                values.append(_formula(count, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
+            else:
+                values.append(c.lr(count))
+        return [values[c] * scale for c, scale in self._slots]
+
+    def label(self, group: int) -> str:
+        """`main` or the override's label, for the param group at this position."""
+        o = self.owner[group]
+        return "main" if o is None else self.overrides[o].label
+
+
+def names_changed_note(matched: Sequence[Any], param_groups: Sequence[Mapping[str, Any]]) -> str | None:
+    """A note when the param groups' `name` keys differ from those NoamLR matched its selectors against.
+
+    DeepSpeed 0.19.8's ZeRO-3 universal checkpoint load copies param group 0's keys into every group. Each
+    group keeps the curve matched when NoamLR was built; the note says so, and that other keys came back too.
+    """
+    now = [g.get("name") for g in param_groups]
+    if list(matched) == now:
+        return None
+    return (
+        f"NoamLR: the param groups' 'name' keys changed since NoamLR matched its groups (then {list(matched)!r}, "
+        f"now {now!r}; DeepSpeed's ZeRO-3 universal checkpoint load copies group 0's keys, 'weight_decay' too, "
+        "into every group). Each group keeps the curve it was matched to; check your groups' other keys."
+    )
+
+
+def log_names_changed(matched: Sequence[Any], param_groups: Sequence[Mapping[str, Any]]) -> None:
+    note = names_changed_note(matched, param_groups)
+    if note is not None:
+        from noam_plugin._dist import log_rank0
+
+        log_rank0(note)
+
+
+def saved_groups(state: Mapping[str, Any]) -> tuple[GroupOverride, ...]:
+    """The overrides in a saved state or a checkpoint's params (none in states from before groups existed)."""
+    overrides, problems = check_groups(state.get("groups"), None)
+    if problems:
+        raise ConfigError("saved groups", problems)
+    return overrides
+
+
+def group_changes(
+    saved: Mapping[str, Any], now: NoamConfig, count: int | None
+) -> tuple[list[tuple[str, Any, Any]], list[str]]:
+    """Decide a resume per group: ((key, saved value, current value) that are a parameter change, notes to log).
+
+    Compared per selector, over the selectors of both sides (a selector on one side only compares that
+    group's curve with the other side's main one). Each group's curve is decided as the main one is
+    (resume_changes: a cooldown added or moved at or after `count` is no change). Keys are named
+    `groups[name='x'].key`; a key both sides take from the main parameters is left to the main comparison.
+    """
+    saved_over = {o.key: o for o in saved_groups(saved)}
+    now_over = {o.key: o for o in now.groups}
+    main_saved = {k: saved.get(k) for k in SCHEDULE_KEYS}
+    changes: list[tuple[str, Any, Any]] = []
+    notes: list[str] = []
+    for key in list(saved_over) + [k for k in now_over if k not in saved_over]:
+        old, new = saved_over.get(key), now_over.get(key)
+        own = set(dict(old.params if old else ())) | set(dict(new.params if new else ()))
+        old_params = merge(main_saved, old) if old else {k: v for k, v in main_saved.items() if v is not None}
+        old_params = NoamConfig(**old_params).schedule_params  # as saved configs are: defaults filled in
+        new_curve = curve_of(now, new)
+        differing, group_notes = resume_changes(old_params, new_curve, count)
+        name = f"groups[{key[0]}={key[1]!r}]"
+        current = new_curve.schedule_params
+        changes += [(f"{name}.{k}", old_params.get(k), current.get(k)) for k in differing if k in own]
+        old_scale, new_scale = (old.lr_scale if old else 1.0), (new.lr_scale if new else 1.0)
+        if old_scale != new_scale:
+            changes.append((f"{name}.lr_scale", old_scale, new_scale))
+        if own & set(COOLDOWN_KEYS):
+            label = (new or old).label
+            notes += [note.replace("NoamLR: ", f"NoamLR, param groups with {label}: ", 1) for note in group_notes]
+    return changes, notes
