@@ -20,7 +20,8 @@ from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
 from noam_plugin.errors import ConfigError
 from noam_plugin.groups import group_changes
 from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve
-from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig, resume_changes
+from noam_plugin.resume import resume_changes
+from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig
 
 
 def checkpoint_schedule(checkpoint: str, config_path: str | None) -> tuple[CheckpointInfo, NoamConfig, int]:

@@ -15,7 +15,8 @@ from noam_plugin._files import write_atomically
 from noam_plugin.amendments import history_changes, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
 from noam_plugin.errors import shorten
-from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, resume_changes
+from noam_plugin.resume import resume_changes
+from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig
 
 
 def params_text(config: NoamConfig) -> str:

@@ -453,55 +453,6 @@ def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _tail(params: Mapping[str, Any]) -> tuple:
-    """What of the tail changes the curve: (start, length, type, floor); () without a cooldown."""
-    cooldown = params.get("cooldown_num_steps")
-    if cooldown is None:
-        return ()
-    min_lr = params.get("cooldown_min_lr")
-    return (
-        params["total_num_steps"] - cooldown,
-        cooldown,
-        params.get("cooldown_type") or "linear",
-        float(min_lr) if min_lr is not None else 0.0,
-    )
-
-
-def resume_changes(saved: Mapping[str, Any], now: NoamConfig, count: int | None) -> tuple[list[str], list[str]]:
-    """Decide a resume: (keys that are a parameter change, notes to log), for a state saved at `count`.
-
-    `count` is in now's warmup_unit (updates, samples or tokens seen), None if unknown.
-    A change that leaves the lr of every update already applied as it was is no
-    parameter change: adding, moving or dropping a cooldown (or total_num_steps)
-    whose start is at or after `count` (docs/CONTRACT.md section 4). Anything that
-    rewrites an applied update's lr is one; then every differing key is named.
-    """
-    current = now.schedule_params
-    differing = [key for key in SCHEDULE_KEYS if saved.get(key) != current.get(key)]
-    if not differing:
-        return [], []
-    old_tail, new_tail = _tail(saved), _tail(current)
-    curve_same = all(saved.get(key) == current.get(key) for key in CURVE_KEYS)
-    starts = [tail[0] for tail in (old_tail, new_tail) if tail]
-    first_start = min(starts) if starts else math.inf
-    past_unchanged = curve_same and (old_tail == new_tail or (count is not None and count <= first_start))
-    if not past_unchanged:
-        return differing, []
-    u = now.unit_name
-    where = f"{count} {u}s seen" if count is not None and now.warmup_unit != "updates" else f"update {count}"
-    before = (
-        "no cooldown"
-        if not old_tail
-        else (f"a {old_tail[2]} cooldown over {u}s {old_tail[0] + 1}-{old_tail[0] + old_tail[1]}")
-    )
-    changes = ", ".join(f"{key} {saved.get(key)!r} -> {current.get(key)!r}" for key in differing)
-    note = (
-        f"NoamLR: the checkpoint (at {where}) had {before}; now {now.describe_cooldown()}. "
-        f"Every update already applied keeps its lr, so this is no parameter change ({changes})"
-    )
-    return [], [note]
-
-
 def noam_lr(
     step: int,
     *,
@@ -527,3 +478,12 @@ def noam_lr(
         cooldown_min_lr=cooldown_min_lr,
     )
     return config.lr(step)
+
+
+def __getattr__(name: str) -> Any:
+    """resume_changes moved to noam_plugin.resume (the one resume decision); still importable from here."""
+    if name == "resume_changes":
+        from noam_plugin.resume import resume_changes
+
+        return resume_changes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

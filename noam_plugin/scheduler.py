@@ -23,14 +23,9 @@ from noam_plugin.counter import (
 from noam_plugin.errors import ScheduleMismatchError, SecondSchedulerError  # noqa: F401 - kept importable here
 from noam_plugin.frameworks import check_routes
 from noam_plugin.names import SAMPLES, TOKENS, UPDATES
-from noam_plugin.schedule import NoamConfig, _formula, resume_changes, saved_params
-from noam_plugin.state import (
-    STATE_TYPE,
-    adopt_foreign,
-    batch_change_note,
-    check_state,
-    foreign_updates,  # noqa: F401 - kept importable from here
-)
+from noam_plugin.resume import plan_resume
+from noam_plugin.schedule import NoamConfig, _formula
+from noam_plugin.state import STATE_TYPE, foreign_updates  # noqa: F401 - foreign_updates kept importable here
 from noam_plugin.units import DataSeen
 
 _OWNER = OWNER  # kept importable from here
@@ -386,57 +381,17 @@ class NoamLR(LRScheduler):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the counts from a NoamLR, DeepSpeed scheduler or torch scheduler state; all or nothing."""
-        updates, samples, tokens = self._counts_from_state(state_dict)  # validates; changes nothing
-        unit = self.config.warmup_unit
-        if unit != "updates" and (samples if unit == "samples" else tokens) is None:
-            raise ValueError(
-                f"NoamLR(warmup_unit={unit!r}): the checkpoint holds no count of the {unit} seen, so the "
-                f"schedule cannot continue in {unit}. Resume with the checkpoint's warmup_unit; a later checkpoint "
-                f"saved under warmup_unit {unit!r} holds the count."
-            )
-        self.updates = updates
-        self.data.restart(samples, tokens)
+        """Restore the counts from a NoamLR, DeepSpeed scheduler or torch scheduler state; all or nothing.
+
+        The decision is noam_plugin.resume's plan (the one `noam-plugin inspect` and `cooldown` show): the
+        state is validated whole and every refusal raised before anything changes."""
+        plan = plan_resume(
+            state_dict, self.config, samples_per_update=self.data.samples_per_update, world_size=world_size()
+        )
+        for line in plan.accept():
+            log_rank0(line)
+        self.updates = plan.updates
+        self.data.restart(plan.samples, plan.tokens)
         self.counter.prepare = self._needs_prepare
         self._prepared = None
         self._apply_lr()
-
-    def _counts_from_state(self, state: Any) -> tuple[int, int | None, int | None]:
-        """(updates, samples, tokens) to continue from; logs what changed since the save."""
-        check_state(state)
-        unit, batch = self.config.warmup_unit, self.data.samples_per_update
-        if state.get("type") != STATE_TYPE:
-            updates, samples, note = adopt_foreign(state, batch)  # check_state made sure it is one
-            log_rank0(note)
-            return updates, samples, None
-        self._check_params(state)
-        updates, saved_world = state["updates"], state.get("world_size")
-        if saved_world is not None and saved_world != world_size():
-            log_rank0(f"NoamLR: resuming at update {updates} with world size {world_size()} (saved with {saved_world})")
-        note = batch_change_note(state.get("samples_per_update"), batch, unit, updates, state.get(unit))
-        if note:
-            log_rank0(note)
-        return updates, state.get("samples"), state.get("tokens")
-
-    def _check_params(self, state: dict[str, Any]) -> None:
-        now, saved = self.config.schedule_params, saved_params(state)
-        differing, notes = resume_changes(saved, self.config, state.get(self.config.warmup_unit))
-        for note in notes:
-            log_rank0(note)
-        if not differing:
-            return
-        now = {key: now.get(key) for key in differing}
-        lines = [f"{key}: checkpoint {saved[key]!r}, now {now[key]!r}" for key in differing]
-        if self.config.allow_param_change:
-            log_rank0(
-                f"NoamLR: schedule parameters changed since the checkpoint ({'; '.join(lines)}); "
-                f"continuing the new schedule from update {state['updates']} (allow_param_change=True)"
-            )
-            return
-        raise ScheduleMismatchError(
-            "NoamLR: the checkpoint was saved with other schedule parameters:\n  "
-            + "\n  ".join(lines)
-            + "\nUse the checkpoint's values, or pass allow_param_change=True "
-            "(config: scheduler.params.allow_param_change: true) to continue the new schedule from the saved update "
-            "count."
-        )
