@@ -104,14 +104,16 @@ class ResumePlan:
     samples: int | None
     tokens: int | None
     count: int | None  # the saved count in config's warmup_unit (None: unknown)
-    changes: tuple[tuple[str, Any, Any], ...] = ()  # (key, saved, now): a parameter change
+    changes: tuple[tuple[str, Any, Any], ...] = ()  # (key, saved, now) of the main parameters: a parameter change
+    group_changes: tuple[tuple[str, Any, Any], ...] = ()  # the same per param group: groups[name='x'].key
     history: tuple[str, ...] = ()  # amendments that would rewrite applied updates, one line each
-    notes: tuple[str, ...] = ()  # what to log when it is applied
+    notes: tuple[str, ...] = ()  # the tail decided at resume (a cooldown added after the count: no change)
+    other_notes: tuple[str, ...] = ()  # groups', amendments', world size, global batch, a foreign count adopted
     foreign: bool = False  # adopted from a DeepSpeed or torch scheduler's state
 
     @property
     def differing(self) -> list[str]:
-        """The keys that are a parameter change (main keys and groups[...].key), in order."""
+        """The main keys that are a parameter change, in order (per group: group_changes)."""
         return [key for key, _, _ in self.changes]
 
     @property
@@ -128,7 +130,8 @@ class ResumePlan:
 
     def problem_lines(self) -> list[str]:
         """What a resume refuses without allow_param_change, one line each (both values named)."""
-        return [f"{key}: checkpoint {old!r}, now {new!r}" for key, old, new in self.changes] + list(self.history)
+        changes = self.changes + self.group_changes
+        return [f"{key}: checkpoint {old!r}, now {new!r}" for key, old, new in changes] + list(self.history)
 
     def accept(self) -> list[str]:
         """Raise what the resume refuses (nothing changed yet); return the lines to log when it is applied."""
@@ -144,10 +147,11 @@ class ResumePlan:
         missing = self.missing_count
         if missing:
             raise ValueError(missing)
+        notes = [*self.notes, *self.other_notes]
         if not lines:
-            return list(self.notes)
+            return notes
         return [
-            *self.notes,
+            *notes,
             f"{SCHEDULER_NAME}: schedule parameters changed since the checkpoint ({'; '.join(lines)}); "
             f"continuing the new schedule from update {self.updates} (allow_param_change=True)",
         ]
@@ -172,31 +176,34 @@ def plan_resume(
     if state.get("type") != STATE_TYPE:
         updates, samples, note = adopt_foreign(state, samples_per_update)
         count = {UPDATES: updates, "samples": samples}.get(unit)
-        return ResumePlan(config, updates, samples, None, count, notes=(note,), foreign=True)
+        return ResumePlan(config, updates, samples, None, count, other_notes=(note,), foreign=True)
     updates, samples, tokens = state["updates"], state.get("samples"), state.get("tokens")
     count = state.get(unit)
     saved = saved_params(state)
     differing, notes = resume_changes(saved, config, count)
     current = config.schedule_params
-    changes = [(key, saved.get(key), current.get(key)) for key in differing]
+    changes = tuple((key, saved.get(key), current.get(key)) for key in differing)
+    group_diff: list[tuple[str, Any, Any]] = []
     history: list[str] = []
+    other: list[str] = []
     if saved.get(GROUPS_KEY) or config.groups:
         from noam_plugin.groups import group_changes
 
         group_diff, group_notes = group_changes(saved, config, count)
-        changes += group_diff
-        notes += group_notes
+        other += group_notes
     if count is not None and (saved.get(HISTORY_KEY) or config.amendments):
         from noam_plugin.amendments import history_changes
 
         history, history_notes = history_changes(saved.get(HISTORY_KEY), config.amendments, count, config.unit_name)
-        notes += history_notes
+        other += history_notes
     saved_world = state.get("world_size")
     if saved_world is not None and world_size is not None and saved_world != world_size:
-        notes.append(
+        other.append(
             f"{SCHEDULER_NAME}: resuming at update {updates} with world size {world_size} (saved with {saved_world})"
         )
     note = batch_change_note(state.get("samples_per_update"), samples_per_update, unit, updates, count)
     if note:
-        notes.append(note)
-    return ResumePlan(config, updates, samples, tokens, count, tuple(changes), tuple(history), tuple(notes))
+        other.append(note)
+    return ResumePlan(
+        config, updates, samples, tokens, count, changes, tuple(group_diff), tuple(history), tuple(notes), tuple(other)
+    )

@@ -12,10 +12,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
+from noam_plugin.names import (  # noqa: F401 - one table per concept (names.py); kept importable from here
+    COOLDOWN_TYPES,
+    COSINE,
+    DEFAULT_UNIT,
+    LINEAR,
+    MAX_INT,
+    ONE_MINUS_SQRT,
+    WARMUP_UNITS,
+)
 
-WARMUP_UNITS = ("updates", "samples", "tokens")
-DEFAULT_UNIT = "updates"
-COOLDOWN_TYPES = ("linear", "1-sqrt", "cosine")
 CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_unit")
 # The tail: where training ends and how the lr comes down before it (docs/CONTRACT.md section 1).
 COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cooldown_min_lr")
@@ -48,15 +54,13 @@ def _cosine(x: float) -> float:
 
 
 # f(x) of docs/CONTRACT.md section 1; named functions, so a config (and NoamLR) still pickles.
-_COOLDOWN_SHAPES = {"linear": _linear, "1-sqrt": _one_minus_sqrt, "cosine": _cosine}
+_COOLDOWN_SHAPES = {LINEAR: _linear, ONE_MINUS_SQRT: _one_minus_sqrt, COSINE: _cosine}
+assert tuple(_COOLDOWN_SHAPES) == COOLDOWN_TYPES
 
 
 def _cooldown(step: int, start: int, start_lr: float, cooldown_num_steps: int, shape: Any, min_lr: float) -> float:
     # docs/CONTRACT.md section 1: m + (noam(s) - m) * f(min(1, (t - s) / (C + 1))), for t > s.
     return min_lr + (start_lr - min_lr) * shape(min(1, (step - start) / (cooldown_num_steps + 1)))
-
-
-MAX_INT = 2**63 - 1  # counts and sizes: int64, what torch and JSON tools keep exactly
 
 
 def _describe(value: Any) -> str:

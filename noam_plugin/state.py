@@ -15,7 +15,7 @@ from typing import Any
 from noam_plugin.amendments import parse_amendments
 from noam_plugin.errors import Problem, StateError, describe
 from noam_plugin.groups import check_groups
-from noam_plugin.names import MAX_COUNT
+from noam_plugin.names import MAX_COUNT, SCHEDULER_NAME
 from noam_plugin.schedule import (
     DEFAULT_UNIT,
     GROUPS_KEY,
@@ -27,7 +27,7 @@ from noam_plugin.schedule import (
     closest_name,
 )
 
-STATE_TYPE = "NoamLR"
+STATE_TYPE = SCHEDULER_NAME
 SOURCE = "NoamLR.load_state_dict"
 # What NoamLR.state_dict() writes besides the schedule parameters (SCHEDULE_KEYS).
 COUNT_KEYS = ("updates", "samples", "tokens", "samples_per_update", "world_size")
@@ -50,8 +50,8 @@ def _int_problem(key: str, value: Any, low: int, optional: bool, high: int = MAX
     top = "2**63 - 2 (one more update must still count)" if high == MAX_COUNT else "2**63 - 1"
     expected = (
         f"an int >= {low}"
-        + (" or None" if optional else "")
         + (f" and at most {top}" if _is_int(value) and value > high else "")
+        + (" or None" if optional else "")
     )
     return Problem(key, expected, describe(value))
 

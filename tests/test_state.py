@@ -33,7 +33,7 @@ BAD = {
     ),
     "updates_huge": ({"updates": 2**64}, [("updates", "an int >= 0 and at most 2**63 - 2", "18446744073709551616")]),
     "updates_last": ({"updates": 2**63 - 1}, [("updates", "an int >= 0 and at most 2**63 - 2", "9223372036854775807")]),
-    "tokens_last": ({"tokens": 2**63 - 1}, [("tokens", "an int >= 0 or None and at most 2**63 - 2", "922337")]),
+    "tokens_last": ({"tokens": 2**63 - 1}, [("tokens", "an int >= 0 and at most 2**63 - 2", "922337")]),
     "samples_str": ({"samples": "lots"}, [("samples", "an int >= 0 or None", "str 'lots'")]),
     "tokens_float": ({"tokens": 3.0}, [("tokens", "an int >= 0 or None", "float 3.0")]),
     "batch_zero": ({"samples_per_update": 0}, [("samples_per_update", "an int >= 1 or None", "int 0")]),

@@ -42,6 +42,7 @@ from noam_plugin._dist import log_rank0
 from noam_plugin.errors import ConfigError
 from noam_plugin.frameworks import FRAMEWORKS, USED, RegistrationError, check_version, read_private, refuse
 from noam_plugin.integrations import install, is_noam, registration_error, resolve, warn_refused
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.schedule import NoamConfig
 
 # id(config dict) -> (dict, path): which file a config loaded by deepspeed.initialize came from
@@ -203,7 +204,7 @@ def _set_counts(scheduler: Any, updates: int, samples: int) -> None:
     """Start NoamLR at these counts through its public state API (same params: no mismatch; tokens unknown)."""
     scheduler.load_state_dict(
         {
-            "type": "NoamLR",
+            "type": SCHEDULER_NAME,
             "updates": updates,
             "samples": samples,
             "tokens": None,
@@ -292,6 +293,11 @@ def convert_folder(source: str | os.PathLike, output_folder: str | os.PathLike, 
     from noam_plugin.checkpoint import check_no_pickled_code
 
     check_no_pickled_code(source)
+    before = _scheduler_facts(source)
+    if before.is_noam:  # the one check of a saved state (noam_plugin/resume.py): refused before converting
+        from noam_plugin.resume import validate_state
+
+        validate_state(before.state, before.source or str(source))
     args = argparse.Namespace(
         input_folder=str(source),
         output_folder=str(output_folder),
