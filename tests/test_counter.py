@@ -7,6 +7,8 @@ import copy
 import enum
 import io
 import pickle
+import sys
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -24,12 +26,14 @@ from torch.optim.swa_utils import SWALR
 from noam_plugin import NoamLR
 from noam_plugin.errors import NoamPluginError, OptimizerError, SecondSchedulerError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integrations"))
+from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
+
 W, PEAK = 4, 0.01
 
 
-def ref(k, w=W, top=PEAK):
-    """docs/CONTRACT.md section 1, peak form, written again."""
-    return top * min(k / w, (w / k) ** 0.5)
+def ref(k):
+    return reference_lr(k, W, warmup_max_lr=PEAK)
 
 
 def make(lr=0.0, groups=1):

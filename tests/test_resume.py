@@ -2,12 +2,16 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from noam_plugin.errors import ScheduleMismatchError, StateError
 from noam_plugin.resume import ResumePlan, plan_resume, validate_state
 from noam_plugin.schedule import NoamConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integrations"))
+from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
 
 BASE = {"warmup_num_steps": 100, "warmup_max_lr": 0.01}
 
@@ -101,7 +105,7 @@ def test_one_validation_refuses_a_malformed_state_whole(bad, key, expected):
 def test_the_largest_count_loads_and_the_next_lr_exists():
     plan = plan_resume(state(updates=2**63 - 2, samples=None), NoamConfig(**BASE))
     assert plan.updates == 2**63 - 2 and plan.accept() == []
-    expected = 0.01 * min((2**63 - 1) / 100, (100 / (2**63 - 1)) ** 0.5)  # docs/CONTRACT.md section 1, again
+    expected = reference_lr(2**63 - 1, **BASE)
     assert NoamConfig(**BASE).lr(plan.updates + 1) == pytest.approx(expected, rel=1e-12)
 
 

@@ -33,15 +33,12 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from types import ModuleType
 
 from noam_plugin.frameworks import read_private
 from noam_plugin.integrations import install
-
-log = logging.getLogger("noam_plugin")
 
 MODEL_TAG = "pytorch_model"  # the DeepSpeed checkpoint tag Accelerate's save_state uses for the first model
 
@@ -58,8 +55,9 @@ def _prepare_backend(original):
     def wrapper(self, *args, **kwargs):
         backend, distributed_type = original(self, *args, **kwargs)
         if backend is None and _deepspeed_launch(self):
-            if os.environ.get("RANK", "0") == "0":
-                log.warning("noam-plugin: Accelerate + DeepSpeed found no GPU backend; using gloo on CPU")
+            from noam_plugin._dist import log_rank0
+
+            log_rank0("noam-plugin: Accelerate + DeepSpeed found no GPU backend; using gloo on CPU")
             backend = "gloo"
         return backend, distributed_type
 
@@ -125,12 +123,13 @@ def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: 
             ),
         )
     params["total_num_steps"] = total
-    if int(os.environ.get("RANK", "0")) == 0:
-        divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
-        log.warning(
-            f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
-            f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}"
-        )
+    from noam_plugin._dist import log_rank0
+
+    divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
+    log_rank0(
+        f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
+        f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}"
+    )
 
 
 def _prepare_deepspeed(original):
