@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
+from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr, shorten, visible
 
 WARMUP_UNITS = ("updates", "samples", "tokens")
 DEFAULT_UNIT = "updates"
@@ -313,6 +313,20 @@ class NoamConfig:
             set_(self, "cooldown_start_lr", self.noam(start))
             set_(self, "_shape", _COOLDOWN_SHAPES[self.cooldown_type])
 
+    @staticmethod
+    def written_factor_problem(params: Any, prefix: str = "") -> Problem | None:
+        """`factor` written next to `warmup_max_lr` in a user's config, even as 1.0: it would be ignored.
+        (Saved states and schedule_params carry factor 1.0 with a peak; only configs are held to this.)"""
+        if not isinstance(params, Mapping) or "factor" not in params or params.get("d_model") is not None:
+            return None
+        if params.get("warmup_max_lr") is None or params["factor"] != 1.0:
+            return None  # no peak, or a factor other than 1.0: _check_values reports it
+        return Problem(
+            prefix + "factor",
+            "factor only together with d_model (warmup_max_lr already sets the peak)",
+            _describe(params["factor"]),
+        )
+
     @classmethod
     def from_params(cls, params: Any, source: str, prefix: str = "") -> NoamConfig:
         """Build from an untyped mapping (a config file's `params`), reporting every problem at once."""
@@ -325,8 +339,9 @@ class NoamConfig:
             if key not in PARAM_KEYS:
                 near = closest_name(key, PARAM_KEYS) if len(problems) < MAX_PROBLEMS else None  # only these are shown
                 hint = f" (did you mean '{near}'?)" if near else ""
+                shown = visible(shorten(str(key)), ascii_only=True)
                 problems.append(
-                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}")
+                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{shown}'{hint}")
                 )
         main_problems = _check_values(params, prefix)
         problems += main_problems
@@ -387,8 +402,9 @@ class NoamConfig:
     def lr(self, step: int) -> float:
         """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`,
         amendments included."""
-        if not _is_int(step) or step < 1:
-            raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
+        if not _is_int(step) or step < 1 or step > MAX_INT:
+            expected = "an int >= 1 (the first update is step 1)" + (" and at most 2**63 - 1" if _is_int(step) else "")
+            raise ValueError(f"step: expected {expected}, found {_describe(step)}")
         if step > self.plain_until and self.amendments:
             return self._curve.lr(step)
         if step <= self.cooldown_start or self.cooldown_num_steps is None:
