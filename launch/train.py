@@ -426,7 +426,7 @@ class DeepSpeedRunner:
         raise UsageError(
             f"{self.ckpt_dir / tag} is a ZeRO checkpoint of {saved} processes; to resume on {self.world}, convert it "
             f"to DeepSpeed's universal format first:\n"
-            f"  python -m noam_plugin.integrations.deepspeed convert-universal {self.ckpt_dir}"
+            f"  noam-plugin convert-universal {self.ckpt_dir}"
         )
 
     def micro_step(self, batch, last: bool) -> float:

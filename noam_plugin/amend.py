@@ -18,7 +18,7 @@ from noam_plugin.amendments import flow, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
 from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
 from noam_plugin.errors import ConfigError
-from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve
+from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve, png_path
 from noam_plugin.resume import plan_resume, validate_state
 from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig
 
@@ -221,5 +221,7 @@ def add_amend_parser(sub: Any, positive_int: Any, nonnegative_float: Any, positi
         "--config", metavar="PATH", help="the config the run resumes with (default: the checkpoint's parameters)"
     )
     p.add_argument("--steps", type=positive_int, metavar="N", help="last position drawn")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the whole history, each amendment marked (matplotlib)")
+    p.add_argument(
+        "--plot", type=png_path, metavar="FILE.png", help="draw the whole history, each amendment marked (matplotlib)"
+    )
     p.set_defaults(handler=cmd_amend)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import reprlib
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,26 @@ def shorten(text: str, limit: int = MAX_SHOWN) -> str:
         return text
     half = max(1, (limit - 3) // 2)
     return text[:half] + "..." + text[-half:]
+
+
+def visible(text: str, ascii_only: bool = False) -> str:
+    """`text` with what a terminal hides or renders misleadingly written as escapes: control and format
+    characters (NUL, U+202E right-to-left override, zero-width spaces), and with `ascii_only` every non-ASCII
+    character (a Cyrillic 'а' in a key reads as a Latin 'a'). Keys are ASCII, so escaped keys stay readable."""
+    text = str(text)
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for char in text:
+        hidden = unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp") or (
+            unicodedata.category(char) == "Zs" and char != " "
+        )
+        if hidden or (ascii_only and not char.isascii()):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 class _Repr(reprlib.Repr):
@@ -70,7 +91,7 @@ class Problem:
 
     def render(self, source: str) -> str:
         # key and found can come from the input (unknown keys, values): keep them short
-        key, found = shorten(self.key, 120), shorten(self.found, 3 * MAX_SHOWN)
+        key, found = visible(shorten(self.key, 120), ascii_only=True), visible(shorten(self.found, 3 * MAX_SHOWN))
         return f"{source}: {key}: expected {self.expected}, found {found}"
 
 
@@ -110,4 +131,8 @@ class StateError(ConfigError):
 
 
 class CheckpointError(NoamPluginError):
-    """What is wrong with the checkpoint, where, and what to do; printed as is."""
+    """What is wrong with a checkpoint or a file read from one, where, and what to do; printed as is."""
+
+
+class CountMismatchError(NoamPluginError, RuntimeError):
+    """NoamLR's count of applied updates disagrees with the framework's own count (docs/CONTRACT.md section 2)."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
+from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr, shorten, visible
 from noam_plugin.names import (  # noqa: F401 - one table per concept (names.py); kept importable from here
     COOLDOWN_TYPES,
     COSINE,
@@ -26,7 +26,9 @@ CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_
 # The tail: where training ends and how the lr comes down before it (docs/CONTRACT.md section 1).
 COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cooldown_min_lr")
 SCHEDULE_KEYS = CURVE_KEYS + COOLDOWN_KEYS
-OPTION_KEYS = ("allow_param_change",)
+# allow_param_change: resume under changed parameters; auto_tokens_per_update: what a filler of "auto" multiplies
+# its update counts by under warmup_unit tokens (integrations/auto_counts.py). Neither changes the curve.
+OPTION_KEYS = ("allow_param_change", "auto_tokens_per_update")
 GROUPS_KEY = "groups"  # per-group overrides (noam_plugin/groups.py), saved with the schedule when given
 HISTORY_KEY = "amendments"  # forward-only changes from a count on (noam_plugin/amendments.py), saved when given
 PARAM_KEYS = SCHEDULE_KEYS + (GROUPS_KEY, HISTORY_KEY) + OPTION_KEYS
@@ -139,6 +141,11 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     allow = values.get("allow_param_change", False)
     if not isinstance(allow, bool):
         bad("allow_param_change", "true or false", allow)
+    per_update = values.get("auto_tokens_per_update")
+    if per_update is not None and (not _is_int(per_update) or not 1 <= per_update <= MAX_INT):
+        bad("auto_tokens_per_update", "an int >= 1 (the tokens of one update over all processes)", per_update)
+    elif per_update is not None and unit != "tokens":
+        bad("auto_tokens_per_update", "only with warmup_unit tokens", per_update)
     if not problems:
         problems += _check_curve(values, prefix)
     return problems
@@ -254,6 +261,7 @@ class NoamConfig:
     cooldown_type: str | None = None  # "linear" once a cooldown is given
     cooldown_min_lr: float | None = None  # 0.0 once a cooldown is given
     allow_param_change: bool = False
+    auto_tokens_per_update: int | None = None
     groups: tuple = ()  # GroupOverride entries (or their dict form, parsed here): noam_plugin/groups.py
     amendments: tuple = ()  # of amendments.Amendment (a list of mappings is parsed); the history, in order of at
 
@@ -322,6 +330,20 @@ class NoamConfig:
             set_(self, "cooldown_start_lr", self.noam(start))
             set_(self, "_shape", _COOLDOWN_SHAPES[self.cooldown_type])
 
+    @staticmethod
+    def written_factor_problem(params: Any, prefix: str = "") -> Problem | None:
+        """`factor` written next to `warmup_max_lr` in a user's config, even as 1.0: it would be ignored.
+        (Saved states and schedule_params carry factor 1.0 with a peak; only configs are held to this.)"""
+        if not isinstance(params, Mapping) or "factor" not in params or params.get("d_model") is not None:
+            return None
+        if params.get("warmup_max_lr") is None or params["factor"] != 1.0:
+            return None  # no peak, or a factor other than 1.0: _check_values reports it
+        return Problem(
+            prefix + "factor",
+            "factor only together with d_model (warmup_max_lr already sets the peak)",
+            _describe(params["factor"]),
+        )
+
     @classmethod
     def from_params(cls, params: Any, source: str, prefix: str = "") -> NoamConfig:
         """Build from an untyped mapping (a config file's `params`), reporting every problem at once."""
@@ -334,8 +356,9 @@ class NoamConfig:
             if key not in PARAM_KEYS:
                 near = closest_name(key, PARAM_KEYS) if len(problems) < MAX_PROBLEMS else None  # only these are shown
                 hint = f" (did you mean '{near}'?)" if near else ""
+                shown = visible(shorten(str(key)), ascii_only=True)
                 problems.append(
-                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}")
+                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{shown}'{hint}")
                 )
         main_problems = _check_values(params, prefix)
         problems += main_problems
@@ -401,8 +424,9 @@ class NoamConfig:
     def lr(self, step: int) -> float:
         """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`,
         amendments included."""
-        if not _is_int(step) or step < 1:
-            raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
+        if not _is_int(step) or step < 1 or step > MAX_INT:
+            expected = "an int >= 1 (the first update is step 1)" + (" and at most 2**63 - 1" if _is_int(step) else "")
+            raise ValueError(f"step: expected {expected}, found {_describe(step)}")
         if step > self.plain_until and self.amendments:
             return self._curve.lr(step)
         if step <= self.cooldown_start or self.cooldown_num_steps is None:

@@ -86,6 +86,7 @@ class NoamLR(LRScheduler):
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
         self._lrs_before_update: list[float] = []
         self._warned_step_args = False
+        self._update_lr: list[float] | None = None  # the lr per group of the last update applied in this process
         check_routes()  # built by (or for) a framework noam-plugin refuses: an error, never a wrong count
         inner = unwrap_optimizer(optimizer)
         refuse_second_scheduler(inner, self)
@@ -140,6 +141,7 @@ class NoamLR(LRScheduler):
             if not applied:
                 return
             self.updates += 1
+            self._update_lr = self._last_lr  # what NoamLR wrote for this update (a new list at every write)
             data = self.data
             if data.samples is not None:
                 spu = data.samples_per_update
@@ -152,6 +154,7 @@ class NoamLR(LRScheduler):
                 self._write(self._lrs_before_update)  # skipped: back to the last update's lr
             return
         self.updates += 1
+        self._update_lr = self._last_lr
         self.data.add_update(*prepared)
         self._apply_lr()
 
@@ -310,6 +313,19 @@ class NoamLR(LRScheduler):
         at = self._next_count()
         return None if at is None else self.lr_at(at)
 
+    @property
+    def last_update_lr(self) -> list[float] | None:
+        """lr per param group that the last applied update ran at (None before the first update).
+
+        What a logger shows for update k; `get_last_lr()` is already the next update's lr.
+        After a resume it is the curve at the restored count.
+        """
+        if self._update_lr is not None or self.updates == 0:
+            return self._update_lr
+        unit = self.config.warmup_unit
+        seen = self.updates if unit == "updates" else (self.data.samples if unit == "samples" else self.data.tokens)
+        return None if not seen else [self.lr_at(seen)] * len(self.optimizer.param_groups)
+
     def get_lr(self) -> list[float]:
         at = self._next_count()
         return self.lrs_at(at) if at is not None else [float(g["lr"]) for g in self.optimizer.param_groups]
@@ -391,6 +407,7 @@ class NoamLR(LRScheduler):
         for line in plan.accept():
             log_rank0(line)
         self.updates = plan.updates
+        self._update_lr = None  # the restored count's: see last_update_lr
         self.data.restart(plan.samples, plan.tokens)
         self.counter.prepare = self._needs_prepare
         self._prepared = None

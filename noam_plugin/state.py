@@ -16,6 +16,7 @@ from noam_plugin.amendments import parse_amendments
 from noam_plugin.errors import Problem, StateError, describe
 from noam_plugin.groups import check_groups
 from noam_plugin.names import MAX_COUNT, SCHEDULER_NAME
+from noam_plugin.safe_io import MAX_STATE_KEYS
 from noam_plugin.schedule import (
     DEFAULT_UNIT,
     GROUPS_KEY,
@@ -60,6 +61,10 @@ def check_noam_state(state: Any) -> list[Problem]:
     """Problems of a saved `NoamLR.state_dict()`, one per bad key; [] when it can be loaded as is."""
     if not isinstance(state, Mapping):
         return [Problem("(state)", "a dict, as NoamLR.state_dict() returns", describe(state))]
+    if len(state) > MAX_STATE_KEYS:  # a did-you-mean per key would take minutes: one line instead
+        return [
+            Problem("(state)", f"the keys of NoamLR.state_dict() (at most {MAX_STATE_KEYS})", f"{len(state):,} keys")
+        ]
     problems = []
     if state.get("type") != STATE_TYPE:
         problems.append(

@@ -415,7 +415,7 @@ def test_validate_accepts_auto_total_num_steps_only_where_accelerate_fills_it(tm
 
 
 def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
-    from noam_plugin._files import write_atomically
+    from noam_plugin.safe_io import write_atomically
 
     target = tmp_path / "plot.png"
     target.write_bytes(b"old")

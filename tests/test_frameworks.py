@@ -82,6 +82,13 @@ def test_in_window(version, inside):
     assert frameworks.in_window(Framework("x", "x", "1.9.0", "1.15.0", {}), version) is inside
 
 
+def test_the_import_hook_waits_for_every_declared_trigger():
+    from noam_plugin import _autoregister
+
+    assert _autoregister.TRIGGER_PACKAGES == {module.partition(".")[0] for module in frameworks.TRIGGERS}
+    assert set(_autoregister.post_import_hooks()) == set(frameworks.TRIGGERS)
+
+
 def test_every_target_names_a_known_kind_and_tier():
     for fw in FRAMEWORKS.values():
         for target in fw.targets:

@@ -26,21 +26,22 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
   `prepare()` tells a NoamLR its global batch: processes x batch x
   accumulation of the one prepared DataLoader (DeepSpeed's engine does it there).
 
-`python -m noam_plugin.integrations.accelerate to-universal SAVED OUT` turns an
+`noam-plugin to-universal SAVED OUT` (noam_plugin/universal.py; the old
+`python -m noam_plugin.integrations.accelerate to-universal` is an alias) turns an
 `accelerator.save_state` folder of a DeepSpeed ZeRO run into one that
 `accelerator.load_state(OUT)` reads on another number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
+from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 from noam_plugin.frameworks import read_private
-from noam_plugin.integrations import install
-
-MODEL_TAG = "pytorch_model"  # the DeepSpeed checkpoint tag Accelerate's save_state uses for the first model
+from noam_plugin.integrations import auto_counts, install
 
 
 def _deepspeed_launch(state: object) -> bool:
@@ -123,22 +124,67 @@ def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: 
             ),
         )
     params["total_num_steps"] = total
-    from noam_plugin._dist import log_rank0
+    if not auto_counts.data_unit(params):  # else said in data units
+        from noam_plugin._dist import log_rank0
 
-    divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
-    log_rank0(
-        f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
-        f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}"
-    )
+        divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
+        log_rank0(
+            f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
+            f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}"
+        )
+
+
+DUMMY_FILLER = "Accelerate's DummyScheduler"
+CONFIG_PROCESS = "accelerate.utils.dataclasses:DeepSpeedPlugin.deepspeed_config_process"  # frameworks.py
 
 
 def _prepare_deepspeed(original):
     def wrapper(self, *args):
-        check_dummy_scheduler(self.deepspeed_plugin.deepspeed_config, args)
-        fill_total_num_steps(self.deepspeed_plugin.deepspeed_config, args, self.num_processes)
-        return original(self, *args)
+        plugin = self.deepspeed_plugin
+        config = plugin.deepspeed_config
+        check_dummy_scheduler(config, args)
+        params = auto_counts.noam_params(config)
+        source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config"
+        keys = [] if params is None else auto_counts.auto_keys(params, source, DUMMY_FILLER)
+        fill_total_num_steps(config, args, self.num_processes)
+        if not keys:
+            return original(self, *args)
+        with _to_data_units_after_filling(plugin, params, keys, source, self.num_processes):
+            return original(self, *args)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _to_data_units_after_filling(
+    plugin: Any, params: dict, keys: list[str], source: str, processes: int
+) -> Iterator[None]:
+    """While Accelerate prepares: right after it filled "auto" (update counts, train_batch_size), the counts in
+    data units (integrations/auto_counts.py), before the DeepSpeed engine reads them."""
+    process = read_private(plugin, CONFIG_PROCESS)  # declared in frameworks.py; missing: accelerate is refused
+    depth = 0  # it calls itself for every nested section: convert once, when the outermost call is done
+
+    def filled(*args: Any, **kwargs: Any) -> Any:
+        nonlocal depth
+        depth += 1
+        try:
+            result = process(*args, **kwargs)
+        finally:
+            depth -= 1
+        if depth or plugin.__dict__.get("deepspeed_config_process") is not filled:
+            return result
+        plugin.__dict__.pop("deepspeed_config_process")  # once
+        batch = auto_counts.global_batch(plugin.deepspeed_config, processes)
+        auto_counts.to_data_units(
+            params, keys, auto_counts.per_update(params, batch, source, "train_batch_size"), DUMMY_FILLER
+        )
+        return result
+
+    plugin.deepspeed_config_process = filled
+    try:
+        yield
+    finally:
+        plugin.__dict__.pop("deepspeed_config_process", None)
 
 
 def set_global_batch(accelerator, prepared: tuple) -> None:
@@ -212,84 +258,15 @@ def patch_accelerator(accelerator_module: ModuleType) -> None:
     install("accelerate", ACCELERATOR_WRAPPERS)
 
 
-# ---------------------------------------------------------------- resume on another number of processes
-
-
-def to_universal(saved: str, out: str) -> str:
-    """Copy the `accelerator.save_state` folder `saved` to `out`, its DeepSpeed ZeRO checkpoint made universal.
-
-    `accelerator.load_state(out)` then works on any number of processes, given
-    `"checkpoint": {"load_universal": true}` in the DeepSpeed config (e.g.
-    configs/accelerate/ds_zero2_universal.yaml). The NoamLR state travels in the
-    engine's `mp_rank_*_model_states.pt`, which the conversion keeps as is.
-
-    `saved` is only read, and nothing in it is unpickled unchecked (see deepspeed.convert_folder).
-    `out` is built as a temporary folder next to it and renamed to `out` when complete: a run killed
-    at any point leaves no `out` (its leftover `.OUT.tmp-*` folder is safe to delete) and a rerun works.
-    """
-    import tempfile
-
-    from noam_plugin.checkpoint import CheckpointError, _inside, tag_folder, write_pointer
-    from noam_plugin.integrations.deepspeed import convert_folder
-
-    source = tag_folder(saved, MODEL_TAG)
-    if not source.is_dir():
-        raise FileNotFoundError(
-            f"{saved}: no '{MODEL_TAG}' folder; expected accelerator.save_state output of a DeepSpeed run"
-        )
-    if os.path.lexists(out):
-        raise FileExistsError(f"{out}: already exists")
-    out = os.path.normpath(out)
-    work = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.tmp-")
-    try:
-        staged = os.path.join(work, os.path.basename(out))
-        skip = {MODEL_TAG, "latest", "latest_universal"}
-
-        def ignore(folder: str, names: list[str]) -> set[str]:
-            for name in names:  # copying follows symlinks: none may lead out of `saved`
-                if not _inside(saved, os.path.join(folder, name)):
-                    raise CheckpointError(f"{os.path.join(folder, name)}: a symlink leading out of {saved}; not copied")
-            top = os.path.samefile(folder, saved)
-            return {n for n in names if n in skip or n.endswith("_universal")} if top else set()
-
-        shutil.copytree(saved, staged, ignore=ignore)
-        convert_folder(source, os.path.join(staged, MODEL_TAG))  # also writes staged/latest_universal
-        for name in ("latest", "latest_universal"):
-            write_pointer(staged, name, MODEL_TAG)
-        os.rename(staged, out)  # one step: `out` is complete or absent
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+# ---------------------------------------------------------------- the old command line
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """`python -m noam_plugin.integrations.accelerate to-universal SAVED OUT`: kept as an alias of
+    `noam-plugin to-universal` (the conversion lives in noam_plugin/universal.py)."""
+    from noam_plugin.cli import main as cli
 
-    parser = argparse.ArgumentParser(
-        prog="python -m noam_plugin.integrations.accelerate", description="Accelerate helpers of noam-plugin."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    convert = sub.add_parser(
-        "to-universal",
-        help="make an accelerator.save_state folder of a DeepSpeed ZeRO run loadable on another number of processes",
-        description="Writes OUT = SAVED with its DeepSpeed checkpoint converted to a universal one. Resume with "
-        '"checkpoint": {"load_universal": true} in the DeepSpeed config and accelerator.load_state(OUT).',
-    )
-    convert.add_argument("saved", metavar="SAVED", help="folder given to accelerator.save_state")
-    convert.add_argument("out", metavar="OUT", help="new folder to write")
-    args = parser.parse_args(argv)
-    from noam_plugin.checkpoint import CheckpointError
-
-    try:
-        out = to_universal(args.saved, args.out)
-    except (OSError, RuntimeError, CheckpointError) as error:
-        print(f"error: {error}")
-        return 1
-    print(
-        f'{out}: universal; resume with "checkpoint": {{"load_universal": true}} in the DeepSpeed config and '
-        f"accelerator.load_state({out!r})"
-    )
-    return 0
+    return cli(argv, prog="python -m noam_plugin.integrations.accelerate")
 
 
 if __name__ == "__main__":
