@@ -67,6 +67,7 @@ class NoamLR(LRScheduler):
         cooldown_min_lr: float | None = None,
         allow_param_change: bool = False,
         samples_per_update: int | None = None,
+        auto_tokens_per_update: int | None = None,
     ) -> None:
         self.config = NoamConfig(
             warmup_num_steps=warmup_num_steps,
@@ -79,6 +80,7 @@ class NoamLR(LRScheduler):
             cooldown_type=cooldown_type,
             cooldown_min_lr=cooldown_min_lr,
             allow_param_change=allow_param_change,
+            auto_tokens_per_update=auto_tokens_per_update,  # kept with the config (what filled "auto" used)
         )
         self._past_end_said = False
         self.updates = 0
