@@ -33,8 +33,8 @@ from noam_plugin.render import (
     tail_positions,
 )
 from noam_plugin.render_groups import cooled_groups, show_groups
+from noam_plugin.resume import validate_state
 from noam_plugin.schedule import COOLDOWN_KEYS, COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, WARMUP_UNITS, NoamConfig
-from noam_plugin.state import check_state
 
 
 def _auto_error(err: ConfigError, hint: str) -> ConfigError:
@@ -159,7 +159,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         info = read_checkpoint(args.checkpoint_dir)
         if info.is_noam:  # a malformed state read from disk: every bad key named, no traceback
-            check_state(info.state, info.source or str(info.path))
+            validate_state(info.state, info.source or str(info.path))
         lines, status = checkpoint_report(info, config, args.config)
     except CheckpointError as error:
         print(f"noam-plugin inspect: {error}", file=sys.stderr)

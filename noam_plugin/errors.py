@@ -9,6 +9,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from noam_plugin._error_base import NoamPluginError
+from noam_plugin.frameworks import RegistrationError  # noqa: F401 - every error importable from here
+
 MAX_SHOWN = 80  # characters of a value, or of a key, quoted in a message
 MAX_PROBLEMS = 20  # lines of one error; the rest are counted
 
@@ -92,7 +95,7 @@ class Problem:
         return f"{source}: {key}: expected {self.expected}, found {found}"
 
 
-class ConfigError(ValueError):
+class ConfigError(NoamPluginError, ValueError):
     """Bad schedule parameters or config file. The message has one line per problem."""
 
     def __init__(self, source: str, problems: list[Problem] | Problem | str):
@@ -110,17 +113,26 @@ class ConfigError(ValueError):
         super().__init__(text)
 
 
-class ScheduleMismatchError(ValueError):
+class ScheduleMismatchError(NoamPluginError, ValueError):
     """A checkpoint was saved with other schedule parameters than the ones configured now."""
+
+
+class SecondSchedulerError(NoamPluginError, RuntimeError):
+    """Another writer of the lr of param groups a NoamLR owns: a second scheduler, a composite one, a user's
+    `group["lr"] = x` (docs/composition.md). Raised when it is built, or before the update it would change."""
+
+
+class OptimizerError(NoamPluginError, TypeError):
+    """What was given as the optimizer is none NoamLR can schedule (not one, a loop of wrappers, an int lr)."""
 
 
 class StateError(ConfigError):
     """A saved scheduler state with a missing or malformed entry; one line per bad key."""
 
 
-class CheckpointError(Exception):
+class CheckpointError(NoamPluginError):
     """What is wrong with a checkpoint or a file read from one, where, and what to do; printed as is."""
 
 
-class CountMismatchError(RuntimeError):
+class CountMismatchError(NoamPluginError, RuntimeError):
     """NoamLR's count of applied updates disagrees with the framework's own count (docs/CONTRACT.md section 2)."""

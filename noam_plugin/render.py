@@ -14,8 +14,9 @@ from typing import Any
 from noam_plugin.amendments import history_changes, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
 from noam_plugin.errors import short_repr, shorten
+from noam_plugin.resume import plan_resume
 from noam_plugin.safe_io import write_atomically
-from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, MAX_INT, SCHEDULE_KEYS, NoamConfig, resume_changes
+from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, MAX_INT, SCHEDULE_KEYS, NoamConfig
 
 
 def params_text(config: NoamConfig) -> str:
@@ -413,8 +414,8 @@ def checkpoint_report(
     if config is not None and info.is_noam:
         now = config.schedule_params
         # the decision NoamLR.load_state_dict takes: a cooldown decided at resume is no difference
-        count = info.state.get(config.warmup_unit)
-        differing, notes = resume_changes(info.params, config, count)
+        plan = plan_resume(info.state, config, source=info.source or str(info.path))
+        count, differing, notes = plan.count, plan.differing, list(plan.notes)
         group_diff: list[str] = []
         if info.params.get("groups") or config.groups:
             from noam_plugin.render_groups import difference_lines

@@ -80,6 +80,11 @@ def convert_folder(source: str | os.PathLike, output_folder: str | os.PathLike, 
     import argparse
 
     check_no_pickled_code(source)
+    before = scheduler_facts(source)
+    if before.is_noam:  # the one check of a saved state (noam_plugin/resume.py): refused before converting
+        from noam_plugin.resume import validate_state
+
+        validate_state(before.state, before.source or str(source))
     from deepspeed.checkpoint import ds_to_universal
 
     args = argparse.Namespace(

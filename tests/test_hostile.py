@@ -544,7 +544,7 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
         updates=_DROP,
     )
     state_file(
-        "updates_huge", ["updates: expected an int >= 0 and at most 2**63 - 1", "(400 digits)"], updates=int("9" * 400)
+        "updates_huge", ["updates: expected an int >= 0 and at most 2**63 - 2", "(400 digits)"], updates=int("9" * 400)
     )
     state_file("samples_str", ["samples: expected an int >= 0 or None, found str 'lots'"], samples="lots")
     state_file("batch_zero", ["samples_per_update: expected an int >= 1 or None, found int 0"], samples_per_update=0)

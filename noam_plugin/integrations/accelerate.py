@@ -35,7 +35,6 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator
 from types import ModuleType
@@ -43,8 +42,6 @@ from typing import Any
 
 from noam_plugin.frameworks import read_private
 from noam_plugin.integrations import auto_counts, install
-
-log = logging.getLogger("noam_plugin")
 
 
 def _deepspeed_launch(state: object) -> bool:
@@ -59,8 +56,9 @@ def _prepare_backend(original):
     def wrapper(self, *args, **kwargs):
         backend, distributed_type = original(self, *args, **kwargs)
         if backend is None and _deepspeed_launch(self):
-            if os.environ.get("RANK", "0") == "0":
-                log.warning("noam-plugin: Accelerate + DeepSpeed found no GPU backend; using gloo on CPU")
+            from noam_plugin._dist import log_rank0
+
+            log_rank0("noam-plugin: Accelerate + DeepSpeed found no GPU backend; using gloo on CPU")
             backend = "gloo"
         return backend, distributed_type
 
@@ -126,9 +124,11 @@ def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: 
             ),
         )
     params["total_num_steps"] = total
-    if int(os.environ.get("RANK", "0")) == 0 and not auto_counts.data_unit(params):  # else said in data units
+    if not auto_counts.data_unit(params):  # else said in data units
+        from noam_plugin._dist import log_rank0
+
         divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
-        log.warning(
+        log_rank0(
             f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
             f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}"
         )

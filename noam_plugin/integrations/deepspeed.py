@@ -41,6 +41,7 @@ from noam_plugin.errors import ConfigError, Problem, describe
 from noam_plugin.frameworks import FRAMEWORKS, USED, RegistrationError, check_version, read_private, refuse
 from noam_plugin.integrations import install, is_noam, registration_error, resolve, warn_refused
 from noam_plugin.integrations.cross_check import OFFSET_KEY
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.schedule import NoamConfig
 
 # id(config dict) -> (dict, path): which file a config loaded by deepspeed.initialize came from
@@ -58,7 +59,7 @@ def noam_lr_from_deepspeed_config(optimizer: Any, **params: Any):
     if factor is not None:
         raise ConfigError("DeepSpeed config", factor)
     config = NoamConfig.from_params(params, source="DeepSpeed config", prefix="scheduler.params.")
-    return NoamLR(optimizer, **config.schedule_params, allow_param_change=config.allow_param_change)
+    return NoamLR.from_config(optimizer, config)
 
 
 noam_lr_from_deepspeed_config.__name__ = "NoamLR"
@@ -277,7 +278,7 @@ def _set_counts(scheduler: Any, updates: int, samples: int) -> None:
     """Start NoamLR at these counts through its public state API (same params: no mismatch; tokens unknown)."""
     scheduler.load_state_dict(
         {
-            "type": "NoamLR",
+            "type": SCHEDULER_NAME,
             "updates": updates,
             "samples": samples,
             "tokens": None,
