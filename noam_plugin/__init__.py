@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # what type checkers and editors see behind the lazy names be
     from noam_plugin._autoregister import register as register
     from noam_plugin.config import load_config as load_config
     from noam_plugin.errors import ConfigError as ConfigError
+    from noam_plugin.errors import CountMismatchError as CountMismatchError
     from noam_plugin.errors import NoamPluginError as NoamPluginError
     from noam_plugin.errors import ScheduleMismatchError as ScheduleMismatchError
     from noam_plugin.errors import SecondSchedulerError as SecondSchedulerError
@@ -27,6 +28,7 @@ _EXPORTS = {
     "noam_lr": "noam_plugin.schedule",
     "NoamConfig": "noam_plugin.schedule",
     "ConfigError": "noam_plugin.errors",
+    "CountMismatchError": "noam_plugin.errors",
     "ScheduleMismatchError": "noam_plugin.errors",
     "NoamLR": "noam_plugin.scheduler",
     "load_config": "noam_plugin.config",

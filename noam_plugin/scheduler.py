@@ -341,7 +341,7 @@ class NoamLR(LRScheduler):
             return self._update_lr
         unit = self.config.warmup_unit
         seen = self.updates if unit == "updates" else (self.data.samples if unit == "samples" else self.data.tokens)
-        return None if not seen else [self.lr_at(seen)] * len(self.optimizer.param_groups)
+        return None if not seen else self.lrs_at(seen)
 
     def get_lr(self) -> list[float]:
         at = self._next_count()

@@ -176,3 +176,17 @@ def test_bind_matches_the_new_optimizer():
     scheduler.bind(other)
     names = ["head", "embeddings", "x", "body"]
     assert lrs(other) == pytest.approx(want(2, PARAMS, names), rel=1e-12)
+
+
+def test_last_update_lr_is_each_groups_lr_of_the_last_update_also_after_a_resume():
+    """What a logger shows for update k (docs/logging.md), per group."""
+    opt = optimizer()
+    scheduler = NoamLR(opt, **PARAMS)
+    ran = []
+    opt.register_step_pre_hook(lambda o, a, kw: ran.append(lrs(o)))
+    for k in range(1, 6):
+        opt.step()
+        assert scheduler.last_update_lr == ran[-1] == pytest.approx(want(k), rel=1e-12), k
+    resumed = NoamLR(optimizer(), **PARAMS)
+    resumed.load_state_dict(scheduler.state_dict())
+    assert resumed.last_update_lr == pytest.approx(want(5), rel=1e-12)

@@ -16,8 +16,7 @@ import pytest
 import torch
 from reference import reference_lr  # docs/CONTRACT.md section 1, written again
 
-from noam_plugin import NoamLR
-from noam_plugin.errors import CountMismatchError
+from noam_plugin import CountMismatchError, NoamLR
 
 PEAK = {"warmup_num_steps": 3, "warmup_max_lr": 0.01}
 
