@@ -18,6 +18,7 @@ from noam_plugin.amendments import flow, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
 from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
 from noam_plugin.errors import ConfigError
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve, png_path
 from noam_plugin.resume import plan_resume, validate_state
 from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig
@@ -162,7 +163,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
         "# resume with these params (a DeepSpeed JSON takes the same keys in scheduler.params: "
         f'"amendments": {json.dumps([a.as_dict() for a in config.amendments])})'
     )
-    block = {"scheduler": {"type": "NoamLR", "params": resume_params(config)}}
+    block = {"scheduler": {"type": SCHEDULER_NAME, "params": resume_params(config)}}
     print(yaml.safe_dump(block, sort_keys=False, default_flow_style=None, width=120), end="")
     end = args.steps or _end(config, count, at)
     axis = Axis(config, unit)
