@@ -153,7 +153,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
     new = config.amendments[len(history) :]
     where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g} before this amendment")
-    for line in history_lines(base.amendments, u, "# history: "):
+    for line in history_lines(base.amendments, u, "# history: ", pad="#          "):
         print(line)
     for a in new:
         print(f"# new:  {flow(a)}  {a.text(u)}")

@@ -327,11 +327,12 @@ def check_history(saved: Any, config: Any, saved_count: int) -> list[str]:
     )
 
 
-def history_lines(amendments: Sequence[Amendment], unit_name: str, head: str) -> list[str]:
-    """One line per amendment (or one saying there is none), for amend, show and inspect."""
+def history_lines(amendments: Sequence[Amendment], unit_name: str, head: str, pad: str | None = None) -> list[str]:
+    """One line per amendment (or one saying there is none), for amend, show and inspect; lines after the
+    first start with `pad` (default: spaces as wide as `head`)."""
     if not amendments:
         return [f"{head}no amendments"]
-    pad = " " * len(head)
+    pad = " " * len(head) if pad is None else pad
     return [f"{head if i == 0 else pad}{flow(a)}  {a.text(unit_name)}" for i, a in enumerate(amendments)]
 
 

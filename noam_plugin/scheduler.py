@@ -14,8 +14,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from noam_plugin._dist import log_rank0, world_size
+from noam_plugin.amendments import check_history
 from noam_plugin.errors import ScheduleMismatchError
-from noam_plugin.schedule import NoamConfig, _formula, resume_changes, saved_params
+from noam_plugin.schedule import HISTORY_KEY, NoamConfig, _formula, resume_changes, saved_params
 from noam_plugin.state import (
     STATE_TYPE,
     adopt_foreign,
@@ -121,6 +122,7 @@ class NoamLR(LRScheduler):
         cooldown_type: str | None = None,
         cooldown_min_lr: float | None = None,
         allow_param_change: bool = False,
+        amendments: Any = (),
         samples_per_update: int | None = None,
     ) -> None:
         self.config = NoamConfig(
@@ -134,6 +136,7 @@ class NoamLR(LRScheduler):
             cooldown_type=cooldown_type,
             cooldown_min_lr=cooldown_min_lr,
             allow_param_change=allow_param_change,
+            amendments=amendments or (),
         )
         self._past_end_said = False
         self.updates = 0
@@ -388,15 +391,15 @@ class NoamLR(LRScheduler):
     def lr_at(self, step: int) -> float:
         """The curve at `step` (in warmup_unit) under this scheduler's parameters."""
         c = self.config
-        if type(step) is int and 1 <= step <= c.cooldown_start:  # the usual case, per update: no call on the way
+        if type(step) is int and 1 <= step <= c.plain_until:  # the usual case, per update: no call on the way
             return _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
-        if type(step) is int and step > c.cooldown_start:
+        if type(step) is int and step > c.plain_until:
             self._say_past_end(step)
-        return c.lr(step)  # the tail; or a bad step, which it names
+        return c.lr(step)  # the tail or the amendments; or a bad step, which it names
 
     def _say_past_end(self, step: int) -> None:
-        c = self.config
-        if step > c.total_num_steps and not self._past_end_said:
+        c = self.config.config_at(step)  # the tail in force there (an amendment may have moved it)
+        if c.total_num_steps is not None and step > c.total_num_steps and not self._past_end_said:
             self._past_end_said = True
             log_rank0(
                 f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
@@ -422,7 +425,7 @@ class NoamLR(LRScheduler):
         self.last_epoch = self.updates
         if self.config.warmup_unit == "updates":
             c, k = self.config, self.updates + 1
-            if k <= c.cooldown_start:  # one compare per update for the tail; the cooldown is the rare case
+            if k <= c.plain_until:  # one compare per update for the tail and amendments, the rare cases
                 self._write_lr(_formula(k, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
             else:
                 self._write_lr(self.lr_at(k))
@@ -516,7 +519,10 @@ class NoamLR(LRScheduler):
 
     def _check_params(self, state: dict[str, Any]) -> None:
         now, saved = self.config.schedule_params, saved_params(state)
-        differing, notes = resume_changes(saved, self.config, state.get(self.config.warmup_unit))
+        count = state.get(self.config.warmup_unit)
+        differing, notes = resume_changes(saved, self.config, count)
+        if count is not None:  # the amendments extend the saved history (or raise naming the one that does not)
+            notes += check_history(state.get(HISTORY_KEY), self.config, count)
         for note in notes:
             log_rank0(note)
         if not differing:
