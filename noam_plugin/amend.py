@@ -114,7 +114,8 @@ def _positions(config: NoamConfig, count: int, at: int, end: int) -> list[int]:
                 marks.update({a.at + (a.rewarm_num_steps + 1) // 2, a.at + a.rewarm_num_steps})
     tail = config.config_at(end)
     if tail.cooldown_num_steps is not None:
-        marks.update({tail.cooldown_start + 1, tail.total_num_steps, tail.total_num_steps + 1})
+        s, t = tail.cooldown_start, tail.total_num_steps
+        marks.update({s + 1, (s + t) // 2, t, t + 1})
     return sorted(k for k in marks if 1 <= k <= end)
 
 

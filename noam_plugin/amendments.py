@@ -272,18 +272,19 @@ def history_changes(saved: Any, now: Any, count: int, unit_name: str = "update")
     missing, extra = list((past_saved - past_now).elements()), list((past_now - past_saved).elements())
     u, lines = unit_name, []
     for a in missing:
+        last = count if a.rewarm_num_steps is None else min(count, a.at + a.rewarm_num_steps)
         twin = next((b for b in extra if (b.at, b.kind, b.groups) == (a.at, a.kind, a.groups)), None)
         if twin is not None:
             extra.remove(twin)
             i = now.index(twin)
             lines.append(
                 f"amendments[{i}]: the checkpoint has {flow(a)}, the config {flow(twin)}: it changed {u}s "
-                f"{a.at + 1}-{count} already applied; keep the checkpoint's"
+                f"{a.at + 1}-{last} already applied; keep the checkpoint's"
             )
         else:
             lines.append(
                 f"the checkpoint's amendment {flow(a)} ({a.text(u)}) is missing from the config's amendments: "
-                f"{u}s {a.at + 1}-{count} ran with it; keep it, unchanged"
+                f"{u}s {a.at + 1}-{last} ran with it; keep it, unchanged"
             )
     for b in extra:
         i = now.index(b)
