@@ -256,3 +256,51 @@ def test_a_malformed_saved_history_is_named():
     with pytest.raises(ConfigError, match=r"the checkpoint's amendments: amendments\[0\]\.scale"):
         history_changes([{"at": 1, "scale": "x"}], [], 5)
     assert parse_amendments([{"at": 1, "scale": 1}])[0][0].scale == 1.0
+
+
+def test_noamlr_saves_the_history_and_resumes_only_a_config_that_extends_it(caplog):
+    import torch
+
+    from noam_plugin import NoamLR
+
+    rolled = [{"at": 3, "scale": 0.5}, {"at": 3, "rewarm_num_steps": 2}]
+
+    def run(amendments, state=None, updates=4):
+        model = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        scheduler = NoamLR(optimizer, **PEAK, amendments=amendments)
+        if state is not None:
+            scheduler.load_state_dict(state)
+        used = []
+        optimizer.register_step_pre_hook(lambda opt, *_: used.append(opt.param_groups[0]["lr"]))
+        for _ in range(updates):
+            model(torch.ones(1, 2)).sum().backward()
+            optimizer.step()
+        return scheduler, used
+
+    first, used = run(rolled)
+    assert used == pytest.approx([reference_amended(k, {**PEAK, "amendments": rolled}) for k in range(1, 5)])
+    state = first.state_dict()
+    assert state["amendments"] == rolled and state["updates"] == 4
+    assert torch.load(_saved(state), weights_only=True)["amendments"] == rolled  # plain values
+    more = rolled + [{"at": 4, "scale": 0.8}]
+    with caplog.at_level("WARNING", logger="noam_plugin"):
+        second, used = run(more, state)
+    params = {**PEAK, "amendments": more}
+    assert used == pytest.approx([reference_amended(k, params) for k in range(5, 9)], rel=1e-12)
+    assert second.get_last_lr() == pytest.approx([reference_amended(9, params)], rel=1e-12)
+    assert "adds {at: 4, scale: 0.8}" in caplog.text
+    with pytest.raises(ScheduleMismatchError, match=r"\{at: 3, scale: 0.5\}.*is missing"):
+        run([], state)
+    assert NoamLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)]), **PEAK).state_dict().get("amendments") is None
+
+
+def _saved(state):
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
