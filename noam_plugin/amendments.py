@@ -175,6 +175,36 @@ def for_group(amendments: Sequence[Amendment], name: Any = None, index: int | No
     return tuple(a for a in amendments if a.applies_to(name, index))
 
 
+def group_amendments(
+    amendments: Sequence[Amendment], param_groups: Sequence[Mapping[str, Any]], source: str = "NoamLR amendments"
+) -> list[tuple[Amendment, ...]]:
+    """For each param group, the amendments that change it (those naming no group, and those naming it).
+
+    A name or index in an amendment's `groups` that matches no param group is one ConfigError naming it and
+    the groups there are (a typo would otherwise leave the group unamended without a word).
+    """
+    names = [group.get("name") for group in param_groups]
+    problems = []
+    for i, a in enumerate(amendments):
+        for j, sel in enumerate(a.groups or ()):
+            if sel not in names and not (_is_int(sel) and sel < len(param_groups)):
+                shown = ", ".join(f"{g} {n!r}" if n is not None else f"{g} (no name)" for g, n in enumerate(names))
+                expected = f"a name or index of one of the optimizer's {len(names)} param groups ({shown})"
+                problems.append(Problem(f"amendments[{i}].groups[{j}]", expected, f"{sel!r}: no such group"))
+    if problems:
+        raise ConfigError(source, problems)
+    return [tuple(a for a in amendments if a.applies_to(name, g)) for g, name in enumerate(names)]
+
+
+def with_amendments(curve: Any, amendments: Sequence[Amendment]) -> Any:
+    """One group's curve: `curve` (a NoamConfig) with these amendments, chosen for that group already (so their
+    `groups` are dropped and all of them apply); `curve` itself when that changes nothing."""
+    own = tuple(dataclasses.replace(a, groups=None) for a in amendments)
+    if tuple(curve.amendments) == own and not curve.groups:
+        return curve
+    return dataclasses.replace(curve, groups=(), amendments=own)
+
+
 def curve_problems(base: Any, amendments: Sequence[Amendment], prefix: str = "") -> list[Problem]:
     """What makes the amended curve of `base` (a NoamConfig without amendments) unusable: a tail that is no valid
     cooldown with the curve's other keys, or scales whose product leaves SCALE_RANGE."""

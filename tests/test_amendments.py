@@ -304,3 +304,23 @@ def _saved(state):
     torch.save(state, buffer)
     buffer.seek(0)
     return buffer
+
+
+def test_each_param_group_gets_the_amendments_that_name_it_and_a_typo_is_an_error():
+    from noam_plugin.amendments import group_amendments, with_amendments
+
+    amendments = NoamConfig(
+        **PEAK, amendments=[{"at": 5, "scale": 0.5}, {"at": 6, "scale": 0.1, "groups": ["embeddings", 2]}]
+    ).amendments
+    groups = [{"name": "embeddings"}, {"name": "head"}, {}]
+    assert group_amendments(amendments, groups) == [amendments, amendments[:1], amendments]
+    typo = NoamConfig(**PEAK, amendments=[{"at": 5, "scale": 0.5, "groups": ["embedings", 3]}]).amendments
+    with pytest.raises(ConfigError) as caught:
+        group_amendments(typo, groups)
+    message = str(caught.value)
+    assert "amendments[0].groups[0]: expected a name or index of one of the optimizer's 3 param groups" in message
+    assert "0 'embeddings', 1 'head', 2 (no name)" in message and "'embedings': no such group" in message
+    assert "amendments[0].groups[1]" in message and "3: no such group" in message
+    plain = NoamConfig(**PEAK)
+    amended = with_amendments(plain, amendments)
+    assert amended.lr(20) == pytest.approx(0.05 * plain.lr(20)) and with_amendments(amended, amendments) is amended
