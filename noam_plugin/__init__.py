@@ -8,6 +8,18 @@ from __future__ import annotations
 
 import importlib
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: type checkers treat the name as True
+if TYPE_CHECKING:  # what type checkers and editors see behind the lazy names below (nothing runs here)
+    from noam_plugin._autoregister import register as register
+    from noam_plugin.config import load_config as load_config
+    from noam_plugin.errors import ConfigError as ConfigError
+    from noam_plugin.errors import ScheduleMismatchError as ScheduleMismatchError
+    from noam_plugin.frameworks import RegistrationError as RegistrationError
+    from noam_plugin.schedule import NoamConfig as NoamConfig
+    from noam_plugin.schedule import noam_lr as noam_lr
+    from noam_plugin.scheduler import NoamLR as NoamLR
+    from noam_plugin.scheduler import SecondSchedulerError as SecondSchedulerError
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -19,7 +31,7 @@ _EXPORTS = {
     "load_config": "noam_plugin.config",
     "register": "noam_plugin._autoregister",
     "SecondSchedulerError": "noam_plugin.scheduler",
-    "RegistrationError": "noam_plugin.integrations",
+    "RegistrationError": "noam_plugin.frameworks",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Registers NoamLR with DeepSpeed when DeepSpeed is imported, without importing it first.
+"""Registers NoamLR with DeepSpeed, Accelerate, ... when they are imported, without importing them first.
 
 `noam_plugin_autoregister.pth` (installed into site-packages) imports this at
 interpreter start. It only puts a finder on `sys.meta_path`; the finder waits
@@ -10,25 +10,24 @@ imports nothing); `noam_plugin.register()` turns it on by hand.
 import os
 import sys
 
-# module imported by the user's code -> "module:function" run right after it executes
-POST_IMPORT_HOOKS = {
-    "deepspeed.runtime.lr_schedules": "noam_plugin.integrations.deepspeed:register_lr_schedules",
-    "deepspeed.runtime.engine": "noam_plugin.integrations.deepspeed:patch_engine",
-    "accelerate.state": "noam_plugin.integrations.accelerate:patch_state",
-    "accelerate.accelerator": "noam_plugin.integrations.accelerate:patch_accelerator",
-    "transformers.integrations.deepspeed": "noam_plugin.integrations.transformers:patch_deepspeed_config",
-    "transformers.trainer": "noam_plugin.integrations.transformers:patch_trainer",
-}
+from noam_plugin.frameworks import TRIGGERS
+
+# module imported by the user's code -> "module:function" run right after it executes: one entry point,
+# which checks the framework's version and registers it (noam_plugin/frameworks.py declares the rest)
+POST_IMPORT_HOOKS = dict.fromkeys(TRIGGERS, "noam_plugin.integrations:on_import")
 
 
 def _run_hook(module, hook):
     module_name, _, function = hook.partition(":")
     try:
         getattr(__import__(module_name, fromlist=[function]), function)(module)
-    except Exception as error:  # never break the user's import of DeepSpeed
+    except Exception as error:  # never break the user's import of DeepSpeed; never half-register either
         import warnings
 
-        warnings.warn(f"noam-plugin could not register with {module.__name__}: {error!r}", stacklevel=2)
+        from noam_plugin.frameworks import FRAMEWORKS, refuse
+
+        message = refuse(FRAMEWORKS[TRIGGERS[module.__name__]], f"registration failed: {error!r}")
+        warnings.warn(message, stacklevel=2)
 
 
 class _RunAfterExec:
@@ -76,7 +75,7 @@ def install():
     _install_finder()
 
 
-def register():
+def register() -> None:
     """Register NoamLR with DeepSpeed / Accelerate now and on their later import.
 
     For scripts run with NOAM_PLUGIN_NO_AUTOREGISTER=1, or in an environment where the

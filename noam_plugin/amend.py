@@ -18,6 +18,7 @@ from noam_plugin.amendments import flow, history_changes, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
 from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
 from noam_plugin.errors import ConfigError
+from noam_plugin.groups import group_changes
 from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve
 from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig, resume_changes
 
@@ -55,6 +56,10 @@ def resume_problems(info: CheckpointInfo, config: NoamConfig, count: int) -> lis
     differing, _ = resume_changes(info.params, config, count)
     now = config.schedule_params
     lines = [f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing]
+    if info.params.get("groups") or config.groups:  # per group, with both values (noam_plugin/groups.py)
+        lines += [
+            f"{k}: checkpoint {old!r}, now {new!r}" for k, old, new in group_changes(info.params, config, count)[0]
+        ]
     return lines + history_changes(info.params.get(HISTORY_KEY), config.amendments, count, config.unit_name)[0]
 
 

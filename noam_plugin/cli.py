@@ -30,6 +30,7 @@ from noam_plugin.render import (
     plot_curve,
     tail_positions,
 )
+from noam_plugin.render_groups import cooled_groups, show_groups
 from noam_plugin.schedule import COOLDOWN_KEYS, COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, WARMUP_UNITS, NoamConfig
 from noam_plugin.state import check_state
 
@@ -43,26 +44,46 @@ def _auto_error(err: ConfigError, hint: str) -> ConfigError:
     return ConfigError(err.source, problems)
 
 
+# who fills NoamLR's "auto" keys, from what: Accelerate (DummyScheduler) and the HF Trainer (TrainingArguments)
 _AUTO_SOURCE = {
-    "warmup_num_steps": "DummyScheduler(warmup_num_steps=...)",
-    "warmup_max_lr": "the optimizer's lr",
-    "total_num_steps": "DummyScheduler(total_num_steps=...) (the HF Trainer: max_steps)",
+    "warmup_num_steps": ("DummyScheduler(warmup_num_steps=...)", "warmup_steps (required)"),
+    "warmup_max_lr": ("the optimizer's lr", "learning_rate"),
+    "total_num_steps": ("DummyScheduler(total_num_steps=...)", "max_steps"),
 }
 
 
+def _auto_summary(block, auto: tuple[str, ...]) -> str:
+    """Who fills the "auto" keys of this file, worded for the route it is for."""
+    accelerate = "; ".join(_AUTO_SOURCE[k][0] for k in auto)
+    if block.via_accelerate:
+        return f"Accelerate fills them at prepare() from {accelerate}"
+    trainer = ", ".join(_AUTO_SOURCE[k][1] for k in auto)
+    return (
+        f"TrainingArguments(deepspeed=this file) fills them from {trainer}; "
+        f"accelerate launch with this file, at prepare() from {accelerate}"
+    )
+
+
+_ROUTE_NAMES = {"lightning-cli": " (LightningCLI lr_scheduler)", "hydra": " (Hydra _target_, _partial_)"}
+
+
 def _validate_one(path: str, allow_auto: bool) -> str:
+    """A file passes if NoamLR would accept it on the route it is for; "auto" is for the HF Trainer and Accelerate,
+    which fill it: allowed with --allow-auto, in a file an Accelerate config names, and in a DeepSpeed config that
+    has "auto" elsewhere too (only the Trainer or Accelerate read such a file)."""
     block = read_scheduler_block(path)
-    via = f" from {block.file}" if block.via_accelerate else ""
-    if allow_auto or block.via_accelerate:
+    via = f" from {block.file}" if block.via_accelerate else _ROUTE_NAMES.get(block.route, "")
+    if block.route == "deepspeed" and (allow_auto or block.via_accelerate or block.auto_elsewhere):
         auto = check_with_auto(block)
         if auto:
-            filled_from = "; ".join(_AUTO_SOURCE[k] for k in auto)
-            return f'NoamLR{via}; "auto" {", ".join(auto)}: Accelerate fills them at prepare() from {filled_from}'
+            return f'NoamLR{via}; "auto" {", ".join(auto)}: {_auto_summary(block, auto)}'
     try:
-        config = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
+        config = NoamConfig.from_params(block.params, source=block.source, prefix=block.prefix)
     except ConfigError as err:
+        if block.route != "deepspeed":
+            raise
         filled = " and ".join(AUTO_KEYS)
-        hint = f'Accelerate fills "auto" in {filled}; check a config meant for Accelerate with --allow-auto'
+        hint = f'the HF Trainer and Accelerate fill "auto" in {filled}; check a config meant for them with --allow-auto'
         raise _auto_error(err, hint) from None
     return f"NoamLR{via}: {describe(config)}"
 
@@ -118,10 +139,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         lr = axis.lr(k)
         print(f"{k:>10}  {lr:>11.4e}  {100 * lr / config.peak_lr:>7.1f}%")
     print()
+    title = f"{Path(block.file).name}: NoamLR\n{params_text(config)}"
+    if config.groups:  # one picture and one PNG with every group's curve
+        show_groups(config, axis, positions, steps, (args.plot, title) if args.plot else None)
+        return 0
     print("\n".join(ascii_curve(axis, steps)))
     if args.plot:
         marks = [(axis.position(x), text) for x, text in amendment_marks(config, config.unit_name)]
-        plot_curve(axis, steps, f"{Path(block.file).name}: NoamLR\n{params_text(config)}", args.plot, marks=marks)
+        plot_curve(axis, steps, title, args.plot, marks=marks)
         print(f"\nplot written to {args.plot}")
     return 0
 
@@ -166,6 +191,8 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     params.update(total_num_steps=count + args.over, cooldown_num_steps=args.over, cooldown_type=args.type)
     if args.min_lr is not None:
         params["cooldown_min_lr"] = args.min_lr
+    if base.groups:  # every group cools down together: an override keeps its curve, not its own tail
+        params["groups"] = cooled_groups(base)
     if HISTORY_KEY in params:
         params[HISTORY_KEY] = params.pop(HISTORY_KEY)
     config = NoamConfig.from_params(params, source=f"cooldown of {args.over} after {u} {count}", prefix="")
@@ -185,6 +212,12 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     axis = Axis(config, unit)
     end = count + args.over
     after = end + max(1, args.over // 10)
+    if config.groups:  # one column, one letter and one PNG line per group
+        title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown, per group"
+        print()
+        positions = sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1})
+        show_groups(config, axis, positions, after, (args.plot, title) if args.plot else None, first=count)
+        return 0
     print()
     print(f"{u:>10}  {'lr':>11}")
     for k in sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1}):

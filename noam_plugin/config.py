@@ -254,6 +254,48 @@ class SchedulerBlock:
     file: str
     params: dict
     via_accelerate: bool = False
+    route: str = "deepspeed"  # what the file is for: deepspeed (also the project YAML), lightning-cli, hydra
+    prefix: str = PARAMS_PREFIX  # where params sit in the file, for messages
+    # "auto" outside the scheduler block: a DeepSpeed config only the HF Trainer or Accelerate can read (they fill it)
+    auto_elsewhere: bool = False
+
+
+_HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
+NOAM_CLASS_PATHS = ("noam_plugin.NoamLR", "noam_plugin.scheduler.NoamLR")
+
+
+def _lightning_cli_block(data: dict, source: str, file: str) -> SchedulerBlock | None:
+    """`lr_scheduler: {class_path: noam_plugin.NoamLR, init_args: {...}}` (a LightningCLI config), else None."""
+    block = data.get("lr_scheduler")
+    if not isinstance(block, dict) or block.get("class_path") not in NOAM_CLASS_PATHS:
+        return None
+    problems = [
+        Problem(f"lr_scheduler.{key}", "only 'class_path' and 'init_args'", f"unknown key '{key}'")
+        for key in block
+        if key not in ("class_path", "init_args")
+    ]
+    params = block.get("init_args", {})
+    if not isinstance(params, dict):
+        problems.append(Problem("lr_scheduler.init_args", "a mapping of schedule parameters", _short(params)))
+    if problems:
+        raise ConfigError(source, problems)
+    return SchedulerBlock(source, file, params, route="lightning-cli", prefix="lr_scheduler.init_args.")
+
+
+def _hydra_block(data: dict, source: str, file: str) -> SchedulerBlock | None:
+    """A Hydra node `_target_: noam_plugin.NoamLR` (under `scheduler:` or the whole file), else None."""
+    nodes = (("scheduler.", data.get("scheduler")), ("", data))
+    key, block = next(
+        ((k, b) for k, b in nodes if isinstance(b, dict) and b.get("_target_") in NOAM_CLASS_PATHS), ("", None)
+    )
+    if block is None:
+        return None
+    if block.get("_partial_") is not True:
+        found = "nothing" if "_partial_" not in block else _short(block["_partial_"])
+        expected = "true (NoamLR needs the optimizer: hydra.utils.instantiate(cfg.scheduler)(optimizer))"
+        raise ConfigError(source, Problem(f"{key}_partial_", expected, found))
+    params = {k: v for k, v in block.items() if k not in _HYDRA_KEYS}
+    return SchedulerBlock(source, file, params, route="hydra", prefix=key)
 
 
 def _short(value: Any) -> str:
@@ -397,6 +439,10 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
         if not isinstance(data, dict):
             raise ConfigError(source, Problem("(top level)", "a DeepSpeed config object", _short(data)))
 
+    if not via:
+        framework = _lightning_cli_block(data, source, file) or _hydra_block(data, source, file)
+        if framework is not None:
+            return framework
     if "scheduler" not in data and ("compute_environment" in data or "distributed_type" in data):
         expected = (
             "the DeepSpeed config JSON that declares the NoamLR scheduler (an Accelerate config holds no scheduler "
@@ -438,13 +484,23 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
     params = block["params"]
     if not isinstance(params, dict):
         raise ConfigError(source, Problem("scheduler.params", "a mapping of schedule parameters", _short(params)))
-    return SchedulerBlock(source, file, params, via)
+    elsewhere = _auto_anywhere({k: v for k, v in data.items() if k != "scheduler"})
+    return SchedulerBlock(source, file, params, via, auto_elsewhere=elsewhere)
+
+
+def _auto_anywhere(data: Any) -> bool:
+    """Is "auto" a value anywhere in `data`? (Read files are depth-checked: the recursion is bounded.)"""
+    if isinstance(data, dict):
+        return any(_auto_anywhere(v) for v in data.values())
+    if isinstance(data, list):
+        return any(_auto_anywhere(v) for v in data)
+    return data == "auto"
 
 
 def load_config(path: str | os.PathLike) -> NoamConfig:
     """The validated schedule of a config file. `"auto"` is an error here: only Accelerate can fill it."""
     block = read_scheduler_block(path)
-    return NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
+    return NoamConfig.from_params(block.params, source=block.source, prefix=block.prefix)
 
 
 def check_with_auto(block: SchedulerBlock) -> tuple[str, ...]:
@@ -459,13 +515,13 @@ def check_with_auto(block: SchedulerBlock) -> tuple[str, ...]:
     for key, value in params.items():
         if value == "auto" and key not in AUTO_KEYS:
             expected = 'a value (Accelerate fills "auto" only in ' + " and ".join(AUTO_KEYS) + ")"
-            mine[PARAMS_PREFIX + str(key)] = Problem(PARAMS_PREFIX + str(key), expected, "str 'auto'")
+            mine[block.prefix + str(key)] = Problem(block.prefix + str(key), expected, "str 'auto'")
     if "warmup_num_steps" in auto:
         params["warmup_num_steps"] = 1  # a stand-in, so the other values are still checked
     if "warmup_max_lr" in auto and params.get("d_model") is not None:
         del params["warmup_max_lr"]
         expected = 'no warmup_max_lr next to d_model (Accelerate fills "auto" with the optimizer\'s lr, giving both)'
-        mine[PARAMS_PREFIX + "warmup_max_lr"] = Problem(PARAMS_PREFIX + "warmup_max_lr", expected, "str 'auto'")
+        mine[block.prefix + "warmup_max_lr"] = Problem(block.prefix + "warmup_max_lr", expected, "str 'auto'")
     elif "warmup_max_lr" in auto:
         params["warmup_max_lr"] = 1.0
     if "total_num_steps" in auto:  # a stand-in that fits the warmup and the cooldown, if they are numbers
@@ -474,7 +530,7 @@ def check_with_auto(block: SchedulerBlock) -> tuple[str, ...]:
         params["total_num_steps"] = warmup + (cooldown or 1) if fits else None
     problems = list(mine.values())
     try:
-        NoamConfig.from_params(params, source=block.source, prefix=PARAMS_PREFIX)
+        NoamConfig.from_params(params, source=block.source, prefix=block.prefix)
     except ConfigError as err:
         problems += [p for p in err.problems if p.key not in mine]
     if problems:

@@ -220,33 +220,72 @@ def match(
     return owner
 
 
+def _curve_key(curve: NoamConfig) -> tuple:
+    """What makes two curves the same: their schedule parameters (and amendments, where there are any)."""
+    return tuple(getattr(curve, key) for key in SCHEDULE_KEYS) + tuple(getattr(curve, "amendments", ()))
+
+
 class GroupCurves:
-    """The lr of every param group at a count: one curve per override plus the main one, each computed once."""
+    """The lr of every param group at a count: each distinct curve computed once per count (an override that
+    only scales shares the main curve), then one multiply per group (by 1.0 for the main curve: exact)."""
 
     def __init__(self, config: NoamConfig, param_groups: Sequence[Mapping[str, Any]]) -> None:
         owner = match(config.groups, param_groups)
         self.config = config
         self.overrides = config.groups
-        self.curves = [config] + [curve_of(config, o) for o in config.groups]
-        self.scales = [1.0] + [o.lr_scale for o in config.groups]
-        self.slots = [0 if o is None else o + 1 for o in owner]  # param group -> curve
-        self._pairs = list(zip(self.curves, self.scales))
+        curves: dict[tuple, int] = {_curve_key(config): 0}
+        self.curves = [config]
+        of_override = []
+        for o in config.groups:
+            curve = curve_of(config, o)
+            key = _curve_key(curve)
+            if key not in curves:
+                curves[key] = len(self.curves)
+                self.curves.append(curve)
+            of_override.append(curves[key])
+        self.owner = owner  # param group -> override position (None: the main curve)
+        self._slots = [
+            (0, 1.0) if o is None else (of_override[o], config.groups[o].lr_scale) for o in owner
+        ]  # param group -> (curve, scale)
 
     def lrs(self, count: int) -> list[float]:
         """lr of each param group for the update that brings the count to `count` (>= 1)."""
         values = []
-        for c, scale in self._pairs:
-            if type(count) is int and 1 <= count <= c.cooldown_start:  # the usual case: no checks on the way
-                lr = _formula(count, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
+        for c in self.curves:
+            if type(count) is int and 1 <= count <= c.plain_until:  # the usual case: no checks on the way
+                values.append(_formula(count, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
             else:
-                lr = c.lr(count)
-            values.append(lr * scale)
-        return [values[s] for s in self.slots]
+                values.append(c.lr(count))
+        return [values[c] * scale for c, scale in self._slots]
 
     def label(self, group: int) -> str:
         """`main` or the override's label, for the param group at this position."""
-        slot = self.slots[group]
-        return "main" if slot == 0 else self.overrides[slot - 1].label
+        o = self.owner[group]
+        return "main" if o is None else self.overrides[o].label
+
+
+def names_changed_note(matched: Sequence[Any], param_groups: Sequence[Mapping[str, Any]]) -> str | None:
+    """A note when the param groups' `name` keys differ from those NoamLR matched its selectors against.
+
+    DeepSpeed 0.19.8's ZeRO-3 universal checkpoint load copies param group 0's keys into every group. Each
+    group keeps the curve matched when NoamLR was built; the note says so, and that other keys came back too.
+    """
+    now = [g.get("name") for g in param_groups]
+    if list(matched) == now:
+        return None
+    return (
+        f"NoamLR: the param groups' 'name' keys changed since NoamLR matched its groups (then {list(matched)!r}, "
+        f"now {now!r}; DeepSpeed's ZeRO-3 universal checkpoint load copies group 0's keys, 'weight_decay' too, "
+        "into every group). Each group keeps the curve it was matched to; check your groups' other keys."
+    )
+
+
+def log_names_changed(matched: Sequence[Any], param_groups: Sequence[Mapping[str, Any]]) -> None:
+    note = names_changed_note(matched, param_groups)
+    if note is not None:
+        from noam_plugin._dist import log_rank0
+
+        log_rank0(note)
 
 
 def saved_groups(state: Mapping[str, Any]) -> tuple[GroupOverride, ...]:
@@ -276,6 +315,7 @@ def group_changes(
         old, new = saved_over.get(key), now_over.get(key)
         own = set(dict(old.params if old else ())) | set(dict(new.params if new else ()))
         old_params = merge(main_saved, old) if old else {k: v for k, v in main_saved.items() if v is not None}
+        old_params = NoamConfig(**old_params).schedule_params  # as saved configs are: defaults filled in
         new_curve = curve_of(now, new)
         differing, group_notes = resume_changes(old_params, new_curve, count)
         name = f"groups[{key[0]}={key[1]!r}]"

@@ -268,7 +268,8 @@ def saved_params_text(params: dict[str, Any]) -> str:
     shown = [
         k for k in SCHEDULE_KEYS if params.get(k) is not None and not (k == "warmup_unit" and params[k] == DEFAULT_UNIT)
     ]
-    return " ".join(f"{k}={params[k]}" for k in shown)
+    groups = f" groups={params['groups']}" if params.get("groups") else ""
+    return " ".join(f"{k}={params[k]}" for k in shown) + groups
 
 
 def _counter_lines(state: dict[str, Any], unit: str) -> list[str]:
@@ -350,6 +351,11 @@ def checkpoint_report(
             amended = " and amendments" if saved_config.amendments else ""
             where = f", the formula with these parameters{amended}" if params["warmup_unit"] == "updates" else ""
             lines.append(f"next lr      {why}" if lr is None else f"next lr      {lr:.6g}  ({why}{where})")
+            if params.get("groups"):
+                from noam_plugin.render_groups import next_lr_lines
+
+                lines.append("next lr per group (the line above: every group no override selects)")
+                lines += next_lr_lines(params, info.state)
     else:
         lines.append(f"schedule     {_foreign_text(info.state)}")
         if k is None:
@@ -386,6 +392,12 @@ def checkpoint_report(
         # the decision NoamLR.load_state_dict takes: a cooldown decided at resume is no difference
         count = info.state.get(config.warmup_unit)
         differing, notes = resume_changes(info.params, config, count)
+        group_diff: list[str] = []
+        if info.params.get("groups") or config.groups:
+            from noam_plugin.render_groups import difference_lines
+
+            group_diff, group_notes = difference_lines(info.params, config, count)
+            notes += [] if group_diff else group_notes
         rewritten, history_notes = (
             ([], [])
             if count is None
@@ -396,7 +408,7 @@ def checkpoint_report(
             lines.append(f"config       {config_path}: its amendments rewrite the checkpoint's history:")
             lines += [f"  {line}" for line in rewritten]
             status = 1
-        if notes and not differing:
+        if notes and not differing and not group_diff:
             lines.append(f"config       {config_path}: {config.describe_cooldown()}")
             lines += [f"  {note.removeprefix('NoamLR: ')}" for note in notes]
             try:
@@ -404,12 +416,13 @@ def checkpoint_report(
                 lines.append(f"  resuming with this config: next lr {why if lr is None else f'{lr:.6g} ({why})'}")
             except CheckpointError as error:
                 lines.append(f"  next lr unknown: {error}")
-        elif not differing and not rewritten:
+        elif not differing and not group_diff and not rewritten:
             how = f"lr({k + 1})" if config.warmup_unit == "updates" else "the next lr above"
             lines.append(f"config       {config_path}: same schedule parameters; resuming continues with {how}")
-        elif differing:
-            lines.append(f"config       {config_path}: {len(differing)} difference(s):")
+        elif differing or group_diff:
+            lines.append(f"config       {config_path}: {len(differing) + len(group_diff)} difference(s):")
             lines += [f"  {key}: checkpoint {info.params[key]!r}, config {now.get(key)!r}" for key in differing]
+            lines += group_diff
             if config.allow_param_change:
                 try:
                     lr, why = lr_after_save(config, info.state)

@@ -16,6 +16,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from noam_plugin._dist import log_rank0, world_size
 from noam_plugin.amendments import check_history
 from noam_plugin.errors import ScheduleMismatchError
+from noam_plugin.frameworks import REFUSED, check_routes
 from noam_plugin.schedule import HISTORY_KEY, NoamConfig, _formula, resume_changes, saved_params
 from noam_plugin.state import (
     STATE_TYPE,
@@ -148,6 +149,7 @@ class NoamLR(LRScheduler):
         self._hooks: list[Any] = []
         self._warned_step_args = False
         self._lr_tensor: Any = None
+        check_routes()  # built by (or for) a framework noam-plugin refuses: an error, never a wrong count
         inner = unwrap_optimizer(optimizer)
         _refuse_second_scheduler(inner, self)
         super().__init__(inner)  # its step() call is a no-op here; the lr is written below
@@ -179,6 +181,8 @@ class NoamLR(LRScheduler):
         def after_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
             scheduler = ref()
             if scheduler is not None:
+                if REFUSED:  # a refused framework (frameworks.py) may be the one stepping: then an error
+                    check_routes()
                 scheduler._after_optimizer_step()
 
         self._hooks = [self.optimizer.register_step_post_hook(after_step)]
@@ -377,6 +381,7 @@ class NoamLR(LRScheduler):
         For frameworks that swap the user's optimizer for their own (Accelerate
         with DeepSpeed CPU offload builds a DeepSpeedCPUAdam).
         """
+        check_routes()
         inner = unwrap_optimizer(optimizer)
         if inner is not self.optimizer:
             _refuse_second_scheduler(inner, self)

@@ -62,30 +62,41 @@ def test_validate_reports_each_bad_file_and_exits_1(tmp_path):
     assert "1 of 4 valid" in err
 
 
-def test_validate_auto_for_accelerate(tmp_path):
-    write(
-        tmp_path / "ds.json",
-        json.dumps(
-            {
-                "train_batch_size": "auto",
-                "scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}},
-            }
-        ),
-    )
+def test_validate_auto_for_the_trainer_and_accelerate(tmp_path):
+    scheduler = {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}}
+    write(tmp_path / "ds.json", json.dumps({"train_batch_size": "auto", "scheduler": scheduler}))
+    write(tmp_path / "only.json", json.dumps({"train_batch_size": 8, "scheduler": scheduler}))
     write(tmp_path / "acc.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n")
-    # Given directly, "auto" fails and the message says why and what to run.
-    result = run("validate", "ds.json", cwd=tmp_path)
+    # "auto" only in the scheduler of a config DeepSpeed itself could read: an error saying why and what to run.
+    result = run("validate", "only.json", cwd=tmp_path)
     assert result.returncode == 1
-    assert (
-        "ds.json: scheduler.params.warmup_num_steps: expected an int >= 1, found str 'auto' (Accelerate fills"
-        in result.stderr
-    )
-    assert "--allow-auto" in result.stderr
-    # Named by an Accelerate config, or with --allow-auto: valid, and the output says who fills what.
-    for args in (["acc.yaml"], ["--allow-auto", "ds.json"]):
+    assert "only.json: scheduler.params.warmup_num_steps: expected an int >= 1, found str 'auto' (" in result.stderr
+    assert 'the HF Trainer and Accelerate fill "auto"' in result.stderr and "--allow-auto" in result.stderr
+    # "auto" elsewhere too (a file for the Trainer or Accelerate), or --allow-auto: valid, saying who fills what.
+    for args in (["ds.json"], ["--allow-auto", "only.json"]):
         result = run("validate", *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        assert '"auto" warmup_num_steps, warmup_max_lr: Accelerate fills them at prepare()' in result.stdout
+        assert (
+            '"auto" warmup_num_steps, warmup_max_lr: TrainingArguments(deepspeed=this file) fills them from '
+            "warmup_steps (required), learning_rate; accelerate launch with this file, at prepare() from "
+            "DummyScheduler(warmup_num_steps=...); the optimizer's lr" in result.stdout
+        )
+    # Named by an Accelerate config: Accelerate's words only.
+    result = run("validate", "acc.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"auto" warmup_num_steps, warmup_max_lr: Accelerate fills them at prepare() from Dummy' in result.stdout
+
+
+def test_validate_reads_lightning_cli_and_hydra_files(tmp_path):
+    cli_yaml = "lr_scheduler:\n  class_path: noam_plugin.NoamLR\n  init_args: {warmup_num_steps: 10, d_modle: 8}\n"
+    write(tmp_path / "cli.yaml", cli_yaml)
+    write(tmp_path / "hydra.yaml", "scheduler:\n  _target_: noam_plugin.NoamLR\n  warmup_num_steps: 10\n  d_model: 8\n")
+    write(tmp_path / "group.yaml", "_target_: noam_plugin.NoamLR\n_partial_: true\nwarmup_num_steps: 0\nd_model: 8\n")
+    result = run("validate", "cli.yaml", "hydra.yaml", "group.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cli.yaml: lr_scheduler.init_args.d_modle: " in result.stderr and "d_model" in result.stderr
+    assert "hydra.yaml: scheduler._partial_: expected true (NoamLR needs the optimizer" in result.stderr
+    assert "group.yaml: warmup_num_steps: expected an int >= 1, found int 0" in result.stderr
 
 
 def parse_table(stdout):

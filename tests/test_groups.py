@@ -222,3 +222,8 @@ def test_a_hundred_groups_cost_one_curve_each():
     curves = GroupCurves(NoamConfig(**MAIN, groups=groups), [{} for _ in range(100)])
     lrs = curves.lrs(50)
     assert len(lrs) == 100 and lrs[1] == NoamConfig(**MAIN).lr(50) and lrs[2] == pytest.approx(lrs[1] * 1.02)
+
+
+def test_an_unchanged_group_with_its_own_cooldown_says_nothing():
+    groups = [{"name": "head", "total_num_steps": 90, "cooldown_num_steps": 30}]
+    assert group_changes(_saved(**MAIN, groups=groups), NoamConfig(**MAIN, groups=groups), 50) == ([], [])

@@ -1,91 +1,108 @@
-"""One module per framework, each imported only when that framework is; and the one list of what they touch.
+"""One module per framework, each imported only when that framework is; registration goes through here.
 
-Every host method or function the plugin wraps is named in `HOST_TARGETS`, with the
-version of its framework the wrapper was written against. A framework's wrappers go in
-whole or not at all (`wrap_all`): if any target is missing, none is wrapped, one warning
-names the missing target and the installed version, and NoamLR declared through that
-framework's config raises `RegistrationError` with the same text
-(`registration_error()`), instead of "unknown scheduler" or a half-patched engine.
+What each framework's module may touch is declared in `noam_plugin/frameworks.py` (its version window,
+its targets and their tier). `on_import` is the import hook's one entry point: it checks the installed
+version against the window, then runs the framework's registration function, which installs its
+wrappers with `install()`: a missing correctness target (or an untested version) refuses the framework
+whole, a missing convenience costs that convenience with one warning. `HOST_TARGETS` is the declaration
+seen as {framework: {target: why}}.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-WRITTEN_AGAINST = {"deepspeed": "0.19.8", "accelerate": "1.15.0", "transformers": "5.24.0"}
+from noam_plugin.frameworks import (
+    CORRECTNESS,
+    FRAMEWORKS,
+    REFUSED,
+    TRIGGERS,
+    USED,
+    Framework,
+    RegistrationError,
+    Target,
+    check_version,
+    refuse,
+)
 
-# framework -> {"module:Owner.attribute": why}, for every host callable or attribute the plugin touches
+__all__ = ["RegistrationError", "HOST_TARGETS", "install", "on_import", "registration_error", "is_noam"]
+
 HOST_TARGETS: dict[str, dict[str, str]] = {
-    "deepspeed": {
-        "deepspeed.runtime.lr_schedules:VALID_LR_SCHEDULES": "NoamLR added as a scheduler type (Accelerate checks it)",
-        "deepspeed.runtime.engine:DeepSpeedEngine._configure_lr_scheduler": (
-            "re-bind NoamLR to the optimizer the engine ends up with; tell it the global batch"
-        ),
-        "deepspeed.runtime.engine:DeepSpeedEngine._take_model_step": (
-            "one update boundary per engine update (ZeRO steps the inner optimizer once per param group)"
-        ),
-        "deepspeed.runtime.engine:DeepSpeedEngine._scheduler_from_config": "config errors name the config file",
-        "deepspeed.runtime.engine:DeepSpeedEngine.load_checkpoint": (
-            "load the scheduler after ZeRO restored the saved lr; resume checkpoints without a scheduler state"
-        ),
-        "deepspeed.runtime.engine:DeepSpeedEngine.save_checkpoint": "write `latest` only after every rank finished",
-        "deepspeed.runtime.tensor_parallel.init_utils:load_ds_config": "remember which file a config came from",
-    },
-    "accelerate": {
-        "accelerate.state:PartialState._prepare_backend": "gloo for DeepSpeed when no GPU backend exists",
-        "accelerate.accelerator:Accelerator._prepare_deepspeed": "refuse a DummyScheduler that fills a 1-update warmup",
-        "accelerate.accelerator:Accelerator.prepare": "tell NoamLR the global batch (processes x batch x accumulation)",
-    },
-    "transformers": {
-        "transformers.integrations.deepspeed:HfTrainerDeepSpeedConfig.trainer_config_finalize": (
-            'refuse an "auto" warmup_num_steps the Trainer would fill with 1 (no warmup_steps given)'
-        ),
-        "transformers.trainer:Trainer.__init__": "warn that DeepSpeed drops a NoamLR given in optimizers=(...)",
-        "transformers.trainer:Trainer.create_scheduler": "tell NoamLR the global batch (no DeepSpeed)",
-    },
+    fw.distribution: {t.where: t.why for t in fw.targets} for fw in FRAMEWORKS.values() if fw.targets
 }
 
-_FAILED: dict[str, str] = {}  # framework -> why its wrappers are not in place
+_WARNED: set[str] = set()  # frameworks and targets already warned about (one warning each)
 
 
-class RegistrationError(RuntimeError):
-    """noam-plugin could not put its wrappers into a framework (an incompatible version)."""
+def on_import(module: ModuleType) -> None:
+    """Run after a trigger module (frameworks.TRIGGERS) executed: its registration, or the version check alone."""
+    framework = FRAMEWORKS[TRIGGERS[module.__name__]]
+    hook = framework.triggers[module.__name__]
+    if hook is None:  # nothing to wrap: the version alone decides
+        if not check_version(framework):
+            warn_refused(framework)
+        return
+    module_name, _, function = hook.partition(":")
+    getattr(importlib.import_module(module_name), function)(module)  # checks the version itself (install())
 
 
-def _installed_version(framework: str) -> str:
+def warn_refused(framework: Framework) -> None:
+    if framework.distribution not in _WARNED:
+        _WARNED.add(framework.distribution)
+        warnings.warn(REFUSED[framework.package], stacklevel=4)
+
+
+def registration_error(framework: str) -> str | None:
+    """Why `framework` (a distribution name) is refused, or None."""
+    return REFUSED.get(FRAMEWORKS[framework].package)
+
+
+def resolve(target: Target) -> tuple[Any, str | None]:
+    """(owner, the attribute name that exists there, trying the declared names in order, or None)."""
     try:
-        from importlib.metadata import version
+        owner: Any = importlib.import_module(target.module)
+    except ImportError:
+        return None, None
+    *owners, _ = target.path.split(".")
+    for name in owners:
+        owner = getattr(owner, name, None)
+        if owner is None:
+            return None, None
+    return owner, next((name for name in target.names() if hasattr(owner, name)), None)
 
-        return version(framework)
-    except Exception:  # noqa: BLE001 - only shown in a message
-        return "unknown"
 
-
-def wrap_all(framework: str, targets: list[tuple[Any, str, Callable[[Any], Any]]]) -> bool:
-    """Wrap every (owner, attribute, make_wrapper) of one framework, or none of them if any is missing."""
-    missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name, _ in targets if not hasattr(owner, name)]
-    if missing:
-        report_missing(framework, missing)
+def install(distribution: str, makers: dict[str, Callable[[Any], Any]]) -> bool:
+    """Wrap each declared target with makers[target](original). A missing correctness target refuses the
+    framework (nothing more wrapped; True only if it is not refused); a missing convenience is skipped."""
+    framework = FRAMEWORKS[distribution]
+    targets = [framework.target(where) for where in makers]  # UndeclaredTarget for anything not declared
+    if not check_version(framework):
+        warn_refused(framework)
         return False
-    for owner, name, make in targets:
-        wrap_once(owner, name, make)
+    found = [(target, *resolve(target)) for target in targets]
+    missing = [t for t, _, name in found if name is None]
+    needed = [t for t in missing if t.tier == CORRECTNESS]
+    if needed:
+        refuse(framework, ", ".join(f"{t.path} not found ({t.why})" for t in needed))
+        warn_refused(framework)
+        return False
+    for target in missing:  # conveniences: that one is off
+        if target.where not in _WARNED:
+            _WARNED.add(target.where)
+            warnings.warn(
+                f"noam-plugin: {target.path} not found in {distribution}; only this convenience is off: {target.why}",
+                stacklevel=3,
+            )
+    for target, owner, name in found:
+        if name is not None:
+            wrap_once(owner, name, makers[target.where])
+            USED.add(target.where)
     return True
-
-
-def report_missing(framework: str, missing: list[str]) -> None:
-    """Remember and say (one warning) that `framework` lacks what the plugin needs."""
-    wanted = WRITTEN_AGAINST.get(framework, "?")
-    message = (
-        f"noam-plugin cannot register with {framework} {_installed_version(framework)}: {', '.join(missing)} not "
-        f"found (noam-plugin was written against {framework} {wanted}); none of its wrappers were installed, so "
-        f"NoamLR is not available through {framework}. Install {framework}=={wanted} (constraints.txt) or a "
-        "noam-plugin release that supports this version."
-    )
-    _FAILED[framework] = message
-    warnings.warn(message, stacklevel=3)
 
 
 def is_noam(scheduler: Any) -> bool:
@@ -93,11 +110,6 @@ def is_noam(scheduler: Any) -> bool:
     from noam_plugin.scheduler import NoamLR
 
     return isinstance(scheduler, NoamLR)
-
-
-def registration_error(framework: str) -> str | None:
-    """Why `framework`'s wrappers are not in place, or None if they are (or were never needed)."""
-    return _FAILED.get(framework)
 
 
 def wrap_once(owner: Any, name: str, make: Callable[[Any], Any]) -> None:

@@ -38,7 +38,8 @@ import os
 import shutil
 from types import ModuleType
 
-from noam_plugin.integrations import wrap_all
+from noam_plugin.frameworks import read_private
+from noam_plugin.integrations import install
 
 log = logging.getLogger("noam_plugin")
 
@@ -49,7 +50,7 @@ def _deepspeed_launch(state: object) -> bool:
     return (
         os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
         and int(os.environ.get("LOCAL_RANK", -1)) != -1
-        and not getattr(state, "_cpu", False)
+        and not read_private(state, "accelerate.state:PartialState._cpu", False)
     )
 
 
@@ -67,7 +68,7 @@ def _prepare_backend(original):
 
 def patch_state(state_module: ModuleType) -> None:
     """Make `PartialState` use gloo for DeepSpeed when it found no accelerator backend."""
-    wrap_all("accelerate", [(state_module.PartialState, "_prepare_backend", _prepare_backend)])
+    install("accelerate", {"accelerate.state:PartialState._prepare_backend": _prepare_backend})
 
 
 def check_dummy_scheduler(deepspeed_config: dict, objects: tuple) -> None:
@@ -161,11 +162,12 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
         return [s.scheduler for s in objects if isinstance(getattr(s, "scheduler", None), NoamLR)]
 
     here = noams(prepared)  # else a DataLoader prepared after the scheduler: the ones still without a batch
-    schedulers = here or [s for s in noams(accelerator._schedulers) if s.samples_per_update is None]
+    schedulers = here or [s for s in noams(read_private(accelerator, _SCHEDULERS)) if s.samples_per_update is None]
     schedulers = [s for s in schedulers if s.samples_per_update_from in ("", ACCELERATE_SOURCE)]
     if not schedulers:
         return
-    loaders = [obj for obj in prepared if obj in accelerator._dataloaders] or list(accelerator._dataloaders)
+    dataloaders = read_private(accelerator, _DATALOADERS)
+    loaders = [obj for obj in prepared if obj in dataloaders] or list(dataloaders)
     if len(loaders) != 1:
         return
     try:
@@ -187,6 +189,8 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
 
 
 ACCELERATE_SOURCE = "Accelerate: processes x batch x accumulation"
+_SCHEDULERS = "accelerate.accelerator:Accelerator._schedulers"
+_DATALOADERS = "accelerate.accelerator:Accelerator._dataloaders"
 
 
 def _prepare(original):
@@ -198,12 +202,15 @@ def _prepare(original):
     return wrapper
 
 
+ACCELERATOR_WRAPPERS = {
+    "accelerate.accelerator:Accelerator._prepare_deepspeed": _prepare_deepspeed,
+    "accelerate.accelerator:Accelerator.prepare": _prepare,
+}
+
+
 def patch_accelerator(accelerator_module: ModuleType) -> None:
     """Check DummyScheduler against a NoamLR "auto" config; tell NoamLR the global batch."""
-    accelerator = accelerator_module.Accelerator
-    wrap_all(
-        "accelerate", [(accelerator, "_prepare_deepspeed", _prepare_deepspeed), (accelerator, "prepare", _prepare)]
-    )
+    install("accelerate", ACCELERATOR_WRAPPERS)
 
 
 # ---------------------------------------------------------------- resume on another number of processes

@@ -1,16 +1,18 @@
 """DeepSpeed integration: `"scheduler": {"type": "NoamLR"}` in DeepSpeed configs, and resume.
 
 Imported only when DeepSpeed is (by `noam_plugin._autoregister`). Besides the
-scheduler factory it wraps five `DeepSpeedEngine` methods, each doing nothing
-unless the engine's scheduler is a NoamLR:
+scheduler factory it wraps five `DeepSpeedEngine` methods (declared, with their tier, in
+noam_plugin/frameworks.py), each doing nothing unless the engine's scheduler is a NoamLR:
 
 - `_configure_lr_scheduler`: a NoamLR built on another optimizer than the
   engine's (Accelerate swaps in a DeepSpeedCPUAdam for CPU offload) is re-bound,
   and it learns the global batch (`train_batch_size()`).
-- `_take_model_step`: each engine update is one NoamLR update boundary: counted
+- `_take_model_step`: each engine update is the one NoamLR update boundary: counted
   once when complete (ZeRO steps the inner optimizer once per param group), not
-  at all when skipped on overflow; NoamLR is told its samples (what the engine
-  adds to `global_samples`) and, when tokens are counted, sums them over ranks.
+  at all when skipped on overflow or by a GradScaler; NoamLR is told its samples
+  (what the engine adds to `global_samples`) and, when tokens are counted, sums
+  them over ranks. (`_configure_lr_scheduler` takes the boundary NoamLR put on the
+  engine's optimizer wrapper off again: one boundary per update.)
 - `_scheduler_from_config`: errors in `scheduler.params` name the config file.
 - `load_checkpoint`: the scheduler state is loaded after the ZeRO optimizer
   state (which would otherwise overwrite the lr with the saved one), and a
@@ -38,7 +40,8 @@ from typing import Any
 
 from noam_plugin._dist import log_rank0
 from noam_plugin.errors import ConfigError
-from noam_plugin.integrations import RegistrationError, is_noam, registration_error, report_missing, wrap_all
+from noam_plugin.frameworks import FRAMEWORKS, USED, RegistrationError, check_version, read_private, refuse
+from noam_plugin.integrations import install, is_noam, registration_error, resolve, warn_refused
 from noam_plugin.schedule import NoamConfig
 
 # id(config dict) -> (dict, path): which file a config loaded by deepspeed.initialize came from
@@ -60,13 +63,27 @@ noam_lr_from_deepspeed_config.__name__ = "NoamLR"
 
 
 def register_lr_schedules(lr_schedules: ModuleType) -> None:
-    """Make NoamLR a DeepSpeed scheduler type (engine lookup and VALID_LR_SCHEDULES)."""
-    if not isinstance(getattr(lr_schedules, "VALID_LR_SCHEDULES", None), list):
-        report_missing("deepspeed", ["deepspeed.runtime.lr_schedules.VALID_LR_SCHEDULES (a list)"])
-        return
+    """Make NoamLR a DeepSpeed scheduler type (engine lookup and VALID_LR_SCHEDULES).
+
+    A refused DeepSpeed still gets `lr_schedules.NoamLR`, which then raises RegistrationError
+    saying why, instead of DeepSpeed's "does not recognize LR scheduler NoamLR"."""
     lr_schedules.NoamLR = noam_lr_from_deepspeed_config
-    if "NoamLR" not in lr_schedules.VALID_LR_SCHEDULES:
-        lr_schedules.VALID_LR_SCHEDULES.append("NoamLR")
+    framework = FRAMEWORKS["deepspeed"]
+    if not check_version(framework):
+        warn_refused(framework)
+        return
+    target = framework.target(VALID_LR_SCHEDULES)
+    owner, name = resolve(target)
+    if name is None or not isinstance(getattr(owner, name), list):
+        refuse(framework, f"{target.path} (a list) not found ({target.why})")
+        warn_refused(framework)
+        return
+    USED.add(VALID_LR_SCHEDULES)
+    if "NoamLR" not in owner.VALID_LR_SCHEDULES:
+        owner.VALID_LR_SCHEDULES.append("NoamLR")
+
+
+VALID_LR_SCHEDULES = "deepspeed.runtime.lr_schedules:VALID_LR_SCHEDULES"
 
 
 def _noam_of(engine: Any) -> Any:
@@ -85,10 +102,12 @@ def _configure_lr_scheduler(original):
         if not is_noam(scheduler):
             return
         self._noam_plugin_noamlr = scheduler
+        _engine_owns_the_boundary(self.optimizer)
         scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
         if self.optimizer is not None:
             before = scheduler.optimizer
             scheduler.bind(self.optimizer)
+            _engine_owns_the_boundary(self.optimizer)
             if scheduler.optimizer is not before:
                 log_rank0(
                     f"NoamLR: re-bound from {type(before).__name__} to the engine's optimizer "
@@ -98,11 +117,23 @@ def _configure_lr_scheduler(original):
     return wrapper
 
 
+def _engine_owns_the_boundary(optimizer: Any) -> None:
+    """Take NoamLR's update boundary off the engine's optimizer wrapper: `_take_model_step` is the one boundary
+    of each engine update (it also knows the update's samples and a GradScaler's skip)."""
+    step = getattr(optimizer, "__dict__", {}).get("step")
+    if getattr(step, "__noam_plugin__", False):
+        del optimizer.step  # DeepSpeed's own step() again (NoamLR put it on the instance)
+
+
+UNMANAGED_BACKWARDS = "deepspeed.runtime.engine:DeepSpeedEngine._unmanaged_backward_count"
+
+
 def _update_samples(engine: Any) -> int:
     """Samples of the update about to be applied, as the engine will add them to global_samples."""
     managed = getattr(engine, "managed_gradient_accumulation", None)
     if managed is not None and not managed():  # the caller owns the boundary: count its micro-batches
-        return engine.train_batch_size() // engine.gradient_accumulation_steps() * engine._unmanaged_backward_count
+        backwards = read_private(engine, UNMANAGED_BACKWARDS)
+        return engine.train_batch_size() // engine.gradient_accumulation_steps() * backwards
     return engine.train_batch_size()
 
 
@@ -217,25 +248,21 @@ def _remember_config_file(original):
     return wrapper
 
 
-def patch_engine(engine_module: ModuleType) -> None:
-    """Wrap the DeepSpeedEngine methods listed in the module docstring: all of them, or none (idempotent)."""
-    try:  # deepspeed.initialize binds load_ds_config after the engine module has run
-        from deepspeed.runtime.tensor_parallel import init_utils
-    except ImportError:
-        init_utils = ModuleType("deepspeed.runtime.tensor_parallel.init_utils")  # reported missing below
+_ENGINE = "deepspeed.runtime.engine:DeepSpeedEngine."
+ENGINE_WRAPPERS = {
+    _ENGINE + "_configure_lr_scheduler": _configure_lr_scheduler,
+    _ENGINE + "_take_model_step": _take_model_step,
+    _ENGINE + "_scheduler_from_config": _scheduler_from_config,
+    _ENGINE + "load_checkpoint": _load_checkpoint,
+    _ENGINE + "save_checkpoint": _save_checkpoint,
+    "deepspeed.runtime.tensor_parallel.init_utils:load_ds_config": _remember_config_file,
+}
 
-    engine = engine_module.DeepSpeedEngine
-    wrap_all(
-        "deepspeed",
-        [
-            (engine, "_configure_lr_scheduler", _configure_lr_scheduler),
-            (engine, "_take_model_step", _take_model_step),
-            (engine, "_scheduler_from_config", _scheduler_from_config),
-            (engine, "load_checkpoint", _load_checkpoint),
-            (engine, "save_checkpoint", _save_checkpoint),
-            (init_utils, "load_ds_config", _remember_config_file),
-        ],
-    )
+
+def patch_engine(engine_module: ModuleType) -> None:
+    """Wrap the DeepSpeedEngine methods listed in the module docstring (idempotent); frameworks.py says which
+    are needed and which are conveniences."""
+    install("deepspeed", ENGINE_WRAPPERS)
 
 
 # ---------------------------------------------------------------- universal checkpoint

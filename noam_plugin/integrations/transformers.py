@@ -25,7 +25,8 @@ from types import ModuleType
 from typing import Any
 
 from noam_plugin._dist import log_rank0
-from noam_plugin.integrations import is_noam, wrap_all
+from noam_plugin.frameworks import read_private
+from noam_plugin.integrations import install, is_noam
 
 TRAINER_SOURCE = "Trainer: processes x per_device_train_batch_size x gradient_accumulation_steps"
 WARMUP_KEY = "scheduler.params.warmup_num_steps"
@@ -66,7 +67,7 @@ def check_auto_warmup(config: dict, args: Any, num_training_steps: int) -> None:
     )
 
 
-def _trainer_config_finalize(original):
+def _finalize(original):
     def wrapper(self, args, model, num_training_steps, *rest, **kwargs):
         check_auto_warmup(self.config, args, num_training_steps)
         return original(self, args, model, num_training_steps, *rest, **kwargs)
@@ -76,7 +77,10 @@ def _trainer_config_finalize(original):
 
 def patch_deepspeed_config(module: ModuleType) -> None:
     """Check NoamLR's "auto" warmup before the Trainer fills it (HfTrainerDeepSpeedConfig)."""
-    wrap_all("transformers", [(module.HfTrainerDeepSpeedConfig, "trainer_config_finalize", _trainer_config_finalize)])
+    install(
+        "transformers",
+        {"transformers.integrations.deepspeed:HfTrainerDeepSpeedConfig.trainer_config_finalize": _finalize},
+    )
 
 
 def _trainer_init(original):
@@ -119,7 +123,7 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
     if not is_noam(scheduler) or scheduler.samples_per_update_from not in ("", ACCELERATE_SOURCE, TRAINER_SOURCE):
         return
     args = trainer.args
-    per_device = getattr(trainer, "_train_batch_size", None) or args.train_batch_size
+    per_device = read_private(trainer, "transformers.trainer:Trainer._train_batch_size", None) or args.train_batch_size
     batch = per_device * args.world_size * args.gradient_accumulation_steps
     scheduler.set_samples_per_update(batch, TRAINER_SOURCE)
     if scheduler.config.warmup_unit == "samples":
@@ -132,7 +136,10 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
 
 def patch_trainer(module: ModuleType) -> None:
     """Warn when the Trainer drops a NoamLR (DeepSpeed); tell NoamLR the global batch (no DeepSpeed)."""
-    wrap_all(
+    install(
         "transformers",
-        [(module.Trainer, "__init__", _trainer_init), (module.Trainer, "create_scheduler", _create_scheduler)],
+        {
+            "transformers.trainer:Trainer.__init__": _trainer_init,
+            "transformers.trainer:Trainer.create_scheduler": _create_scheduler,
+        },
     )

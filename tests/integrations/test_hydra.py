@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from needs import need  # a framework that does not import is a failure, not a skip
 
-pytest.importorskip("hydra")
+need("hydra")
 
 from hydra.utils import instantiate  # noqa: E402
 from launches import REPO  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
+
+pytestmark = pytest.mark.window  # in-process and quick: all of it on both ends of the window
 
 EXAMPLE = REPO / "noam_plugin" / "examples" / "hydra.yaml"  # what `noam-plugin init hydra` writes
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from needs import need  # a framework that does not import is a failure, not a skip
 
-pytest.importorskip("lightning")
+need("lightning")
 
 from launches import BIN, REPO, check_updates, run, run_until_then_kill  # noqa: E402
 from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
@@ -76,6 +77,7 @@ def test_configure_optimizers_route_interval_step_ddp_accumulation_kill_and_ckpt
     )
 
 
+@pytest.mark.window
 def test_configure_optimizers_route_interval_epoch(tmp_path):
     """interval 'epoch': Lightning steps NoamLR once per 4 updates; every update still runs at lr(k)."""
     out = tmp_path / "run"
@@ -83,6 +85,7 @@ def test_configure_optimizers_route_interval_epoch(tmp_path):
     check(out, lambda k: reference_lr(k, **PARAMS), first=0, last=MAX_STEPS, interval="epoch")
 
 
+@pytest.mark.window
 def test_lightning_cli_yaml_class_path_route_kill_and_ckpt_path_resume(tmp_path):
     """The shipped LightningCLI example (lr_scheduler: class_path noam_plugin.NoamLR; LightningCLI steps it
     once per epoch) plus the run's trainer settings; the script never imports noam_plugin."""
@@ -133,7 +136,7 @@ def test_lightning_cli_yaml_class_path_route_kill_and_ckpt_path_resume(tmp_path)
 @pytest.mark.skipif(torch.cuda.device_count() < 1, reason="Lightning's DeepSpeedStrategy runs on CUDA GPUs only")
 def test_deepspeed_strategy_with_noam_in_its_deepspeed_config(tmp_path):
     """DeepSpeedStrategy(config=...) with NoamLR declared there; configure_optimizers returns the optimizer only."""
-    pytest.importorskip("deepspeed")
+    need("deepspeed")
     devices = min(2, torch.cuda.device_count())
     config = tmp_path / "ds.json"
     config.write_text((REPO / "noam_plugin" / "examples" / "lightning_deepspeed.json").read_text())

@@ -46,7 +46,7 @@ def main():
         help="prepare: NoamLR(optimizer) passed to prepare(); after: NoamLR built on the prepared "
         "optimizer; dummy: DummyScheduler, NoamLR declared in the DeepSpeed config",
     )
-    parser.add_argument("--groups", type=int, choices=[1, 2], default=1)
+    parser.add_argument("--groups", type=int, choices=[1, 2, 3], default=1, help="3: named embeddings/norms/head")
     parser.add_argument("--save-at", type=int)
     parser.add_argument("--ckpt")
     parser.add_argument("--resume")
@@ -73,6 +73,10 @@ def main():
             {"params": [p for n, p in model.named_parameters() if n.endswith("weight")], "weight_decay": 0.01},
             {"params": [p for n, p in model.named_parameters() if n.endswith("bias")], "weight_decay": 0.0},
         ]
+    elif args.groups == 3:  # named groups, as per-group schedules select them (docs/groups.md)
+        first, second = model[0], model[2]
+        named = {"embeddings": [first.weight], "norms": [first.bias], "head": [second.weight, second.bias]}
+        params = [{"params": p, "name": name} for name, p in named.items()]
     else:
         params = model.parameters()
     optimizer = torch.optim.AdamW(params, lr=schedule.get("warmup_max_lr", 1e-3))

@@ -32,10 +32,18 @@ def make_model(seed=0):
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
 
 
+# "named": three param groups with a "name" key each, as per-group schedules select them (docs/groups.md)
+GROUP_NAMES = ("embeddings", "norms", "head")
+
+
 def param_groups(model, groups):
-    """One group, or decay (weights) / no-decay (biases) groups as in transformer recipes."""
+    """One group, or decay (weights) / no-decay (biases) groups as in transformer recipes, or three named ones."""
     if groups == 1:
         return list(model.parameters())
+    if groups == "named":
+        first, second = model[0], model[2]
+        params = ([first.weight], [first.bias], [second.weight, second.bias])
+        return [{"params": p, "name": n, "weight_decay": 0.01 * i} for i, (n, p) in enumerate(zip(GROUP_NAMES, params))]
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias")]
     return [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
@@ -93,8 +101,12 @@ class Recorder:
         self.scheduler = engine.lr_scheduler  # kept: Lightning takes it out of the engine to step it itself
         self.inner = unwrap(engine.optimizer)
         self.inner_lrs = []  # lr of every inner torch optimizer.step() call (ZeRO: one per group)
+        self.inner_names = []  # and the "name" key of the groups it stepped
         self.inner.register_step_pre_hook(
             lambda opt, a, k: self.inner_lrs.append([float(g["lr"]) for g in opt.param_groups])
+        )
+        self.inner.register_step_pre_hook(
+            lambda opt, a, k: self.inner_names.append([g.get("name") for g in opt.param_groups])
         )
         self.attempts = []
         self.dtype = torch.bfloat16 if case.get("dtype") == "bf16" else torch.float32
@@ -107,6 +119,7 @@ class Recorder:
             "last_epoch": getattr(scheduler, "last_epoch", None),
             "last_lr": [float(x) for x in scheduler.get_last_lr()] if scheduler is not None else None,
             "group_lrs": [float(g["lr"]) for g in self.inner.param_groups],
+            "group_names": [g.get("name") for g in self.inner.param_groups],
             "engine_lrs": [float(x) for x in engine.get_lr()],
             "global_samples": engine.global_samples,
             "train_batch_size": engine.train_batch_size(),
@@ -139,6 +152,7 @@ class Recorder:
             "lr_before": used,
             "inject_inf": inject_inf,
             "inner_calls": self.inner_lrs[n_calls:],
+            "inner_names": self.inner_names[n_calls:],
             "tokens_reported": reported,
             **self.snapshot(),
         }
