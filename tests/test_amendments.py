@@ -324,3 +324,33 @@ def test_each_param_group_gets_the_amendments_that_name_it_and_a_typo_is_an_erro
     plain = NoamConfig(**PEAK)
     amended = with_amendments(plain, amendments)
     assert amended.lr(20) == pytest.approx(0.05 * plain.lr(20)) and with_amendments(amended, amendments) is amended
+
+
+def test_amendments_compose_with_per_group_schedules():
+    from noam_plugin.groups import GroupCurves
+
+    params = {
+        **TAILED,
+        "groups": [
+            {"name": "embeddings", "warmup_num_steps": 20},
+            {"index": 2, "lr_scale": 0.25, "cooldown_num_steps": 40},
+        ],
+        "amendments": [
+            {"at": 30, "scale": 0.5},
+            {"at": 30, "rewarm_num_steps": 6, "groups": ["embeddings"]},
+            {"at": 50, "total_num_steps": 160, "groups": [2, "head"]},
+            {"at": 60, "scale": 0.1, "groups": [3]},
+        ],
+    }
+    config = NoamConfig(**params)
+    param_groups = [{"name": "embeddings"}, {"name": "head"}, {"name": "norms"}, {}]
+    curves = GroupCurves(config, param_groups)
+    for k in range(1, 200):
+        want = [reference_amended(k, params, g.get("name"), i) for i, g in enumerate(param_groups)]
+        assert curves.lrs(k) == pytest.approx(want, rel=1e-12, abs=0), k
+    # each group's own: the embeddings re-warm, head and index 2 end at 160, group 3 at a tenth
+    unamended = {**params, "amendments": []}
+    assert curves.lrs(31)[0] == pytest.approx(0.5 / 6 * reference_amended(31, unamended, "embeddings"))
+    assert curves.lrs(31)[1] == pytest.approx(0.5 * reference_lr(31, **TAILED))
+    with pytest.raises(ConfigError, match=r"amendments\[2\]\.groups\[1\]: expected a name or index .* 'head'"):
+        GroupCurves(config, [{"name": "embeddings"}, {"name": "x"}, {}])
