@@ -443,7 +443,7 @@ def checkpoint_report(
             status = 1
     elif not info.is_noam:
         lines.append(
-            "verdict      not a NoamLR checkpoint; NoamLR takes over its step count on load (see README: migrating)"
+            "verdict      not a NoamLR checkpoint; NoamLR takes over its step count on load (docs/resume.md: migrating)"
             if k is not None
             else "verdict      not a NoamLR checkpoint"
         )

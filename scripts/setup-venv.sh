@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+case $VENV in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
 # $VENV/bin first on PATH: DeepSpeed builds its ops with whichever `ninja` PATH finds, and two
 # ninja versions (the system's and the pip one) see each other's builds as stale and rebuild.
-export PATH="$PWD/$VENV/bin:$PATH"
+export PATH="$VENV/bin:$PATH"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $($PY --version)"
   "$PY" -m venv "$VENV"

@@ -69,6 +69,10 @@ def test_docs_state_the_window_and_every_target():
     assert frameworks.targets_table() in versions
 
 
+def test_readme_versions_section_is_the_window_table():
+    assert frameworks.versions_table() in section((REPO / "README.md").read_text(), "Versions")
+
+
 @pytest.mark.parametrize(
     "version, inside",
     [("1.9.0", True), ("1.15.0", True), ("1.12.3", True), ("1.15.0+local", True), ("1.9.0rc1", True)]
@@ -109,16 +113,18 @@ def test_private_reads_in_the_integrations_go_through_read_private_and_are_decla
                 frameworks.declared(where)  # UndeclaredTarget if not
 
 
+CORRECT = frameworks.CORRECTNESS
+
+
+def fake_framework(monkeypatch, name: str, target: Target) -> None:
+    """A framework `name` 1.0 (that version installed) declaring one target, for this test only."""
+    monkeypatch.setitem(FRAMEWORKS, name, Framework(name, name, "1.0", "1.0", {}, (target,)))
+
+
 def test_read_private_tries_renamed_names_and_refuses_a_missing_correctness_read(monkeypatch):
-    fw = Framework(
-        "fakefw",
-        "fakefw",
-        "1.0",
-        "1.0",
-        {},
-        (Target("fakefw.engine:Engine._count", "private", frameworks.CORRECTNESS, "why", renamed=("_count_v2",)),),
+    fake_framework(
+        monkeypatch, "fakefw", Target("fakefw.engine:Engine._count", "private", CORRECT, "why", ("_count_v2",))
     )
-    monkeypatch.setitem(FRAMEWORKS, "fakefw", fw)
     monkeypatch.setattr(frameworks, "REFUSED", {})
     monkeypatch.setattr(frameworks, "_REFUSED_PACKAGES", frozenset())
 
@@ -146,15 +152,7 @@ def test_install_uses_the_renamed_method_and_refuses_undeclared_ones(monkeypatch
 
     module.Engine = Engine
     monkeypatch.setitem(sys.modules, "fakefw2.engine", module)
-    fw = Framework(
-        "fakefw2",
-        "fakefw2",
-        "1.0",
-        "1.0",
-        {},
-        (Target("fakefw2.engine:Engine.step", "method", frameworks.CORRECTNESS, "why", renamed=("step_v2",)),),
-    )
-    monkeypatch.setitem(FRAMEWORKS, "fakefw2", fw)
+    fake_framework(monkeypatch, "fakefw2", Target("fakefw2.engine:Engine.step", "method", CORRECT, "why", ("step_v2",)))
     monkeypatch.setattr(frameworks, "installed_version", lambda framework: "1.0")
     seen = []
 
