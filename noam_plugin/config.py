@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from noam_plugin.errors import ConfigError, Problem, short_repr, shorten
+from noam_plugin.integrations.auto_counts import auto_keys
 from noam_plugin.schedule import NoamConfig, closest_name
 
 PARAMS_PREFIX = "scheduler.params."
@@ -516,6 +517,10 @@ def check_with_auto(block: SchedulerBlock) -> tuple[str, ...]:
         if value == "auto" and key not in AUTO_KEYS:
             expected = 'a value (Accelerate fills "auto" only in ' + " and ".join(AUTO_KEYS) + ")"
             mine[block.prefix + str(key)] = Problem(block.prefix + str(key), expected, "str 'auto'")
+    try:  # "auto" counts under warmup_unit tokens need a tokens-per-update figure (integrations/auto_counts.py)
+        auto_keys(params, block.source, "the Trainer or Accelerate's DummyScheduler")
+    except ConfigError as err:
+        mine.update((p.key, p) for p in err.problems)
     if "warmup_num_steps" in auto:
         params["warmup_num_steps"] = 1  # a stand-in, so the other values are still checked
     if "warmup_max_lr" in auto and params.get("d_model") is not None:

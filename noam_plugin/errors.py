@@ -95,3 +95,7 @@ class ScheduleMismatchError(ValueError):
 
 class StateError(ConfigError):
     """A saved scheduler state with a missing or malformed entry; one line per bad key."""
+
+
+class CountMismatchError(RuntimeError):
+    """NoamLR's count of applied updates disagrees with the framework's own count (docs/CONTRACT.md section 2)."""

@@ -177,14 +177,15 @@ FRAMEWORKS: dict[str, Framework] = {
                     _DS + "load_checkpoint",
                     "method",
                     CORRECTNESS,
-                    "load the scheduler after ZeRO restored the saved lr; resume checkpoints without a scheduler state",
+                    "load the scheduler after ZeRO restored the saved lr; resume checkpoints without a scheduler "
+                    "state; the count cross-check (global_steps - skipped_steps) and its offset in the client state",
                 ),
                 Target(
                     _DS + "save_checkpoint",
                     "method",
                     CORRECTNESS,
                     "write `latest` only after every rank finished (a run killed while saving resumes the last "
-                    "complete checkpoint)",
+                    "complete checkpoint); the count cross-check first, and its offset into the client state",
                 ),
                 Target(
                     _DS + "_unmanaged_backward_count",
@@ -215,7 +216,15 @@ FRAMEWORKS: dict[str, Framework] = {
                     _ACC + "_prepare_deepspeed",
                     "method",
                     CORRECTNESS,
-                    'refuse a DummyScheduler that fills a 1-update warmup; fill "total_num_steps": "auto" unchanged',
+                    'refuse a DummyScheduler that fills a 1-update warmup; fill "total_num_steps": "auto" unchanged; '
+                    '"auto" counts in samples / tokens (integrations/auto_counts.py)',
+                ),
+                Target(
+                    "accelerate.utils.dataclasses:DeepSpeedPlugin.deepspeed_config_process",
+                    "patch",
+                    CORRECTNESS,
+                    'replaced on the plugin instance during _prepare_deepspeed: right after it filled "auto" with '
+                    "update counts and train_batch_size, the counts in samples / tokens, before the engine reads them",
                 ),
                 Target(
                     _ACC + "prepare",
@@ -253,13 +262,14 @@ FRAMEWORKS: dict[str, Framework] = {
                     "transformers.integrations.deepspeed:HfTrainerDeepSpeedConfig.trainer_config_finalize",
                     "method",
                     CORRECTNESS,
-                    'refuse an "auto" warmup_num_steps the Trainer would fill with 1 (no warmup_steps given)',
+                    'refuse an "auto" warmup_num_steps the Trainer would fill with 1 (no warmup_steps given); "auto" '
+                    "counts in samples / tokens (integrations/auto_counts.py)",
                 ),
                 Target(
                     "transformers.trainer:Trainer.create_scheduler",
                     "method",
                     CORRECTNESS,
-                    "tell NoamLR the global batch (no DeepSpeed)",
+                    "tell NoamLR the global batch (no DeepSpeed); add the count cross-check callback",
                 ),
                 Target(
                     "transformers.trainer:Trainer._train_batch_size",
@@ -272,6 +282,12 @@ FRAMEWORKS: dict[str, Framework] = {
                     "method",
                     CONVENIENCE,
                     "warn that DeepSpeed drops a NoamLR given in optimizers=(...)",
+                ),
+                Target(
+                    "transformers.trainer:Trainer._get_learning_rate",
+                    "method",
+                    CONVENIENCE,
+                    "the learning_rate logged for step k (console, log_history, report_to) is the lr update k ran at",
                 ),
             ),
         ),

@@ -20,7 +20,9 @@ CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_
 # The tail: where training ends and how the lr comes down before it (docs/CONTRACT.md section 1).
 COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cooldown_min_lr")
 SCHEDULE_KEYS = CURVE_KEYS + COOLDOWN_KEYS
-OPTION_KEYS = ("allow_param_change",)
+# allow_param_change: resume under changed parameters; auto_tokens_per_update: what a filler of "auto" multiplies
+# its update counts by under warmup_unit tokens (integrations/auto_counts.py). Neither changes the curve.
+OPTION_KEYS = ("allow_param_change", "auto_tokens_per_update")
 GROUPS_KEY = "groups"  # per-group overrides (noam_plugin/groups.py), saved with the schedule when given
 HISTORY_KEY = "amendments"  # forward-only changes from a count on (noam_plugin/amendments.py), saved when given
 PARAM_KEYS = SCHEDULE_KEYS + (GROUPS_KEY, HISTORY_KEY) + OPTION_KEYS
@@ -135,6 +137,11 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     allow = values.get("allow_param_change", False)
     if not isinstance(allow, bool):
         bad("allow_param_change", "true or false", allow)
+    per_update = values.get("auto_tokens_per_update")
+    if per_update is not None and (not _is_int(per_update) or not 1 <= per_update <= MAX_INT):
+        bad("auto_tokens_per_update", "an int >= 1 (the tokens of one update over all processes)", per_update)
+    elif per_update is not None and unit != "tokens":
+        bad("auto_tokens_per_update", "only with warmup_unit tokens", per_update)
     if not problems:
         problems += _check_curve(values, prefix)
     return problems
@@ -250,6 +257,7 @@ class NoamConfig:
     cooldown_type: str | None = None  # "linear" once a cooldown is given
     cooldown_min_lr: float | None = None  # 0.0 once a cooldown is given
     allow_param_change: bool = False
+    auto_tokens_per_update: int | None = None
     groups: tuple = ()  # GroupOverride entries (or their dict form, parsed here): noam_plugin/groups.py
     amendments: tuple = ()  # of amendments.Amendment (a list of mappings is parsed); the history, in order of at
 

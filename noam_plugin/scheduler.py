@@ -149,6 +149,7 @@ class NoamLR(LRScheduler):
         self._hooks: list[Any] = []
         self._warned_step_args = False
         self._lr_tensor: Any = None
+        self._update_lr: list[float] | None = None  # the lr per group of the last update applied in this process
         check_routes()  # built by (or for) a framework noam-plugin refuses: an error, never a wrong count
         inner = unwrap_optimizer(optimizer)
         _refuse_second_scheduler(inner, self)
@@ -273,6 +274,7 @@ class NoamLR(LRScheduler):
             if not applied:
                 return
             self.updates += 1
+            self._update_lr = self._last_lr  # what NoamLR wrote for this update (a new list at every write)
             data = self.data
             if data.samples is not None:
                 spu = data.samples_per_update
@@ -285,6 +287,7 @@ class NoamLR(LRScheduler):
                 self._write_lr_values(self._lrs_before_update)  # skipped on overflow: back to the last update's lr
             return
         self.updates += 1
+        self._update_lr = self._last_lr
         self.data.add_update(*prepared)
         self._apply_lr()
 
@@ -421,6 +424,19 @@ class NoamLR(LRScheduler):
             return self.lr_at(data.samples + data.samples_per_update)
         return None
 
+    @property
+    def last_update_lr(self) -> list[float] | None:
+        """lr per param group that the last applied update ran at (None before the first update).
+
+        What a logger shows for update k; `get_last_lr()` is already the next update's lr.
+        After a resume it is the curve at the restored count.
+        """
+        if self._update_lr is not None or self.updates == 0:
+            return self._update_lr
+        unit = self.config.warmup_unit
+        seen = self.updates if unit == "updates" else (self.data.samples if unit == "samples" else self.data.tokens)
+        return None if not seen else [self.lr_at(seen)] * len(self.optimizer.param_groups)
+
     def get_lr(self) -> list[float]:
         lr = self.next_lr()
         groups = self.optimizer.param_groups
@@ -500,6 +516,7 @@ class NoamLR(LRScheduler):
                 f"saved under warmup_unit {unit!r} holds the count."
             )
         self.updates = updates
+        self._update_lr = None  # the restored count's: see last_update_lr
         self.data.restart(samples, tokens)
         self._register_hooks()
         self._prepared = None

@@ -290,6 +290,25 @@ def test_auto_accepted_only_where_accelerate_fills_it(tmp_path):
         check_with_auto(read_scheduler_block(path))
 
 
+def test_auto_counts_in_tokens_need_auto_tokens_per_update(tmp_path):
+    """The fillers write update counts; in tokens that needs a tokens-per-update figure (integrations/auto_counts)."""
+    path = tmp_path / "ds.json"
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "tokens"}
+    path.write_text(ds_json(params))
+    with pytest.raises(ConfigError) as error:
+        check_with_auto(read_scheduler_block(path))
+    assert f"{path}: scheduler.params.warmup_num_steps: expected a count of tokens" in str(error.value)
+    assert "scheduler.params.auto_tokens_per_update: N" in str(error.value)
+    path.write_text(ds_json({**params, "auto_tokens_per_update": 4096}))
+    assert check_with_auto(read_scheduler_block(path)) == ("warmup_num_steps", "warmup_max_lr")
+    path.write_text(ds_json({"warmup_num_steps": 10, "warmup_max_lr": 0.1, "auto_tokens_per_update": 4096}))
+    with pytest.raises(ConfigError, match=r"auto_tokens_per_update: expected only with warmup_unit tokens"):
+        check_with_auto(read_scheduler_block(path))
+    path.write_text(ds_json({**params, "auto_tokens_per_update": 0}))
+    with pytest.raises(ConfigError, match=r"auto_tokens_per_update: expected an int >= 1"):
+        check_with_auto(read_scheduler_block(path))
+
+
 # --- good inputs ----------------------------------------------------------------------------------
 
 SHIPPED = {

@@ -877,3 +877,64 @@ def test_a_wrapper_stepping_once_per_group_counts_once_also_for_a_later_noamlr()
     second = NoamLR(wrapper, warmup_num_steps=W, d_model=D)  # a new schedule on the same wrapper
     wrapper.step()
     assert second.updates == 1 and group_lrs(optimizer) == [ref(2)] * 3
+
+
+# ------------------------------------------------------------ last_update_lr: what a logger shows for update k
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_last_update_lr_is_the_lr_the_update_ran_at(groups):
+    model, optimizer, scheduler = make(groups=groups)
+    ran = []
+    optimizer.register_step_pre_hook(lambda opt, a, kw: ran.append(group_lrs(opt)))
+    assert scheduler.last_update_lr is None  # no update yet
+    for k in range(1, 8):
+        train_step(model, optimizer)
+        assert scheduler.last_update_lr == ran[-1] == [ref(k)] * groups
+        assert scheduler.get_last_lr() == [ref(k + 1)] * groups
+
+
+def test_last_update_lr_skipped_update_keeps_the_last_applied_one():
+    model, optimizer, scheduler = make()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
+    for i in range(4):
+        loss = model(torch.randn(3, 4)).pow(2).sum() * (float("inf") if i == 2 else 1.0)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    assert scheduler.updates == 3 and scheduler.last_update_lr == [ref(3)]
+
+
+def test_last_update_lr_after_a_resume_is_the_curve_at_the_restored_count():
+    model, optimizer, scheduler = make()
+    for _ in range(4):
+        train_step(model, optimizer)
+    state = scheduler.state_dict()
+    _, _, fresh = make()
+    fresh.load_state_dict(state)
+    assert fresh.last_update_lr == [ref(4)]
+    _, _, samples = make(warmup_unit="samples", samples_per_update=8, warmup_num_steps=40)
+    samples.load_state_dict(
+        {
+            **state,
+            "samples": 24,
+            "samples_per_update": 8,
+            "warmup_unit": "samples",
+            "warmup_num_steps": 40,
+            "updates": 3,
+        }
+    )
+    assert samples.last_update_lr == [ref(24, W=40)]
+
+
+def test_last_update_lr_in_samples_and_tokens():
+    model, optimizer, scheduler = make(warmup_unit="samples", samples_per_update=6, warmup_num_steps=30)
+    train_step(model, optimizer)
+    train_step(model, optimizer)
+    assert scheduler.last_update_lr == [ref(12, W=30)]
+    model, optimizer, scheduler = make(warmup_unit="tokens", warmup_num_steps=100)
+    for tokens in (30, 50):
+        scheduler.add_tokens(tokens)
+        train_step(model, optimizer)
+    assert scheduler.last_update_lr == [ref(80, W=100)]

@@ -33,13 +33,16 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 from noam_plugin.frameworks import read_private
-from noam_plugin.integrations import install
+from noam_plugin.integrations import auto_counts, install
 
 log = logging.getLogger("noam_plugin")
 
@@ -125,7 +128,7 @@ def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: 
             ),
         )
     params["total_num_steps"] = total
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0 and not auto_counts.data_unit(params):  # else said in data units
         divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
         log.warning(
             f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
@@ -133,13 +136,57 @@ def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: 
         )
 
 
+DUMMY_FILLER = "Accelerate's DummyScheduler"
+CONFIG_PROCESS = "accelerate.utils.dataclasses:DeepSpeedPlugin.deepspeed_config_process"  # frameworks.py
+
+
 def _prepare_deepspeed(original):
     def wrapper(self, *args):
-        check_dummy_scheduler(self.deepspeed_plugin.deepspeed_config, args)
-        fill_total_num_steps(self.deepspeed_plugin.deepspeed_config, args, self.num_processes)
-        return original(self, *args)
+        plugin = self.deepspeed_plugin
+        config = plugin.deepspeed_config
+        check_dummy_scheduler(config, args)
+        params = auto_counts.noam_params(config)
+        source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or "DeepSpeed config"
+        keys = [] if params is None else auto_counts.auto_keys(params, source, DUMMY_FILLER)
+        fill_total_num_steps(config, args, self.num_processes)
+        if not keys:
+            return original(self, *args)
+        with _to_data_units_after_filling(plugin, params, keys, source, self.num_processes):
+            return original(self, *args)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _to_data_units_after_filling(
+    plugin: Any, params: dict, keys: list[str], source: str, processes: int
+) -> Iterator[None]:
+    """While Accelerate prepares: right after it filled "auto" (update counts, train_batch_size), the counts in
+    data units (integrations/auto_counts.py), before the DeepSpeed engine reads them."""
+    process = read_private(plugin, CONFIG_PROCESS)  # declared in frameworks.py; missing: accelerate is refused
+    depth = 0  # it calls itself for every nested section: convert once, when the outermost call is done
+
+    def filled(*args: Any, **kwargs: Any) -> Any:
+        nonlocal depth
+        depth += 1
+        try:
+            result = process(*args, **kwargs)
+        finally:
+            depth -= 1
+        if depth or plugin.__dict__.get("deepspeed_config_process") is not filled:
+            return result
+        plugin.__dict__.pop("deepspeed_config_process")  # once
+        batch = auto_counts.global_batch(plugin.deepspeed_config, processes)
+        auto_counts.to_data_units(
+            params, keys, auto_counts.per_update(params, batch, source, "train_batch_size"), DUMMY_FILLER
+        )
+        return result
+
+    plugin.deepspeed_config_process = filled
+    try:
+        yield
+    finally:
+        plugin.__dict__.pop("deepspeed_config_process", None)
 
 
 def set_global_batch(accelerator, prepared: tuple) -> None:

@@ -42,6 +42,7 @@ from noam_plugin._dist import log_rank0
 from noam_plugin.errors import ConfigError
 from noam_plugin.frameworks import FRAMEWORKS, USED, RegistrationError, check_version, read_private, refuse
 from noam_plugin.integrations import install, is_noam, registration_error, resolve, warn_refused
+from noam_plugin.integrations.cross_check import OFFSET_KEY
 from noam_plugin.schedule import NoamConfig
 
 # id(config dict) -> (dict, path): which file a config loaded by deepspeed.initialize came from
@@ -103,6 +104,7 @@ def _configure_lr_scheduler(original):
             return
         self._noam_plugin_noamlr = scheduler
         _engine_owns_the_boundary(self.optimizer)
+        _start_checks(self, offset=_engine_count(self) - scheduler.updates)  # a NoamLR may bring a count along
         scheduler.set_samples_per_update(self.train_batch_size(), "DeepSpeed train_batch_size()")
         if self.optimizer is not None:
             before = scheduler.optimizer
@@ -147,9 +149,42 @@ def _take_model_step(original):
         # One engine update is one count, however many inner optimizer steps ZeRO makes of it (one per param
         # group); none if it was skipped on overflow. Every rank is here: safe to sum tokens at the start.
         with scheduler.update_boundary(samples=_update_samples(self)):
-            return original(self, *args, **kwargs)
+            result = original(self, *args, **kwargs)
+        if self.__dict__.get(_CHECKS_LEFT):  # the first updates of a built or loaded engine
+            self.__dict__[_CHECKS_LEFT] -= 1
+            _check_count(self, scheduler, f"engine update {self.global_steps}")
+        return result
 
     return wrapper
+
+
+# The cross-check (integrations/cross_check.py): NoamLR's count against global_steps - skipped_steps.
+_CHECKS_LEFT = "_noam_plugin_checks_left"  # engine attribute: updates still to check after a build or load
+_OFFSET = "_noam_plugin_count_offset"  # engine attribute: its count when NoamLR's was 0 (a switch mid-way)
+FIRST_CHECKS = 2
+
+
+def _start_checks(engine: Any, offset: int | None) -> None:
+    engine.__dict__[_CHECKS_LEFT] = FIRST_CHECKS
+    if offset is not None:
+        engine.__dict__[_OFFSET] = offset
+
+
+def _engine_count(engine: Any) -> int:
+    return engine.global_steps - engine.skipped_steps
+
+
+def _check_count(engine: Any, scheduler: Any, route: str) -> None:
+    from noam_plugin.integrations.cross_check import check_counts
+
+    check_counts(
+        scheduler,
+        _engine_count(engine),
+        framework="DeepSpeed",
+        counter=f"global_steps {engine.global_steps} - skipped_steps {engine.skipped_steps}",
+        route=route,
+        offset=engine.__dict__.get(_OFFSET, 0),
+    )
 
 
 def _scheduler_from_config(original):
@@ -173,8 +208,10 @@ def _load_checkpoint(original):
         call.apply_defaults()
         options = call.arguments
         scheduler = self.lr_scheduler
-        if not is_noam(scheduler) or not options["load_lr_scheduler_states"] or options["load_module_only"]:
+        if _noam_of(self) is None or options["load_module_only"]:
             return original(*call.args, **call.kwargs)
+        if not is_noam(scheduler) or not options["load_lr_scheduler_states"]:
+            return _load_without_scheduler(self, original, call)
         # Load everything but the scheduler; it comes last, after the ZeRO optimizer
         # state has restored the saved param_groups (lr included).
         options["load_lr_scheduler_states"] = False
@@ -182,6 +219,7 @@ def _load_checkpoint(original):
         if load_path is None:
             return load_path, client_state
         state = client_state.pop("lr_scheduler", None)
+        offset = client_state.pop(OFFSET_KEY, 0)
         if state is None:
             updates = self.global_steps - self.skipped_steps
             samples = self.global_samples - self.skipped_steps * self.train_batch_size()
@@ -192,11 +230,38 @@ def _load_checkpoint(original):
                 f"(global_samples {self.global_samples} - skipped_steps x {self.train_batch_size()}); "
                 f"lr {scheduler.get_last_lr()[0]:.6g}",
             )
+            offset = 0
         else:
             scheduler.load_state_dict(state)
+            if state.get("type") != "NoamLR":  # adopted from DeepSpeed's or torch's scheduler: a switch mid-way
+                offset = _engine_count(self) - scheduler.updates
+        _start_checks(self, offset)
+        _check_count(self, scheduler, f"load_checkpoint({load_path})")
         return load_path, client_state
 
     return wrapper
+
+
+def _load_without_scheduler(engine: Any, original: Any, call: Any) -> Any:
+    """load_lr_scheduler_states=False: NoamLR keeps its own count. With the engine's own NoamLR that is the
+    user's choice (a schedule started afresh: the difference is kept as an offset); a framework that took
+    the scheduler out of the engine (Lightning) restores it itself: checked after the first updates."""
+    load_path, client_state = original(*call.args, **call.kwargs)
+    if load_path is None:
+        return load_path, client_state
+    scheduler = _noam_of(engine)
+    scheduler.load_state_dict(scheduler.state_dict())  # its own count again: ZeRO restored the saved lr
+    offset = client_state.pop(OFFSET_KEY, 0) if isinstance(client_state, dict) else 0
+    if is_noam(engine.lr_scheduler):
+        offset = _engine_count(engine) - scheduler.updates
+        if offset:
+            log_rank0(
+                f"NoamLR: load_checkpoint without the scheduler state: NoamLR goes on from its own count "
+                f"{scheduler.updates}, DeepSpeed from {_engine_count(engine)}; the difference {offset} is kept in "
+                f"checkpoints ({OFFSET_KEY}) for the count check"
+            )
+    _start_checks(engine, offset)
+    return load_path, client_state
 
 
 def _set_counts(scheduler: Any, updates: int, samples: int) -> None:
@@ -220,6 +285,12 @@ def _save_checkpoint(original):
         call = signature.bind(self, *args, **kwargs)
         call.apply_defaults()
         options = call.arguments
+        scheduler = _noam_of(self)
+        if scheduler is not None:
+            _check_count(self, scheduler, f"save_checkpoint({options['save_dir']})")
+            offset = self.__dict__.get(_OFFSET, 0)
+            if offset:
+                options["client_state"] = {**(options["client_state"] or {}), OFFSET_KEY: offset}
         if not is_noam(self.lr_scheduler) or not options["save_latest"] or self.checkpoint_engine.is_decoupled():
             return original(*call.args, **call.kwargs)
         if options["tag"] is None:

@@ -26,33 +26,32 @@ from typing import Any
 
 from noam_plugin._dist import log_rank0
 from noam_plugin.frameworks import read_private
-from noam_plugin.integrations import install, is_noam
+from noam_plugin.integrations import auto_counts, install, is_noam
 
 TRAINER_SOURCE = "Trainer: processes x per_device_train_batch_size x gradient_accumulation_steps"
 WARMUP_KEY = "scheduler.params.warmup_num_steps"
+TRAINER_FILLER = "the Trainer (warmup_steps / max_steps)"
 
 
-def _noam_block(config: Any) -> dict | None:
-    scheduler = config.get("scheduler") if isinstance(config, dict) else None
-    if isinstance(scheduler, dict) and scheduler.get("type") == "NoamLR":
-        return scheduler.get("params") or {}
-    return None
+def config_source(args: Any) -> str:
+    """The DeepSpeed config file the Trainer reads, for messages."""
+    return (
+        (args.deepspeed if isinstance(args.deepspeed, str) else None)
+        or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+        or "DeepSpeed config (TrainingArguments.deepspeed)"
+    )
 
 
 def check_auto_warmup(config: dict, args: Any, num_training_steps: int) -> None:
     """Refuse a NoamLR `"warmup_num_steps": "auto"` that the Trainer would fill with 1 (no warmup given)."""
     from noam_plugin.errors import ConfigError, Problem
 
-    params = _noam_block(config)
+    params = auto_counts.noam_params(config)
     if params is None or params.get("warmup_num_steps") != "auto":
         return
     if args.get_warmup_steps(num_training_steps) >= 1:
         return
-    source = (
-        (args.deepspeed if isinstance(args.deepspeed, str) else None)
-        or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
-        or "DeepSpeed config (TrainingArguments.deepspeed)"
-    )
+    source = config_source(args)
     ratio = getattr(args, "warmup_ratio", None)  # transformers < 5 has it besides warmup_steps
     given = f"warmup_steps={args.warmup_steps!r}" + (f", warmup_ratio={ratio!r}" if ratio is not None else "")
     raise ConfigError(
@@ -70,7 +69,17 @@ def check_auto_warmup(config: dict, args: Any, num_training_steps: int) -> None:
 def _finalize(original):
     def wrapper(self, args, model, num_training_steps, *rest, **kwargs):
         check_auto_warmup(self.config, args, num_training_steps)
-        return original(self, args, model, num_training_steps, *rest, **kwargs)
+        params = auto_counts.noam_params(self.config)
+        keys = [] if params is None else auto_counts.auto_keys(params, config_source(args), TRAINER_FILLER)
+        with auto_counts.explicit_counts_hidden(params):
+            result = original(self, args, model, num_training_steps, *rest, **kwargs)
+        if keys:
+            batch = auto_counts.global_batch(self.config, args.world_size)
+            if batch is None:  # as the Trainer computes it for DeepSpeed
+                batch = args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps
+            figure = auto_counts.per_update(params, batch, config_source(args), "train_batch_size")
+            auto_counts.to_data_units(params, keys, figure, TRAINER_FILLER)
+        return result
 
     return wrapper
 
@@ -108,11 +117,65 @@ def _trainer_init(original):
 def _create_scheduler(original):
     def wrapper(self, *args, **kwargs):
         scheduler = original(self, *args, **kwargs)
-        if not getattr(self, "is_deepspeed_enabled", False):  # DeepSpeed's engine tells NoamLR itself
+        if not getattr(self, "is_deepspeed_enabled", False):  # DeepSpeed's engine tells NoamLR (and checks) itself
             set_global_batch(self, self.lr_scheduler)
+            if noam_of(self) is not None and not any(
+                isinstance(c, _CountCheck) for c in self.callback_handler.callbacks
+            ):
+                self.add_callback(_CountCheck(self))
         return scheduler
 
     return wrapper
+
+
+def noam_of(trainer: Any) -> Any:
+    """The Trainer's NoamLR (also inside an AcceleratedScheduler), or None."""
+    scheduler = getattr(trainer, "lr_scheduler", None)
+    scheduler = getattr(scheduler, "scheduler", scheduler)
+    return scheduler if is_noam(scheduler) else None
+
+
+def _get_learning_rate(original):
+    """The lr the Trainer logs for step k is the lr update k ran at (it reads it after the update: NoamLR's
+    get_last_lr() is the next update's lr there). LOMO optimizers take this value as the coming update's lr."""
+
+    def wrapper(self, *args, **kwargs):
+        noam = noam_of(self)
+        if noam is not None and "lomo" not in str(getattr(self.args, "optim", "")).lower():
+            lr = noam.last_update_lr
+            if lr is not None:
+                return float(lr[0])
+        return original(self, *args, **kwargs)
+
+    return wrapper
+
+
+class _CountCheck:
+    """Compares NoamLR's count with the Trainer's `state.global_step` at train begin (after a resume) and at every
+    save (docs/CONTRACT.md section 2; integrations/cross_check.py). A TrainerCallback by its hooks."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def check(self, args: Any, state: Any, route: str) -> None:
+        from noam_plugin.integrations.cross_check import check_counts
+
+        noam = noam_of(self.trainer)
+        if noam is not None:
+            amp = bool(getattr(args, "fp16", False))  # the Trainer counts steps a GradScaler skipped too
+            counter = "state.global_step"
+            check_counts(noam, state.global_step, framework="the HF Trainer", counter=counter, route=route, at_most=amp)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.check(args, state, "train begin")
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.check(args, state, f"the save of checkpoint-{state.global_step}")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_"):  # every other TrainerCallback event: nothing to do
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
 
 
 def set_global_batch(trainer: Any, scheduler: Any) -> None:
@@ -135,11 +198,13 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
 
 
 def patch_trainer(module: ModuleType) -> None:
-    """Warn when the Trainer drops a NoamLR (DeepSpeed); tell NoamLR the global batch (no DeepSpeed)."""
+    """Warn when the Trainer drops a NoamLR (DeepSpeed); tell NoamLR the global batch and check its count against
+    global_step (no DeepSpeed); log the lr each update ran at."""
     install(
         "transformers",
         {
             "transformers.trainer:Trainer.__init__": _trainer_init,
             "transformers.trainer:Trainer.create_scheduler": _create_scheduler,
+            "transformers.trainer:Trainer._get_learning_rate": _get_learning_rate,
         },
     )

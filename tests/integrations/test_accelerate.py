@@ -501,3 +501,64 @@ def test_prepare_finds_the_global_batch_only_where_it_can(caplog):
     model(next(iter(batches))).sum().backward()
     with pytest.raises(RuntimeError, match="does not know the global batch"):
         optimizer.step()
+
+
+# ------------------------------------------------------------- "auto" in data units (docs/CONTRACT.md section 3)
+
+
+def accelerate_config(tmp_path: Path, params: dict) -> Path:
+    """configs/accelerate/zero2_noam.yaml pointing at a DeepSpeed JSON like ds_zero2_noam.json with these params."""
+    ds = json.loads((REPO / "configs" / "accelerate" / "ds_zero2_noam.json").read_text())
+    ds["scheduler"]["params"] = params
+    ds_path = tmp_path / "ds_noam.json"
+    ds_path.write_text(json.dumps(ds))
+    text = (REPO / "configs" / "accelerate" / "zero2_noam.yaml").read_text()
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(text.replace("configs/accelerate/ds_zero2_noam.json", str(ds_path)))
+    return path
+
+
+def test_deepspeed_dummy_scheduler_auto_in_samples_is_update_counts_times_the_global_batch(tmp_path):
+    """DummyScheduler(warmup_num_steps=3, total_num_steps=8) are updates; in samples they become 3 x 16 = 48 and
+    8 x 16 = 128 (batch 4 x 2 processes x accumulation 2), said once; update k runs at the curve at 16k samples."""
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "samples"}
+    params.update(total_num_steps="auto", cooldown_num_steps=32)
+    out = tmp_path / "run"
+    given = {"warmup_num_steps": 3, "warmup_max_lr": 0.02, "total_num_steps": 8}
+    log = run(
+        accelerate_config(tmp_path, params),
+        out,
+        worker_args(out, updates=9, accum=2, groups=2, schedule=given, scheduler="dummy"),
+    )
+
+    def lr(k):
+        return reference_lr(16 * k, 48, warmup_max_lr=0.02, total_num_steps=128, cooldown_num_steps=32)
+
+    for rank in (0, 1):
+        info = json.loads((out / f"rank{rank}.json").read_text())
+        assert info["engine_scheduler"] == "NoamLR" and info["num_processes"] == 2
+        records = info["records"]
+        assert [r["k"] for r in records] == list(range(10))
+        for r in records:
+            k = r["k"]
+            if k:
+                assert r["used"] == pytest.approx([lr(k)] * len(r["used"]), rel=1e-12), f"rank {rank} update {k}"
+            assert r["inner_groups"] == pytest.approx([lr(k + 1)] * 2, rel=1e-12), f"rank {rank} after {k}"
+            assert r["samples"] == 16 * k
+    assert lr(9) == 0.0 < lr(7)
+    assert log.count('NoamLR: "auto" filled by Accelerate\'s DummyScheduler in samples') == 1
+    assert "warmup_num_steps 3 updates x 16 = 48; total_num_steps 8 updates x 16 = 128 samples" in log
+
+
+def test_deepspeed_dummy_scheduler_auto_in_tokens_is_refused_naming_the_key(tmp_path):
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "tokens"}
+    out = tmp_path / "run"
+    config = accelerate_config(tmp_path, params)
+    args = worker_args(out, updates=2, schedule={"warmup_num_steps": 3, "warmup_max_lr": 0.01}, scheduler="dummy")
+    log = run(config, out, args, processes=1, expect_ok=False)
+    assert (
+        f"{tmp_path / 'ds_noam.json'}: scheduler.params.warmup_num_steps: expected a count of tokens (warmup_unit "
+        "tokens)"
+    ) in log
+    assert "scheduler.params.auto_tokens_per_update: N" in log
+    assert 'found "auto", which Accelerate\'s DummyScheduler fills with a number of optimizer updates' in log

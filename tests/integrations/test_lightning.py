@@ -77,6 +77,23 @@ def test_configure_optimizers_route_interval_step_ddp_accumulation_kill_and_ckpt
     )
 
 
+def test_learning_rate_monitor_logs_at_step_k_the_lr_of_update_k_plus_1(tmp_path):
+    """Lightning's convention: LearningRateMonitor logs at each batch start, at step k (the updates so far), the lr
+    in the groups, which the batch's update k+1 will run at (its own schedulers do the same). Checked against
+    the lr the update read in a step pre-hook, and the formula."""
+    out = tmp_path / "run"
+    run(module_route(out, "step", -1) + ["--monitor"], out, "pl_train.py")
+    lr = lambda k: reference_lr(k, **PARAMS)
+    check(out, lr, first=0, last=MAX_STEPS, interval="step")
+    for rank in (0, 1):
+        info = json.loads((out / f"rank{rank}.json").read_text())
+        monitor = {int(k): v for k, v in info["monitor"].items()}
+        assert sorted(monitor) == list(range(MAX_STEPS)), monitor  # the last batch start is before update 8
+        for k, logged in monitor.items():
+            ran = info["used"][str(k + 1)][0]
+            assert logged == pytest.approx([ran] * len(logged), rel=1e-12) and ran == pytest.approx(lr(k + 1)), k
+
+
 @pytest.mark.window
 def test_configure_optimizers_route_interval_epoch(tmp_path):
     """interval 'epoch': Lightning steps NoamLR once per 4 updates; every update still runs at lr(k)."""

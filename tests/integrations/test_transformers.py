@@ -63,12 +63,20 @@ def torchrun(out: Path, *worker_args, processes=2) -> list:
 
 
 def check(out: Path, lr, *, first: int, last: int, scheduler: str) -> None:
-    """Each rank: update k ran at lr(k) (every inner step of it), and lr(k+1) is in the groups after it."""
+    """Each rank: update k ran at lr(k) (every inner step of it), and lr(k+1) is in the groups after it.
+    The learning_rate logged for step k (on_log: console, report_to; log_history) is the lr update k ran at."""
     for rank in (0, 1):
         info = json.loads((out / f"rank{rank}.json").read_text())
         where = f"{out.name}/rank{rank}"
         assert info["world"] == 2 and info["scheduler"] == scheduler and info["start"] == first, (where, info)
         check_updates(info, where, first, last, lr)
+        logged = {int(k): v for k, v in info["logged"].items()}
+        assert sorted(logged) == list(range(first + 1, last + 1)), where
+        for k, value in logged.items():
+            assert value == pytest.approx(info["used"][str(k)][0], rel=1e-12) == lr(k), f"{where}: logged at {k}"
+        if "history" in info:  # the run ended (not killed): log_history, a resumed run's with the first run's steps
+            history = {int(k): v for k, v in info["history"].items()}
+            assert history == {k: pytest.approx(lr(k), rel=1e-12) for k in range(1, last + 1)}, where
 
 
 def train_kill_resume(tmp_path: Path, args: list, lr, scheduler: str) -> tuple[str, str]:
@@ -133,6 +141,21 @@ def test_deepspeed_zero3_auto_params_filled_from_training_arguments(tmp_path):
     check(out, lr, first=0, last=MAX_STEPS, scheduler="NoamLR")
 
 
+def test_deepspeed_zero2_auto_in_samples_is_update_counts_times_the_global_batch(tmp_path):
+    """warmup_unit samples with "auto" counts: warmup_steps 3 and max_steps 8 (updates) become 3 x 8 = 24 and
+    8 x 8 = 64 samples (2 processes x batch 2 x accumulation 2); update k runs at the curve at 8k samples."""
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "samples"}
+    params.update(total_num_steps="auto", cooldown_num_steps=16)
+    out = tmp_path / "run"
+    log = run(
+        torchrun(out, "--ds", ds_config(tmp_path, 2, params), "--warmup-steps", 3, "--lr", 0.02), out, "hf_train.py"
+    )
+    lr = lambda k: reference_lr(8 * k, 24, warmup_max_lr=0.02, total_num_steps=64, cooldown_num_steps=16)
+    check(out, lr, first=0, last=MAX_STEPS, scheduler="NoamLR")
+    assert log.count('NoamLR: "auto" filled by the Trainer') == 1
+    assert "warmup_num_steps 3 updates x 8 = 24; total_num_steps 8 updates x 8 = 64 samples" in log
+
+
 def test_no_deepspeed_ddp_samples_learns_global_batch_kill_and_resume(tmp_path):
     """DDP: Trainer(optimizers=(AdamW, NoamLR)), warmup in samples: 2 processes x batch 2 x accumulation 2 = 8."""
     params = {"warmup_num_steps": 24, "warmup_max_lr": 0.01, "warmup_unit": "samples"}
@@ -191,3 +214,52 @@ def test_auto_total_num_steps_is_filled_from_max_steps():
     mismatch = r"scheduler.params.total_num_steps=50 vs hf num_training_steps \(calculated\)=100"
     with pytest.raises(ValueError, match=mismatch):
         _finalize({**params, "total_num_steps": 50}, warmup_steps=10, learning_rate=0.003)
+
+
+# ------------------------------------------------------------- "auto" in data units (docs/CONTRACT.md section 3)
+
+
+def test_auto_in_samples_is_update_counts_times_the_global_batch(caplog):
+    """warmup_steps / max_steps are update counts: in samples they are multiplied by train_batch_size (8 here:
+    1 process x per_device_train_batch_size 8 x accumulation 1), said once."""
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "samples", "total_num_steps": "auto"}
+    params["cooldown_num_steps"] = 80
+    with caplog.at_level("INFO", logger="noam_plugin"):
+        filled = _finalize(params, warmup_steps=10, learning_rate=0.003)
+    assert (filled["warmup_num_steps"], filled["total_num_steps"]) == (10 * 8, 100 * 8)
+    assert filled["cooldown_num_steps"] == 80  # written by the user, in samples already
+    said = [r.getMessage() for r in caplog.records if "auto" in r.getMessage()]
+    assert len(said) == 1 and "warmup_num_steps 10 updates x 8 = 80" in said[0] and "train_batch_size" in said[0]
+
+
+def test_explicit_counts_in_samples_are_not_compared_with_update_counts():
+    params = {"warmup_num_steps": 96, "warmup_max_lr": 0.01, "warmup_unit": "samples", "total_num_steps": 960}
+    params["cooldown_num_steps"] = 100
+    filled = _finalize(params, warmup_steps=3, learning_rate=0.01)  # 96 samples is not "3 updates": no mismatch
+    assert (filled["warmup_num_steps"], filled["total_num_steps"]) == (96, 960)
+
+
+def test_auto_in_tokens_is_refused_naming_the_key_unless_tokens_per_update_is_given():
+    from noam_plugin import ConfigError
+
+    params = {"warmup_num_steps": "auto", "warmup_max_lr": "auto", "warmup_unit": "tokens"}
+    with pytest.raises(ConfigError) as error:
+        _finalize(params, warmup_steps=10, learning_rate=0.003)
+    message = str(error.value)
+    assert "scheduler.params.warmup_num_steps: expected a count of tokens" in message
+    assert "scheduler.params.auto_tokens_per_update" in message and "number of optimizer updates" in message
+    filled = _finalize({**params, "auto_tokens_per_update": 4096}, warmup_steps=10, learning_rate=0.003)
+    assert filled["warmup_num_steps"] == 10 * 4096
+
+
+def test_logged_lr_is_the_lr_the_update_ran_at_in_process(tmp_path):
+    """Trainer(optimizers=(SGD, NoamLR)) on one CPU process: log_history's learning_rate for step k is lr(k)."""
+    from tiny import tiny_trainer
+
+    trainer = tiny_trainer(tmp_path, PEAK3, max_steps=6, logging_steps=1, save_strategy="no")
+    trainer.train()
+    logged = {e["step"]: e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e}
+    assert logged == {k: pytest.approx(reference_lr(k, **PEAK3), rel=1e-12) for k in range(1, 7)}
+
+
+PEAK3 = {"warmup_num_steps": 3, "warmup_max_lr": 0.01}

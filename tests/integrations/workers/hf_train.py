@@ -7,7 +7,9 @@ Trainer(optimizers=(AdamW, NoamLR)), which the Trainer drops with DeepSpeed).
 
 Each rank writes OUT/rank{R}.json after every update: the lrs its innermost torch
 optimizer had while applying update k (a step pre-hook; ZeRO steps it once per
-param group), and after update k the param groups' lr and get_last_lr().
+param group), and after update k the param groups' lr and get_last_lr(); the
+learning_rate the Trainer logs for step k (on_log, as report_to backends get it) and,
+at the end, log_history's.
 --hang-after-save K: after the Trainer saved checkpoint-K, write OUT/saved{R}
 and wait to be SIGKILLed. --resume DIR: trainer.train(resume_from_checkpoint=DIR).
 """
@@ -51,6 +53,7 @@ class Record(TrainerCallback):
         self.trainer = None
         self.k = None
         self.data = {"used": {}, "after": {}, "last_lr": {}, "scheduler": None, "world": int(os.environ["WORLD_SIZE"])}
+        self.data["logged"] = {}  # step -> the learning_rate the Trainer logs (what every report_to backend gets)
 
     def on_train_begin(self, args, state, control, **kwargs):
         inner = innermost(self.trainer.optimizer)
@@ -72,6 +75,21 @@ class Record(TrainerCallback):
         k = str(state.global_step)
         self.data["after"][k] = [float(g["lr"]) for g in self.inner.param_groups]
         self.data["last_lr"][k] = [float(x) for x in self.trainer.lr_scheduler.get_last_lr()]
+        self.write()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """What a report_to backend's callback receives for this step."""
+        if logs and "learning_rate" in logs:
+            self.data["logged"][str(state.global_step)] = logs["learning_rate"]
+            self.write()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """log_history (trainer_state.json): with a resume, the first run's entries too."""
+        history = [e for e in state.log_history if "learning_rate" in e]
+        self.data["history"] = {str(e["step"]): e["learning_rate"] for e in history}
+        self.write()
+
+    def write(self):
         with open(self.path + ".tmp", "w") as f:
             json.dump(self.data, f)
         os.replace(self.path + ".tmp", self.path)

@@ -10,7 +10,8 @@ Routes (--route):
 
 Each rank records, after every update, in OUT/rank{R}.json: the lrs the innermost torch optimizer
 had while applying update k (a step pre-hook), and after it the groups' lr and the scheduler's
-get_last_lr(). --hang-after K: once checkpoint step=K is on disk, write OUT/saved{R} and wait to be
+get_last_lr(); with --monitor, what a LearningRateMonitor logged at each step.
+--hang-after K: once checkpoint step=K is on disk, write OUT/saved{R} and wait to be
 SIGKILLed. --resume CKPT: fit(ckpt_path=CKPT).
 """
 
@@ -22,6 +23,23 @@ import time
 
 import lightning.pytorch as pl
 import torch
+
+MONITOR = {}  # step -> lrs a LearningRateMonitor logged at that step (--monitor), through RecordingLogger
+
+
+class RecordingLogger(pl.loggers.Logger):
+    """What a LearningRateMonitor sends to a logger: its lr metric and the step it logs it for."""
+
+    name, version = "record", 0
+
+    def log_metrics(self, metrics, step=None):
+        for key, value in metrics.items():
+            if key.startswith("lr-") and "momentum" not in key and "weight_decay" not in key:
+                MONITOR.setdefault(str(step), []).append(float(value))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
 
 SAMPLES = 32  # 8 batches of 2 per rank and epoch with 2 processes: 4 updates per epoch with accumulation 2
 
@@ -76,6 +94,7 @@ class Recorder(pl.LightningModule):
         self.recorded = k
         self.data["after"][str(k)] = [float(g["lr"]) for g in self.inner.param_groups]
         self.data["last_lr"][str(k)] = [float(x) for x in self.trainer.lr_scheduler_configs[0].scheduler.get_last_lr()]
+        self.data["monitor"] = MONITOR
         path = os.path.join(self.out, f"rank{self.global_rank}.json")
         with open(path + ".tmp", "w") as f:
             json.dump(self.data, f)
@@ -133,6 +152,7 @@ def main():
     parser.add_argument("--hang-after", type=int, default=-1)
     parser.add_argument("--save-every", type=int, default=1000)
     parser.add_argument("--resume")
+    parser.add_argument("--monitor", action="store_true", help="a LearningRateMonitor logging every step")
     args = parser.parse_args()
     write_pid(args.out)
     if args.route == "deepspeed":
@@ -152,8 +172,9 @@ def main():
         strategy=strategy,
         max_steps=args.max_steps,
         accumulate_grad_batches=2,
-        callbacks=[checkpoint],
-        logger=False,
+        callbacks=[checkpoint] + ([pl.callbacks.LearningRateMonitor(logging_interval="step")] if args.monitor else []),
+        logger=RecordingLogger() if args.monitor else False,
+        log_every_n_steps=1,
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=True,
