@@ -57,6 +57,16 @@ def params(n_groups: int, size: int = 4) -> list[dict]:
     return [{"params": [torch.nn.Parameter(torch.randn(size))]} for _ in range(n_groups)]
 
 
+def post_hook(optimizer: torch.optim.Optimizer) -> Callable:
+    """NoamLR's step post-hook on `optimizer` (count + next lr), called directly to time it."""
+    return list(optimizer._optimizer_step_post_hooks.values())[-1]
+
+
+def pre_hook(optimizer: torch.optim.Optimizer) -> Callable:
+    """NoamLR's step pre-hook on `optimizer` (ownership check; prepare_update() in data units)."""
+    return list(optimizer._optimizer_step_pre_hooks.values())[-1]
+
+
 def mark(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -158,11 +168,11 @@ def bench_step(rounds: int) -> list[tuple[str, bool]]:
             value = noam_lr(1000, d_model=D_MODEL, warmup_num_steps=WARMUP)
             dummy = _Flag()
 
-            def noam_pending(n: int, s=noam) -> int:
-                hook, st = s._after_optimizer_step, s.step
+            def noam_pending(n: int, s=noam, o=opt_noam) -> int:
+                hook, st = post_hook(o), s.step
                 t = _perf()
                 for _ in range(n):
-                    hook()
+                    hook(o, (), {})
                     st()
                 return _perf() - t
 
@@ -297,8 +307,8 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
             (f"a whole update with NoamLR, {cls.__name__}: {ratio:.3f}x LambdaLR (target <= 1.00x)", ratio <= 1.0)
         )
 
-    # the hook call by itself, without the optimizer around it
-    hook = next(iter(opt_noam._optimizer_step_post_hooks.values()))
+    # the hook calls by themselves, without the optimizer around them
+    hook, check = post_hook(opt_noam), pre_hook(opt_noam)
     args: tuple = ()
     kwargs: dict = {}
 
@@ -314,10 +324,19 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
             pass
         return _perf() - t
 
-    res = interleaved({"hook": call_hook, "empty": empty}, rounds)
+    def call_check(n: int) -> int:
+        t = _perf()
+        for _ in range(n):
+            check(opt_noam, args, kwargs)
+        return _perf() - t
+
+    res = interleaved({"hook": call_hook, "check": call_check, "empty": empty}, rounds)
     alone = paired_diff(res["hook"], res["empty"]) / 1e3
+    owning = paired_diff(res["check"], res["empty"]) / 1e3
     print(f"the post-hook call alone (count + next lr; loop overhead subtracted): {alone * 1e3:.0f} ns")
+    print(f"the pre-hook call alone (the check that every group holds the lr NoamLR wrote): {owning * 1e3:.0f} ns")
     checks.append((f"counting cost (the post-hook alone): {alone:.3f} us/update (target < 1 us)", alone < 1.0))
+    checks.append((f"ownership check (the pre-hook alone): {owning:.3f} us/update (target < 0.5 us)", owning < 0.5))
     return checks
 
 
@@ -340,8 +359,8 @@ def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
     def make(unit: str) -> NoamLR:
         opt = torch.optim.SGD(params(1), lr=0.001)
         s = NoamLR(opt, warmup_max_lr=1e-3, warmup_num_steps=W, warmup_unit=unit, samples_per_update=256)
-        for hook in s._hooks:  # the loops below call prepare_update() and set the flag themselves
-            hook.remove()
+        if unit == "tokens":
+            s.add_tokens(200)
         opt.step()  # grads are None: a real but empty update, marks the optimizer as stepped
         return s
 
@@ -355,37 +374,40 @@ def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
     n_tensor = torch.tensor(200)
 
     def samples_update(n: int, s=samples) -> int:
-        prep, st = s.prepare_update, s.step
+        o = s.optimizer
+        pre, post, st = pre_hook(o), post_hook(o), s.step
         t = _perf()
         for _ in range(n):
-            prep()
-            s._after_optimizer_step()
+            pre(o, (), {})  # ownership check + prepare_update()
+            post(o, (), {})
             st()
         return _perf() - t
 
     def tokens_update(n: int, s=tokens) -> int:
-        add, prep, st = s.add_tokens, s.prepare_update, s.step
+        o = s.optimizer
+        add, pre, post, st = s.add_tokens, pre_hook(o), post_hook(o), s.step
         t = _perf()
         for _ in range(n):
             add(200)
             add(200)
             add(200)
             add(200)
-            prep()
-            s._after_optimizer_step()
+            pre(o, (), {})  # ownership check + prepare_update()
+            post(o, (), {})
             st()
         return _perf() - t
 
     def tokens_tensor_update(n: int, s=tokens_t, v=n_tensor) -> int:
-        add, prep, st = s.add_tokens, s.prepare_update, s.step
+        o = s.optimizer
+        add, pre, post, st = s.add_tokens, pre_hook(o), post_hook(o), s.step
         t = _perf()
         for _ in range(n):
             add(v)
             add(v)
             add(v)
             add(v)
-            prep()
-            s._after_optimizer_step()
+            pre(o, (), {})  # ownership check + prepare_update()
+            post(o, (), {})
             st()
         return _perf() - t
 

@@ -230,7 +230,10 @@ def progress(line: str) -> None:
 def cooldown_params(ckpt: Path, over: int) -> tuple[dict, str]:
     """Run the real `noam-plugin cooldown` on a checkpoint; the scheduler params it prints."""
     cmd = [sys.executable, "-m", "noam_plugin", "cooldown", str(ckpt), "--over", str(over), "--type", "1-sqrt"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    out = proc.stdout
     block = out.split("\n\n")[0]  # comment lines, then the YAML block, then a blank line and the table
     return yaml.safe_load(block)["scheduler"]["params"], " ".join(cmd[2:]).replace(str(ckpt.parent) + "/", "")
 
@@ -353,7 +356,9 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> str:
         f"{results['env']['python']} ({results['data']['train_bytes']:,} train bytes, "
         f"{results['data']['val_bytes']:,} held-out bytes). Seeds {s['seeds']}; "
         f"validation loss (nats per byte) on {a['eval_batches']} fixed held-out batches. "
-        f"Wall time {results['env'].get('minutes', '?')} min on {results['env']['threads']} torch threads.",
+        f"Training and evaluation took {results['env'].get('minutes', '?')} min on {results['env']['threads']} torch "
+        f"thread(s) (load average {' '.join(f'{x:.1f}' for x in results['env']['load_average_at_start'])} at start). "
+        f"Command: `python benchmarks/train_miniature.py{results.get('args', '')}`.",
         "",
         "## Same length, five schedules",
         "",
@@ -416,8 +421,8 @@ def plot(results: dict, s: dict, img_dir: Path) -> None:
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
         ax2.plot(range(1, len(runs[0][name]["lrs"]) + 1), runs[0][name]["lrs"], color=line.get_color())
     finals = [v["mean"] for v in s["schedules"].values()]
-    first = min(p[1] for r in runs for p in r["noam"]["curve"][len(r["noam"]["curve"]) // 3 :])
-    ax.set_ylim(min(finals) - 0.05, max(first, max(finals)) + 0.1)
+    _, noam_mean, _, _ = mean_curve("noam")
+    ax.set_ylim(min(finals) - 0.05, max(noam_mean[len(noam_mean) // 4], max(finals)) + 0.02)
     ax.set_ylabel("validation loss (nats/byte)")
     ax.set_title(f"Same peak lr, warmup, batch, {results['config']['updates']} updates (mean, min-max of seeds)")
     ax.legend()
@@ -483,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("config") != config:  # another setting: start over
         results = {"config": config, "runs": {}}
     results["data"] = tr.data_info
+    changed = {k: v for k, v in config.items() if k != "params" and v != p.get_default(k)}
+    results["args"] = "".join(f" --{k.replace('_', '-')} {v}" for k, v in changed.items())
     results["env"] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -494,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
+        tmp.write_text(json.dumps(results))
         tmp.replace(out)
 
     progress(f"{config['params'] / 1e6:.2f} M parameters, {a.updates} updates x {a.seeds} seeds; results in {out}")

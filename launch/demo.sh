@@ -66,7 +66,7 @@ raw = read_config_file(sys.argv[1]); raw.update(yaml.safe_load(open(sys.argv[2])
 yaml.safe_dump(raw, open(sys.argv[3], "w"), sort_keys=False)' "$CONFIG" "$OUT/cooldown.txt" "$COOLED"
 echo "written: $COOLED"
 # ZeRO shards the optimizer over the 2 processes; DeepSpeed's universal format re-shards it for any number.
-"$PY" -m noam_plugin.integrations.deepspeed convert-universal "$OUT/resumed/checkpoints" >"$OUT/convert.log" 2>&1 \
+"$PY" -m noam_plugin convert-universal "$OUT/resumed/checkpoints" >"$OUT/convert.log" 2>&1 \
   || { tail -20 "$OUT/convert.log"; exit 1; }
 echo "converted: $(tail -n 2 "$OUT/convert.log" | head -n 1)"
 

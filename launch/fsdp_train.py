@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.stateful import Stateful
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from noam_plugin import NoamLR
+from noam_plugin import NoamConfig, NoamLR
 from noam_plugin.checkpoint import DCP_METADATA
 from noam_plugin.config import load_config
 from noam_plugin.errors import ConfigError
@@ -76,14 +76,13 @@ def complete_checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def noam_kwargs(config_path: str) -> dict:
-    """The NoamLR keyword arguments from the config's `scheduler` block (validated by the plugin)."""
+def noam_config(config_path: str) -> NoamConfig:
+    """The config's `scheduler` block, validated by the plugin (every key, options included)."""
     try:
-        config = load_config(config_path)
+        return load_config(config_path)
     except (ConfigError, OSError) as error:
         print(f"fsdp_train.py: {error}", file=sys.stderr)
         sys.exit(2)
-    return {**config.schedule_params, "allow_param_change": config.allow_param_change}
 
 
 def say(text: str) -> None:
@@ -147,7 +146,8 @@ def main(argv=None) -> None:
     no_decay = [p for n, p in model.named_parameters() if not n.endswith("weight")]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}])
     # samples_per_update = the global batch: used by `warmup_unit: samples`, and to say when it changed on resume
-    scheduler = NoamLR(optimizer, **noam_kwargs(args.config), samples_per_update=world * args.batch * args.accum)
+    global_batch = world * args.batch * args.accum
+    scheduler = NoamLR.from_config(optimizer, noam_config(args.config), samples_per_update=global_batch)
     app = AppState(model, optimizer, scheduler)
 
     if args.resume:

@@ -37,6 +37,7 @@ from noam_plugin._dist import is_rank0, world_size
 from noam_plugin.checkpoint import CheckpointError, read_latest
 from noam_plugin.config import load_config, read_config_file
 from noam_plugin.errors import ConfigError
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.schedule import NoamConfig
 from noam_plugin.scheduler import unwrap_optimizer
 
@@ -211,8 +212,8 @@ class TorchRunner:
             self.rank, self.model = 0, model
         self.raw_model = model
         self.optimizer = adam(model, schedule)
-        self.noam = NoamLR(
-            self.optimizer, **scheduler_params(schedule), samples_per_update=settings["training"]["global_batch"]
+        self.noam = NoamLR.from_config(
+            self.optimizer, schedule, samples_per_update=settings["training"]["global_batch"]
         )
         self.accumulation = settings["training"]["accumulation"]
         self.ckpt_dir = out / CHECKPOINTS
@@ -304,7 +305,7 @@ class AccelerateRunner:
             )
         else:
             # no DataLoader goes through prepare(), so Accelerate cannot tell NoamLR the global batch
-            scheduler = NoamLR(optimizer, **scheduler_params(schedule), samples_per_update=t["global_batch"])
+            scheduler = NoamLR.from_config(optimizer, schedule, samples_per_update=t["global_batch"])
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.noam = self.scheduler.scheduler  # the NoamLR inside Accelerate's wrapper
         self.inner = unwrap_optimizer(self.optimizer)
@@ -353,7 +354,8 @@ class AccelerateRunner:
 def declares(block, schedule: NoamConfig) -> bool:
     """Whether a DeepSpeed `scheduler` block is this schedule, defaults written out or not."""
     try:
-        return block.get("type") == "NoamLR" and NoamConfig.from_params(block.get("params"), "DeepSpeed") == schedule
+        same_type = block.get("type") == SCHEDULER_NAME
+        return same_type and NoamConfig.from_params(block.get("params"), "DeepSpeed") == schedule
     except (ConfigError, AttributeError):
         return False
 
@@ -371,7 +373,7 @@ class DeepSpeedRunner:
             raise UsageError(f"{config_path}: deepspeed_config: {error}") from None
         notes = []  # printed once the engine has set up the process group, so by rank 0 only
         if "scheduler" not in ds_config:  # the engine builds NoamLR from the YAML's block
-            ds_config["scheduler"] = {"type": "NoamLR", "params": scheduler_params(schedule)}
+            ds_config["scheduler"] = {"type": SCHEDULER_NAME, "params": scheduler_params(schedule)}
         elif not declares(ds_config["scheduler"], schedule):
             notes.append(
                 f"schedule: the scheduler block of {ds_config_path} ({ds_config['scheduler'].get('params')}), "
@@ -424,7 +426,7 @@ class DeepSpeedRunner:
         raise UsageError(
             f"{self.ckpt_dir / tag} is a ZeRO checkpoint of {saved} processes; to resume on {self.world}, convert it "
             f"to DeepSpeed's universal format first:\n"
-            f"  python -m noam_plugin.integrations.deepspeed convert-universal {self.ckpt_dir}"
+            f"  noam-plugin convert-universal {self.ckpt_dir}"
         )
 
     def micro_step(self, batch, last: bool) -> float:

@@ -13,12 +13,13 @@ if TYPE_CHECKING:  # what type checkers and editors see behind the lazy names be
     from noam_plugin._autoregister import register as register
     from noam_plugin.config import load_config as load_config
     from noam_plugin.errors import ConfigError as ConfigError
+    from noam_plugin.errors import NoamPluginError as NoamPluginError
     from noam_plugin.errors import ScheduleMismatchError as ScheduleMismatchError
+    from noam_plugin.errors import SecondSchedulerError as SecondSchedulerError
     from noam_plugin.frameworks import RegistrationError as RegistrationError
     from noam_plugin.schedule import NoamConfig as NoamConfig
     from noam_plugin.schedule import noam_lr as noam_lr
     from noam_plugin.scheduler import NoamLR as NoamLR
-    from noam_plugin.scheduler import SecondSchedulerError as SecondSchedulerError
 
 __version__ = "0.1.0"
 
@@ -30,7 +31,8 @@ _EXPORTS = {
     "NoamLR": "noam_plugin.scheduler",
     "load_config": "noam_plugin.config",
     "register": "noam_plugin._autoregister",
-    "SecondSchedulerError": "noam_plugin.scheduler",
+    "SecondSchedulerError": "noam_plugin.errors",
+    "NoamPluginError": "noam_plugin.errors",
     "RegistrationError": "noam_plugin.frameworks",
 }
 

@@ -10,11 +10,22 @@ imports nothing); `noam_plugin.register()` turns it on by hand.
 import os
 import sys
 
-from noam_plugin.frameworks import TRIGGERS
+# The top-level packages of the trigger modules that noam_plugin/frameworks.py declares (a test checks that they
+# agree). The declaration itself is read only once one of these is imported: interpreter start stays cheap.
+TRIGGER_PACKAGES = frozenset({"deepspeed", "accelerate", "transformers", "lightning", "hydra", "jsonargparse"})
+ON_IMPORT = "noam_plugin.integrations:on_import"  # the one entry point: version check, then registration
 
-# module imported by the user's code -> "module:function" run right after it executes: one entry point,
-# which checks the framework's version and registers it (noam_plugin/frameworks.py declares the rest)
-POST_IMPORT_HOOKS = dict.fromkeys(TRIGGERS, "noam_plugin.integrations:on_import")
+
+_HOOKS = {}
+
+
+def post_import_hooks():
+    """module imported by the user's code -> "module:function" run right after it executes."""
+    if not _HOOKS:
+        from noam_plugin.frameworks import TRIGGERS
+
+        _HOOKS.update(dict.fromkeys(TRIGGERS, ON_IMPORT))
+    return _HOOKS
 
 
 def _run_hook(module, hook):
@@ -24,7 +35,7 @@ def _run_hook(module, hook):
     except Exception as error:  # never break the user's import of DeepSpeed; never half-register either
         import warnings
 
-        from noam_plugin.frameworks import FRAMEWORKS, refuse
+        from noam_plugin.frameworks import FRAMEWORKS, TRIGGERS, refuse
 
         message = refuse(FRAMEWORKS[TRIGGERS[module.__name__]], f"registration failed: {error!r}")
         warnings.warn(message, stacklevel=2)
@@ -50,7 +61,9 @@ class _RunAfterExec:
 
 class _PostImportFinder:
     def find_spec(self, fullname, path=None, target=None):
-        hook = POST_IMPORT_HOOKS.get(fullname)
+        if fullname.partition(".")[0] not in TRIGGER_PACKAGES:
+            return None
+        hook = post_import_hooks().get(fullname)
         if hook is None:
             return None
         for finder in sys.meta_path:
@@ -82,7 +95,7 @@ def register() -> None:
     .pth hook is not installed. Frameworks already imported are patched at once.
     """
     _install_finder()
-    for module_name, hook in POST_IMPORT_HOOKS.items():
+    for module_name, hook in post_import_hooks().items():
         module = sys.modules.get(module_name)
         if module is not None:
             _run_hook(module, hook)

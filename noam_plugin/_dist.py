@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -18,11 +19,15 @@ def world_size() -> int:
 
 
 def is_rank0() -> bool:
-    return not _initialized() or torch.distributed.get_rank() == 0
+    """Rank 0 of the process group; before one exists, of the launcher (torchrun, accelerate and deepspeed
+    set RANK in every process they start)."""
+    if _initialized():
+        return torch.distributed.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 def log_rank0(message: str) -> None:
-    """One log line per job, not one per rank: every rank runs the same schedule."""
+    """The one rank-0 logger: one line per job, not one per rank (every rank runs the same schedule)."""
     if is_rank0():
         log.warning(message)
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import yaml
 
-from noam_plugin.amendments import flow, history_changes, history_lines
+from noam_plugin.amendments import flow, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
 from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
 from noam_plugin.errors import ConfigError
-from noam_plugin.groups import group_changes
-from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve
-from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig, resume_changes
+from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve, png_path
+from noam_plugin.resume import plan_resume, validate_state
+from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig
 
 
 def checkpoint_schedule(checkpoint: str, config_path: str | None) -> tuple[CheckpointInfo, NoamConfig, int]:
@@ -32,6 +32,8 @@ def checkpoint_schedule(checkpoint: str, config_path: str | None) -> tuple[Check
         info = read_checkpoint(checkpoint)
     except CheckpointError as err:
         raise ValueError(str(err)) from None
+    if info.is_noam:  # the one check inspect and load_state_dict make: no traceback on a bad state
+        validate_state(info.state, info.source or str(info.path))
     if config_path:
         block = read_scheduler_block(config_path)
         base = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
@@ -50,17 +52,11 @@ def checkpoint_schedule(checkpoint: str, config_path: str | None) -> tuple[Check
 
 
 def resume_problems(info: CheckpointInfo, config: NoamConfig, count: int) -> list[str]:
-    """What a resume from `info` with `config` would refuse (one line each); [] when it loads."""
+    """What a resume from `info` with `config` would refuse (one line each); [] when it loads: the plan
+    NoamLR.load_state_dict applies (noam_plugin/resume.py)."""
     if not info.is_noam:
         return []
-    differing, _ = resume_changes(info.params, config, count)
-    now = config.schedule_params
-    lines = [f"{k}: checkpoint {info.params.get(k)!r}, now {now.get(k)!r}" for k in differing]
-    if info.params.get("groups") or config.groups:  # per group, with both values (noam_plugin/groups.py)
-        lines += [
-            f"{k}: checkpoint {old!r}, now {new!r}" for k, old, new in group_changes(info.params, config, count)[0]
-        ]
-    return lines + history_changes(info.params.get(HISTORY_KEY), config.amendments, count, config.unit_name)[0]
+    return plan_resume(info.state, config, source=info.source or str(info.path)).problem_lines()
 
 
 def resume_params(config: NoamConfig) -> dict[str, Any]:
@@ -226,5 +222,7 @@ def add_amend_parser(sub: Any, positive_int: Any, nonnegative_float: Any, positi
         "--config", metavar="PATH", help="the config the run resumes with (default: the checkpoint's parameters)"
     )
     p.add_argument("--steps", type=positive_int, metavar="N", help="last position drawn")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the whole history, each amendment marked (matplotlib)")
+    p.add_argument(
+        "--plot", type=png_path, metavar="FILE.png", help="draw the whole history, each amendment marked (matplotlib)"
+    )
     p.set_defaults(handler=cmd_amend)

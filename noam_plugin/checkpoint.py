@@ -13,24 +13,36 @@ metadata classes.
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noam_plugin.errors import shorten
+from noam_plugin.errors import CheckpointError, short_repr, shorten
+from noam_plugin.safe_io import (
+    MAX_DCP_ENTRIES,
+    MAX_DCP_METADATA_BYTES,
+    MAX_LISTED,
+    MAX_NAME_CHARS,
+    MAX_PICKLE_BYTES,
+    MAX_POINTER_BYTES,
+    UnpickledCodeError,
+    UnsafeFileError,
+    inside,
+    load_pickle,
+    load_torch,
+    load_torch_bytes,
+    read_bytes,
+    regular_file,
+    write_atomically,
+)
 from noam_plugin.schedule import saved_params
 
+__all__ = ["CheckpointError", "CheckpointInfo", "read_checkpoint", "read_latest", "tag_folder", "write_pointer"]
+
 DS_MODEL_STATES = "mp_rank_00_model_states.pt"
-MAX_POINTER_BYTES = 512  # a `latest` file holds one tag name
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint writes it last, once every rank has saved
 ACCELERATE_MARKERS = ("random_states_0.pkl", "scheduler.bin", "optimizer.bin", "model.safetensors", "pytorch_model.bin")
-
-
-class CheckpointError(Exception):
-    """What is wrong with the checkpoint, where, and what to do; printed as is."""
 
 
 @dataclass
@@ -75,43 +87,10 @@ class CheckpointInfo:
 
 
 def _load(file: Path) -> Any:
-    import pickle
-
-    import torch
-
-    _regular_file(file)
-    try:
-        try:  # mmap: tensors stay on disk, so a huge file costs what its small pickle costs
-            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):  # a legacy (non-zip) torch file cannot be mapped
-                raise
-            return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"{file}: holds Python objects other than tensors and plain values; inspect reads with "
-            f"torch.load(weights_only=True) and does not run pickled code ({shorten(first, 300)})"
-        ) from None
-    except Exception as error:  # truncated zip, not a torch file, permission...
-        why = shorten(str(error), 300)
-        raise CheckpointError(f"{file}: cannot be read as a torch checkpoint (truncated, or not one): {why}") from None
+    return load_torch(file)
 
 
-def _regular_file(file: Path) -> None:
-    """Refuse, without opening it, what torch.load would block on or read forever (a FIFO, a device)."""
-    try:
-        mode = os.stat(file).st_mode
-    except OSError as error:
-        raise CheckpointError(f"{file}: cannot be read: {error.strerror or error}") from None
-    if not stat.S_ISREG(mode):
-        raise CheckpointError(f"{file}: not a regular file (a FIFO, device or folder); not read")
-
-
-def _inside(folder: Path, path: Path) -> bool:
-    """`path`, symlinks resolved, is `folder` or inside it (symlinks resolved too)."""
-    root, real = os.path.realpath(folder), os.path.realpath(path)
-    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+_inside = inside
 
 
 def tag_folder(folder: str | os.PathLike, tag: str, named_by: str = "the tag") -> Path:
@@ -141,21 +120,17 @@ def read_latest(folder: str | os.PathLike, name: str = "latest") -> str | None:
     if not _inside(folder, pointer):
         raise CheckpointError(f"{pointer}: a symlink leading out of the checkpoint folder; not followed")
     try:
-        fd = os.open(pointer, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as error:
-        raise CheckpointError(f"{pointer}: cannot be read: {error.strerror or error}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CheckpointError(f"{pointer}: not a regular file; expected DeepSpeed's one-line file naming a tag")
-        data = os.read(fd, MAX_POINTER_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_POINTER_BYTES or info.st_size > MAX_POINTER_BYTES:
-        raise CheckpointError(
-            f"{pointer}: {info.st_size} bytes; DeepSpeed's '{name}' holds one tag name "
-            f"(at most {MAX_POINTER_BYTES} bytes)"
-        )
+        data = read_bytes(pointer, MAX_POINTER_BYTES, f"DeepSpeed's '{name}' (one tag name)")
+    except UnsafeFileError as error:
+        if "larger than" in (error.reason or ""):
+            raise CheckpointError(
+                f"{pointer}: DeepSpeed's '{name}' holds one tag name (at most {MAX_POINTER_BYTES} bytes)"
+            ) from None
+        if "is a" in (error.reason or "") or "not a regular" in (error.reason or ""):
+            raise CheckpointError(
+                f"{pointer}: not a regular file; expected DeepSpeed's one-line file naming a tag"
+            ) from None
+        raise
     try:
         tag = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -316,120 +291,207 @@ _PATH_CLASSES = {
 }
 
 
-class _DcpMetadataUnpickler(pickle.Unpickler):
-    """Unpickles DCP's `.metadata` building only the classes DCP writes there; any other global is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        import importlib
-
-        import torch
-
-        if name in _DCP_CLASSES.get(module, ()):
-            return getattr(importlib.import_module(module), name)
-        if module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
-            return getattr(torch, name)
-        if (module, name) == ("torch.serialization", "_get_layout"):
-            return torch.serialization._get_layout
-        if module in ("pathlib", "pathlib._local") and name in _PATH_CLASSES:  # the checkpoint_id; never touched
-            import pathlib
-
-            return getattr(pathlib, _PATH_CLASSES[name])
-        raise pickle.UnpicklingError(f"'{module}.{name}' is not one of the classes DCP metadata is made of")
-
-
-def _dcp_metadata(folder: Path) -> Any:
-    file = folder / DCP_METADATA
-    _regular_file(file)  # a FIFO would block the open
-    try:
-        with file.open("rb") as f:
-            metadata = _DcpMetadataUnpickler(f).load()
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{file}: refused: the pickle refers to code other than DCP's metadata classes ({error}); "
-            "inspect does not run pickled code. Was this checkpoint written by torch.distributed.checkpoint?"
-        ) from None
-    except Exception as error:  # truncated, not a pickle, a class missing from this torch...
-        raise CheckpointError(f"{file}: cannot be read as DCP metadata (truncated, or not one): {error}") from None
-    if not isinstance(getattr(metadata, "storage_data", None), dict) or not hasattr(metadata, "state_dict_metadata"):
-        raise CheckpointError(f"{file}: not DCP metadata (found a {type(metadata).__name__})")
-    return metadata
-
-
-def _dcp_value(folder: Path, fqn: str, where: Any) -> Any:
-    """A non-tensor value DCP saved: torch.save bytes at an offset of one .distcp file, read weights_only."""
-    import io
+def _dcp_class(module: str, name: str) -> Any:
+    """The class DCP's `.metadata` pickle may build for (module, name); None for anything else."""
+    import importlib
 
     import torch
 
+    if name in _DCP_CLASSES.get(module, ()):
+        return getattr(importlib.import_module(module), name)
+    if module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
+        return getattr(torch, name)
+    if (module, name) == ("torch.serialization", "_get_layout"):
+        return torch.serialization._get_layout
+    if module in ("pathlib", "pathlib._local") and name in _PATH_CLASSES:  # the checkpoint_id; never touched
+        import pathlib
+
+        return getattr(pathlib, _PATH_CLASSES[name])
+    return None
+
+
+def _dcp_metadata(folder: Path) -> Any:
+    """DCP's `.metadata`, built from DCP's own classes only, bounded (MAX_DCP_METADATA_BYTES, MAX_DEPTH,
+    MAX_DCP_ENTRIES) and checked for the types inspect relies on."""
+    from noam_plugin.safe_io import UnpickledCodeError
+
+    file = folder / DCP_METADATA
+    try:
+        metadata = load_pickle(file, _dcp_class, "DCP metadata", MAX_DCP_METADATA_BYTES)
+    except UnpickledCodeError as error:
+        why = shorten(str(error.__cause__ or error.reason or error), 400)
+        raise CheckpointError(
+            f"{file}: refused: the pickle refers to code other than DCP's metadata classes ({why}); "
+            "inspect does not run pickled code. Was this checkpoint written by torch.distributed.checkpoint?"
+        ) from None
+    if not isinstance(getattr(metadata, "storage_data", None), dict) or not hasattr(metadata, "state_dict_metadata"):
+        raise CheckpointError(f"{file}: not DCP metadata (found a {type(metadata).__name__})")
+    for name in ("storage_data", "state_dict_metadata", "planner_data"):
+        table = getattr(metadata, name, None)
+        if table is not None and not isinstance(table, dict):
+            raise CheckpointError(f"{file}: {name}: expected a dict, found {type(table).__name__}")
+        if isinstance(table, dict) and len(table) > MAX_DCP_ENTRIES:
+            raise CheckpointError(f"{file}: {name}: {len(table):,} entries; at most {MAX_DCP_ENTRIES:,} are read")
+    return metadata
+
+
+def _fqn_text(fqn: Any) -> str:
+    return shorten(fqn if isinstance(fqn, str) else short_repr(fqn), 200)
+
+
+def _dcp_paths(file: Path, planner_data: Any, fqns: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each fqn's path in the state dict: DCP's planner_data mapping (a tuple of str or int per fqn) or the
+    fqn split at its dots; a wrong type or a path too long is one message naming the fqn."""
+    mappings = planner_data if isinstance(planner_data, dict) else {}
+    paths = {}
+    for fqn in fqns:
+        path = mappings.get(fqn)
+        if path is None:
+            paths[fqn] = tuple(fqn.split("."))
+            continue
+        if not isinstance(path, (tuple, list)) or not all(
+            isinstance(part, (str, int)) and not isinstance(part, bool) for part in path
+        ):
+            raise CheckpointError(
+                f"{file}: planner_data[{_fqn_text(fqn)!r}]: expected a tuple of str or int (the key's path in "
+                f"the state dict), found {type(path).__name__} {short_repr(path)}"
+            )
+        if len(path) > MAX_NAME_CHARS or sum(len(str(p)) for p in path) > MAX_NAME_CHARS:
+            raise CheckpointError(
+                f"{file}: planner_data[{_fqn_text(fqn)!r}]: a path of more than {MAX_NAME_CHARS} characters"
+            )
+        paths[fqn] = tuple(map(str, path))
+    return paths
+
+
+def _dcp_where(folder: Path, fqn: str, where: Any, sizes: dict[str, int]) -> tuple[str, int, int]:
+    """(file, offset, length) of a value DCP saved, checked against the files in `folder` before reading."""
     name, offset, length = (getattr(where, a, None) for a in ("relative_path", "offset", "length"))
+    metadata = folder / DCP_METADATA
     if not (
         isinstance(name, str)
+        and 0 < len(name) <= MAX_NAME_CHARS
         and Path(name).name == name
-        and name not in ("", ".", "..")
-        and isinstance(offset, int)
-        and isinstance(length, int)
-        and offset >= 0
-        and length >= 0
+        and name not in (".", "..")
+        and "\0" not in name
     ):
-        raise CheckpointError(f"{folder / DCP_METADATA}: '{fqn}' points at {where!r}, not into a file in {folder}")
+        raise CheckpointError(f"{metadata}: '{_fqn_text(fqn)}' points at {short_repr(name)}, not at a file in {folder}")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (offset, length)):
+        raise CheckpointError(
+            f"{metadata}: '{_fqn_text(fqn)}': offset and length: expected ints >= 0, found "
+            f"{short_repr(offset)} and {short_repr(length)}"
+        )
+    size = sizes[name]
+    if offset > size or length > size - offset:
+        raise CheckpointError(
+            f"{folder / name}: '{_fqn_text(fqn)}' at bytes {short_repr(offset)}..+{short_repr(length)}, past the "
+            f"file's end ({size} bytes): truncated or crafted"
+        )
+    if length > MAX_PICKLE_BYTES:
+        raise CheckpointError(
+            f"{folder / name}: '{_fqn_text(fqn)}' is {length:,} bytes; a non-tensor value is read only up to "
+            f"{MAX_PICKLE_BYTES >> 20} MiB"
+        )
+    return name, offset, length
+
+
+def _dcp_shards(folder: Path, metadata: Any) -> dict[str, int]:
+    """name -> size of every file the metadata points into; each must be a regular file inside `folder`."""
+    names = {getattr(where, "relative_path", None) for where in metadata.storage_data.values()}
+    sizes = {}
+    for name in names:
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS or Path(name).name != name:
+            continue  # _dcp_where names the entry when it is read
+        file = folder / name
+        if not os.path.lexists(file):
+            raise CheckpointError(
+                f"{file}: missing: {DCP_METADATA} lists it, the folder does not have it (a partial copy or a "
+                "moved file); resuming from this checkpoint would fail"
+            )
+        if not inside(folder, file):
+            raise CheckpointError(f"{file}: a symlink leading out of the checkpoint folder; not followed")
+        sizes[name] = regular_file(file)
+    return sizes
+
+
+def _dcp_value(folder: Path, fqn: str, where: Any, sizes: dict[str, int]) -> Any:
+    """A non-tensor value DCP saved: torch.save bytes at an offset of one .distcp file, read weights_only."""
+    name, offset, length = _dcp_where(folder, fqn, where, sizes)
     if getattr(where, "transform_descriptors", None):
         raise CheckpointError(
-            f"{folder / name}: '{fqn}' was saved through DCP extensions {list(where.transform_descriptors)}; "
-            "inspect reads plain saves only"
+            f"{folder / name}: '{_fqn_text(fqn)}' was saved through DCP extensions "
+            f"{short_repr(where.transform_descriptors)}; inspect reads plain saves only"
         )
-    _regular_file(folder / name)
     try:
         with (folder / name).open("rb") as f:
             f.seek(offset)
             blob = f.read(length)
     except OSError as error:
-        raise CheckpointError(f"{folder / name}: cannot read '{fqn}' ({error}); partial or moved checkpoint") from None
+        raise CheckpointError(f"{folder / name}: cannot read '{_fqn_text(fqn)}' ({error.strerror or error})") from None
     if len(blob) != length:
-        raise CheckpointError(f"{folder / name}: '{fqn}' at bytes {offset}..{offset + length}, past the end: truncated")
+        raise CheckpointError(f"{folder / name}: '{_fqn_text(fqn)}' at bytes {offset}..{offset + length}: truncated")
     try:
-        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return load_torch_bytes(blob, f"{folder / name}: '{_fqn_text(fqn)}' at offset {offset}")
+    except UnpickledCodeError:
         raise CheckpointError(
-            f"{folder / name}: refused: '{fqn}' holds Python objects other than tensors and plain values; "
-            f"inspect reads with torch.load(weights_only=True) and does not run pickled code ({first})"
+            f"{folder / name}: refused: '{_fqn_text(fqn)}' holds Python objects other than tensors and plain "
+            "values; inspect reads with torch.load(weights_only=True) and does not run pickled code"
         ) from None
-    except Exception as error:
-        raise CheckpointError(f"{folder / name}: '{fqn}' at offset {offset} cannot be read: {error}") from None
 
 
 def _read_dcp(folder: Path) -> CheckpointInfo:
-    """A torch.distributed.checkpoint folder: the scheduler state among the non-tensor values; no tensor is read."""
+    """A torch.distributed.checkpoint folder: the scheduler state among the non-tensor values; no tensor is read.
+    Linear in the number of entries; at most MAX_LISTED values are read to find the scheduler states."""
     metadata = _dcp_metadata(folder)
-    kinds = metadata.state_dict_metadata if isinstance(metadata.state_dict_metadata, dict) else {}
-    located = {
-        index.fqn: where
-        for index, where in metadata.storage_data.items()  # non-tensor values only
-        if type(kinds.get(getattr(index, "fqn", None))).__name__ == "BytesStorageMetadata"
-    }
-    mappings = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
-    paths = {fqn: tuple(map(str, mappings.get(fqn) or fqn.split("."))) for fqn in located}
+    file = folder / DCP_METADATA
+    sizes = _dcp_shards(folder, metadata)
+    kinds = metadata.state_dict_metadata
+    located = {}  # non-tensor values only
+    for index, where in metadata.storage_data.items():
+        fqn = getattr(index, "fqn", None)
+        if not isinstance(fqn, str) or len(fqn) > MAX_NAME_CHARS:
+            raise CheckpointError(f"{file}: a key of storage_data: expected a name (str), found {short_repr(fqn)}")
+        if type(kinds.get(fqn)).__name__ == "BytesStorageMetadata":
+            located[fqn] = where
+    paths = _dcp_paths(file, metadata.planner_data, list(located))
+    by_prefix: dict[tuple[str, ...], dict[str, str]] = {}
+    for fqn, path in paths.items():
+        by_prefix.setdefault(path[:-1], {})[path[-1]] = fqn
+
+    def value(fqn: str) -> Any:
+        return _dcp_value(folder, fqn, located[fqn], sizes)
 
     def state_under(prefix: tuple[str, ...]) -> dict[str, Any]:
-        return {path[-1]: _dcp_value(folder, fqn, located[fqn]) for fqn, path in paths.items() if path[:-1] == prefix}
+        entries = by_prefix[prefix]
+        if len(entries) > 100:
+            raise CheckpointError(
+                f"{file}: '{shorten('.'.join(prefix), 200)}' holds {len(entries):,} values; a scheduler state has "
+                "a few dozen"
+            )
+        return {key: value(fqn) for key, fqn in entries.items()}
 
-    states = []  # (where, state): NoamLR states first, then states NoamLR can adopt
-    for fqn, path in paths.items():
-        if path[-1] == "type" and _dcp_value(folder, fqn, located[fqn]) == "NoamLR":
-            states.append((".".join(path[:-1]), state_under(path[:-1])))
-    if not states:
-        for path in paths.values():
-            if path[-1] in ("last_epoch", "last_batch_iteration"):
-                states.append((".".join(path[:-1]), state_under(path[:-1])))
-    ranks = {m.group(1) for p in folder.glob("*.distcp") if (m := re.match(r"__(\d+)_\d+\.distcp$", p.name))}
-    info = CheckpointInfo(folder, "torch.distributed.checkpoint (DCP)", states[0][1] if states else None)
+    noam = [prefix for prefix, entries in by_prefix.items() if "type" in entries]
+    found = []  # prefixes whose 'type' is NoamLR; reading stops after MAX_LISTED
+    for prefix in noam[: 4 * MAX_LISTED]:
+        if value(by_prefix[prefix]["type"]) == "NoamLR":
+            found.append(prefix)
+            if len(found) > MAX_LISTED:
+                break
+    if not found:
+        found = [p for p, entries in by_prefix.items() if {"last_epoch", "last_batch_iteration"} & set(entries)]
+    info = CheckpointInfo(folder, "torch.distributed.checkpoint (DCP)", state_under(found[0]) if found else None)
+    ranks = {m.group(1) for name in sizes if (m := re.match(r"__(\d+)_\d+\.distcp$", name))}
     if ranks:
         info.processes, info.processes_from = len(ranks), f"{_count(len(ranks), 'rank')} wrote __RANK_*.distcp files"
-    if states:
-        info.kind += f"; scheduler state under '{states[0][0]}'"
-        if len(states) > 1:
-            where = ", ".join(w for w, _ in states)
-            info.notes.append(f"{len(states)} scheduler states ({where}); showing '{states[0][0]}'")
+    if found:
+        where = shorten(".".join(found[0]), 200)
+        info.kind += f"; scheduler state under '{where}'"
+        if len(found) > 1:
+            shown = ", ".join(shorten(".".join(p), 100) for p in found[:MAX_LISTED])
+            count = f"more than {MAX_LISTED}" if len(found) > MAX_LISTED else str(len(found))
+            info.notes.append(
+                f"{count} scheduler states ({shown}{', ...' if len(found) > MAX_LISTED else ''}); showing '{where}'"
+            )
     else:
         info.notes.append(
             f"no scheduler state among the {len(located)} non-tensor values "
@@ -499,86 +561,8 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
     )
 
 
-# ----------------------------------------------------------------------------- before DeepSpeed's converter
-
-# Names DeepSpeed's ds_to_universal may torch.load (its globs and prefixes, in the tag folder and below).
-_DS_PREFIXES = ("mp_rank_", "zero_pp_rank_", "bf16_zero_pp_rank_", "fp16_zero_pp_rank_", "layer_", "expp_rank_")
-
-
-def _deepspeed_safe_globals() -> list:
-    """DeepSpeed's own plain classes found in its ZeRO optimizer files; loading them runs no code of the file."""
-    import argparse
-    import importlib
-
-    found = [argparse.Namespace]  # Megatron-style `args` in model states
-    for module, name in (
-        ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
-        ("deepspeed.utils.tensor_fragment", "fragment_address"),
-        ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
-        ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
-    ):
-        try:
-            found.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return found
-
-
-def check_no_pickled_code(tag_dir: str | os.PathLike) -> int:
-    """Refuse a DeepSpeed tag folder unless every file DeepSpeed's converter could read loads with
-    torch.load(weights_only=True): ds_to_universal loads with weights_only=False, which runs any code a
-    pickle carries. Files must be regular files inside the folder (a symlink leading out, a FIFO: refused).
-    Returns the number of files checked."""
-    import pickle
-
-    import torch
-
-    root = Path(tag_dir)
-    checked = 0
-    with torch.serialization.safe_globals(_deepspeed_safe_globals()):
-        for folder, _, names in os.walk(root):  # as DeepSpeed's own file listing: symlinked folders not entered
-            for name in sorted(names):
-                if not (name.endswith(".pt") or name.startswith(_DS_PREFIXES)):
-                    continue
-                file = Path(folder) / name
-                if not _inside(root, file):
-                    raise CheckpointError(f"{file}: a symlink leading out of {root}; not converted")
-                _regular_file(file)
-                try:
-                    try:
-                        torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-                    except RuntimeError as error:
-                        if "mmap" not in str(error):
-                            raise
-                        torch.load(file, map_location="cpu", weights_only=True)
-                except pickle.UnpicklingError as error:
-                    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
-                    why = shorten(lines[0] if lines else str(error).strip().splitlines()[0], 300)
-                    raise CheckpointError(
-                        f"{file}: holds Python objects that torch.load(weights_only=True) refuses ({why}). DeepSpeed's "
-                        "converter would unpickle it with weights_only=False, running any code it carries; not "
-                        "converted. "
-                        "Convert a checkpoint you trust with DeepSpeed's ds_to_universal.py directly."
-                    ) from None
-                except Exception as error:  # noqa: BLE001 - truncated, not a torch file
-                    why = shorten(str(error), 300)
-                    raise CheckpointError(f"{file}: cannot be read as a torch checkpoint: {why}") from None
-                checked += 1
-    return checked
-
-
 def write_pointer(folder: str | os.PathLike, name: str, tag: str, check: bool = True) -> None:
     """Write DeepSpeed's `latest` / `latest_universal` atomically: a new file renamed over the old one."""
-    import tempfile
-
     if check:
         tag_folder(folder, tag)  # never point outside
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(tag)
-        os.chmod(temp, 0o644)
-        os.replace(temp, os.path.join(folder, name))
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(os.path.join(folder, name), lambda out: out.write(tag.encode()))

@@ -1,7 +1,7 @@
 """`noam-plugin` command line: check config files and look at the curve before training.
 
-Errors are printed as one clear message (no traceback) with exit status 1;
-argparse usage errors keep their usual status 2.
+Errors are printed as one clear message (no traceback) with exit status 1 (bad input);
+argparse usage errors keep their usual status 2; Ctrl-C ends with one line and status 130.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from noam_plugin.amend import add_amend_parser, amendment_marks, checkpoint_sche
 from noam_plugin.amendments import history_lines
 from noam_plugin.checkpoint import CheckpointError, read_checkpoint
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_config, read_scheduler_block
+from noam_plugin.errors import CheckpointError as _CheckpointError
 from noam_plugin.errors import ConfigError, Problem, StateError, shorten
 from noam_plugin.examples import add_init_parser
 from noam_plugin.render import (
@@ -28,11 +29,12 @@ from noam_plugin.render import (
     number,
     params_text,
     plot_curve,
+    png_path,
     tail_positions,
 )
 from noam_plugin.render_groups import cooled_groups, show_groups
+from noam_plugin.resume import validate_state
 from noam_plugin.schedule import COOLDOWN_KEYS, COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, WARMUP_UNITS, NoamConfig
-from noam_plugin.state import check_state
 
 
 def _auto_error(err: ConfigError, hint: str) -> ConfigError:
@@ -157,7 +159,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         info = read_checkpoint(args.checkpoint_dir)
         if info.is_noam:  # a malformed state read from disk: every bad key named, no traceback
-            check_state(info.state, info.source or str(info.path))
+            validate_state(info.state, info.source or str(info.path))
         lines, status = checkpoint_report(info, config, args.config)
     except CheckpointError as error:
         print(f"noam-plugin inspect: {error}", file=sys.stderr)
@@ -240,6 +242,26 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_universal(args: argparse.Namespace) -> int:
+    """DeepSpeed save_checkpoint folders -> universal checkpoints next to them (noam_plugin/universal.py)."""
+    from noam_plugin.universal import RESUME_HINT, convert_universal, universal_summary
+
+    for checkpoint_dir in args.checkpoint_dirs:
+        target = convert_universal(checkpoint_dir, args.tag, workers=args.workers)
+        print(f"{checkpoint_dir}: universal checkpoint {target} ({universal_summary(target)})")
+    print(f"{RESUME_HINT[0].upper()}{RESUME_HINT[1:]} and engine.load_checkpoint(CKPT_DIR).")
+    return 0
+
+
+def cmd_to_universal(args: argparse.Namespace) -> int:
+    """An accelerator.save_state folder of a DeepSpeed run -> a copy whose checkpoint is universal."""
+    from noam_plugin.universal import RESUME_HINT, to_universal
+
+    out = to_universal(args.saved, args.out)
+    print(f"{out}: universal; {RESUME_HINT} and accelerator.load_state({out!r})")
+    return 0
+
+
 def _nonnegative_float(text: str) -> float:
     try:
         value = float(text)
@@ -271,13 +293,17 @@ def _positive_int(text: str) -> int:
 
 
 def _update_list(text: str) -> list[int]:
-    return sorted({_positive_int(part.strip()) for part in text.split(",") if part.strip()})
+    parts = text.split(",")
+    if len(parts) > 100_000:
+        raise argparse.ArgumentTypeError(f"expected at most 100000 positions, found {len(parts)}")
+    values = sorted({_positive_int(part.strip()) for part in parts if part.strip()})
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected positions such as 1,100,4000, found {shorten(repr(text), 60)}")
+    return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="noam-plugin", description="Check Noam schedule configs and look at the curve."
-    )
+def build_parser(prog: str = "noam-plugin") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Check Noam schedule configs and look at the curve.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check config files (exit 0 if all are valid)")
@@ -307,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K,K,...",
         help="positions for the table, in the x-axis unit (default: 1, W/4, W/2, W, 2W, 4W, 10W)",
     )
-    p.add_argument("--plot", metavar="FILE.png", help="draw the curve to a PNG (needs matplotlib)")
+    p.add_argument("--plot", type=png_path, metavar="FILE.png", help="draw the curve to a PNG (needs matplotlib)")
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("inspect", help="the schedule state saved in a DeepSpeed or Accelerate checkpoint")
@@ -330,22 +356,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="PATH", help="the config the run resumes with (default: the checkpoint's parameters)"
     )
     p.add_argument(
-        "--plot", metavar="FILE.png", help="draw the whole curve with the cooldown to a PNG (needs matplotlib)"
+        "--plot",
+        type=png_path,
+        metavar="FILE.png",
+        help="draw the whole curve with the cooldown to a PNG (needs matplotlib)",
     )
     p.set_defaults(handler=cmd_cooldown)
 
     add_amend_parser(sub, _positive_int, _nonnegative_float, _positive_float)
     add_init_parser(sub)
+
+    p = sub.add_parser(
+        "convert-universal",
+        help="convert DeepSpeed checkpoints to universal ones (resume on another number of processes)",
+        description="Runs DeepSpeed's ds_to_universal on CKPT_DIR/TAG (TAG from CKPT_DIR/latest) into "
+        "CKPT_DIR/TAG_universal and points CKPT_DIR/latest_universal at it, once every file it reads has loaded "
+        "with torch.load(weights_only=True) (no pickled code runs, nothing outside CKPT_DIR is followed). Then "
+        'resume with "checkpoint": {"load_universal": true} in the DeepSpeed config.',
+    )
+    p.add_argument("checkpoint_dirs", nargs="+", metavar="CKPT_DIR", help="folder given to engine.save_checkpoint")
+    p.add_argument("--tag", default=None, help="checkpoint tag (default: the one in CKPT_DIR/latest)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="processes for the conversion (default 1)")
+    p.set_defaults(handler=cmd_convert_universal)
+
+    p = sub.add_parser(
+        "to-universal",
+        help="make an accelerator.save_state folder of a DeepSpeed ZeRO run loadable on another number of processes",
+        description="Writes OUT = a copy of SAVED with its DeepSpeed checkpoint converted to a universal one (same "
+        'safety as convert-universal). Resume with "checkpoint": {"load_universal": true} in the DeepSpeed config '
+        "and accelerator.load_state(OUT).",
+    )
+    p.add_argument("saved", metavar="SAVED", help="folder given to accelerator.save_state")
+    p.add_argument("out", metavar="OUT", help="new folder to write (outside SAVED)")
+    p.set_defaults(handler=cmd_to_universal)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    if sys.stderr is None:  # started with 2>&-: messages go nowhere rather than fail
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None:  # started with >&-: say so instead of failing on the first print
+        print("noam-plugin: standard output is closed (>&-); nothing can be written", file=sys.stderr)
+        return 1
+    for stream in (sys.stdout, sys.stderr):  # a path the terminal's encoding cannot show is escaped, not fatal
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
     try:
-        status = _main(argv)
+        status = _main(argv, prog)
         sys.stdout.flush()  # buffered output meets a closed pipe here
         return status
     except BrokenPipeError:  # `noam-plugin show ... | head -1`: the reader has what it wanted
         return _output_closed()
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's convention 128 + SIGINT
+        try:
+            print("noam-plugin: interrupted", file=sys.stderr)
+        except Exception:  # noqa: BLE001, S110 - the terminal may be gone too
+            pass
+        _output_closed()  # pending output might block on a full pipe at exit: dropped
+        return 130
 
 
 def _output_closed() -> int:
@@ -354,23 +426,28 @@ def _output_closed() -> int:
     for stream in (sys.stdout, sys.stderr):
         try:
             os.dup2(devnull, stream.fileno())
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
     os.close(devnull)
     return 0
 
 
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+def _main(argv: list[str] | None, prog: str | None = None) -> int:
+    args = build_parser(prog or "noam-plugin").parse_args(argv)
     try:
         return args.handler(args)
     except ConfigError as err:
         print(err, file=sys.stderr)
+    except _CheckpointError as err:
+        print(f"noam-plugin {args.command}: {shorten(str(err), 2000)}", file=sys.stderr)
     except BrokenPipeError:
         raise
     except OSError as err:
+        from noam_plugin.safe_io import write_failure
+
+        err = write_failure(err, err.filename or ".") or err
         where = f"{shorten(str(err.filename), 300)}: " if err.filename else ""
         print(f"noam-plugin: {where}{shorten(str(err.strerror or err), 300)}", file=sys.stderr)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         print(f"noam-plugin: {shorten(str(err), 1000)}", file=sys.stderr)
     return 1

@@ -11,15 +11,22 @@ import itertools
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from noam_plugin.errors import ConfigError, Problem, short_repr, shorten
+from noam_plugin.errors import ConfigError, Problem, short_repr, shorten, visible
 from noam_plugin.integrations.auto_counts import auto_keys
+from noam_plugin.safe_io import (
+    MAX_CONFIG_BYTES,
+    MAX_DEPTH,
+    MAX_EXPANDED,
+    MAX_NUMBER_CHARS,
+    UnsafeFileError,
+    read_bytes,
+)
 from noam_plugin.schedule import NoamConfig, closest_name
 
 PARAMS_PREFIX = "scheduler.params."
@@ -29,12 +36,6 @@ BLOCK_KEYS = ("type", "params")
 # total_num_steps from DummyScheduler(total_num_steps=...) (the HF Trainer: from max_steps).
 AUTO_KEYS = ("warmup_num_steps", "warmup_max_lr", "total_num_steps")
 
-
-# Limits that keep hostile files cheap: config files are a few KB.
-MAX_CONFIG_BYTES = 256 << 10  # parsing stays under a second or so
-MAX_DEPTH = 100  # levels of nesting, aliases expanded
-MAX_EXPANDED = 2_000_000  # values plus characters once YAML aliases are expanded (a file under the cap has fewer)
-MAX_NUMBER_CHARS = 4000  # int() refuses longer ones (sys.get_int_max_str_digits) and they are never meant
 
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _AMBIGUOUS = "tag:noam-plugin:ambiguous-number"  # refused: YAML 1.1 and 1.2 read different values
@@ -84,6 +85,14 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self.tagged: set[int] = set()  # ids of scalar nodes with an explicit !!int / !!float tag
+
+    def compose_scalar_node(self, anchor: Any) -> Any:
+        tag = self.peek_event().tag
+        node = super().compose_scalar_node(anchor)
+        if tag in (_INT, _FLOAT, "!!int", "!!float"):
+            self.tagged.add(id(node))  # the node graph keeps the node alive: its id stays its own
+        return node
 
     def resolve(self, kind: Any, value: str, implicit: Any) -> str:
         if value and kind is yaml.ScalarNode and implicit[0] and value[0] in "-+.0123456789":
@@ -142,15 +151,36 @@ _Loader.add_constructor(_INT, _Loader.construct_yaml_int)
 _Loader.add_constructor(_AMBIGUOUS, _Loader.construct_ambiguous)
 
 
-def _number_problem(path: str, node: yaml.ScalarNode) -> Problem:
+def _tagged_readings(node: yaml.ScalarNode) -> tuple[Any, Any]:
+    """What YAML 1.1 (yaml.safe_load) and YAML 1.2 make of `!!int TEXT` / `!!float TEXT`; None: refused."""
+    text, as_float = node.value, node.tag == _FLOAT
+    try:
+        v11 = (_YAML11.construct_yaml_float if as_float else _YAML11.construct_yaml_int)(node)
+    except (ValueError, TypeError, yaml.YAMLError):
+        v11 = None
+    v12 = _yaml12_number(text) if len(text) <= MAX_NUMBER_CHARS else None
+    if as_float and isinstance(v12, int):
+        v12 = float(v12)
+    elif not as_float and not isinstance(v12, int):
+        v12 = None
+    return v11, v12
+
+
+def _number_problem(path: str, node: yaml.ScalarNode, tagged: bool = False) -> Problem:
     text, line = node.value, node.start_mark.line + 1
     if len(text) > MAX_NUMBER_CHARS:
         return Problem(path, f"a number of at most {MAX_NUMBER_CHARS} digits", f"{len(text)} digits on line {line}")
 
-    def reading(value: Any) -> str:
-        return "a string" if value is None else f"{type(value).__name__} {value!r}"
+    def reading(value: Any) -> str:  # a tagged text is a number or an error; a plain one may be a string
+        if value is None:
+            return "an error" if tagged else "a string"
+        return f"{type(value).__name__} {value!r}"
 
-    v11, v12 = _yaml11_number(text), _yaml12_number(text)
+    if tagged:
+        v11, v12 = _tagged_readings(node)
+        text = f"{'!!float' if node.tag == _FLOAT else '!!int'} {text}"
+    else:
+        v11, v12 = _yaml11_number(text), _yaml12_number(text)
     return Problem(
         path,
         "a number that YAML 1.1 and YAML 1.2 read alike: plain decimal (4000), 0x hex, 1.0e-3, or quotes for a string",
@@ -227,10 +257,19 @@ def _check_tree(root: Any, children: Any, leaf: Any) -> list[Problem]:
     return problems
 
 
-def _yaml_leaf(path: str, node: Any) -> Problem | None:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _AMBIGUOUS:
-        return _number_problem(path, node)
-    return None
+def _yaml_leaf(tagged: set[int]) -> Any:
+    """The per-scalar check: numbers YAML 1.1 and 1.2 read differently, plain or with an explicit tag."""
+
+    def leaf(path: str, node: Any) -> Problem | None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _AMBIGUOUS:
+            return _number_problem(path, node)
+        if isinstance(node, yaml.ScalarNode) and id(node) in tagged:
+            v11, v12 = _tagged_readings(node)
+            if v11 is None or v12 is None or not _same(v11, v12):
+                return _number_problem(path, node, tagged=True)
+        return None
+
+    return leaf
 
 
 class _LongNumber(str):
@@ -313,39 +352,15 @@ def _json_no_duplicates(pairs: list) -> dict:
 
 
 def _read_text(path: Path, source: str) -> str:
-    """The file's text, refusing without blocking what is not a regular file (FIFO, device, directory) or
-    is too large to be a config: opened non-blocking, checked with fstat, read to at most the size cap."""
+    """The file's text, read through safe_io (no FIFO or device opened for reading, at most MAX_CONFIG_BYTES)."""
+    if not os.path.exists(path):
+        raise ConfigError(source, f"no such file (current directory: {shorten(os.getcwd(), 200)})")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ConfigError(source, f"no such file (current directory: {shorten(os.getcwd(), 200)})") from None
-    except IsADirectoryError:
-        raise ConfigError(source, "is a directory, expected a YAML or JSON config file") from None
-    except OSError as err:
-        raise ConfigError(source, f"cannot read the file: {err.strerror or err}") from None
+        data = read_bytes(path, MAX_CONFIG_BYTES, "a YAML or JSON config file")
+    except UnsafeFileError as err:
+        raise ConfigError(source, err.reason or str(err)) from None
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ConfigError(source, "is a directory, expected a YAML or JSON config file")
-        if not stat.S_ISREG(mode):
-            device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if device else "not a regular file"
-            raise ConfigError(source, f"is {kind}, expected a YAML or JSON config file (not read)")
-        chunks, size = [], 0
-        while size <= MAX_CONFIG_BYTES:
-            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as err:
-        raise ConfigError(source, f"cannot read the file: {err.strerror or err}") from None
-    finally:
-        os.close(fd)
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(source, f"larger than {MAX_CONFIG_BYTES >> 10} KiB: not a config file (not read further)")
-    try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(source, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
 
@@ -370,7 +385,7 @@ def _parse(path: Path, source: str, as_json: bool) -> Any:
     try:
         loader = _Loader(text)  # its reader already refuses control characters
         node = loader.get_single_node()
-        problems = [] if node is None else _check_tree(node, _node_children, _yaml_leaf)
+        problems = [] if node is None else _check_tree(node, _node_children, _yaml_leaf(loader.tagged))
         if problems:
             raise ConfigError(source, problems)
         return None if node is None else loader.construct_document(node)
@@ -381,6 +396,15 @@ def _parse(path: Path, source: str, as_json: bool) -> Any:
         if err.problem and err.context:
             what += f" ({err.context}" + (f" started on line {context.line + 1})" if context else ")")
         raise ConfigError(source, f"{where}invalid YAML: {what}") from None
+    except yaml.reader.ReaderError as err:  # a control character: its line and column, escaped
+        before = text[: err.position] if isinstance(err.position, int) else ""
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        char = chr(err.character) if isinstance(err.character, int) else err.character
+        raise ConfigError(
+            source,
+            f"line {line}, column {column}: invalid YAML: control character {char!r} (U+{ord(char):04X}) is not "
+            "allowed in YAML text; remove it or write it escaped inside double quotes",
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(source, f"invalid YAML: {shorten(str(err), 200)}") from None
     finally:
@@ -475,7 +499,13 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
         if key not in BLOCK_KEYS:
             near = closest_name(str(key), BLOCK_KEYS)
             hint = f" (did you mean '{near}'?)" if near else ""
-            problems.append(Problem(f"scheduler.{key}", "only 'type' and 'params'", f"unknown key '{key}'{hint}"))
+            problems.append(
+                Problem(
+                    f"scheduler.{key}",
+                    "only 'type' and 'params'",
+                    f"unknown key '{visible(shorten(str(key)), ascii_only=True)}'{hint}",
+                )
+            )
     if "params" not in block and kind == "NoamLR":
         problems.append(
             Problem("scheduler.params", "a mapping such as {d_model: 512, warmup_num_steps: 4000}", "nothing")
@@ -485,6 +515,10 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
     params = block["params"]
     if not isinstance(params, dict):
         raise ConfigError(source, Problem("scheduler.params", "a mapping of schedule parameters", _short(params)))
+    factor = NoamConfig.written_factor_problem(params, PARAMS_PREFIX)
+    if factor is not None:
+        others = _problems(params, source, PARAMS_PREFIX)
+        raise ConfigError(source, [factor, *[p for p in others if p.key != factor.key]])
     elsewhere = _auto_anywhere({k: v for k, v in data.items() if k != "scheduler"})
     return SchedulerBlock(source, file, params, via, auto_elsewhere=elsewhere)
 
@@ -534,10 +568,32 @@ def check_with_auto(block: SchedulerBlock) -> tuple[str, ...]:
         fits = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (warmup, cooldown or 1))
         params["total_num_steps"] = warmup + (cooldown or 1) if fits else None
     problems = list(mine.values())
-    try:
-        NoamConfig.from_params(params, source=block.source, prefix=block.prefix)
-    except ConfigError as err:
-        problems += [p for p in err.problems if p.key not in mine]
+    found = _problems(params, block.source, block.prefix)
+    if "warmup_max_lr" in auto and "warmup_max_lr" in params:  # any peak may be filled: only what fails for both
+        other = {p.key for p in _problems({**params, "warmup_max_lr": 1e30}, block.source, block.prefix)}
+        found = [p for p in found if p.key in other]
+    problems += [_blame_auto(p, auto, block.prefix) for p in found if p.key not in mine]
     if problems:
         raise ConfigError(block.source, problems)
     return auto
+
+
+def _problems(params: dict, source: str, prefix: str) -> list[Problem]:
+    try:
+        NoamConfig.from_params(params, source=source, prefix=prefix)
+    except ConfigError as err:
+        return err.problems
+    return []
+
+
+def _blame_auto(problem: Problem, auto: tuple[str, ...], prefix: str) -> Problem:
+    """A problem found with a stand-in for an "auto" key names that key, not the stand-in's value."""
+    own = [k for k in auto if problem.key == prefix + k]
+    if own:
+        return Problem(problem.key, problem.expected, "str 'auto', which Accelerate cannot fill with such a value")
+    used = [k for k in auto if k in problem.expected]
+    if not used:
+        return problem
+    expected = re.sub(r"(?: = [-+0-9.e]+(?: [-+*/] [-+0-9.e]+)*)+", "", problem.expected)
+    names = " and ".join(f'{k} "auto"' for k in used)
+    return Problem(problem.key, f"{expected}, whatever value Accelerate fills {names} with", problem.found)

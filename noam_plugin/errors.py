@@ -5,8 +5,12 @@ from __future__ import annotations
 import itertools
 import math
 import reprlib
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
+
+from noam_plugin._error_base import NoamPluginError
+from noam_plugin.frameworks import RegistrationError  # noqa: F401 - every error importable from here
 
 MAX_SHOWN = 80  # characters of a value, or of a key, quoted in a message
 MAX_PROBLEMS = 20  # lines of one error; the rest are counted
@@ -19,6 +23,26 @@ def shorten(text: str, limit: int = MAX_SHOWN) -> str:
         return text
     half = max(1, (limit - 3) // 2)
     return text[:half] + "..." + text[-half:]
+
+
+def visible(text: str, ascii_only: bool = False) -> str:
+    """`text` with what a terminal hides or renders misleadingly written as escapes: control and format
+    characters (NUL, U+202E right-to-left override, zero-width spaces), and with `ascii_only` every non-ASCII
+    character (a Cyrillic 'а' in a key reads as a Latin 'a'). Keys are ASCII, so escaped keys stay readable."""
+    text = str(text)
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for char in text:
+        hidden = unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp") or (
+            unicodedata.category(char) == "Zs" and char != " "
+        )
+        if hidden or (ascii_only and not char.isascii()):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 class _Repr(reprlib.Repr):
@@ -67,11 +91,11 @@ class Problem:
 
     def render(self, source: str) -> str:
         # key and found can come from the input (unknown keys, values): keep them short
-        key, found = shorten(self.key, 120), shorten(self.found, 3 * MAX_SHOWN)
+        key, found = visible(shorten(self.key, 120), ascii_only=True), visible(shorten(self.found, 3 * MAX_SHOWN))
         return f"{source}: {key}: expected {self.expected}, found {found}"
 
 
-class ConfigError(ValueError):
+class ConfigError(NoamPluginError, ValueError):
     """Bad schedule parameters or config file. The message has one line per problem."""
 
     def __init__(self, source: str, problems: list[Problem] | Problem | str):
@@ -89,13 +113,26 @@ class ConfigError(ValueError):
         super().__init__(text)
 
 
-class ScheduleMismatchError(ValueError):
+class ScheduleMismatchError(NoamPluginError, ValueError):
     """A checkpoint was saved with other schedule parameters than the ones configured now."""
+
+
+class SecondSchedulerError(NoamPluginError, RuntimeError):
+    """Another writer of the lr of param groups a NoamLR owns: a second scheduler, a composite one, a user's
+    `group["lr"] = x` (docs/composition.md). Raised when it is built, or before the update it would change."""
+
+
+class OptimizerError(NoamPluginError, TypeError):
+    """What was given as the optimizer is none NoamLR can schedule (not one, a loop of wrappers, an int lr)."""
 
 
 class StateError(ConfigError):
     """A saved scheduler state with a missing or malformed entry; one line per bad key."""
 
 
-class CountMismatchError(RuntimeError):
+class CheckpointError(NoamPluginError):
+    """What is wrong with a checkpoint or a file read from one, where, and what to do; printed as is."""
+
+
+class CountMismatchError(NoamPluginError, RuntimeError):
     """NoamLR's count of applied updates disagrees with the framework's own count (docs/CONTRACT.md section 2)."""

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import sys
 
+from noam_plugin._error_base import NoamPluginError
+
 CORRECTNESS = "correctness"
 CONVENIENCE = "convenience"
 
 
-class RegistrationError(RuntimeError):
+class RegistrationError(NoamPluginError, RuntimeError):
     """noam-plugin refuses a framework (a version outside the tested window, or a target the count needs is
     missing), and so every way NoamLR could reach it."""
 
@@ -116,6 +118,16 @@ FRAMEWORKS: dict[str, Framework] = {
                     CORRECTNESS,
                     "every torch scheduler refuses an optimizer a live NoamLR schedules (two writers of one lr)",
                 ),
+                *(
+                    Target(
+                        f"torch.optim.lr_scheduler:{name}.__init__",
+                        "patch",
+                        CORRECTNESS,
+                        f"{name} does not call LRScheduler.__init__: refused on an optimizer a live NoamLR owns"
+                        + (" (ChainedScheduler([noam]) alone is allowed)" if name == "ChainedScheduler" else ""),
+                    )
+                    for name in ("SequentialLR", "ChainedScheduler", "ReduceLROnPlateau")
+                ),
                 Target(
                     "torch.optim.optimizer:Optimizer.register_step_post_hook",
                     "method",
@@ -123,7 +135,33 @@ FRAMEWORKS: dict[str, Framework] = {
                     "counting: each applied update runs the hook (not called for a skipped one); not wrapped",
                 ),
                 Target(
-                    "noam_plugin.scheduler:<optimizer wrapper>.step",
+                    "torch.optim.optimizer:Optimizer.register_step_pre_hook",
+                    "method",
+                    CORRECTNESS,
+                    "ownership: before each update, every group still holds the lr NoamLR wrote; not wrapped",
+                ),
+                Target(
+                    "torch:Tensor._version",
+                    "private",
+                    CORRECTNESS,
+                    "a tensor lr written in place by someone else is seen (NoamLR compares the write counter)",
+                ),
+                Target(
+                    "torch.distributed.checkpoint.state_dict:_init_optim_state",
+                    "private",
+                    CONVENIENCE,
+                    "DCP's lr-0 initialisation step is recognised by this function's code on the stack (without it, "
+                    "the step is refused as a foreign lr write)",
+                ),
+                Target(
+                    "torch.optim.lr_scheduler:LRScheduler.__init__.<wrapper>._wrapped_by_lr_sched",
+                    "private",
+                    CONVENIENCE,
+                    "a scheduler built before noam_plugin was imported is looked for when this mark is on "
+                    "optimizer.step (else it is found by the first update it changes)",
+                ),
+                Target(
+                    "noam_plugin.counter:<optimizer wrapper>.step",
                     "patch",
                     CORRECTNESS,
                     "a DeepSpeed-style optimizer wrapper that steps the torch optimizer once per param group counts "

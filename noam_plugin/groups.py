@@ -25,7 +25,6 @@ from noam_plugin.schedule import (
     _is_int,
     _is_number,
     closest_name,
-    resume_changes,
 )
 
 SELECTORS = ("name", "index")
@@ -313,6 +312,8 @@ def group_changes(
     (resume_changes: a cooldown added or moved at or after `count` is no change). Keys are named
     `groups[name='x'].key`; a key both sides take from the main parameters is left to the main comparison.
     """
+    from noam_plugin.resume import resume_changes  # (resume.py reads states, which check groups: no cycle)
+
     saved_over = {o.key: o for o in saved_groups(saved)}
     now_over = {o.key: o for o in now.groups}
     main_saved = {k: saved.get(k) for k in SCHEDULE_KEYS}

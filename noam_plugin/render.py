@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noam_plugin._files import write_atomically
 from noam_plugin.amendments import history_changes, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
-from noam_plugin.errors import shorten
-from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, resume_changes
+from noam_plugin.errors import short_repr, shorten
+from noam_plugin.resume import plan_resume
+from noam_plugin.safe_io import write_atomically
+from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, MAX_INT, SCHEDULE_KEYS, NoamConfig
 
 
 def params_text(config: NoamConfig) -> str:
@@ -153,6 +154,24 @@ def ascii_curve(axis: Axis, steps: int, width: int = 60, height: int = 8, first:
     return lines
 
 
+def png_path(text: str) -> str:
+    """The argparse type of --plot: a file name, not an empty one."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected the name of a PNG file to write, found an empty name")
+    return text
+
+
+def check_plot_range(name: str, steps: int) -> None:
+    """matplotlib keeps axis limits in int64 / float64: past 2**63 - 1 it fails with a TypeError."""
+    if steps > MAX_INT:
+        raise ValueError(
+            f"--plot: the curve would run to {name} {short_repr(steps)}, past 2**63 - 1, which matplotlib "
+            "cannot draw; pass --steps N (at most 2**63 - 1)"
+        )
+
+
 def plot_curve(
     axis: Axis,
     steps: int,
@@ -167,6 +186,7 @@ def plot_curve(
         from matplotlib.figure import Figure
     except ImportError:
         raise ValueError("--plot needs matplotlib: pip install 'noam-plugin[plot]'") from None
+    check_plot_range(axis.name, steps)
     config, stride = axis.config, axis.stride
     last = max(1, steps // stride)
     n = min(last, 2000)
@@ -390,8 +410,8 @@ def checkpoint_report(
     if config is not None and info.is_noam:
         now = config.schedule_params
         # the decision NoamLR.load_state_dict takes: a cooldown decided at resume is no difference
-        count = info.state.get(config.warmup_unit)
-        differing, notes = resume_changes(info.params, config, count)
+        plan = plan_resume(info.state, config, source=info.source or str(info.path))
+        count, differing, notes = plan.count, plan.differing, list(plan.notes)
         group_diff: list[str] = []
         if info.params.get("groups") or config.groups:
             from noam_plugin.render_groups import difference_lines

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noam_plugin._files import write_atomically
 from noam_plugin.groups import curve_of, group_changes, saved_groups
-from noam_plugin.render import Axis, lr_after_save, params_text
+from noam_plugin.render import Axis, check_plot_range, lr_after_save, params_text
+from noam_plugin.safe_io import write_atomically
 from noam_plugin.schedule import COOLDOWN_KEYS, NoamConfig
 
 MARKS = "*abcdefghijklmnopqrstuvwxyz"  # the main curve, then each override, in the terminal picture
@@ -82,6 +82,7 @@ def plot_groups(axes: list[GroupAxis], steps: int, title: str, out: str, mark: t
         from matplotlib.figure import Figure
     except ImportError:
         raise ValueError("--plot needs matplotlib: pip install 'noam-plugin[plot]'") from None
+    check_plot_range(axes[0].name, steps)
     stride = axes[0].stride
     last = max(1, steps // stride)
     n = min(last, 2000)

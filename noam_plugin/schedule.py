@@ -11,11 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr
+from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, short_repr, shorten, visible
+from noam_plugin.names import (  # noqa: F401 - one table per concept (names.py); kept importable from here
+    COOLDOWN_TYPES,
+    COSINE,
+    DEFAULT_UNIT,
+    LINEAR,
+    MAX_INT,
+    ONE_MINUS_SQRT,
+    WARMUP_UNITS,
+)
 
-WARMUP_UNITS = ("updates", "samples", "tokens")
-DEFAULT_UNIT = "updates"
-COOLDOWN_TYPES = ("linear", "1-sqrt", "cosine")
 CURVE_KEYS = ("warmup_num_steps", "d_model", "factor", "warmup_max_lr", "warmup_unit")
 # The tail: where training ends and how the lr comes down before it (docs/CONTRACT.md section 1).
 COOLDOWN_KEYS = ("total_num_steps", "cooldown_num_steps", "cooldown_type", "cooldown_min_lr")
@@ -50,15 +56,13 @@ def _cosine(x: float) -> float:
 
 
 # f(x) of docs/CONTRACT.md section 1; named functions, so a config (and NoamLR) still pickles.
-_COOLDOWN_SHAPES = {"linear": _linear, "1-sqrt": _one_minus_sqrt, "cosine": _cosine}
+_COOLDOWN_SHAPES = {LINEAR: _linear, ONE_MINUS_SQRT: _one_minus_sqrt, COSINE: _cosine}
+assert tuple(_COOLDOWN_SHAPES) == COOLDOWN_TYPES
 
 
 def _cooldown(step: int, start: int, start_lr: float, cooldown_num_steps: int, shape: Any, min_lr: float) -> float:
     # docs/CONTRACT.md section 1: m + (noam(s) - m) * f(min(1, (t - s) / (C + 1))), for t > s.
     return min_lr + (start_lr - min_lr) * shape(min(1, (step - start) / (cooldown_num_steps + 1)))
-
-
-MAX_INT = 2**63 - 1  # counts and sizes: int64, what torch and JSON tools keep exactly
 
 
 def _describe(value: Any) -> str:
@@ -300,6 +304,19 @@ class NoamConfig:
 
     def _normalize(self) -> None:
         set_ = object.__setattr__
+        # Plain types only (an IntEnum or str subclass passes the checks): the saved state must stay readable
+        # by torch.load(weights_only=True), and compare equal across runs.
+        for key in ("warmup_num_steps", "d_model", "total_num_steps", "cooldown_num_steps"):
+            value = getattr(self, key)
+            if value is not None and type(value) is not int:
+                set_(self, key, int(value))
+        for key in ("warmup_unit", "cooldown_type"):
+            value = getattr(self, key)
+            if value is not None and type(value) is not str:
+                set_(self, key, str.__str__(value))
+        set_(self, "allow_param_change", bool(self.allow_param_change))
+        if self.cooldown_min_lr is not None:
+            set_(self, "cooldown_min_lr", float(self.cooldown_min_lr))
         set_(self, "factor", float(self.factor))
         if self.warmup_max_lr is not None:
             set_(self, "warmup_max_lr", float(self.warmup_max_lr))
@@ -313,6 +330,20 @@ class NoamConfig:
             set_(self, "cooldown_start_lr", self.noam(start))
             set_(self, "_shape", _COOLDOWN_SHAPES[self.cooldown_type])
 
+    @staticmethod
+    def written_factor_problem(params: Any, prefix: str = "") -> Problem | None:
+        """`factor` written next to `warmup_max_lr` in a user's config, even as 1.0: it would be ignored.
+        (Saved states and schedule_params carry factor 1.0 with a peak; only configs are held to this.)"""
+        if not isinstance(params, Mapping) or "factor" not in params or params.get("d_model") is not None:
+            return None
+        if params.get("warmup_max_lr") is None or params["factor"] != 1.0:
+            return None  # no peak, or a factor other than 1.0: _check_values reports it
+        return Problem(
+            prefix + "factor",
+            "factor only together with d_model (warmup_max_lr already sets the peak)",
+            _describe(params["factor"]),
+        )
+
     @classmethod
     def from_params(cls, params: Any, source: str, prefix: str = "") -> NoamConfig:
         """Build from an untyped mapping (a config file's `params`), reporting every problem at once."""
@@ -325,8 +356,9 @@ class NoamConfig:
             if key not in PARAM_KEYS:
                 near = closest_name(key, PARAM_KEYS) if len(problems) < MAX_PROBLEMS else None  # only these are shown
                 hint = f" (did you mean '{near}'?)" if near else ""
+                shown = visible(shorten(str(key)), ascii_only=True)
                 problems.append(
-                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{key}'{hint}")
+                    Problem(prefix + str(key), "one of " + ", ".join(PARAM_KEYS), f"unknown key '{shown}'{hint}")
                 )
         main_problems = _check_values(params, prefix)
         problems += main_problems
@@ -363,6 +395,11 @@ class NoamConfig:
         return params
 
     @property
+    def params(self) -> dict[str, Any]:
+        """Every key of the block, options included: `NoamLR(optimizer, **config.params)` rebuilds it."""
+        return {**self.schedule_params, **{key: getattr(self, key) for key in OPTION_KEYS}}
+
+    @property
     def cooldown_end(self) -> int | None:
         """The last step of the cooldown (total_num_steps), None without one."""
         return self.total_num_steps if self.cooldown_num_steps is not None else None
@@ -387,8 +424,9 @@ class NoamConfig:
     def lr(self, step: int) -> float:
         """The curve at `step` (>= 1) in warmup_unit: the lr of the update that brings the count to `step`,
         amendments included."""
-        if not _is_int(step) or step < 1:
-            raise ValueError(f"step: expected an int >= 1 (the first update is step 1), found {_describe(step)}")
+        if not _is_int(step) or step < 1 or step > MAX_INT:
+            expected = "an int >= 1 (the first update is step 1)" + (" and at most 2**63 - 1" if _is_int(step) else "")
+            raise ValueError(f"step: expected {expected}, found {_describe(step)}")
         if step > self.plain_until and self.amendments:
             return self._curve.lr(step)
         if step <= self.cooldown_start or self.cooldown_num_steps is None:
@@ -443,55 +481,6 @@ def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _tail(params: Mapping[str, Any]) -> tuple:
-    """What of the tail changes the curve: (start, length, type, floor); () without a cooldown."""
-    cooldown = params.get("cooldown_num_steps")
-    if cooldown is None:
-        return ()
-    min_lr = params.get("cooldown_min_lr")
-    return (
-        params["total_num_steps"] - cooldown,
-        cooldown,
-        params.get("cooldown_type") or "linear",
-        float(min_lr) if min_lr is not None else 0.0,
-    )
-
-
-def resume_changes(saved: Mapping[str, Any], now: NoamConfig, count: int | None) -> tuple[list[str], list[str]]:
-    """Decide a resume: (keys that are a parameter change, notes to log), for a state saved at `count`.
-
-    `count` is in now's warmup_unit (updates, samples or tokens seen), None if unknown.
-    A change that leaves the lr of every update already applied as it was is no
-    parameter change: adding, moving or dropping a cooldown (or total_num_steps)
-    whose start is at or after `count` (docs/CONTRACT.md section 4). Anything that
-    rewrites an applied update's lr is one; then every differing key is named.
-    """
-    current = now.schedule_params
-    differing = [key for key in SCHEDULE_KEYS if saved.get(key) != current.get(key)]
-    if not differing:
-        return [], []
-    old_tail, new_tail = _tail(saved), _tail(current)
-    curve_same = all(saved.get(key) == current.get(key) for key in CURVE_KEYS)
-    starts = [tail[0] for tail in (old_tail, new_tail) if tail]
-    first_start = min(starts) if starts else math.inf
-    past_unchanged = curve_same and (old_tail == new_tail or (count is not None and count <= first_start))
-    if not past_unchanged:
-        return differing, []
-    u = now.unit_name
-    where = f"{count} {u}s seen" if count is not None and now.warmup_unit != "updates" else f"update {count}"
-    before = (
-        "no cooldown"
-        if not old_tail
-        else (f"a {old_tail[2]} cooldown over {u}s {old_tail[0] + 1}-{old_tail[0] + old_tail[1]}")
-    )
-    changes = ", ".join(f"{key} {saved.get(key)!r} -> {current.get(key)!r}" for key in differing)
-    note = (
-        f"NoamLR: the checkpoint (at {where}) had {before}; now {now.describe_cooldown()}. "
-        f"Every update already applied keeps its lr, so this is no parameter change ({changes})"
-    )
-    return [], [note]
-
-
 def noam_lr(
     step: int,
     *,
@@ -517,3 +506,12 @@ def noam_lr(
         cooldown_min_lr=cooldown_min_lr,
     )
     return config.lr(step)
+
+
+def __getattr__(name: str) -> Any:
+    """resume_changes moved to noam_plugin.resume (the one resume decision); still importable from here."""
+    if name == "resume_changes":
+        from noam_plugin.resume import resume_changes
+
+        return resume_changes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,104 +3,45 @@
 from __future__ import annotations
 
 import contextlib
-import functools
+import os
 import warnings
-import weakref
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
-import torch
-from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from noam_plugin._dist import log_rank0, world_size
-from noam_plugin.amendments import check_history
-from noam_plugin.errors import ScheduleMismatchError
-from noam_plugin.frameworks import REFUSED, check_routes
-from noam_plugin.schedule import HISTORY_KEY, NoamConfig, _formula, resume_changes, saved_params
-from noam_plugin.state import (
-    STATE_TYPE,
-    adopt_foreign,
-    batch_change_note,
-    check_state,
-    foreign_updates,  # noqa: F401 - kept importable from here
+from noam_plugin.counter import (
+    OWNER,
+    UpdateCounter,
+    install_guards,
+    refuse_earlier_schedulers,
+    refuse_second_scheduler,
+    scheduler_of,  # noqa: F401 - kept importable from here
+    unwrap_optimizer,
 )
+from noam_plugin.errors import ScheduleMismatchError, SecondSchedulerError  # noqa: F401 - kept importable here
+from noam_plugin.frameworks import check_routes
+from noam_plugin.names import SAMPLES, TOKENS, UPDATES
+from noam_plugin.resume import plan_resume
+from noam_plugin.schedule import NoamConfig, _formula
+from noam_plugin.state import STATE_TYPE, foreign_updates  # noqa: F401 - foreign_updates kept importable here
 from noam_plugin.units import DataSeen
 
-_OWNER = "_noam_plugin_scheduler"  # on a scheduled optimizer (or DeepSpeed wrapper): weakref to its NoamLR
-
-
-def unwrap_optimizer(optimizer: Any) -> Optimizer:
-    """The torch optimizer inside DeepSpeed ZeRO / bf16 / fp16 or Accelerate wrappers.
-
-    Wrappers keep the real one in `.optimizer`; that is the one whose `step()`
-    applies updates and whose `param_groups` the update reads its lr from.
-    """
-    seen = optimizer
-    while hasattr(seen, "optimizer") and hasattr(seen.optimizer, "param_groups"):
-        seen = seen.optimizer
-    if not isinstance(seen, Optimizer):
-        raise TypeError(
-            f"NoamLR needs a torch.optim.Optimizer (or a DeepSpeed/Accelerate wrapper of one), "
-            f"found {type(optimizer).__name__}"
-        )
-    return seen
-
-
-def scheduler_of(optimizer: Any) -> NoamLR | None:
-    """The live NoamLR scheduling this optimizer (or the torch optimizer inside this wrapper), if any."""
-    try:
-        inner = unwrap_optimizer(optimizer)
-    except TypeError:  # not an optimizer: torch's own check says so
-        return None
-    ref = inner.__dict__.get(_OWNER)
-    return ref() if ref is not None else None
-
-
-class SecondSchedulerError(RuntimeError):
-    """Another scheduler was put on an optimizer that a NoamLR already schedules."""
-
-
-def _refuse_second_scheduler(optimizer: Any, newcomer: Any) -> None:
-    owner = scheduler_of(optimizer)
-    if owner is None or owner is newcomer:
-        return
-    raise SecondSchedulerError(
-        f"{type(newcomer).__name__}: this {type(owner.optimizer).__name__} is already scheduled by a NoamLR "
-        f"(at update {owner.updates}); two schedulers would fight over its lr. Keep one: NoamLR needs no "
-        "companion scheduler (it counts updates itself; a decay tail is its cooldown_num_steps). To replace it, "
-        "drop every reference to the old NoamLR first, or build the new scheduler on a new optimizer."
-    )
-
-
-def _guard_lr_scheduler_init() -> None:
-    """Make every torch LRScheduler refuse an optimizer a live NoamLR schedules (docs/CONTRACT.md section 2)."""
-    original = LRScheduler.__init__
-    if getattr(original, "__noam_plugin__", False):
-        return
-
-    @functools.wraps(original)
-    def __init__(self: LRScheduler, optimizer: Any, *args: Any, **kwargs: Any) -> None:
-        _refuse_second_scheduler(optimizer, self)
-        original(self, optimizer, *args, **kwargs)
-
-    __init__.__noam_plugin__ = True  # type: ignore[attr-defined]
-    LRScheduler.__init__ = __init__  # type: ignore[method-assign]
-
-
-_guard_lr_scheduler_init()
+_OWNER = OWNER  # kept importable from here
+install_guards()
 
 
 class NoamLR(LRScheduler):
     """Noam schedule whose step count is the number of optimizer updates actually applied.
 
-    The count lives in a post-hook on the torch optimizer: each applied update adds
-    one and writes the next update's lr before `optimizer.step()` returns. So who
-    calls `scheduler.step()`, and how often (per micro-batch, per process, per epoch,
-    never), changes nothing, and an update skipped by GradScaler or an overflow check
-    never runs the hook. Wrappers that step the inner optimizer several times per
-    update (ZeRO: once per param group) run inside `update_boundary()`, which counts
-    once when the whole update is complete.
+    The count lives in the optimizer's step hooks (noam_plugin/counter.py): each applied update adds one
+    and writes the next update's lr before `optimizer.step()` returns. So who calls `scheduler.step()`,
+    and how often (per micro-batch, per process, per epoch, never), changes nothing, and an update skipped
+    by GradScaler or an overflow check never runs the hook. Wrappers that step the inner optimizer several
+    times per update (ZeRO: once per param group) run inside `update_boundary()`, which counts once when
+    the whole update is complete. NoamLR owns the lr of its groups: another writer is refused before the
+    update it would change (docs/composition.md).
 
     With `warmup_unit` "samples" or "tokens" an update runs at the curve read at
     the data seen including its own: samples per update (the global batch) come
@@ -108,6 +49,8 @@ class NoamLR(LRScheduler):
     `add_tokens(n)` once per micro-batch, summed over ranks once per update, just
     before it (a step pre-hook, or the start of the update boundary).
     """
+
+    _owns_lr = True  # what noam_plugin.counter recognises a NoamLR by (no import cycle)
 
     def __init__(
         self,
@@ -125,6 +68,7 @@ class NoamLR(LRScheduler):
         allow_param_change: bool = False,
         amendments: Any = (),
         samples_per_update: int | None = None,
+        auto_tokens_per_update: int | None = None,
     ) -> None:
         self.config = NoamConfig(
             warmup_num_steps=warmup_num_steps,
@@ -137,136 +81,63 @@ class NoamLR(LRScheduler):
             cooldown_type=cooldown_type,
             cooldown_min_lr=cooldown_min_lr,
             allow_param_change=allow_param_change,
-            amendments=amendments or (),
+            auto_tokens_per_update=auto_tokens_per_update,  # kept with the config (what filled "auto" used)
+            amendments=amendments or (),  # forward-only changes from a count on (docs/amendments.md)
         )
         self._past_end_said = False
         self.updates = 0
-        self.data = DataSeen(count_tokens=warmup_unit == "tokens")
+        self.data = DataSeen(count_tokens=self.config.warmup_unit == "tokens")
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
         self._lrs_before_update: list[float] = []
-        self._boundary_depth = 0
-        self._applied_in_boundary = False
-        self._hooks: list[Any] = []
         self._warned_step_args = False
-        self._lr_tensor: Any = None
         self._update_lr: list[float] | None = None  # the lr per group of the last update applied in this process
         check_routes()  # built by (or for) a framework noam-plugin refuses: an error, never a wrong count
         inner = unwrap_optimizer(optimizer)
-        _refuse_second_scheduler(inner, self)
+        refuse_second_scheduler(inner, self)
+        refuse_earlier_schedulers(inner, self)
+        self.counter = UpdateCounter(inner)
+        self.counter.attach(self, optimizer)  # checks the groups' lr types before torch touches them
         super().__init__(inner)  # its step() call is a no-op here; the lr is written below
-        self._attach(optimizer)
+        self.counter.prepare = self._needs_prepare
+        # One curve for every param group: the lr is written by the short path in _apply_lr. Per-group curves
+        # (docs/CONTRACT.md section 1, `groups`) set it False, and every write then goes through lrs_at().
+        self._one_curve = True
         if samples_per_update is not None:
             self.set_samples_per_update(samples_per_update, "samples_per_update=")
         self._apply_lr()  # lr(1) before the first update
 
-    # ------------------------------------------------------------ counting
+    @classmethod
+    def from_config(cls, optimizer: Any, config: Any, **options: Any) -> NoamLR:
+        """Build from a project config: a `load_config()` result, a path to a YAML/JSON file, or a mapping of
+        schedule parameters (a `params` block). Every key is kept, options (allow_param_change) included;
+        `options` are the keywords that are no config keys (samples_per_update)."""
+        from noam_plugin.config import load_config
 
-    def _attach(self, optimizer: Any) -> None:
-        """Claim the torch optimizer, hook it, and put a DeepSpeed wrapper's step() in an update boundary."""
-        inner = self.optimizer
-        setattr(inner, _OWNER, weakref.ref(self))
-        self._register_hooks()
-        if (
-            optimizer is not inner
-            and not isinstance(optimizer, Optimizer)
-            and callable(getattr(optimizer, "step", None))
-        ):
-            self._wrap_step_in_boundary(optimizer)
+        if isinstance(config, (str, os.PathLike)):
+            config = load_config(config)
+        elif isinstance(config, Mapping):
+            config = NoamConfig.from_params(config, source="NoamLR.from_config")
+        if not isinstance(config, NoamConfig):
+            raise TypeError(
+                "NoamLR.from_config: expected a load_config() result, a path to a config file or a mapping of "
+                f"schedule parameters, found {type(config).__name__}"
+            )
+        return cls(optimizer, **config.params, **options)
 
-    def _register_hooks(self) -> None:
-        """Hooks hold the scheduler weakly: a dropped NoamLR stops scheduling instead of living on in its optimizer."""
-        for hook in self._hooks:
-            hook.remove()
-        ref = weakref.ref(self)
-
-        def after_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-            scheduler = ref()
-            if scheduler is not None:
-                if REFUSED:  # a refused framework (frameworks.py) may be the one stepping: then an error
-                    check_routes()
-                scheduler._after_optimizer_step()
-
-        self._hooks = [self.optimizer.register_step_post_hook(after_step)]
-        if self._needs_prepare:
-
-            def before_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-                scheduler = ref()
-                if scheduler is not None and scheduler._prepared is None and not scheduler._zero_lr_step():
-                    scheduler.prepare_update()
-
-            self._hooks.append(self.optimizer.register_step_pre_hook(before_step))
-
-    def _wrap_step_in_boundary(self, wrapper: Any) -> None:
-        """The wrapper's step() becomes one update boundary of the NoamLR that attached to it last."""
-        wrapper.__dict__[_OWNER] = weakref.ref(self)
-        original = wrapper.step
-        if getattr(original, "__noam_plugin__", False):
-            return
-
-        @functools.wraps(original)
-        def step(*args: Any, **kwargs: Any) -> Any:
-            ref = wrapper.__dict__.get(_OWNER)
-            scheduler = ref() if ref is not None else None
-            if scheduler is None:
-                return original(*args, **kwargs)
-            with scheduler.update_boundary():
-                return original(*args, **kwargs)
-
-        step.__noam_plugin__ = True  # type: ignore[attr-defined]
-        wrapper.step = step
+    # ------------------------------------------------------------ counting (noam_plugin/counter.py)
 
     @property
     def _needs_prepare(self) -> bool:
-        return self.config.warmup_unit != "updates" or self.data.tokens is not None
+        return self.config.warmup_unit != UPDATES or self.data.tokens is not None
 
-    def _after_optimizer_step(self) -> None:
-        if self._boundary_depth:
-            self._applied_in_boundary = True  # counted once, when the boundary closes
-            return
-        lr = self.optimizer.param_groups[0]["lr"]  # the usual case (not 0, or our own tensor) costs no call
-        if (lr == 0.0 if type(lr) is float else lr is not self._lr_tensor) and self._zero_lr_step():
-            return
-        self._finish_update(True)
-
-    def _zero_lr_step(self) -> bool:
-        """Is the optimizer stepping at lr 0 that someone else set? Then it is no update of this schedule.
-
-        torch.distributed.checkpoint initialises an optimizer without state (a fresh one on
-        resume; SGD without momentum at every save) by one step() at lr 0 on zero gradients,
-        then puts the lr back. NoamLR's own lr is never 0 unless its cooldown ends at 0.
-        """
-        lr = self.optimizer.param_groups[0]["lr"]
-        if type(lr) is float:
-            if lr != 0.0:
-                return False
-        elif lr is self._lr_tensor or not isinstance(lr, torch.Tensor) or float(lr) != 0.0:
-            return False  # (a tensor lr NoamLR wrote is updated in place: another object was put there)
-        if self._last_lr[0] != 0.0:
-            return True
-        if self.data.tokens is None or self.data.tokens_pending:
-            return False
-        # tokens, none reported, lr 0 that NoamLR did not choose: DCP's step runs on all-zero gradients
-        return all(p.grad is None or not p.grad.any() for g in self.optimizer.param_groups for p in g["params"])
-
-    @contextlib.contextmanager
-    def update_boundary(self, samples: int | None = None) -> Iterator[None]:
+    def update_boundary(self, samples: int | None = None) -> contextlib.AbstractContextManager[None]:
         """Count at most one update for all inner optimizer steps inside; the lr changes only at the end.
 
         For wrappers that apply one update as several inner `step()` calls (DeepSpeed ZeRO
         steps once per param group). `samples`: the update's global batch if the caller
         knows it better than `samples_per_update`. Nested boundaries count once, at the outermost.
         """
-        if self._boundary_depth == 0:
-            self._applied_in_boundary = False
-            if self._needs_prepare:
-                self.prepare_update(samples)
-        self._boundary_depth += 1
-        try:
-            yield
-        finally:
-            self._boundary_depth -= 1
-            if self._boundary_depth == 0:
-                self._finish_update(applied=self._applied_in_boundary)
+        return self.counter.boundary(self, samples)
 
     def _finish_update(self, applied: bool) -> None:
         prepared = self._prepared
@@ -283,8 +154,8 @@ class NoamLR(LRScheduler):
             return
         self._prepared = None
         if not applied:
-            if self.config.warmup_unit != "updates":
-                self._write_lr_values(self._lrs_before_update)  # skipped on overflow: back to the last update's lr
+            if self.config.warmup_unit != UPDATES:
+                self._write(self._lrs_before_update)  # skipped: back to the last update's lr
             return
         self.updates += 1
         self._update_lr = self._last_lr
@@ -332,7 +203,7 @@ class NoamLR(LRScheduler):
     def set_samples_per_update(self, value: int, source: str) -> None:
         """Set the global batch; `source` says where it came from (shown in messages)."""
         self.data.set_samples_per_update(value, source)
-        if self.config.warmup_unit == "samples" and self._boundary_depth == 0:
+        if self.config.warmup_unit == "samples" and self.counter.depth == 0:
             self._apply_lr()
 
     def add_tokens(self, n: Any) -> None:
@@ -342,7 +213,7 @@ class NoamLR(LRScheduler):
         ranks' counts are summed once per update, just before it is applied.
         """
         if self.data.add_tokens(n):  # first report: count tokens from now on, before every update
-            self._register_hooks()
+            self.counter.prepare = True
 
     def prepare_update(self, samples: int | None = None) -> None:
         """Fix the data of the coming update and write its lr (the step pre-hook and update_boundary call it).
@@ -369,12 +240,13 @@ class NoamLR(LRScheduler):
                 "(n = the micro-batch's non-padding tokens, e.g. batch['attention_mask'].sum())."
             )
         self._prepared = (samples, tokens)
-        if unit != "updates":
-            self._lrs_before_update = [float(g["lr"]) for g in self.optimizer.param_groups]
+        if unit != UPDATES:
+            self._lrs_before_update = self.counter.values  # never changed in place
             seen = data.samples if unit == "samples" else data.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
-            self._write_lr(self.lr_at(seen + (samples if unit == "samples" else tokens)))
+            at = seen + (samples if unit == "samples" else tokens)
+            self._write(self.lrs_at(at))
 
     # ------------------------------------------------------------ lr
 
@@ -387,13 +259,18 @@ class NoamLR(LRScheduler):
         check_routes()
         inner = unwrap_optimizer(optimizer)
         if inner is not self.optimizer:
-            _refuse_second_scheduler(inner, self)
+            refuse_second_scheduler(inner, self)
+            refuse_earlier_schedulers(inner, self)
             if scheduler_of(self.optimizer) is self:
-                delattr(self.optimizer, _OWNER)
+                delattr(self.optimizer, OWNER)
+            self.counter.detach()
+            prepare = self.counter.prepare
+            self.counter = UpdateCounter(inner)
+            self.counter.prepare = prepare
             self.optimizer = inner
             for group in inner.param_groups:
                 group.setdefault("initial_lr", group["lr"])
-        self._attach(optimizer)
+        self.counter.attach(self, optimizer)
         self._apply_lr()
 
     def lr_at(self, step: int) -> float:
@@ -403,7 +280,18 @@ class NoamLR(LRScheduler):
             return _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
         if type(step) is int and step > c.plain_until:
             self._say_past_end(step)
-        return c.lr(step)  # the tail or the amendments; or a bad step, which it names
+        return c.lr(step)  # the tail; or a bad step, which it names
+
+    def lrs_at(self, step: int) -> list[float]:
+        """The lr of each param group for the update that brings the count to `step` (one curve for all).
+
+        What every write of the lr goes through: per-group curves replace this alone."""
+        c = self.config
+        if type(step) is int and 1 <= step <= c.plain_until:  # per update: the formula without a call between
+            lr = _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
+        else:
+            lr = self.lr_at(step)
+        return [lr] * len(self.optimizer.param_groups)
 
     def _say_past_end(self, step: int) -> None:
         c = self.config.config_at(step)  # the tail in force there (an amendment may have moved it)
@@ -414,15 +302,20 @@ class NoamLR(LRScheduler):
                 f"updates from here on run at cooldown_min_lr {c.cooldown_min_lr:g}"
             )
 
-    def next_lr(self) -> float | None:
-        """lr of the coming update, where it is known now (tokens: only once its tokens are)."""
+    def _next_count(self) -> int | None:
+        """The count the coming update brings the schedule to, where it is known now (tokens: once reported)."""
         unit = self.config.warmup_unit
-        if unit == "updates":
-            return self.lr_at(self.updates + 1)
+        if unit == UPDATES:
+            return self.updates + 1
         data = self.data
         if unit == "samples" and data.samples is not None and data.samples_per_update is not None:
-            return self.lr_at(data.samples + data.samples_per_update)
+            return data.samples + data.samples_per_update
         return None
+
+    def next_lr(self) -> float | None:
+        """lr of the coming update, where it is known now (tokens: only once its tokens are)."""
+        at = self._next_count()
+        return None if at is None else self.lr_at(at)
 
     @property
     def last_update_lr(self) -> list[float] | None:
@@ -438,58 +331,60 @@ class NoamLR(LRScheduler):
         return None if not seen else [self.lr_at(seen)] * len(self.optimizer.param_groups)
 
     def get_lr(self) -> list[float]:
-        lr = self.next_lr()
-        groups = self.optimizer.param_groups
-        return [lr] * len(groups) if lr is not None else [float(g["lr"]) for g in groups]
+        at = self._next_count()
+        return self.lrs_at(at) if at is not None else [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _lrs_now(self) -> list[float]:
+        """The lrs the groups hold between updates (for a group NoamLR has not written to yet)."""
+        at = self._next_count()
+        tokens = self.data.tokens
+        if at is None and self.config.warmup_unit == TOKENS and self.updates and tokens:
+            at = tokens  # the last update's lr
+        if at is not None:
+            return self.lrs_at(at)
+        return [self._last_lr[0] if self._last_lr else 0.0] * len(self.optimizer.param_groups)
 
     def _apply_lr(self) -> None:
-        self.last_epoch = self.updates
-        if self.config.warmup_unit == "updates":
-            c, k = self.config, self.updates + 1
-            if k <= c.plain_until:  # one compare per update for the tail and amendments, the rare cases
-                self._write_lr(_formula(k, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr))
+        """Write the lr of the coming update (or, tokens, keep the last update's until its tokens are known)."""
+        self.last_epoch = k = self.updates
+        if self._one_curve:  # the usual case, per update: one curve for every group, read at a known count
+            unit = self.config.warmup_unit
+            if unit == UPDATES:
+                at: int | None = k + 1
             else:
-                self._write_lr(self.lr_at(k))
-            return
-        lr = self.next_lr()
-        if lr is not None:
-            self._write_lr(lr)
-        else:  # tokens: set just before the update; until then the groups keep the last update's lr
-            self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
-            self._lr_tensor = self.optimizer.param_groups[0]["lr"]
+                data = self.data
+                spu, seen = data.samples_per_update, data.samples
+                at = seen + spu if unit == SAMPLES and seen is not None and spu is not None else None
+            if at is not None:
+                c = self.config
+                if at <= c.plain_until:  # one compare per update for the tail and amendments, the rare cases
+                    lr = _formula(at, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
+                else:
+                    lr = self.lr_at(at)
+                lrs = [lr] * len(self.optimizer.param_groups)
+                self.counter.write(lrs)
+                self._last_lr = lrs
+                return
+        else:
+            at = self._next_count()
+            if at is not None:
+                self._write(self.lrs_at(at))
+                return
+        # tokens: set just before the update; until then the groups keep the last update's lr
+        self._last_lr = self.counter.adopt()
 
-    def _write_lr(self, lr: float) -> None:
-        groups = self.optimizer.param_groups
-        for group in groups:
-            current = group["lr"]
-            # `type() is float` first: isinstance(Tensor) is 4x slower and this runs per group per update.
-            if type(current) is float or not isinstance(current, torch.Tensor):
-                group["lr"] = lr
-            else:
-                current.fill_(lr)  # in place: a compiled optimizer step sees the same tensor
-        self._last_lr = [lr] * len(groups)
-        self._lr_tensor = groups[0]["lr"]  # the object NoamLR wrote last (see _zero_lr_step)
-
-    def _write_lr_values(self, lrs: list[float]) -> None:
-        for group, lr in zip(self.optimizer.param_groups, lrs):
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
-        self._last_lr = list(lrs)
-        self._lr_tensor = self.optimizer.param_groups[0]["lr"]
+    def _write(self, lrs: list[float]) -> None:
+        self.counter.write(lrs)
+        self._last_lr = lrs
 
     # ------------------------------------------------------------ copies
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_hooks"] = []  # torch drops an optimizer's hooks when it is copied; __setstate__ puts ours back
-        return state
+        return self.__dict__.copy()  # the counter drops its hooks (torch drops an optimizer's hooks when copied)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._boundary_depth = 0
-        self._attach(self.optimizer)
+        self.counter.attach(self, self.optimizer)
 
     # ------------------------------------------------------------ state
 
@@ -506,61 +401,18 @@ class NoamLR(LRScheduler):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the counts from a NoamLR, DeepSpeed scheduler or torch scheduler state; all or nothing."""
-        updates, samples, tokens = self._counts_from_state(state_dict)  # validates; changes nothing
-        unit = self.config.warmup_unit
-        if unit != "updates" and (samples if unit == "samples" else tokens) is None:
-            raise ValueError(
-                f"NoamLR(warmup_unit={unit!r}): the checkpoint holds no count of the {unit} seen, so the "
-                f"schedule cannot continue in {unit}. Resume with the checkpoint's warmup_unit; a later checkpoint "
-                f"saved under warmup_unit {unit!r} holds the count."
-            )
-        self.updates = updates
+        """Restore the counts from a NoamLR, DeepSpeed scheduler or torch scheduler state; all or nothing.
+
+        The decision is noam_plugin.resume's plan (the one `noam-plugin inspect` and `cooldown` show): the
+        state is validated whole and every refusal raised before anything changes."""
+        plan = plan_resume(
+            state_dict, self.config, samples_per_update=self.data.samples_per_update, world_size=world_size()
+        )
+        for line in plan.accept():
+            log_rank0(line)
+        self.updates = plan.updates
         self._update_lr = None  # the restored count's: see last_update_lr
-        self.data.restart(samples, tokens)
-        self._register_hooks()
+        self.data.restart(plan.samples, plan.tokens)
+        self.counter.prepare = self._needs_prepare
         self._prepared = None
         self._apply_lr()
-
-    def _counts_from_state(self, state: Any) -> tuple[int, int | None, int | None]:
-        """(updates, samples, tokens) to continue from; logs what changed since the save."""
-        check_state(state)
-        unit, batch = self.config.warmup_unit, self.data.samples_per_update
-        if state.get("type") != STATE_TYPE:
-            updates, samples, note = adopt_foreign(state, batch)  # check_state made sure it is one
-            log_rank0(note)
-            return updates, samples, None
-        self._check_params(state)
-        updates, saved_world = state["updates"], state.get("world_size")
-        if saved_world is not None and saved_world != world_size():
-            log_rank0(f"NoamLR: resuming at update {updates} with world size {world_size()} (saved with {saved_world})")
-        note = batch_change_note(state.get("samples_per_update"), batch, unit, updates, state.get(unit))
-        if note:
-            log_rank0(note)
-        return updates, state.get("samples"), state.get("tokens")
-
-    def _check_params(self, state: dict[str, Any]) -> None:
-        now, saved = self.config.schedule_params, saved_params(state)
-        count = state.get(self.config.warmup_unit)
-        differing, notes = resume_changes(saved, self.config, count)
-        if count is not None:  # the amendments extend the saved history (or raise naming the one that does not)
-            notes += check_history(state.get(HISTORY_KEY), self.config, count)
-        for note in notes:
-            log_rank0(note)
-        if not differing:
-            return
-        now = {key: now.get(key) for key in differing}
-        lines = [f"{key}: checkpoint {saved[key]!r}, now {now[key]!r}" for key in differing]
-        if self.config.allow_param_change:
-            log_rank0(
-                f"NoamLR: schedule parameters changed since the checkpoint ({'; '.join(lines)}); "
-                f"continuing the new schedule from update {state['updates']} (allow_param_change=True)"
-            )
-            return
-        raise ScheduleMismatchError(
-            "NoamLR: the checkpoint was saved with other schedule parameters:\n  "
-            + "\n  ".join(lines)
-            + "\nUse the checkpoint's values, or pass allow_param_change=True "
-            "(config: scheduler.params.allow_param_change: true) to continue the new schedule from the saved update "
-            "count."
-        )

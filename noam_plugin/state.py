@@ -15,6 +15,8 @@ from typing import Any
 from noam_plugin.amendments import parse_amendments
 from noam_plugin.errors import Problem, StateError, describe
 from noam_plugin.groups import check_groups
+from noam_plugin.names import MAX_COUNT, SCHEDULER_NAME
+from noam_plugin.safe_io import MAX_STATE_KEYS
 from noam_plugin.schedule import (
     DEFAULT_UNIT,
     GROUPS_KEY,
@@ -26,30 +28,31 @@ from noam_plugin.schedule import (
     closest_name,
 )
 
-STATE_TYPE = "NoamLR"
+STATE_TYPE = SCHEDULER_NAME
 SOURCE = "NoamLR.load_state_dict"
 # What NoamLR.state_dict() writes besides the schedule parameters (SCHEDULE_KEYS).
 COUNT_KEYS = ("updates", "samples", "tokens", "samples_per_update", "world_size")
 STATE_KEYS = ("type",) + COUNT_KEYS + SCHEDULE_KEYS + (GROUPS_KEY, HISTORY_KEY)
 # key -> (smallest value, None allowed); None is also what a state from before the key existed holds
 _COUNTS = {
-    "updates": (0, False),
-    "samples": (0, True),
-    "tokens": (0, True),
-    "samples_per_update": (1, True),
-    "world_size": (1, True),
+    "updates": (0, False, MAX_COUNT),
+    "samples": (0, True, MAX_COUNT),
+    "tokens": (0, True, MAX_COUNT),
+    "samples_per_update": (1, True, MAX_INT),
+    "world_size": (1, True, MAX_INT),
 }
 
 
-def _int_problem(key: str, value: Any, low: int, optional: bool) -> Problem | None:
+def _int_problem(key: str, value: Any, low: int, optional: bool, high: int = MAX_INT) -> Problem | None:
     if optional and value is None:
         return None
-    if _is_int(value) and low <= value <= MAX_INT:
+    if _is_int(value) and low <= value <= high:
         return None
+    top = "2**63 - 2 (one more update must still count)" if high == MAX_COUNT else "2**63 - 1"
     expected = (
         f"an int >= {low}"
+        + (f" and at most {top}" if _is_int(value) and value > high else "")
         + (" or None" if optional else "")
-        + (" and at most 2**63 - 1" if _is_int(value) and value > MAX_INT else "")
     )
     return Problem(key, expected, describe(value))
 
@@ -58,6 +61,10 @@ def check_noam_state(state: Any) -> list[Problem]:
     """Problems of a saved `NoamLR.state_dict()`, one per bad key; [] when it can be loaded as is."""
     if not isinstance(state, Mapping):
         return [Problem("(state)", "a dict, as NoamLR.state_dict() returns", describe(state))]
+    if len(state) > MAX_STATE_KEYS:  # a did-you-mean per key would take minutes: one line instead
+        return [
+            Problem("(state)", f"the keys of NoamLR.state_dict() (at most {MAX_STATE_KEYS})", f"{len(state):,} keys")
+        ]
     problems = []
     if state.get("type") != STATE_TYPE:
         problems.append(
@@ -76,9 +83,9 @@ def check_noam_state(state: Any) -> list[Problem]:
             )
     if "updates" not in state:
         problems.append(Problem("updates", "an int >= 0 (required)", "nothing"))
-    for key, (low, optional) in _COUNTS.items():
+    for key, (low, optional, high) in _COUNTS.items():
         if key in state:
-            problem = _int_problem(key, state[key], low, optional)
+            problem = _int_problem(key, state[key], low, optional, high)
             if problem is not None:
                 problems.append(problem)
     # Schedule parameters: those saved (older states lack warmup_unit: they counted updates), checked like a config.
@@ -98,11 +105,11 @@ def check_foreign_state(state: Mapping[str, Any]) -> list[Problem]:
     problems = []
     if "last_batch_iteration" in state:
         it = state["last_batch_iteration"]
-        if not (_is_int(it) and -1 <= it < MAX_INT):  # -1: built, never stepped
+        if not (_is_int(it) and -1 <= it < MAX_COUNT):  # -1: built, never stepped; it + 1 updates applied
             problems.append(Problem("last_batch_iteration", "an int >= -1", describe(it)))
     elif "last_epoch" in state:
         epoch = state["last_epoch"]
-        if not (_is_int(epoch) and 0 <= epoch <= MAX_INT):
+        if not (_is_int(epoch) and 0 <= epoch <= MAX_COUNT):
             problems.append(Problem("last_epoch", "an int >= 0", describe(epoch)))
     return problems
 
@@ -165,15 +172,10 @@ def adopt_foreign(state: dict[str, Any], samples_per_update: int | None) -> tupl
     return updates, samples, f"NoamLR: adopted update count {updates} from {origin}; continuing at {where}"
 
 
-def batch_change_note(saved: Any, now: int | None, unit: str, updates: int, seen: Any) -> str | None:
-    """What a resume with another global batch means for the schedule, or None if the batch is unchanged/unknown."""
-    if saved is None or now is None or saved == now:
-        return None
-    if unit == "updates":
-        how = (
-            f"the schedule continues in updates at update {updates + 1}, so each remaining update covers "
-            f"{now / saved:.3g}x the data it did (warmup_unit: samples keeps the schedule in data terms)"
-        )
-    else:
-        how = f"warmup_unit {unit!r} continues from {seen} {unit} seen"
-    return f"NoamLR: the global batch changed since the checkpoint (from {saved} to {now} samples per update); {how}"
+def __getattr__(name: str) -> Any:
+    """batch_change_note moved to noam_plugin.resume (the one resume decision); still importable from here."""
+    if name == "batch_change_note":
+        from noam_plugin.resume import batch_change_note
+
+        return batch_change_note
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -415,7 +415,7 @@ def test_validate_accepts_auto_total_num_steps_only_where_accelerate_fills_it(tm
 
 
 def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
-    from noam_plugin._files import write_atomically
+    from noam_plugin.safe_io import write_atomically
 
     target = tmp_path / "plot.png"
     target.write_bytes(b"old")
@@ -429,3 +429,16 @@ def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
     write_atomically(target, lambda out: out.write(b"new"))
     assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+@pytest.mark.parametrize("bad, key", [({"updates": "x"}, "updates"), ({"updates": 2**63 - 1}, "updates")])
+def test_cooldown_and_inspect_refuse_the_same_malformed_states(tmp_path, bad, key):
+    """One validation of a saved state (noam_plugin/resume.py): cooldown refuses what inspect refuses."""
+    import torch
+
+    state = {"type": "NoamLR", "updates": 250, "warmup_num_steps": 100, "warmup_max_lr": 0.01, **bad}
+    torch.save(state, tmp_path / "sched.pt")
+    for command in (["cooldown", tmp_path / "sched.pt", "--over", "50"], ["inspect", tmp_path / "sched.pt"]):
+        result = run(*command)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{key}: expected an int >= 0" in result.stderr, result.stderr

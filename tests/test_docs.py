@@ -112,6 +112,14 @@ def test_readme_links_resolve():
     assert not missing
 
 
+def test_images_exist():
+    """mkdocs checks links but not pictures: every ![...](path) of the README and the docs names a file."""
+    for path in DOC_FILES:
+        for image in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", path.read_text()):
+            if "://" not in image:
+                assert (path.parent / image).is_file(), f"{path.relative_to(ROOT)}: {image} not found"
+
+
 def _mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config), "--site-dir", str(site)],

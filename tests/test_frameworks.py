@@ -82,6 +82,13 @@ def test_in_window(version, inside):
     assert frameworks.in_window(Framework("x", "x", "1.9.0", "1.15.0", {}), version) is inside
 
 
+def test_the_import_hook_waits_for_every_declared_trigger():
+    from noam_plugin import _autoregister
+
+    assert _autoregister.TRIGGER_PACKAGES == {module.partition(".")[0] for module in frameworks.TRIGGERS}
+    assert set(_autoregister.post_import_hooks()) == set(frameworks.TRIGGERS)
+
+
 def test_every_target_names_a_known_kind_and_tier():
     for fw in FRAMEWORKS.values():
         for target in fw.targets:
@@ -407,4 +414,5 @@ def test_every_wrapper_in_a_registered_process_is_declared():
     )
     assert lines[:2] == ["refused []", "undeclared []"], lines
     methods = sum(t.kind == "method" and fw.distribution != "torch" for fw in FRAMEWORKS.values() for t in fw.targets)
-    assert lines[2] == f"used but not found [] {methods + 1}", lines  # + torch's LRScheduler.__init__ patch
+    patches = sum(t.kind == "patch" and t.module.startswith("torch.") for t in FRAMEWORKS["torch"].targets)
+    assert lines[2] == f"used but not found [] {methods + patches}", lines  # + torch's scheduler __init__ patches

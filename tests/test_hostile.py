@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,56 @@ CASES = {
         "scheduler.params.d_model",
         ["at most 2**63 - 1"],
     ),
+    # explicit tags get the same 1.1 / 1.2 guard as plain numbers
+    "tagged_octal": (
+        "tagoct.yaml",
+        params("d_model: 512\nwarmup_num_steps: !!int 04000"),
+        "scheduler.params.warmup_num_steps",
+        ["!!int 04000 on line 6", "YAML 1.1 (yaml.safe_load) reads as int 2048 and YAML 1.2 as int 4000"],
+    ),
+    "tagged_base_60_float": (
+        "tagsexa.yaml",
+        params("warmup_max_lr: !!float 1:30\nwarmup_num_steps: 10"),
+        "scheduler.params.warmup_max_lr",
+        ["!!float 1:30 on line 5", "reads as float 90.0 and YAML 1.2 as an error"],
+    ),
+    "tagged_quoted": (
+        "tagq.yaml",
+        params('d_model: !!int "0b101"\nwarmup_num_steps: 10'),
+        "scheduler.params.d_model",
+        ["!!int 0b101", "reads as int 5 and YAML 1.2 as an error"],
+    ),
+    # what a terminal would hide or disguise
+    "control_character": (
+        "ctl.yaml",
+        params("d_model: 512\nwarmup_num_steps: 40\x01"),
+        "line 6, column 25",
+        ["control character '\\x01' (U+0001)"],
+    ),
+    "cyrillic_key": (
+        "cyr.yaml",
+        params("d_model: 512\nw\u0430rmup_num_steps: 40"),
+        "scheduler.params.w\\u0430rmup_num_steps",
+        ["unknown key 'w\\u0430rmup_num_steps' (did you mean 'warmup_num_steps'?)"],
+    ),
+    "right_to_left_key": (
+        "rtl.yaml",
+        params('d_model: 512\nwarmup_num_steps: 40\n"x\u202ey": 1'),
+        "scheduler.params.x\\u202ey",
+        ["unknown key 'x\\u202ey'"],
+    ),
+    "nul_in_key": (
+        "nulkey.yaml",
+        params('d_model: 512\nwarmup_num_steps: 40\n"a\\0b": 1'),
+        "scheduler.params.a\\x00b",
+        ["unknown key 'a\\x00b'"],
+    ),
+    "factor_with_peak": (
+        "factorpeak.yaml",
+        params("warmup_max_lr: 1.0e-3\nwarmup_num_steps: 40\nfactor: 1.0"),
+        "scheduler.params.factor",
+        ["factor only together with d_model"],
+    ),
     # an Accelerate config pointing at hostile places
     "accelerate_to_fifo": (
         "acc.yaml",
@@ -276,6 +327,11 @@ ACCEPTED = {  # read as written: (file name, text, what the ok line says)
         "anchors.yaml",
         "w: &w 4000\nscheduler: {type: NoamLR, params: {d_model: 512, warmup_num_steps: *w}}\n",
         "warmup 4000 updates",
+    ),
+    "tagged_alike": (
+        "tagged.yaml",
+        params("warmup_max_lr: !!float 1.0e-3\nwarmup_num_steps: !!int 4000"),
+        "warmup_max_lr=0.001, warmup 4000 updates",
     ),
     "tiny_peak": (
         "tiny.yaml",
@@ -340,7 +396,15 @@ def test_show_refuses_degenerate_curve_and_hostile_arguments(tmp_path):
         (["show", good, "--steps", "9" * 5000], 2, "--steps: expected an int of at most 2**63 - 1, found '99999"),
         (["show", good, "--steps", "x" * 5000], 2, "--steps: expected an int >= 1, found 'xxxx"),
         (["show", good, "--at", "1,-5"], 2, "expected an int >= 1, found -5"),
-        (["show", good, "--plot", target], 1, "exists and is not a regular file; not replaced"),
+        (["show", good, "--plot", target], 1, "exists and is a FIFO (named pipe); not replaced"),
+        (["show", good, "--plot", ""], 2, "--plot: expected the name of a PNG file to write, found an empty name"),
+        (["show", good, "--at", ",,,"], 2, "--at: expected positions such as 1,100,4000, found ',,,'"),
+        (["show", good, "--plot", tmp_path / "good.yaml" / "x.png"], 1, f"{tmp_path / 'good.yaml' / 'x.png'}: "),
+        (
+            ["show", good, "--unit", "samples", "--per-update", 2**62, "--plot", tmp_path / "big.png"],
+            1,
+            "past 2**63 - 1, which matplotlib cannot draw; pass --steps N",
+        ),
     ]
     for args, status, message in cases:
         result = subprocess.run(
@@ -480,7 +544,7 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
         updates=_DROP,
     )
     state_file(
-        "updates_huge", ["updates: expected an int >= 0 and at most 2**63 - 1", "(400 digits)"], updates=int("9" * 400)
+        "updates_huge", ["updates: expected an int >= 0 and at most 2**63 - 2", "(400 digits)"], updates=int("9" * 400)
     )
     state_file("samples_str", ["samples: expected an int >= 0 or None, found str 'lots'"], samples="lots")
     state_file("batch_zero", ["samples_per_update: expected an int >= 1 or None, found int 0"], samples_per_update=0)
@@ -536,6 +600,18 @@ def test_hostile_checkpoints_for_inspect(tmp_path):
             "ds_config": {"zero_optimization": {"stage": "z" * 9999}},
         },
         tmp_path / "ds_state_malformed" / "global_step12" / "mp_rank_00_model_states.pt",
+    )
+    # bombs: a pickle that inflates 64-fold past the cap, nesting no pickler writes, a state of 300,000 keys
+    from test_safe_io import bomb_file, nested_list_pickle, torch_file_with_pickle
+
+    bomb = bomb_file(tmp_path / "bomb.pt", 128 << 20)
+    cases["torch_bomb"] = (bomb, ["is 134,217,740 bytes once inflated", "at most 16 MiB", "zip bomb"])
+    deep = torch_file_with_pickle(tmp_path / "deep.pt", nested_list_pickle(50_000), compress=False)
+    cases["torch_deep"] = (deep, ["deep.pt: values nested deeper than 100 levels"])
+    torch.save({**NOAM, **{f"k{i}": 0 for i in range(300_000)}}, tmp_path / "keys.pt")
+    cases["state_many_keys"] = (
+        tmp_path / "keys.pt",
+        ["the keys of NoamLR.state_dict() (at most 1000), found 300,011 keys"],
     )
     loop = tmp_path / "loop"
     loop.mkdir()
@@ -741,3 +817,243 @@ def test_convert_killed_midway_leaves_the_old_conversion_and_a_rerun_works(zero2
     assert not (old / "old-conversion").exists() and (old / "mp_rank_00_model_states.pt").exists()
     assert (ckpt / "latest_universal").read_text() == "global_step3_universal"
     assert list(ckpt.glob(".global_step3_universal.tmp-*")) == leftovers
+
+
+# ----------------------------------------------------------------------------- crafted DCP metadata
+
+
+def test_crafted_dcp_metadata(tmp_path):
+    """A `.metadata` re-pickled with DCP's own (allowed) classes but hostile values: wrong types, lengths and
+    offsets past the file, a 20 MB name, nesting no pickler writes, 20,000 listed values, shards that are
+    symlinks out of the folder or missing. One bounded message each (or a bounded report), never exit 0 on a
+    checkpoint that cannot be resumed."""
+    import pickle
+    import shutil
+
+    from test_checkpoint_dcp import dcp, save, trained
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
+
+    _, optimizer, scheduler = trained(3)
+    base = save({"scheduler": scheduler.state_dict(), "optim": optimizer.state_dict()}, tmp_path / "base")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cases = {}  # name -> (folder, pieces of the message, expected status)
+
+    def crafted(name, change, pieces, status=1, raw=None):
+        folder = tmp_path / name
+        shutil.copytree(base, folder, symlinks=True)
+        metadata = dcp.FileSystemReader(str(folder)).read_metadata()
+        type_index = next(i for i in metadata.storage_data if i.fqn == "scheduler.type")
+        change(folder, metadata, type_index)
+        data = pickle.dumps(metadata, protocol=4)
+        if raw is not None:
+            data = raw(data)
+        (folder / ".metadata").write_bytes(data)
+        cases[name] = (folder, pieces, status)
+
+    def storage(metadata, index, **changes):
+        where = metadata.storage_data[index]
+        fields = {"relative_path": where.relative_path, "offset": where.offset, "length": where.length, **changes}
+        metadata.storage_data[index] = _StorageInfo(**fields)
+
+    crafted(
+        "planner_type",
+        lambda f, m, i: m.planner_data.__setitem__("scheduler.type", 5),
+        ["planner_data['scheduler.type']: expected a tuple of str or int", "found int 5"],
+    )
+    crafted(
+        "huge_length",
+        lambda f, m, i: storage(m, i, length=10**12),
+        ["'scheduler.type' at bytes", "past the file's end", "truncated or crafted"],
+    )
+    crafted(
+        "huge_offset",
+        lambda f, m, i: storage(m, i, offset=2**64),
+        ["'scheduler.type' at bytes 18446744073709551616", "past the file's end"],
+    )
+    crafted(
+        "long_name",
+        lambda f, m, i: storage(m, i, relative_path="x" * (20 << 20)),
+        ["'scheduler.type' points at 'xxxx", f"not at a file in {tmp_path / 'long_name'}"],
+    )
+    marker = b"PLACEHOLDER_NEST"
+    crafted(
+        "deep",
+        lambda f, m, i: m.planner_data.__setitem__("scheduler.type", marker.decode()),
+        ["values nested deeper than 100 levels; refused"],
+        raw=lambda data: data.replace(b"\x8c" + bytes([len(marker)]) + marker, b")" + b"\x85" * 100_000),
+    )
+
+    def many(folder, metadata, index):
+        for n in range(20_000):  # each one more NoamLR state, all pointing at the one saved 'type' value
+            metadata.storage_data[MetadataIndex(f"s{n}.type")] = metadata.storage_data[index]
+            metadata.state_dict_metadata[f"s{n}.type"] = BytesStorageMetadata()
+
+    crafted("many_states", many, ["more than 20 scheduler states", "showing 'scheduler'"], status=0)
+
+    def value_bomb(folder, metadata, index):  # the 'type' value replaced by a torch.save zip that inflates 4x the cap
+        from test_safe_io import bomb_file
+
+        shard = folder / metadata.storage_data[index].relative_path
+        bomb = bomb_file(tmp_path / "value_bomb.pt", 64 << 20).read_bytes()
+        offset = shard.stat().st_size
+        with shard.open("ab") as f:
+            f.write(bomb)
+        storage(metadata, index, offset=offset, length=len(bomb))
+
+    crafted("value_bomb", value_bomb, ["'scheduler.type' at offset", "bytes once inflated", "zip bomb"])
+
+    def symlinked(folder, metadata, index):
+        shard = folder / metadata.storage_data[index].relative_path
+        shutil.move(shard, outside / shard.name)
+        shard.symlink_to(outside / shard.name)
+
+    crafted("shard_symlink_out", symlinked, ["a symlink leading out of the checkpoint folder; not followed"])
+
+    def missing(folder, metadata, index):
+        tensor = next(i for i, m in metadata.state_dict_metadata.items() if not isinstance(m, BytesStorageMetadata))
+        chunk = next(i for i in metadata.storage_data if i.fqn == tensor)
+        storage(metadata, chunk, relative_path="__1_0.distcp")  # a second rank's shard, never copied
+
+    crafted("missing_shard", missing, ["__1_0.distcp: missing: .metadata lists it, the folder does not have it"])
+
+    start = time.perf_counter()
+    results = drive(tmp_path, [("noam-plugin", ["inspect", folder]) for folder, _, _ in cases.values()])
+    assert time.perf_counter() - start < 60  # the listing alone took 80 s before
+    failed = []
+    for (name, (_folder, pieces, status)), (got, out, err) in zip(cases.items(), results):
+        text = out + err
+        if got != status or "Traceback" in text or any(p not in text for p in pieces) or len(text) > 4000:
+            failed.append(f"{name}: status {got}\n{text[:1500]}")
+    assert not failed, "\n".join(failed)
+
+
+# ----------------------------------------------------------------------------- the command line's edges
+
+
+def noam_plugin(*args, **kwargs) -> subprocess.CompletedProcess:
+    env = {**ENV, **kwargs.pop("env", {})}
+    command = [sys.executable, "-m", "noam_plugin", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, **kwargs)
+
+
+def test_closed_stdout_is_one_line():
+    """`noam-plugin validate x >&-`: Python starts with sys.stdout None; every print would raise."""
+    result = subprocess.run(
+        [sys.executable, "-m", "noam_plugin", "validate", str(ROOT / "configs/transformer_base.yaml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        env=ENV,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert result.returncode == 1 and result.stderr == (
+        "noam-plugin: standard output is closed (>&-); nothing can be written\n"
+    )
+
+
+def test_ctrl_c_is_one_line_and_status_130():
+    """A real SIGINT while the command is writing into a pipe nobody reads (so it is surely inside main)."""
+    at = ",".join(map(str, range(1, 20001)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noam_plugin", "show", str(ROOT / "configs/transformer_base.yaml"), "--at", at],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    assert proc.stdout.read(100)  # it has printed: main is running; the pipe fills up and it blocks
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == b"noam-plugin: interrupted\n"
+
+
+def test_init_refuses_a_fifo_and_a_missing_folder(tmp_path):
+    fifo = tmp_path / "noam.yaml"
+    os.mkfifo(fifo)
+    result = noam_plugin("init", "yaml", fifo, "--force")  # a plain open() for writing blocks until a reader comes
+    assert result.returncode == 1 and "noam.yaml: exists and is a FIFO (named pipe); not replaced" in result.stderr
+    result = noam_plugin("init", "yaml", "newdir/", cwd=tmp_path)
+    assert result.returncode == 1 and "newdir/: no such folder" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noam.yaml"] and fifo.is_fifo()
+
+
+def test_paths_the_terminal_cannot_encode(tmp_path):
+    folder = tmp_path / "ünï"
+    folder.mkdir()
+    good = make(folder, "ök.yaml", params("d_model: 512\nwarmup_num_steps: 4000"))
+    result = noam_plugin("validate", good, folder / "nö.yaml", env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "\\xfcn\\xef/\\xf6k.yaml  (NoamLR: d_model=512" in result.stdout
+    assert "\\xfcn\\xef/n\\xf6.yaml: no such file" in result.stderr
+
+
+def test_auto_is_blamed_by_its_key(tmp_path):
+    cooldown = make(
+        tmp_path,
+        "c.yaml",
+        params("warmup_max_lr: 1.0e-3\nwarmup_num_steps: auto\ntotal_num_steps: 5\ncooldown_num_steps: 10"),
+    )
+    result = noam_plugin("validate", "--allow-auto", cooldown)
+    assert result.returncode == 1
+    assert (
+        "cooldown_num_steps: expected at most total_num_steps - warmup_num_steps (the cooldown starts after the "
+        'warmup), whatever value Accelerate fills warmup_num_steps "auto" with, found int 10' in result.stderr
+    )
+    assert "= 5 - 1" not in result.stderr  # the stand-in used for the check is not shown as if it were the file's
+    peak = make(  # any lr may come from the optimizer: a cooldown_min_lr is not judged against a stand-in
+        tmp_path,
+        "p.yaml",
+        params(
+            "warmup_max_lr: auto\nwarmup_num_steps: 10\ntotal_num_steps: 100\ncooldown_num_steps: 10\n"
+            "cooldown_min_lr: 5.0"
+        ),
+    )
+    assert noam_plugin("validate", "--allow-auto", peak).returncode == 0
+
+
+def test_counts_past_int64_are_refused():
+    from noam_plugin import noam_lr
+
+    with pytest.raises(ValueError, match=r"step: expected an int >= 1 \(the first update is step 1\) and at most "):
+        noam_lr(10**400, warmup_num_steps=10, d_model=8)
+    assert noam_lr(2**63 - 1, warmup_num_steps=10, d_model=8) > 0
+
+
+DS_PARAMS = textwrap.dedent(
+    """
+    import json, sys, torch, deepspeed
+    import noam_plugin  # noqa: F401
+    found = []
+    for params in ("missing", None, [1, 2]):
+        block = {"type": "NoamLR"} if params == "missing" else {"type": "NoamLR", "params": params}
+        model = torch.nn.Linear(2, 2)
+        try:
+            deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                 config={"train_batch_size": 1, "scheduler": block})
+            found.append("accepted")
+        except Exception as error:
+            found.append(f"{type(error).__name__}: {error}")
+    print(json.dumps(found))
+    """
+)
+
+
+def test_deepspeed_params_that_are_not_a_mapping():
+    """DeepSpeed calls NoamLR(optimizer, **params): a list, null or missing `params` was a TypeError naming nothing."""
+    import socket
+
+    from procs import run
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    code, out = run([sys.executable, "-c", DS_PARAMS], env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+    assert code == 0, out[-3000:]
+    found = json.loads(out.strip().splitlines()[-1])
+    expected = 'ConfigError: DeepSpeed config: scheduler.params: expected a mapping such as {"d_model": 512, '
+    assert [line.split("found ")[-1] for line in found] == ["nothing", "NoneType None", "list [1, 2]"], found
+    assert all(line.startswith(expected) for line in found), found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -73,8 +74,9 @@ def test_type_checker_sees_the_public_api(tmp_path):
     assert len(notes) == 5, run.stdout + run.stderr
     assert notes[0].endswith('.NoamLR"'), notes
     assert notes[1].startswith('Revealed type is "list[float'), notes
-    assert notes[2] == 'Revealed type is "builtins.float"', notes
+    assert re.fullmatch(r'Revealed type is "(builtins\.)?float"', notes[2]), notes  # mypy names it either way
     assert "-> noam_plugin.schedule.NoamConfig" in notes[3] and "path:" in notes[3], notes
     assert notes[4] == 'Revealed type is "def ()"', notes
     errors = [line for line in run.stdout.splitlines() if ": error:" in line]
-    assert len(errors) == 1 and 'warmup_num_steps" of "NoamLR" has incompatible type "str"' in errors[0], run.stdout
+    wrong_type = r'"warmup_num_steps".*"NoamLR".*incompatible type "str"'
+    assert len(errors) == 1 and re.search(wrong_type, errors[0]), run.stdout

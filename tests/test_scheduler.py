@@ -879,6 +879,28 @@ def test_a_wrapper_stepping_once_per_group_counts_once_also_for_a_later_noamlr()
     assert second.updates == 1 and group_lrs(optimizer) == [ref(2)] * 3
 
 
+def test_from_config_keeps_every_key_options_included(tmp_path):
+    from noam_plugin import load_config
+
+    path = tmp_path / "noam.yaml"
+    path.write_text(
+        "scheduler:\n  type: NoamLR\n  params:\n    warmup_num_steps: 5\n    d_model: 64\n"
+        "    total_num_steps: 20\n    cooldown_num_steps: 4\n    allow_param_change: true\n"
+    )
+    for config in (path, str(path), load_config(path)):
+        _, optimizer = make()[:2]
+        scheduler = NoamLR.from_config(optimizer, config)
+        assert scheduler.config == load_config(path) and scheduler.config.allow_param_change
+        assert scheduler.get_last_lr() == [ref(1)]
+    _, optimizer = make()[:2]
+    from_mapping = NoamLR.from_config(
+        optimizer, {"warmup_num_steps": 5, "warmup_max_lr": 0.01, "warmup_unit": "samples"}, samples_per_update=4
+    )
+    assert from_mapping.samples_per_update == 4 and from_mapping.get_last_lr() == [0.01 * min(4 / 5, (5 / 4) ** 0.5)]
+    with pytest.raises(ValueError, match="NoamLR.from_config: warmup_num_step: expected one of"):
+        NoamLR.from_config(make()[1], {"warmup_num_step": 5, "d_model": 64})
+
+
 # ------------------------------------------------------------ last_update_lr: what a logger shows for update k
 
 

@@ -7,6 +7,7 @@ noam-plugin` has them; the repository's tests train with them as written.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -60,13 +61,18 @@ def example_text(route: str) -> str:
 
 def write_example(route: str, path: str | None = None, force: bool = False) -> Path:
     """Write ROUTE's example to PATH (a file, or a folder to put it in; default: the current folder)."""
+    from noam_plugin.safe_io import write_atomically
+
     example = ROUTES[route]
     target = Path(path) if path else Path(example.file)
     if target.is_dir():
         target = target / example.file
-    if target.exists() and not force:
+    elif path and path.endswith(("/", os.sep)):  # meant as a folder: never a file named like it
+        raise FileNotFoundError(f"{path}: no such folder; create it first, or give a file name")
+    if os.path.lexists(target) and not force:
         raise FileExistsError(f"{target}: already exists; pass --force to overwrite it")
-    target.write_text(example_text(route), encoding="utf-8")
+    text = example_text(route).encode("utf-8")
+    write_atomically(target, lambda out: out.write(text))  # refuses a FIFO or a device instead of blocking on it
     return target
 
 

@@ -26,7 +26,8 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
   `prepare()` tells a NoamLR its global batch: processes x batch x
   accumulation of the one prepared DataLoader (DeepSpeed's engine does it there).
 
-`python -m noam_plugin.integrations.accelerate to-universal SAVED OUT` turns an
+`noam-plugin to-universal SAVED OUT` (noam_plugin/universal.py; the old
+`python -m noam_plugin.integrations.accelerate to-universal` is an alias) turns an
 `accelerator.save_state` folder of a DeepSpeed ZeRO run into one that
 `accelerator.load_state(OUT)` reads on another number of processes.
 """
@@ -34,19 +35,13 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import shutil
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 from noam_plugin.frameworks import read_private
 from noam_plugin.integrations import auto_counts, install
-
-log = logging.getLogger("noam_plugin")
-
-MODEL_TAG = "pytorch_model"  # the DeepSpeed checkpoint tag Accelerate's save_state uses for the first model
 
 
 def _deepspeed_launch(state: object) -> bool:
@@ -61,8 +56,9 @@ def _prepare_backend(original):
     def wrapper(self, *args, **kwargs):
         backend, distributed_type = original(self, *args, **kwargs)
         if backend is None and _deepspeed_launch(self):
-            if os.environ.get("RANK", "0") == "0":
-                log.warning("noam-plugin: Accelerate + DeepSpeed found no GPU backend; using gloo on CPU")
+            from noam_plugin._dist import log_rank0
+
+            log_rank0("noam-plugin: Accelerate + DeepSpeed found no GPU backend; using gloo on CPU")
             backend = "gloo"
         return backend, distributed_type
 
@@ -128,9 +124,11 @@ def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: 
             ),
         )
     params["total_num_steps"] = total
-    if int(os.environ.get("RANK", "0")) == 0 and not auto_counts.data_unit(params):  # else said in data units
+    if not auto_counts.data_unit(params):  # else said in data units
+        from noam_plugin._dist import log_rank0
+
         divided = f"; Accelerate would have written ceil({total} / {num_processes})" if num_processes > 1 else ""
-        log.warning(
+        log_rank0(
             f"NoamLR: total_num_steps {total} from DummyScheduler(total_num_steps={total}), in warmup_unit "
             f"{params.get('warmup_unit', 'updates')} like warmup_num_steps{divided}"
         )
@@ -260,84 +258,15 @@ def patch_accelerator(accelerator_module: ModuleType) -> None:
     install("accelerate", ACCELERATOR_WRAPPERS)
 
 
-# ---------------------------------------------------------------- resume on another number of processes
-
-
-def to_universal(saved: str, out: str) -> str:
-    """Copy the `accelerator.save_state` folder `saved` to `out`, its DeepSpeed ZeRO checkpoint made universal.
-
-    `accelerator.load_state(out)` then works on any number of processes, given
-    `"checkpoint": {"load_universal": true}` in the DeepSpeed config (e.g.
-    configs/accelerate/ds_zero2_universal.yaml). The NoamLR state travels in the
-    engine's `mp_rank_*_model_states.pt`, which the conversion keeps as is.
-
-    `saved` is only read, and nothing in it is unpickled unchecked (see deepspeed.convert_folder).
-    `out` is built as a temporary folder next to it and renamed to `out` when complete: a run killed
-    at any point leaves no `out` (its leftover `.OUT.tmp-*` folder is safe to delete) and a rerun works.
-    """
-    import tempfile
-
-    from noam_plugin.checkpoint import CheckpointError, _inside, tag_folder, write_pointer
-    from noam_plugin.integrations.deepspeed import convert_folder
-
-    source = tag_folder(saved, MODEL_TAG)
-    if not source.is_dir():
-        raise FileNotFoundError(
-            f"{saved}: no '{MODEL_TAG}' folder; expected accelerator.save_state output of a DeepSpeed run"
-        )
-    if os.path.lexists(out):
-        raise FileExistsError(f"{out}: already exists")
-    out = os.path.normpath(out)
-    work = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.tmp-")
-    try:
-        staged = os.path.join(work, os.path.basename(out))
-        skip = {MODEL_TAG, "latest", "latest_universal"}
-
-        def ignore(folder: str, names: list[str]) -> set[str]:
-            for name in names:  # copying follows symlinks: none may lead out of `saved`
-                if not _inside(saved, os.path.join(folder, name)):
-                    raise CheckpointError(f"{os.path.join(folder, name)}: a symlink leading out of {saved}; not copied")
-            top = os.path.samefile(folder, saved)
-            return {n for n in names if n in skip or n.endswith("_universal")} if top else set()
-
-        shutil.copytree(saved, staged, ignore=ignore)
-        convert_folder(source, os.path.join(staged, MODEL_TAG))  # also writes staged/latest_universal
-        for name in ("latest", "latest_universal"):
-            write_pointer(staged, name, MODEL_TAG)
-        os.rename(staged, out)  # one step: `out` is complete or absent
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+# ---------------------------------------------------------------- the old command line
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """`python -m noam_plugin.integrations.accelerate to-universal SAVED OUT`: kept as an alias of
+    `noam-plugin to-universal` (the conversion lives in noam_plugin/universal.py)."""
+    from noam_plugin.cli import main as cli
 
-    parser = argparse.ArgumentParser(
-        prog="python -m noam_plugin.integrations.accelerate", description="Accelerate helpers of noam-plugin."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    convert = sub.add_parser(
-        "to-universal",
-        help="make an accelerator.save_state folder of a DeepSpeed ZeRO run loadable on another number of processes",
-        description="Writes OUT = SAVED with its DeepSpeed checkpoint converted to a universal one. Resume with "
-        '"checkpoint": {"load_universal": true} in the DeepSpeed config and accelerator.load_state(OUT).',
-    )
-    convert.add_argument("saved", metavar="SAVED", help="folder given to accelerator.save_state")
-    convert.add_argument("out", metavar="OUT", help="new folder to write")
-    args = parser.parse_args(argv)
-    from noam_plugin.checkpoint import CheckpointError
-
-    try:
-        out = to_universal(args.saved, args.out)
-    except (OSError, RuntimeError, CheckpointError) as error:
-        print(f"error: {error}")
-        return 1
-    print(
-        f'{out}: universal; resume with "checkpoint": {{"load_universal": true}} in the DeepSpeed config and '
-        f"accelerator.load_state({out!r})"
-    )
-    return 0
+    return cli(argv, prog="python -m noam_plugin.integrations.accelerate")
 
 
 if __name__ == "__main__":

@@ -25,24 +25,23 @@ noam_plugin/frameworks.py), each doing nothing unless the engine's scheduler is 
 `deepspeed.runtime.tensor_parallel.init_utils.load_ds_config` is wrapped too, to
 remember which file a config dict came from (for the error messages above).
 
-Command line (see `python -m noam_plugin.integrations.deepspeed --help`):
-`convert-universal CKPT_DIR...` turns a ZeRO checkpoint into a universal one,
-to resume on another number of processes.
+Universal checkpoints: `noam-plugin convert-universal` (noam_plugin/universal.py); the old
+`python -m noam_plugin.integrations.deepspeed convert-universal` is an alias.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-import sys
 from types import ModuleType
 from typing import Any
 
 from noam_plugin._dist import log_rank0
-from noam_plugin.errors import ConfigError
+from noam_plugin.errors import ConfigError, Problem, describe
 from noam_plugin.frameworks import FRAMEWORKS, USED, RegistrationError, check_version, read_private, refuse
 from noam_plugin.integrations import install, is_noam, registration_error, resolve, warn_refused
 from noam_plugin.integrations.cross_check import OFFSET_KEY
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.schedule import NoamConfig
 
 # id(config dict) -> (dict, path): which file a config loaded by deepspeed.initialize came from
@@ -56,8 +55,11 @@ def noam_lr_from_deepspeed_config(optimizer: Any, **params: Any):
     failed = registration_error("deepspeed")
     if failed:  # the engine wrappers are missing: NoamLR would count ZeRO updates wrong
         raise RegistrationError(failed)
+    factor = NoamConfig.written_factor_problem(params, "scheduler.params.")
+    if factor is not None:
+        raise ConfigError("DeepSpeed config", factor)
     config = NoamConfig.from_params(params, source="DeepSpeed config", prefix="scheduler.params.")
-    return NoamLR(optimizer, **config.schedule_params, allow_param_change=config.allow_param_change)
+    return NoamLR.from_config(optimizer, config)
 
 
 noam_lr_from_deepspeed_config.__name__ = "NoamLR"
@@ -189,13 +191,21 @@ def _check_count(engine: Any, scheduler: Any, route: str) -> None:
 
 def _scheduler_from_config(original):
     def wrapper(self, optimizer):
+        entry = _CONFIG_FILES.get(id(self.config))
+        source = entry[1] if entry is not None and entry[0] is self.config else None
+        if self.scheduler_name() == "NoamLR" and not isinstance(self.scheduler_params(), dict):
+            params = (self.config.get("scheduler") or {}) if isinstance(self.config, dict) else {}
+            found = describe(self.scheduler_params()) if isinstance(params, dict) and "params" in params else "nothing"
+            raise ConfigError(  # DeepSpeed would call NoamLR(optimizer, **params): a TypeError naming nothing
+                source or "DeepSpeed config",
+                Problem("scheduler.params", 'a mapping such as {"d_model": 512, "warmup_num_steps": 4000}', found),
+            )
         try:
             return original(self, optimizer)
         except ConfigError as error:
-            entry = _CONFIG_FILES.get(id(self.config))
-            if entry is None or entry[0] is not self.config or not error.problems:
+            if source is None or not error.problems:
                 raise
-            raise ConfigError(entry[1], error.problems) from None
+            raise ConfigError(source, error.problems) from None
 
     return wrapper
 
@@ -268,7 +278,7 @@ def _set_counts(scheduler: Any, updates: int, samples: int) -> None:
     """Start NoamLR at these counts through its public state API (same params: no mismatch; tokens unknown)."""
     scheduler.load_state_dict(
         {
-            "type": "NoamLR",
+            "type": SCHEDULER_NAME,
             "updates": updates,
             "samples": samples,
             "tokens": None,
@@ -336,173 +346,15 @@ def patch_engine(engine_module: ModuleType) -> None:
     install("deepspeed", ENGINE_WRAPPERS)
 
 
-# ---------------------------------------------------------------- universal checkpoint
-
-
-def resolve_tag(checkpoint_dir: str, tag: str | None = None) -> str:
-    """The tag to convert: the given one, or the one DeepSpeed's `latest` file names (checked: inside the folder)."""
-    from noam_plugin.checkpoint import read_latest, tag_folder
-
-    if tag is not None:
-        tag_folder(checkpoint_dir, tag, "--tag")
-        return tag
-    tag = read_latest(checkpoint_dir)
-    if tag is None:
-        raise FileNotFoundError("no 'latest' file; pass the checkpoint tag (--tag global_step100)")
-    return tag
-
-
-def convert_folder(source: str | os.PathLike, output_folder: str | os.PathLike, *, workers: int = 1) -> None:
-    """DeepSpeed's ds_to_universal from the tag folder `source` into the new folder `output_folder`, once every
-    file it would unpickle has loaded with weights_only=True (it loads them with weights_only=False).
-    It also writes `latest_universal` next to `output_folder`: callers convert into a temporary folder."""
-    import argparse
-
-    from deepspeed.checkpoint import ds_to_universal
-
-    from noam_plugin.checkpoint import check_no_pickled_code
-
-    check_no_pickled_code(source)
-    args = argparse.Namespace(
-        input_folder=str(source),
-        output_folder=str(output_folder),
-        num_extract_workers=workers,
-        num_merge_workers=workers,
-        keep_temp_folder=False,
-        strict=True,
-        inject_missing_state=True,  # only Megatron-style models record it themselves
-    )
-    ds_to_universal.main(args)
-    check_same_scheduler(source, output_folder)
-
-
-def check_same_scheduler(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """The conversion copies the model-states files (which hold the scheduler state) unchanged: check it did."""
-    before, after = _scheduler_facts(source), _scheduler_facts(target)
-    if (before.state, before.global_steps, before.skipped_steps) != (
-        after.state,
-        after.global_steps,
-        after.skipped_steps,
-    ):
-        raise RuntimeError(f"{target}: scheduler state changed in the conversion: {before.state} -> {after.state}")
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    errno = ctypes.get_errno()
-    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system or kernel cannot
-        return False
-    raise OSError(errno, os.strerror(errno), b)
-
-
-def to_universal(checkpoint_dir: str, tag: str | None = None, *, workers: int = 1) -> str:
-    """Convert the DeepSpeed checkpoint `checkpoint_dir/tag` to a universal one; return its folder.
-
-    The output is `checkpoint_dir/<tag>_universal`, and `checkpoint_dir/latest_universal`
-    names it, so a run on any number of processes resumes with
-    `"checkpoint": {"load_universal": true}` in its DeepSpeed config and
-    `engine.load_checkpoint(checkpoint_dir)`. The scheduler state lives in the
-    `mp_rank_*_model_states.pt` files, which the conversion copies unchanged;
-    this function checks that it did.
-
-    Nothing from the checkpoint is unpickled unchecked (see convert_folder). The conversion is written
-    into a temporary folder and then put in place in one rename (a swap with an earlier conversion),
-    so a run killed at any point leaves the earlier state, and its leftover `.<tag>_universal.tmp-*`
-    folder (safe to delete) does not block a rerun.
-    """
-    import shutil
-    import tempfile
-
-    from noam_plugin.checkpoint import tag_folder, write_pointer
-
-    tag = resolve_tag(checkpoint_dir, tag)
-    source = tag_folder(checkpoint_dir, tag)
-    if not source.is_dir():
-        raise FileNotFoundError(f"no checkpoint folder {source}")
-    target = os.path.join(checkpoint_dir, f"{tag}_universal")
-    if os.path.islink(target) or (os.path.exists(target) and not os.path.isdir(target)):
-        raise FileExistsError(f"{target}: exists and is not a folder; not replaced")
-    work = tempfile.mkdtemp(dir=checkpoint_dir, prefix=f".{tag}_universal.tmp-")
-    try:
-        staged = os.path.join(work, f"{tag}_universal")
-        convert_folder(source, staged, workers=workers)
-        if not os.path.exists(target):
-            os.rename(staged, target)
-        elif not _exchange(staged, target):  # no atomic swap here: a very short window without the folder
-            os.rename(target, os.path.join(work, "previous"))
-            os.rename(staged, target)
-        write_pointer(checkpoint_dir, "latest_universal", f"{tag}_universal")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
-
-
-def _scheduler_facts(folder: str) -> Any:
-    """The CheckpointInfo `noam-plugin inspect` reads from a DeepSpeed tag folder (no pickled code runs)."""
-    from pathlib import Path
-
-    from noam_plugin.checkpoint import _read_deepspeed
-
-    return _read_deepspeed(Path(folder), "")
-
-
-def _summary(info: Any) -> str:
-    k, how = info.updates()
-    if info.is_noam:
-        return f"NoamLR at update {k}"
-    if k is None:
-        return "a scheduler state NoamLR cannot adopt"
-    return f"no NoamLR state: NoamLR will resume at update {k} ({how})"
+# ---------------------------------------------------------------- the old command line
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """`python -m noam_plugin.integrations.deepspeed convert-universal ...`: kept as an alias of
+    `noam-plugin convert-universal` (the conversion lives in noam_plugin/universal.py)."""
+    from noam_plugin.cli import main as cli
 
-    parser = argparse.ArgumentParser(
-        prog="python -m noam_plugin.integrations.deepspeed",
-        description="DeepSpeed helpers of noam-plugin.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    convert = sub.add_parser(
-        "convert-universal",
-        help="convert DeepSpeed checkpoints to universal ones (resume on another number of processes)",
-        description="Runs DeepSpeed's ds_to_universal on CKPT_DIR/TAG (TAG from CKPT_DIR/latest) into "
-        "CKPT_DIR/TAG_universal and points CKPT_DIR/latest_universal at it. Then resume with "
-        '"checkpoint": {"load_universal": true} in the DeepSpeed config and engine.load_checkpoint(CKPT_DIR).',
-    )
-    convert.add_argument(
-        "checkpoint_dirs", nargs="+", metavar="CKPT_DIR", help="folder given to engine.save_checkpoint"
-    )
-    convert.add_argument("--tag", default=None, help="checkpoint tag (default: the one in CKPT_DIR/latest)")
-    convert.add_argument("--workers", type=int, default=1, help="processes for the conversion (default 1)")
-    args = parser.parse_args(argv)
-    for checkpoint_dir in args.checkpoint_dirs:
-        try:
-            target = to_universal(checkpoint_dir, args.tag, workers=args.workers)
-        except Exception as error:  # noqa: BLE001 - one line for the user, not a traceback
-            from noam_plugin.errors import shorten
-
-            print(f"error: {checkpoint_dir}: {shorten(str(error), 2000)}", file=sys.stderr)
-            return 1
-        summary = _summary(_scheduler_facts(target))
-        print(f"{checkpoint_dir}: universal checkpoint {target} ({summary})")
-    print(
-        'Resume with "checkpoint": {"load_universal": true} in the DeepSpeed config and '
-        "engine.load_checkpoint(CKPT_DIR)."
-    )
-    return 0
+    return cli(argv, prog="python -m noam_plugin.integrations.deepspeed")
 
 
 if __name__ == "__main__":
