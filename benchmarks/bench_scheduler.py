@@ -7,7 +7,7 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_scheduler.py --quick    # fewer rounds, a smoke test
     .venv/bin/python benchmarks/bench_scheduler.py --backend inductor   # compile counts with inductor (minutes)
 
-Four measurements, all in one process so the ratios compare like with like:
+Five measurements, all in one process so the ratios compare like with like:
 
 1. Cost of `NoamLR.step()` against a `LambdaLR` that implements Noam and against a
    bare loop that only writes `param_group["lr"]`, with 1 and 100 param groups.
@@ -15,6 +15,7 @@ Four measurements, all in one process so the ratios compare like with like:
 3. Recompiles of a `torch.compile`d Adam step over 100 updates driven by NoamLR,
    with a float lr and with a tensor lr.
 4. Warmup in samples / tokens (issue 6): what an update costs with the data counted.
+5. Per-group schedules (issue 21): a whole update with 3 and 100 groups, each on its own curve.
 
 Timings on a shared machine are noisy: every alternative is measured in the same
 round, back to back, in rotating order, for many short rounds. The headline numbers
@@ -337,6 +338,103 @@ def bench_hook(rounds: int) -> list[tuple[str, bool]]:
     print(f"the pre-hook call alone (the check that every group holds the lr NoamLR wrote): {owning * 1e3:.0f} ns")
     checks.append((f"counting cost (the post-hook alone): {alone:.3f} us/update (target < 1 us)", alone < 1.0))
     checks.append((f"ownership check (the pre-hook alone): {owning:.3f} us/update (target < 0.5 us)", owning < 0.5))
+    return checks
+
+
+# --------------------------------------------------------------------------- 5. per-group schedules
+
+
+def group_overrides(n_groups: int) -> list[dict]:
+    """3 groups: two overridden (a longer warmup, a scale), one on the main curve. 100 groups: every other
+    one has its own override (50 curves), the rest follow the main curve."""
+    if n_groups == 3:
+        return [{"index": 0, "warmup_num_steps": 2 * WARMUP}, {"index": 2, "lr_scale": 0.25}]
+    return [{"index": i, "lr_scale": 1 + i / n_groups} for i in range(0, n_groups, 2)]
+
+
+def group_lambdas(n_groups: int) -> list[Callable[[int], float]]:
+    """What people write by hand for the same curves: one LambdaLR lambda per group."""
+    by_index = {o["index"]: o for o in group_overrides(n_groups)}
+
+    def curve(w: int, c: float) -> Callable[[int], float]:
+        return lambda s: c * D_MODEL**-0.5 * min((s + 1) ** -0.5, (s + 1) * w**-1.5)
+
+    lambdas = []
+    for i in range(n_groups):
+        o = by_index.get(i, {})
+        lambdas.append(curve(o.get("warmup_num_steps", WARMUP), o.get("lr_scale", 1.0)))
+    return lambdas
+
+
+def bench_groups(rounds: int) -> list[tuple[str, bool]]:
+    print("\n== 5. per-group schedules (issue 21): a whole update against LambdaLR with one lambda per group ==")
+    print(
+        "Method: as 2(b), Adam, one param of 4 floats per group; NoamLR(groups=...) against LambdaLR(opt,\n"
+        "[lambda per group]) computing the same curves. 3 groups: two overridden, one default; 100 groups:\n"
+        f"50 overridden. {rounds} rounds, best-of."
+    )
+    checks = []
+    for n_groups in (3, 100):
+
+        def make_opt(n_groups: int = n_groups) -> torch.optim.Optimizer:
+            opt = torch.optim.Adam(params(n_groups), lr=1e-3)
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    p.grad = torch.randn_like(p)
+            return opt
+
+        opt_noam, opt_lambda = make_opt(), make_opt()
+        noam = NoamLR(opt_noam, d_model=D_MODEL, warmup_num_steps=WARMUP, groups=group_overrides(n_groups))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lam = LambdaLR(opt_lambda, group_lambdas(n_groups))
+
+        def update(opt: torch.optim.Optimizer, sched) -> Callable[[int], int]:
+            def loop(n: int) -> int:
+                st, ss = opt.step, sched.step
+                t = _perf()
+                for _ in range(n):
+                    st()
+                    ss()
+                return _perf() - t
+
+            return loop
+
+        res = interleaved({"NoamLR": update(opt_noam, noam), "LambdaLR": update(opt_lambda, lam)}, rounds)
+        k = noam.updates + 1  # sanity: every group holds its own curve's lr(k + 1)
+        want = [f(k - 1) for f in group_lambdas(n_groups)]
+        assert all(abs(g["lr"] - w) <= 1e-12 * w for g, w in zip(opt_noam.param_groups, want))
+        ratio = best_ratio(res["NoamLR"], res["LambdaLR"])
+        hook = next(iter(opt_noam._optimizer_step_post_hooks.values()))
+
+        def call_hook(n: int, hook=hook, opt=opt_noam) -> int:
+            t = _perf()
+            for _ in range(n):
+                hook(opt, (), {})
+            return _perf() - t
+
+        def lambda_step(n: int, ss=lam.step) -> int:
+            t = _perf()
+            for _ in range(n):
+                ss()
+            return _perf() - t
+
+        alone = interleaved({"hook": call_hook, "LambdaLR.step": lambda_step}, rounds)
+        work = best_ratio(alone["hook"], alone["LambdaLR.step"])
+        print(
+            f"{n_groups:>4} groups: a whole update: NoamLR {min(res['NoamLR']) / 1e3:.2f} us, LambdaLR "
+            f"{min(res['LambdaLR']) / 1e3:.2f} us: {ratio:.3f}x; the scheduler's own work: NoamLR's post-hook "
+            f"{min(alone['hook']) / 1e3:.2f} us, LambdaLR.step {min(alone['LambdaLR.step']) / 1e3:.2f} us: {work:.3f}x"
+        )
+        checks.append(
+            (f"scheduler work per update, {n_groups} groups: {work:.3f}x LambdaLR.step (target <= 1.00x)", work <= 1.0)
+        )
+        checks.append(
+            (
+                f"a whole update, {n_groups} groups with per-group curves: {ratio:.3f}x LambdaLR (target <= 1.00x)",
+                ratio <= 1.0,
+            )
+        )
     return checks
 
 
@@ -699,7 +797,8 @@ def main() -> int:
         else f"torch {torch.__version__}, torch threads {torch.get_num_threads()}"
     )
     t0 = time.perf_counter()
-    checks = bench_step(rounds) + bench_hook(rounds * 2) + bench_data_units(rounds) + bench_compile(args.updates)
+    checks = bench_step(rounds) + bench_hook(rounds * 2) + bench_data_units(rounds) + bench_groups(rounds * 2)
+    checks += bench_compile(args.updates)
 
     print("\n== targets ==")
     for text, ok in checks:

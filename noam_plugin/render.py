@@ -28,7 +28,12 @@ def params_text(config: NoamConfig) -> str:
 
 
 def describe(config: NoamConfig) -> str:
-    return f"{params_text(config)}, peak lr {config.peak_lr:.2e} at {config.unit_name} {config.peak_step}"
+    groups = (
+        f"; {len(config.groups)} group override(s): {', '.join(o.label for o in config.groups)}"
+        if config.groups
+        else ""
+    )
+    return f"{params_text(config)}, peak lr {config.peak_lr:.2e} at {config.unit_name} {config.peak_step}{groups}"
 
 
 _VARIABLE = {"updates": "k", "samples": "s", "tokens": "t"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch.optim.lr_scheduler import LRScheduler
@@ -22,6 +22,7 @@ from noam_plugin.counter import (
 )
 from noam_plugin.errors import ScheduleMismatchError, SecondSchedulerError  # noqa: F401 - kept importable here
 from noam_plugin.frameworks import check_routes
+from noam_plugin.groups import GroupCurves, log_names_changed
 from noam_plugin.names import SAMPLES, TOKENS, UPDATES
 from noam_plugin.resume import plan_resume
 from noam_plugin.schedule import NoamConfig, _formula
@@ -66,6 +67,7 @@ class NoamLR(LRScheduler):
         cooldown_type: str | None = None,
         cooldown_min_lr: float | None = None,
         allow_param_change: bool = False,
+        groups: Sequence[Mapping[str, Any]] | None = None,
         amendments: Any = (),
         samples_per_update: int | None = None,
         auto_tokens_per_update: int | None = None,
@@ -82,8 +84,11 @@ class NoamLR(LRScheduler):
             cooldown_min_lr=cooldown_min_lr,
             allow_param_change=allow_param_change,
             auto_tokens_per_update=auto_tokens_per_update,  # kept with the config (what filled "auto" used)
+            groups=tuple(groups or ()),
             amendments=amendments or (),  # forward-only changes from a count on (docs/amendments.md)
         )
+        self._curves: GroupCurves | None = None
+        self._group_names: list[Any] = []
         self._past_end_said = False
         self.updates = 0
         self.data = DataSeen(count_tokens=self.config.warmup_unit == "tokens")
@@ -101,7 +106,7 @@ class NoamLR(LRScheduler):
         self.counter.prepare = self._needs_prepare
         # One curve for every param group: the lr is written by the short path in _apply_lr. Per-group curves
         # (docs/CONTRACT.md section 1, `groups`) set it False, and every write then goes through lrs_at().
-        self._one_curve = True
+        self._match_groups(inner)
         if samples_per_update is not None:
             self.set_samples_per_update(samples_per_update, "samples_per_update=")
         self._apply_lr()  # lr(1) before the first update
@@ -271,7 +276,16 @@ class NoamLR(LRScheduler):
             for group in inner.param_groups:
                 group.setdefault("initial_lr", group["lr"])
         self.counter.attach(self, optimizer)
+        self._match_groups(inner)
         self._apply_lr()
+
+    def _match_groups(self, inner: Any) -> None:
+        """Which curve each param group follows (noam_plugin/groups.py), decided once per optimizer: a group's
+        `name` changed later (DeepSpeed's ZeRO-3 universal load copies group 0's) does not move it."""
+        per_group = self.config.groups or any(a.groups is not None for a in self.config.amendments)
+        self._curves = GroupCurves(self.config, inner.param_groups) if per_group else None
+        self._group_names = [group.get("name") for group in inner.param_groups]
+        self._one_curve = self._curves is None
 
     def lr_at(self, step: int) -> float:
         """The curve at `step` (in warmup_unit) under this scheduler's parameters."""
@@ -285,7 +299,9 @@ class NoamLR(LRScheduler):
     def lrs_at(self, step: int) -> list[float]:
         """The lr of each param group for the update that brings the count to `step` (one curve for all).
 
-        What every write of the lr goes through: per-group curves replace this alone."""
+        What every write of the lr goes through: per-group curves (`groups`) give each group its own."""
+        if self._curves is not None:
+            return self._curves.lrs(step)
         c = self.config
         if type(step) is int and 1 <= step <= c.plain_until:  # per update: the formula without a call between
             lr = _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
@@ -416,3 +432,5 @@ class NoamLR(LRScheduler):
         self.counter.prepare = self._needs_prepare
         self._prepared = None
         self._apply_lr()
+        if self._curves is not None:
+            log_names_changed(self._group_names, self.optimizer.param_groups)

@@ -354,3 +354,37 @@ def test_amendments_compose_with_per_group_schedules():
     assert curves.lrs(31)[1] == pytest.approx(0.5 * reference_lr(31, **TAILED))
     with pytest.raises(ConfigError, match=r"amendments\[2\]\.groups\[1\]: expected a name or index .* 'head'"):
         GroupCurves(config, [{"name": "embeddings"}, {"name": "x"}, {}])
+
+
+def test_noamlr_gives_each_param_group_the_amendments_naming_it():
+    import torch
+
+    from noam_plugin import NoamLR
+
+    params = {
+        **PEAK,
+        "amendments": [
+            {"at": 3, "scale": 0.5, "groups": ["embeddings"]},
+            {"at": 4, "rewarm_num_steps": 3, "groups": [1]},
+        ],
+    }
+    layers = [torch.nn.Linear(2, 2) for _ in range(3)]
+    optimizer = torch.optim.SGD(
+        [{"params": layers[0].parameters(), "name": "embeddings"}, {"params": layers[1].parameters()}]
+        + [{"params": layers[2].parameters(), "name": "head"}],
+        lr=0.0,
+    )
+    scheduler = NoamLR.from_config(optimizer, params)  # no `groups` overrides: the amendments make per-group curves
+    used, names = [], ["embeddings", None, "head"]
+    optimizer.register_step_pre_hook(lambda opt, *_: used.append([g["lr"] for g in opt.param_groups]))
+    for _ in range(9):
+        sum(layer(torch.ones(1, 2)).sum() for layer in layers).backward()
+        optimizer.step()
+    for k, lrs in enumerate(used, 1):
+        want = [reference_amended(k, params, name, i) for i, name in enumerate(names)]
+        assert lrs == pytest.approx(want, rel=1e-12, abs=0), k
+    assert used[4][1] == pytest.approx(reference_lr(5, **PEAK) / 3) and used[4][2] == reference_lr(5, **PEAK)
+    assert scheduler.get_last_lr() == pytest.approx([reference_amended(10, params, n, i) for i, n in enumerate(names)])
+    typo = [{"at": 3, "scale": 0.5, "groups": ["embedings"]}]
+    with pytest.raises(ConfigError, match=r"amendments\[0\]\.groups\[0\].*'embedings': no such group"):
+        NoamLR(torch.optim.SGD(layers[0].parameters()), **PEAK, amendments=typo)
