@@ -131,6 +131,19 @@ def tail_positions(config: NoamConfig, axis: Axis) -> tuple[int, ...]:
     return (s, s + 1, (s + t) // 2, t, t + 1)
 
 
+def framed(grid: list[list[str]], top: float, first: int, steps: int, x_label: str) -> list[str]:
+    """A terminal picture's rows with the lr axis (its top value) and the x axis from `first` to `steps`."""
+    width = len(grid[0])
+    label = f"{top:.2e}"
+    pad = " " * len(label)
+    lines = [f"{label if r == 0 else pad} |{''.join(row)}".rstrip() for r, row in enumerate(grid)]
+    lines.append(f"{'0'.ljust(len(label))} +{'-' * width}")
+    start, last = str(first), str(steps)
+    ends = start if steps == first else start + last.rjust(max(width - len(start), len(last) + 1))
+    lines.append(f"{pad}  {ends}   ({x_label})")
+    return lines
+
+
 def ascii_curve(axis: Axis, steps: int, width: int = 60, height: int = 8, first: int = 1) -> list[str]:
     """A terminal picture of the curve from `first` to `steps`: users look before they read."""
     width = max(1, min(width, steps - first + 1))
@@ -143,13 +156,8 @@ def ascii_curve(axis: Axis, steps: int, width: int = 60, height: int = 8, first:
     grid = [[" "] * width for _ in range(height)]
     for c, k in enumerate(cols):
         grid[height - 1 - round(axis.lr(k) / top * (height - 1))][c] = "*"
-    label = f"{top:.2e}"
-    pad = " " * len(label)
-    lines = [f"{label if r == 0 else pad} |{''.join(row)}".rstrip() for r, row in enumerate(grid)]
-    lines.append(f"{'0'.ljust(len(label))} +{'-' * width}")
-    start, last = str(first), str(steps)
-    ends = start if steps == first else start + last.rjust(max(width - len(start), len(last) + 1))
-    lines.append(f"{pad}  {ends}   ({axis.label})")
+    lines = framed(grid, top, first, steps, axis.label)
+    pad = " " * len(f"{top:.2e}")
     if peak_col is not None:
         mark = f"^ peak at {axis.name} {axis.peak}"
         left = f"peak at {axis.name} {axis.peak} ^"

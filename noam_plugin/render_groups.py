@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from noam_plugin.groups import curve_of, group_changes, saved_groups
-from noam_plugin.render import Axis, check_plot_range, lr_after_save, params_text
+from noam_plugin.render import Axis, check_plot_range, framed, lr_after_save, params_text
 from noam_plugin.safe_io import write_atomically
 from noam_plugin.schedule import COOLDOWN_KEYS, NoamConfig
 
@@ -65,13 +65,8 @@ def ascii_curves(axes: list[GroupAxis], steps: int, width: int = 60, height: int
     for mark, row in reversed(list(zip(MARKS, values))):  # the main curve drawn last: on top where they meet
         for c, lr in enumerate(row):
             grid[height - 1 - round(lr / top * (height - 1))][c] = mark
-    label = f"{top:.2e}"
-    pad = " " * len(label)
-    lines = [f"{label if r == 0 else pad} |{''.join(row)}".rstrip() for r, row in enumerate(grid)]
-    lines.append(f"{'0'.ljust(len(label))} +{'-' * width}")
-    start, last = str(first), str(steps)
-    ends = start if steps == first else start + last.rjust(max(width - len(start), len(last) + 1))
-    lines.append(f"{pad}  {ends}   ({axes[0].label})")
+    lines = framed(grid, top, first, steps, axes[0].label)
+    pad = " " * len(f"{top:.2e}")
     lines.append(f"{pad}  " + "   ".join(f"{mark} {a.title}" for mark, a in zip(MARKS, axes)))
     return lines
 

@@ -631,21 +631,7 @@ def run_resume_chain(work, launches):
 
     # 2. Universal checkpoints for a changed number of processes (ZeRO 1, 2, 3).
     start = time.monotonic()
-    convert = subprocess.run(
-        [
-            str(BIN / "python"),
-            "-m",
-            "noam_plugin.integrations.deepspeed",
-            "convert-universal",
-            *(str(ck / name) for name in ("z1", "z2", "z3", *DATA_SAVED)),
-        ],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
-    assert convert.returncode == 0, convert.stdout[-3000:] + convert.stderr[-3000:]
+    convert = convert_universal(*(ck / name for name in ("z1", "z2", "z3", *DATA_SAVED)))
     timings["convert-universal x3"] = time.monotonic() - start
 
     # 3. One process: resume the two-process checkpoints (2 -> 1), save one of its own, get killed.
@@ -670,15 +656,7 @@ def run_resume_chain(work, launches):
     timings["one process, resume 2->1, save, SIGKILL"] = time.monotonic() - one.started
 
     start = time.monotonic()
-    convert_one = subprocess.run(
-        [str(BIN / "python"), "-m", "noam_plugin.integrations.deepspeed", "convert-universal", str(ck / "one")],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
-    assert convert_one.returncode == 0, convert_one.stdout[-3000:] + convert_one.stderr[-3000:]
+    convert_one = convert_universal(ck / "one")
     timings["convert-universal x1"] = time.monotonic() - start
 
     # 4. Two processes on one node: resume everything else.
@@ -711,6 +689,20 @@ def run_resume_chain(work, launches):
         log_two=two.output(),
         log_one=one.output(),
     )
+
+
+def convert_universal(*folders):
+    """The plugin's convert-universal command on these checkpoint folders; its finished process."""
+    convert = subprocess.run(
+        [str(BIN / "python"), "-m", "noam_plugin.integrations.deepspeed", "convert-universal", *map(str, folders)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
+    assert convert.returncode == 0, convert.stdout[-3000:] + convert.stderr[-3000:]
+    return convert
 
 
 def saved_sequence(runs, name):

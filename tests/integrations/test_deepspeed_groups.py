@@ -8,14 +8,13 @@ inner optimizer once per group or sub-group) is compared with the contract's for
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 pytest.importorskip("deepspeed")
 
 from reference import reference_group_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
-from test_deepspeed import BIN, LAUNCH_TIMEOUT, REPO, assert_dead, env, job, results, single_node  # noqa: E402
+from test_deepspeed import assert_dead, convert_universal, job, results, single_node  # noqa: E402
 
 NAMES = ("embeddings", "norms", "head")  # workers/ds_common.py GROUP_NAMES, in param_groups order
 P_GROUPS = {
@@ -80,22 +79,7 @@ def runs(tmp_path_factory):
     finally:
         two.kill()
     assert_dead(pids)
-    convert = subprocess.run(
-        [
-            str(BIN / "python"),
-            "-m",
-            "noam_plugin.integrations.deepspeed",
-            "convert-universal",
-            str(ck / "z2"),
-            str(ck / "z3"),
-        ],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
-    assert convert.returncode == 0, convert.stdout[-3000:] + convert.stderr[-3000:]
+    convert_universal(ck / "z2", ck / "z3")
     resumes = [
         job(f"{name}_to1", stage, P_GROUPS, MORE, groups="named", load=str(ck / name), load_universal=True)
         for name, stage in (("z2", 2), ("z3", 3))
