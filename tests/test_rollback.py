@@ -122,7 +122,7 @@ def test_deepspeed_zero2_rollback_from_two_processes_to_one(tmp_path):
     on 1 process with the amendment `amend` prints, save at 8; resume that with one more; resume it without
     the history: refused."""
     pytest.importorskip("deepspeed")
-    from test_deepspeed import BIN, REPO, env, results, single_node
+    from test_deepspeed import convert_universal, results, single_node
 
     ck = tmp_path / "ck"
     base = {"warmup_num_steps": 3, "d_model": 64}
@@ -140,15 +140,7 @@ def test_deepspeed_zero2_rollback_from_two_processes_to_one(tmp_path):
         check_ds_attempts(data, base, 0, 2, f"rank {rank} before the save")
     for rank, data in enumerate(results(out1, "spike")):
         check_ds_attempts(data, base, 4, 2, f"rank {rank} the spike")
-    convert = subprocess.run(
-        [BIN / "python", "-m", "noam_plugin.integrations.deepspeed", "convert-universal", ck],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=420,
-    )
-    assert convert.returncode == 0, convert.stdout[-3000:] + convert.stderr[-3000:]
+    convert_universal(ck)
 
     # 2. the rollback on one process: update 4 on, at 0.5 of the lr, re-warmed over 2 updates
     rolled = yaml.safe_load(amend(ck, "--scale", 0.5, "--rewarm", 2))["scheduler"]["params"]
