@@ -93,7 +93,8 @@ class NoamLR(LRScheduler):
         self.updates = 0
         self.data = DataSeen(count_tokens=self.config.warmup_unit == "tokens")
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
-        self._lrs_before_update: list[float] = []
+        self._lrs_before_update: tuple[list[float], int | None] | None = None  # to put back if it is skipped
+        self._at: int | None = None  # data units: the count whose lr the groups hold (None: not known)
         self._warned_step_args = False
         self._update_lr: list[float] | None = None  # the lr per group of the last update applied in this process
         check_routes()  # built by (or for) a framework noam-plugin refuses: an error, never a wrong count
@@ -159,8 +160,9 @@ class NoamLR(LRScheduler):
             return
         self._prepared = None
         if not applied:
-            if self.config.warmup_unit != UPDATES:
-                self._write(self._lrs_before_update)  # skipped: back to the last update's lr
+            before = self._lrs_before_update
+            if before is not None:
+                self._write(*before)  # skipped: back to the last update's lr
             return
         self.updates += 1
         self._update_lr = self._last_lr
@@ -246,12 +248,15 @@ class NoamLR(LRScheduler):
             )
         self._prepared = (samples, tokens)
         if unit != UPDATES:
-            self._lrs_before_update = self.counter.values  # never changed in place
             seen = data.samples if unit == "samples" else data.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
             at = seen + (samples if unit == "samples" else tokens)
-            self._write(self.lrs_at(at))
+            if at == self._at:  # the groups hold it already (samples, a constant global batch): no write
+                self._lrs_before_update = None
+            else:
+                self._lrs_before_update = (self.counter.values, self._at)  # never changed in place
+                self._write(self.lrs_at(at), at)
 
     # ------------------------------------------------------------ lr
 
@@ -371,6 +376,7 @@ class NoamLR(LRScheduler):
                 data = self.data
                 spu, seen = data.samples_per_update, data.samples
                 at = seen + spu if unit == SAMPLES and seen is not None and spu is not None else None
+                self._at = at
             if at is not None:
                 c = self.config
                 if at <= c.plain_until:  # one compare per update for the tail and amendments, the rare cases
@@ -384,14 +390,16 @@ class NoamLR(LRScheduler):
         else:
             at = self._next_count()
             if at is not None:
-                self._write(self.lrs_at(at))
+                self._write(self.lrs_at(at), at)
                 return
         # tokens: set just before the update; until then the groups keep the last update's lr
         self._last_lr = self.counter.adopt()
+        self._at = None
 
-    def _write(self, lrs: list[float]) -> None:
+    def _write(self, lrs: list[float], at: int | None) -> None:
         self.counter.write(lrs)
         self._last_lr = lrs
+        self._at = at
 
     # ------------------------------------------------------------ copies
 
