@@ -388,3 +388,25 @@ def test_noamlr_gives_each_param_group_the_amendments_naming_it():
     typo = [{"at": 3, "scale": 0.5, "groups": ["embedings"]}]
     with pytest.raises(ConfigError, match=r"amendments\[0\]\.groups\[0\].*'embedings': no such group"):
         NoamLR(torch.optim.SGD(layers[0].parameters()), **PEAK, amendments=typo)
+
+
+def test_in_samples_at_is_a_count_of_samples_seen():
+    import torch
+
+    from noam_plugin import NoamLR
+
+    params = {**PEAK, "warmup_num_steps": 40, "warmup_unit": "samples"}
+    amendments = [{"at": 42, "scale": 0.5}, {"at": 42, "rewarm_num_steps": 12}]  # inside update 11 (41-44)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = NoamLR(optimizer, **params, amendments=amendments, samples_per_update=4)
+    used = []
+    optimizer.register_step_pre_hook(lambda opt, *_: used.append(opt.param_groups[0]["lr"]))
+    for _ in range(16):
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+    curve = {key: v for key, v in params.items() if key != "warmup_unit"}
+    want = [reference_amended(4 * k, {**curve, "amendments": amendments}) for k in range(1, 17)]
+    assert used == pytest.approx(want, rel=1e-12, abs=0)
+    assert used[10] == pytest.approx(0.5 * 2 / 12 * reference_lr(44, **curve))  # update 11: 44 samples seen
+    assert scheduler.state_dict()["samples"] == 64
