@@ -116,7 +116,8 @@ def _positions(config: NoamConfig, count: int, at: int, end: int) -> list[int]:
                 marks.update({a.at + (a.rewarm_num_steps + 1) // 2, a.at + a.rewarm_num_steps})
     tail = config.config_at(end)
     if tail.cooldown_num_steps is not None:
-        marks.update({tail.cooldown_start + 1, tail.total_num_steps, tail.total_num_steps + 1})
+        s, t = tail.cooldown_start, tail.total_num_steps
+        marks.update({s + 1, (s + t) // 2, t, t + 1})
     return sorted(k for k in marks if 1 <= k <= end)
 
 
@@ -155,7 +156,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
     new = config.amendments[len(history) :]
     where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g} before this amendment")
-    for line in history_lines(base.amendments, u, "# history: "):
+    for line in history_lines(base.amendments, u, "# history: ", pad="#          "):
         print(line)
     for a in new:
         print(f"# new:  {flow(a)}  {a.text(u)}")

@@ -68,6 +68,7 @@ class NoamLR(LRScheduler):
         cooldown_min_lr: float | None = None,
         allow_param_change: bool = False,
         groups: Sequence[Mapping[str, Any]] | None = None,
+        amendments: Any = (),
         samples_per_update: int | None = None,
         auto_tokens_per_update: int | None = None,
     ) -> None:
@@ -84,6 +85,7 @@ class NoamLR(LRScheduler):
             allow_param_change=allow_param_change,
             auto_tokens_per_update=auto_tokens_per_update,  # kept with the config (what filled "auto" used)
             groups=tuple(groups or ()),
+            amendments=amendments or (),  # forward-only changes from a count on (docs/amendments.md)
         )
         self._curves: GroupCurves | None = None
         self._group_names: list[Any] = []
@@ -285,16 +287,17 @@ class NoamLR(LRScheduler):
     def _match_groups(self, inner: Any) -> None:
         """Which curve each param group follows (noam_plugin/groups.py), decided once per optimizer: a group's
         `name` changed later (DeepSpeed's ZeRO-3 universal load copies group 0's) does not move it."""
-        self._curves = GroupCurves(self.config, inner.param_groups) if self.config.groups else None
+        per_group = self.config.groups or any(a.groups is not None for a in self.config.amendments)
+        self._curves = GroupCurves(self.config, inner.param_groups) if per_group else None
         self._group_names = [group.get("name") for group in inner.param_groups]
         self._one_curve = self._curves is None
 
     def lr_at(self, step: int) -> float:
         """The curve at `step` (in warmup_unit) under this scheduler's parameters."""
         c = self.config
-        if type(step) is int and 1 <= step <= c.cooldown_start:  # the usual case, per update: no call on the way
+        if type(step) is int and 1 <= step <= c.plain_until:  # the usual case, per update: no call on the way
             return _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
-        if type(step) is int and step > c.cooldown_start:
+        if type(step) is int and step > c.plain_until:
             self._say_past_end(step)
         return c.lr(step)  # the tail; or a bad step, which it names
 
@@ -305,15 +308,15 @@ class NoamLR(LRScheduler):
         if self._curves is not None:
             return self._curves.lrs(step)
         c = self.config
-        if type(step) is int and 1 <= step <= c.cooldown_start:  # per update: the formula without a call between
+        if type(step) is int and 1 <= step <= c.plain_until:  # per update: the formula without a call between
             lr = _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
         else:
             lr = self.lr_at(step)
         return [lr] * len(self.optimizer.param_groups)
 
     def _say_past_end(self, step: int) -> None:
-        c = self.config
-        if step > c.total_num_steps and not self._past_end_said:
+        c = self.config.config_at(step)  # the tail in force there (an amendment may have moved it)
+        if c.total_num_steps is not None and step > c.total_num_steps and not self._past_end_said:
             self._past_end_said = True
             log_rank0(
                 f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
@@ -376,7 +379,7 @@ class NoamLR(LRScheduler):
                 self._at = at
             if at is not None:
                 c = self.config
-                if at <= c.cooldown_start:  # one compare per update for the tail; the cooldown is the rare case
+                if at <= c.plain_until:  # one compare per update for the tail and amendments, the rare cases
                     lr = _formula(at, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
                 else:
                     lr = self.lr_at(at)
