@@ -458,7 +458,7 @@ def bench_data_units(rounds: int) -> list[tuple[str, bool]]:
         opt = torch.optim.SGD(params(1), lr=0.001)
         s = NoamLR(opt, warmup_max_lr=1e-3, warmup_num_steps=W, warmup_unit=unit, samples_per_update=256)
         if unit == "tokens":
-            s.add_tokens(200)
+            s.add_tokens(800)  # as one update of the loops below (4 x 200)
         opt.step()  # grads are None: a real but empty update, marks the optimizer as stepped
         return s
 
@@ -759,9 +759,9 @@ def bench_compile(updates: int) -> list[tuple[str, bool]]:
             tensor_recompiles <= 1 and not late,
         ),
         (
-            f"NoamLR's post-hook adds no graph break: {noam_t['graph_breaks']} breaks "
+            f"NoamLR's hooks add no graph break: {noam_t['graph_breaks']} breaks "
             f"(LambdaLR: {lam_t['graph_breaks']}), none from noam_plugin",
-            same_as_lambda and not hook_in_breaks,
+            noam_t["graph_breaks"] <= lam_t["graph_breaks"] and not hook_in_breaks,
         ),
         (
             f"compiled run counts every update: count {noam_t['count']}/{updates}, lr ok, params = eager",

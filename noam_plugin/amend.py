@@ -18,6 +18,7 @@ from noam_plugin.amendments import flow, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
 from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
 from noam_plugin.errors import ConfigError
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve, png_path
 from noam_plugin.resume import plan_resume, validate_state
 from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig
@@ -115,7 +116,8 @@ def _positions(config: NoamConfig, count: int, at: int, end: int) -> list[int]:
                 marks.update({a.at + (a.rewarm_num_steps + 1) // 2, a.at + a.rewarm_num_steps})
     tail = config.config_at(end)
     if tail.cooldown_num_steps is not None:
-        marks.update({tail.cooldown_start + 1, tail.total_num_steps, tail.total_num_steps + 1})
+        s, t = tail.cooldown_start, tail.total_num_steps
+        marks.update({s + 1, (s + t) // 2, t, t + 1})
     return sorted(k for k in marks if 1 <= k <= end)
 
 
@@ -154,7 +156,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
     new = config.amendments[len(history) :]
     where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g} before this amendment")
-    for line in history_lines(base.amendments, u, "# history: "):
+    for line in history_lines(base.amendments, u, "# history: ", pad="#          "):
         print(line)
     for a in new:
         print(f"# new:  {flow(a)}  {a.text(u)}")
@@ -162,7 +164,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
         "# resume with these params (a DeepSpeed JSON takes the same keys in scheduler.params: "
         f'"amendments": {json.dumps([a.as_dict() for a in config.amendments])})'
     )
-    block = {"scheduler": {"type": "NoamLR", "params": resume_params(config)}}
+    block = {"scheduler": {"type": SCHEDULER_NAME, "params": resume_params(config)}}
     print(yaml.safe_dump(block, sort_keys=False, default_flow_style=None, width=120), end="")
     end = args.steps or _end(config, count, at)
     axis = Axis(config, unit)

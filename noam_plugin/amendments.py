@@ -175,6 +175,36 @@ def for_group(amendments: Sequence[Amendment], name: Any = None, index: int | No
     return tuple(a for a in amendments if a.applies_to(name, index))
 
 
+def group_amendments(
+    amendments: Sequence[Amendment], param_groups: Sequence[Mapping[str, Any]], source: str = "NoamLR amendments"
+) -> list[tuple[Amendment, ...]]:
+    """For each param group, the amendments that change it (those naming no group, and those naming it).
+
+    A name or index in an amendment's `groups` that matches no param group is one ConfigError naming it and
+    the groups there are (a typo would otherwise leave the group unamended without a word).
+    """
+    names = [group.get("name") for group in param_groups]
+    problems = []
+    for i, a in enumerate(amendments):
+        for j, sel in enumerate(a.groups or ()):
+            if sel not in names and not (_is_int(sel) and sel < len(param_groups)):
+                shown = ", ".join(f"{g} {n!r}" if n is not None else f"{g} (no name)" for g, n in enumerate(names))
+                expected = f"a name or index of one of the optimizer's {len(names)} param groups ({shown})"
+                problems.append(Problem(f"amendments[{i}].groups[{j}]", expected, f"{sel!r}: no such group"))
+    if problems:
+        raise ConfigError(source, problems)
+    return [tuple(a for a in amendments if a.applies_to(name, g)) for g, name in enumerate(names)]
+
+
+def with_amendments(curve: Any, amendments: Sequence[Amendment]) -> Any:
+    """One group's curve: `curve` (a NoamConfig) with these amendments, chosen for that group already (so their
+    `groups` are dropped and all of them apply); `curve` itself when that changes nothing."""
+    own = tuple(dataclasses.replace(a, groups=None) for a in amendments)
+    if tuple(curve.amendments) == own and not curve.groups:
+        return curve
+    return dataclasses.replace(curve, groups=(), amendments=own)
+
+
 def curve_problems(base: Any, amendments: Sequence[Amendment], prefix: str = "") -> list[Problem]:
     """What makes the amended curve of `base` (a NoamConfig without amendments) unusable: a tail that is no valid
     cooldown with the curve's other keys, or scales whose product leaves SCALE_RANGE."""
@@ -272,18 +302,19 @@ def history_changes(saved: Any, now: Any, count: int, unit_name: str = "update")
     missing, extra = list((past_saved - past_now).elements()), list((past_now - past_saved).elements())
     u, lines = unit_name, []
     for a in missing:
+        last = count if a.rewarm_num_steps is None else min(count, a.at + a.rewarm_num_steps)
         twin = next((b for b in extra if (b.at, b.kind, b.groups) == (a.at, a.kind, a.groups)), None)
         if twin is not None:
             extra.remove(twin)
             i = now.index(twin)
             lines.append(
                 f"amendments[{i}]: the checkpoint has {flow(a)}, the config {flow(twin)}: it changed {u}s "
-                f"{a.at + 1}-{count} already applied; keep the checkpoint's"
+                f"{a.at + 1}-{last} already applied; keep the checkpoint's"
             )
         else:
             lines.append(
                 f"the checkpoint's amendment {flow(a)} ({a.text(u)}) is missing from the config's amendments: "
-                f"{u}s {a.at + 1}-{count} ran with it; keep it, unchanged"
+                f"{u}s {a.at + 1}-{last} ran with it; keep it, unchanged"
             )
     for b in extra:
         i = now.index(b)
@@ -327,11 +358,12 @@ def check_history(saved: Any, config: Any, saved_count: int) -> list[str]:
     )
 
 
-def history_lines(amendments: Sequence[Amendment], unit_name: str, head: str) -> list[str]:
-    """One line per amendment (or one saying there is none), for amend, show and inspect."""
+def history_lines(amendments: Sequence[Amendment], unit_name: str, head: str, pad: str | None = None) -> list[str]:
+    """One line per amendment (or one saying there is none), for amend, show and inspect; lines after the
+    first start with `pad` (default: spaces as wide as `head`)."""
     if not amendments:
         return [f"{head}no amendments"]
-    pad = " " * len(head)
+    pad = " " * len(head) if pad is None else pad
     return [f"{head if i == 0 else pad}{flow(a)}  {a.text(unit_name)}" for i, a in enumerate(amendments)]
 
 

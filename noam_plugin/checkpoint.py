@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from noam_plugin.errors import CheckpointError, short_repr, shorten
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.safe_io import (
     MAX_DCP_ENTRIES,
     MAX_DCP_METADATA_BYTES,
@@ -61,7 +62,7 @@ class CheckpointInfo:
 
     @property
     def is_noam(self) -> bool:
-        return isinstance(self.state, dict) and self.state.get("type") == "NoamLR"
+        return isinstance(self.state, dict) and self.state.get("type") == SCHEDULER_NAME
 
     @property
     def params(self) -> dict[str, Any] | None:
@@ -253,7 +254,7 @@ def _read_accelerate(folder: Path) -> CheckpointInfo:
 
 def _read_torch_file(file: Path) -> CheckpointInfo:
     data = _load(file)
-    if isinstance(data, dict) and data.get("type") == "NoamLR":
+    if isinstance(data, dict) and data.get("type") == SCHEDULER_NAME:
         info = CheckpointInfo(file, "torch.save of NoamLR.state_dict()", data, source=str(file))
     elif isinstance(data, dict) and any(k in data for k in ("scheduler", "lr_scheduler")):
         key = "scheduler" if "scheduler" in data else "lr_scheduler"
@@ -473,7 +474,7 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
     noam = [prefix for prefix, entries in by_prefix.items() if "type" in entries]
     found = []  # prefixes whose 'type' is NoamLR; reading stops after MAX_LISTED
     for prefix in noam[: 4 * MAX_LISTED]:
-        if value(by_prefix[prefix]["type"]) == "NoamLR":
+        if value(by_prefix[prefix]["type"]) == SCHEDULER_NAME:
             found.append(prefix)
             if len(found) > MAX_LISTED:
                 break

@@ -18,6 +18,7 @@ from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_c
 from noam_plugin.errors import CheckpointError as _CheckpointError
 from noam_plugin.errors import ConfigError, Problem, StateError, shorten
 from noam_plugin.examples import add_init_parser
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.render import (
     Axis,
     ascii_curve,
@@ -210,7 +211,7 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
         f"# a {args.type} cooldown over the next {args.over} {unit} ({u}s {count + 1}-{count + args.over}): "
         "resume with these params (in a DeepSpeed JSON, the same keys in scheduler.params)"
     )
-    print(yaml.safe_dump({"scheduler": {"type": "NoamLR", "params": params}}, sort_keys=False), end="")
+    print(yaml.safe_dump({"scheduler": {"type": SCHEDULER_NAME, "params": params}}, sort_keys=False), end="")
     axis = Axis(config, unit)
     end = count + args.over
     after = end + max(1, args.over // 10)

@@ -19,6 +19,7 @@ import yaml
 
 from noam_plugin.errors import ConfigError, Problem, short_repr, shorten, visible
 from noam_plugin.integrations.auto_counts import auto_keys
+from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.safe_io import (
     MAX_CONFIG_BYTES,
     MAX_DEPTH,
@@ -491,7 +492,7 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
 
     problems = []
     kind = block.get("type")
-    if kind != "NoamLR":
+    if kind != SCHEDULER_NAME:
         found = "nothing" if "type" not in block else _short(kind)
         hint = " (names are case-sensitive)" if isinstance(kind, str) and kind.lower() == "noamlr" else ""
         problems.append(Problem("scheduler.type", "'NoamLR'", found + hint))
@@ -506,7 +507,7 @@ def read_scheduler_block(path: str | os.PathLike) -> SchedulerBlock:
                     f"unknown key '{visible(shorten(str(key)), ascii_only=True)}'{hint}",
                 )
             )
-    if "params" not in block and kind == "NoamLR":
+    if "params" not in block and kind == SCHEDULER_NAME:
         problems.append(
             Problem("scheduler.params", "a mapping such as {d_model: 512, warmup_num_steps: 4000}", "nothing")
         )

@@ -318,11 +318,15 @@ class UpdateCounter:
             if counter.depth:
                 return  # an inner step of an update: checked and prepared when the boundary opened
             groups, objects = optimizer.param_groups, counter.objects
-            if (
-                len(groups) != len(objects)
-                or any(map(operator.is_not, map(_LR, groups), objects))  # by identity: an equal value is a write too
-                or (counter.versions is not None and list(map(_version_of, objects)) != counter.versions)
-            ):
+            if len(groups) == len(objects):
+                for group, written in zip(groups, objects):
+                    if group["lr"] is not written:  # by identity: an equal value written by someone is a write too
+                        counter.check(owner)
+                        break
+                else:
+                    if counter.versions is not None and list(map(_version_of, objects)) != counter.versions:
+                        counter.check(owner)
+            else:
                 counter.check(owner)
             if counter.prepare and not counter.skip:
                 owner.prepare_update()

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from noam_plugin.amendments import group_amendments, with_amendments
 from noam_plugin.errors import ConfigError, Problem, describe, short_repr
 from noam_plugin.schedule import (
     COOLDOWN_KEYS,
@@ -168,10 +169,18 @@ def _curve_problems(main: Mapping[str, Any], override: GroupOverride, where: str
 
 
 def curve_of(main: NoamConfig, override: GroupOverride | None) -> NoamConfig:
-    """The NoamConfig of one group's curve (the main one when no override selects it)."""
+    """The NoamConfig of one group's curve (the main one when no override selects it), with the amendments
+    for all groups and those naming the override's selector (GroupCurves matches them per param group)."""
     if override is None:
         return main
-    return NoamConfig(**merge(main.schedule_params, override))
+    curve = NoamConfig(**merge(main.schedule_params, override))
+    own = [a for a in main.amendments if a.groups is None or any(_same_selector(override, s) for s in a.groups)]
+    return with_amendments(curve, own) if own else curve
+
+
+def _same_selector(override: GroupOverride, selector: str | int) -> bool:
+    """Does an amendment's `groups` entry (a name, or an index) name what this override selects?"""
+    return isinstance(selector, str) == (override.selector == "name") and selector == override.value
 
 
 def _group_names(param_groups: Sequence[Mapping[str, Any]]) -> str:
@@ -230,22 +239,20 @@ class GroupCurves:
 
     def __init__(self, config: NoamConfig, param_groups: Sequence[Mapping[str, Any]]) -> None:
         owner = match(config.groups, param_groups)
+        amended = group_amendments(config.amendments, param_groups)  # each group's amendments (docs/amendments.md)
         self.config = config
         self.overrides = config.groups
         curves: dict[tuple, int] = {_curve_key(config): 0}
         self.curves = [config]
-        of_override = []
-        for o in config.groups:
-            curve = curve_of(config, o)
+        self._slots = []  # param group -> (curve, scale)
+        for g, o in enumerate(owner):
+            curve = with_amendments(config if o is None else curve_of(config, config.groups[o]), amended[g])
             key = _curve_key(curve)
             if key not in curves:
                 curves[key] = len(self.curves)
                 self.curves.append(curve)
-            of_override.append(curves[key])
+            self._slots.append((curves[key], 1.0 if o is None else config.groups[o].lr_scale))
         self.owner = owner  # param group -> override position (None: the main curve)
-        self._slots = [
-            (0, 1.0) if o is None else (of_override[o], config.groups[o].lr_scale) for o in owner
-        ]  # param group -> (curve, scale)
 
     def lrs(self, count: int) -> list[float]:
         """lr of each param group for the update that brings the count to `count` (>= 1)."""

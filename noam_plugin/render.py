@@ -381,7 +381,8 @@ def checkpoint_report(
             lines.append(f"next lr      unknown: {error}")
             status = 1
         else:
-            where = ", the formula with these parameters" if params["warmup_unit"] == "updates" else ""
+            amended = " and amendments" if saved_config.amendments else ""
+            where = f", the formula with these parameters{amended}" if params["warmup_unit"] == "updates" else ""
             lines.append(f"next lr      {why}" if lr is None else f"next lr      {lr:.6g}  ({why}{where})")
             if params.get("groups"):
                 from noam_plugin.render_groups import next_lr_lines

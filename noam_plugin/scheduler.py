@@ -68,6 +68,7 @@ class NoamLR(LRScheduler):
         cooldown_min_lr: float | None = None,
         allow_param_change: bool = False,
         groups: Sequence[Mapping[str, Any]] | None = None,
+        amendments: Any = (),
         samples_per_update: int | None = None,
         auto_tokens_per_update: int | None = None,
     ) -> None:
@@ -84,6 +85,7 @@ class NoamLR(LRScheduler):
             allow_param_change=allow_param_change,
             auto_tokens_per_update=auto_tokens_per_update,  # kept with the config (what filled "auto" used)
             groups=tuple(groups or ()),
+            amendments=amendments or (),  # forward-only changes from a count on (docs/amendments.md)
         )
         self._curves: GroupCurves | None = None
         self._group_names: list[Any] = []
@@ -91,7 +93,8 @@ class NoamLR(LRScheduler):
         self.updates = 0
         self.data = DataSeen(count_tokens=self.config.warmup_unit == "tokens")
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
-        self._lrs_before_update: list[float] = []
+        self._lrs_before_update: tuple[list[float], int | None] | None = None  # to put back if it is skipped
+        self._at: int | None = None  # data units: the count whose lr the groups hold (None: not known)
         self._warned_step_args = False
         self._update_lr: list[float] | None = None  # the lr per group of the last update applied in this process
         check_routes()  # built by (or for) a framework noam-plugin refuses: an error, never a wrong count
@@ -157,8 +160,9 @@ class NoamLR(LRScheduler):
             return
         self._prepared = None
         if not applied:
-            if self.config.warmup_unit != UPDATES:
-                self._write(self._lrs_before_update)  # skipped: back to the last update's lr
+            before = self._lrs_before_update
+            if before is not None:
+                self._write(*before)  # skipped: back to the last update's lr
             return
         self.updates += 1
         self._update_lr = self._last_lr
@@ -244,12 +248,15 @@ class NoamLR(LRScheduler):
             )
         self._prepared = (samples, tokens)
         if unit != UPDATES:
-            self._lrs_before_update = self.counter.values  # never changed in place
             seen = data.samples if unit == "samples" else data.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
             at = seen + (samples if unit == "samples" else tokens)
-            self._write(self.lrs_at(at))
+            if at == self._at:  # the groups hold it already (samples, a constant global batch): no write
+                self._lrs_before_update = None
+            else:
+                self._lrs_before_update = (self.counter.values, self._at)  # never changed in place
+                self._write(self.lrs_at(at), at)
 
     # ------------------------------------------------------------ lr
 
@@ -280,16 +287,17 @@ class NoamLR(LRScheduler):
     def _match_groups(self, inner: Any) -> None:
         """Which curve each param group follows (noam_plugin/groups.py), decided once per optimizer: a group's
         `name` changed later (DeepSpeed's ZeRO-3 universal load copies group 0's) does not move it."""
-        self._curves = GroupCurves(self.config, inner.param_groups) if self.config.groups else None
+        per_group = self.config.groups or any(a.groups is not None for a in self.config.amendments)
+        self._curves = GroupCurves(self.config, inner.param_groups) if per_group else None
         self._group_names = [group.get("name") for group in inner.param_groups]
         self._one_curve = self._curves is None
 
     def lr_at(self, step: int) -> float:
         """The curve at `step` (in warmup_unit) under this scheduler's parameters."""
         c = self.config
-        if type(step) is int and 1 <= step <= c.cooldown_start:  # the usual case, per update: no call on the way
+        if type(step) is int and 1 <= step <= c.plain_until:  # the usual case, per update: no call on the way
             return _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
-        if type(step) is int and step > c.cooldown_start:
+        if type(step) is int and step > c.plain_until:
             self._say_past_end(step)
         return c.lr(step)  # the tail; or a bad step, which it names
 
@@ -300,15 +308,15 @@ class NoamLR(LRScheduler):
         if self._curves is not None:
             return self._curves.lrs(step)
         c = self.config
-        if type(step) is int and 1 <= step <= c.cooldown_start:  # per update: the formula without a call between
+        if type(step) is int and 1 <= step <= c.plain_until:  # per update: the formula without a call between
             lr = _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
         else:
             lr = self.lr_at(step)
         return [lr] * len(self.optimizer.param_groups)
 
     def _say_past_end(self, step: int) -> None:
-        c = self.config
-        if step > c.total_num_steps and not self._past_end_said:
+        c = self.config.config_at(step)  # the tail in force there (an amendment may have moved it)
+        if c.total_num_steps is not None and step > c.total_num_steps and not self._past_end_said:
             self._past_end_said = True
             log_rank0(
                 f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
@@ -368,9 +376,10 @@ class NoamLR(LRScheduler):
                 data = self.data
                 spu, seen = data.samples_per_update, data.samples
                 at = seen + spu if unit == SAMPLES and seen is not None and spu is not None else None
+                self._at = at
             if at is not None:
                 c = self.config
-                if at <= c.cooldown_start:  # one compare per update for the tail; the cooldown is the rare case
+                if at <= c.plain_until:  # one compare per update for the tail and amendments, the rare cases
                     lr = _formula(at, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
                 else:
                     lr = self.lr_at(at)
@@ -381,14 +390,16 @@ class NoamLR(LRScheduler):
         else:
             at = self._next_count()
             if at is not None:
-                self._write(self.lrs_at(at))
+                self._write(self.lrs_at(at), at)
                 return
         # tokens: set just before the update; until then the groups keep the last update's lr
         self._last_lr = self.counter.adopt()
+        self._at = None
 
-    def _write(self, lrs: list[float]) -> None:
+    def _write(self, lrs: list[float], at: int | None) -> None:
         self.counter.write(lrs)
         self._last_lr = lrs
+        self._at = at
 
     # ------------------------------------------------------------ copies
 

@@ -256,3 +256,157 @@ def test_a_malformed_saved_history_is_named():
     with pytest.raises(ConfigError, match=r"the checkpoint's amendments: amendments\[0\]\.scale"):
         history_changes([{"at": 1, "scale": "x"}], [], 5)
     assert parse_amendments([{"at": 1, "scale": 1}])[0][0].scale == 1.0
+
+
+def test_noamlr_saves_the_history_and_resumes_only_a_config_that_extends_it(caplog):
+    import torch
+
+    from noam_plugin import NoamLR
+
+    rolled = [{"at": 3, "scale": 0.5}, {"at": 3, "rewarm_num_steps": 2}]
+
+    def run(amendments, state=None, updates=4):
+        model = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        scheduler = NoamLR(optimizer, **PEAK, amendments=amendments)
+        if state is not None:
+            scheduler.load_state_dict(state)
+        used = []
+        optimizer.register_step_pre_hook(lambda opt, *_: used.append(opt.param_groups[0]["lr"]))
+        for _ in range(updates):
+            model(torch.ones(1, 2)).sum().backward()
+            optimizer.step()
+        return scheduler, used
+
+    first, used = run(rolled)
+    assert used == pytest.approx([reference_amended(k, {**PEAK, "amendments": rolled}) for k in range(1, 5)])
+    state = first.state_dict()
+    assert state["amendments"] == rolled and state["updates"] == 4
+    assert torch.load(_saved(state), weights_only=True)["amendments"] == rolled  # plain values
+    more = rolled + [{"at": 4, "scale": 0.8}]
+    with caplog.at_level("WARNING", logger="noam_plugin"):
+        second, used = run(more, state)
+    params = {**PEAK, "amendments": more}
+    assert used == pytest.approx([reference_amended(k, params) for k in range(5, 9)], rel=1e-12)
+    assert second.get_last_lr() == pytest.approx([reference_amended(9, params)], rel=1e-12)
+    assert "adds {at: 4, scale: 0.8}" in caplog.text
+    with pytest.raises(ScheduleMismatchError, match=r"\{at: 3, scale: 0.5\}.*is missing"):
+        run([], state)
+    assert NoamLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)]), **PEAK).state_dict().get("amendments") is None
+
+
+def _saved(state):
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_each_param_group_gets_the_amendments_that_name_it_and_a_typo_is_an_error():
+    from noam_plugin.amendments import group_amendments, with_amendments
+
+    amendments = NoamConfig(
+        **PEAK, amendments=[{"at": 5, "scale": 0.5}, {"at": 6, "scale": 0.1, "groups": ["embeddings", 2]}]
+    ).amendments
+    groups = [{"name": "embeddings"}, {"name": "head"}, {}]
+    assert group_amendments(amendments, groups) == [amendments, amendments[:1], amendments]
+    typo = NoamConfig(**PEAK, amendments=[{"at": 5, "scale": 0.5, "groups": ["embedings", 3]}]).amendments
+    with pytest.raises(ConfigError) as caught:
+        group_amendments(typo, groups)
+    message = str(caught.value)
+    assert "amendments[0].groups[0]: expected a name or index of one of the optimizer's 3 param groups" in message
+    assert "0 'embeddings', 1 'head', 2 (no name)" in message and "'embedings': no such group" in message
+    assert "amendments[0].groups[1]" in message and "3: no such group" in message
+    plain = NoamConfig(**PEAK)
+    amended = with_amendments(plain, amendments)
+    assert amended.lr(20) == pytest.approx(0.05 * plain.lr(20)) and with_amendments(amended, amendments) is amended
+
+
+def test_amendments_compose_with_per_group_schedules():
+    from noam_plugin.groups import GroupCurves
+
+    params = {
+        **TAILED,
+        "groups": [
+            {"name": "embeddings", "warmup_num_steps": 20},
+            {"index": 2, "lr_scale": 0.25, "cooldown_num_steps": 40},
+        ],
+        "amendments": [
+            {"at": 30, "scale": 0.5},
+            {"at": 30, "rewarm_num_steps": 6, "groups": ["embeddings"]},
+            {"at": 50, "total_num_steps": 160, "groups": [2, "head"]},
+            {"at": 60, "scale": 0.1, "groups": [3]},
+        ],
+    }
+    config = NoamConfig(**params)
+    param_groups = [{"name": "embeddings"}, {"name": "head"}, {"name": "norms"}, {}]
+    curves = GroupCurves(config, param_groups)
+    for k in range(1, 200):
+        want = [reference_amended(k, params, g.get("name"), i) for i, g in enumerate(param_groups)]
+        assert curves.lrs(k) == pytest.approx(want, rel=1e-12, abs=0), k
+    # each group's own: the embeddings re-warm, head and index 2 end at 160, group 3 at a tenth
+    unamended = {**params, "amendments": []}
+    assert curves.lrs(31)[0] == pytest.approx(0.5 / 6 * reference_amended(31, unamended, "embeddings"))
+    assert curves.lrs(31)[1] == pytest.approx(0.5 * reference_lr(31, **TAILED))
+    with pytest.raises(ConfigError, match=r"amendments\[2\]\.groups\[1\]: expected a name or index .* 'head'"):
+        GroupCurves(config, [{"name": "embeddings"}, {"name": "x"}, {}])
+
+
+def test_noamlr_gives_each_param_group_the_amendments_naming_it():
+    import torch
+
+    from noam_plugin import NoamLR
+
+    params = {
+        **PEAK,
+        "amendments": [
+            {"at": 3, "scale": 0.5, "groups": ["embeddings"]},
+            {"at": 4, "rewarm_num_steps": 3, "groups": [1]},
+        ],
+    }
+    layers = [torch.nn.Linear(2, 2) for _ in range(3)]
+    optimizer = torch.optim.SGD(
+        [{"params": layers[0].parameters(), "name": "embeddings"}, {"params": layers[1].parameters()}]
+        + [{"params": layers[2].parameters(), "name": "head"}],
+        lr=0.0,
+    )
+    scheduler = NoamLR.from_config(optimizer, params)  # no `groups` overrides: the amendments make per-group curves
+    used, names = [], ["embeddings", None, "head"]
+    optimizer.register_step_pre_hook(lambda opt, *_: used.append([g["lr"] for g in opt.param_groups]))
+    for _ in range(9):
+        sum(layer(torch.ones(1, 2)).sum() for layer in layers).backward()
+        optimizer.step()
+    for k, lrs in enumerate(used, 1):
+        want = [reference_amended(k, params, name, i) for i, name in enumerate(names)]
+        assert lrs == pytest.approx(want, rel=1e-12, abs=0), k
+    assert used[4][1] == pytest.approx(reference_lr(5, **PEAK) / 3) and used[4][2] == reference_lr(5, **PEAK)
+    assert scheduler.get_last_lr() == pytest.approx([reference_amended(10, params, n, i) for i, n in enumerate(names)])
+    typo = [{"at": 3, "scale": 0.5, "groups": ["embedings"]}]
+    with pytest.raises(ConfigError, match=r"amendments\[0\]\.groups\[0\].*'embedings': no such group"):
+        NoamLR(torch.optim.SGD(layers[0].parameters()), **PEAK, amendments=typo)
+
+
+def test_in_samples_at_is_a_count_of_samples_seen():
+    import torch
+
+    from noam_plugin import NoamLR
+
+    params = {**PEAK, "warmup_num_steps": 40, "warmup_unit": "samples"}
+    amendments = [{"at": 42, "scale": 0.5}, {"at": 42, "rewarm_num_steps": 12}]  # inside update 11 (41-44)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = NoamLR(optimizer, **params, amendments=amendments, samples_per_update=4)
+    used = []
+    optimizer.register_step_pre_hook(lambda opt, *_: used.append(opt.param_groups[0]["lr"]))
+    for _ in range(16):
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+    curve = {key: v for key, v in params.items() if key != "warmup_unit"}
+    want = [reference_amended(4 * k, {**curve, "amendments": amendments}) for k in range(1, 17)]
+    assert used == pytest.approx(want, rel=1e-12, abs=0)
+    assert used[10] == pytest.approx(0.5 * 2 / 12 * reference_lr(44, **curve))  # update 11: 44 samples seen
+    assert scheduler.state_dict()["samples"] == 64

@@ -42,6 +42,7 @@ from typing import Any
 
 from noam_plugin.frameworks import read_private
 from noam_plugin.integrations import auto_counts, install
+from noam_plugin.names import SCHEDULER_NAME
 
 
 def _deepspeed_launch(state: object) -> bool:
@@ -78,7 +79,7 @@ def check_dummy_scheduler(deepspeed_config: dict, objects: tuple) -> None:
 
     scheduler = deepspeed_config.get("scheduler") or {}
     params = scheduler.get("params") or {}
-    if scheduler.get("type") != "NoamLR" or params.get("warmup_num_steps") != "auto":
+    if scheduler.get("type") != SCHEDULER_NAME or params.get("warmup_num_steps") != "auto":
         return
     for obj in objects:
         if isinstance(obj, DummyScheduler) and obj.lr_scheduler_callable is None and not obj.warmup_num_steps:
@@ -107,7 +108,7 @@ def fill_total_num_steps(deepspeed_config: dict, objects: tuple, num_processes: 
 
     scheduler = deepspeed_config.get("scheduler") or {}
     params = scheduler.get("params") or {}
-    if scheduler.get("type") != "NoamLR" or params.get("total_num_steps") != "auto":
+    if scheduler.get("type") != SCHEDULER_NAME or params.get("total_num_steps") != "auto":
         return
     dummies = [obj for obj in objects if isinstance(obj, DummyScheduler) and obj.lr_scheduler_callable is None]
     if not dummies:

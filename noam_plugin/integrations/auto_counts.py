@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from noam_plugin.errors import ConfigError, Problem
+from noam_plugin.names import SCHEDULER_NAME
 
 COUNT_KEYS = ("warmup_num_steps", "total_num_steps")  # the keys the fillers write update counts into
 TOKENS_KEY = "auto_tokens_per_update"
@@ -30,7 +31,7 @@ PREFIX = "scheduler.params."
 def noam_params(config: Any) -> dict | None:
     """The `params` of a DeepSpeed config's NoamLR scheduler block, or None."""
     scheduler = config.get("scheduler") if isinstance(config, dict) else None
-    if isinstance(scheduler, dict) and scheduler.get("type") == "NoamLR":
+    if isinstance(scheduler, dict) and scheduler.get("type") == SCHEDULER_NAME:
         params = scheduler.get("params")
         return params if isinstance(params, dict) else None
     return None

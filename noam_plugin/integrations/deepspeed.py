@@ -62,7 +62,7 @@ def noam_lr_from_deepspeed_config(optimizer: Any, **params: Any):
     return NoamLR.from_config(optimizer, config)
 
 
-noam_lr_from_deepspeed_config.__name__ = "NoamLR"
+noam_lr_from_deepspeed_config.__name__ = SCHEDULER_NAME
 
 
 def register_lr_schedules(lr_schedules: ModuleType) -> None:
@@ -82,8 +82,8 @@ def register_lr_schedules(lr_schedules: ModuleType) -> None:
         warn_refused(framework)
         return
     USED.add(VALID_LR_SCHEDULES)
-    if "NoamLR" not in owner.VALID_LR_SCHEDULES:
-        owner.VALID_LR_SCHEDULES.append("NoamLR")
+    if SCHEDULER_NAME not in owner.VALID_LR_SCHEDULES:
+        owner.VALID_LR_SCHEDULES.append(SCHEDULER_NAME)
 
 
 VALID_LR_SCHEDULES = "deepspeed.runtime.lr_schedules:VALID_LR_SCHEDULES"
@@ -193,7 +193,7 @@ def _scheduler_from_config(original):
     def wrapper(self, optimizer):
         entry = _CONFIG_FILES.get(id(self.config))
         source = entry[1] if entry is not None and entry[0] is self.config else None
-        if self.scheduler_name() == "NoamLR" and not isinstance(self.scheduler_params(), dict):
+        if self.scheduler_name() == SCHEDULER_NAME and not isinstance(self.scheduler_params(), dict):
             params = (self.config.get("scheduler") or {}) if isinstance(self.config, dict) else {}
             found = describe(self.scheduler_params()) if isinstance(params, dict) and "params" in params else "nothing"
             raise ConfigError(  # DeepSpeed would call NoamLR(optimizer, **params): a TypeError naming nothing
@@ -243,7 +243,7 @@ def _load_checkpoint(original):
             offset = 0
         else:
             scheduler.load_state_dict(state)
-            if state.get("type") != "NoamLR":  # adopted from DeepSpeed's or torch's scheduler: a switch mid-way
+            if state.get("type") != SCHEDULER_NAME:  # adopted from DeepSpeed's or torch's scheduler: a switch mid-way
                 offset = _engine_count(self) - scheduler.updates
         _start_checks(self, offset)
         _check_count(self, scheduler, f"load_checkpoint({load_path})")
