@@ -143,10 +143,9 @@ def refuse_second_scheduler(optimizer: Any, newcomer: Any) -> None:
     if isinstance(newcomer, ReduceLROnPlateau):
         advice = (
             f"{SCHEDULER_NAME} rewrites the lr at every update, so each of its cuts would last one update. "
-            f"{SCHEDULER_NAME} has no lasting multiplicative cut in this version (an amendment `scale` at a "
-            "checkpoint's count is planned, docs/CONTRACT.md section 4); for a lower lr from now on, resume "
-            "from a checkpoint with a cooldown (noam-plugin cooldown CKPT --over N) or with other parameters "
-            "and allow_param_change: true."
+            "For a lasting cut, amend the schedule from a count on: add `amendments: [{at: N, scale: 0.5}]` "
+            f"to the {SCHEDULER_NAME} params (`noam-plugin amend CKPT --scale 0.5` prints the lines for a "
+            "checkpoint; docs/amendments.md), or resume with a cooldown (noam-plugin cooldown CKPT --over N)."
         )
     else:
         advice = KEEP_ONE + (

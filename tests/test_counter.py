@@ -100,7 +100,8 @@ def test_reduce_on_plateau_refusal_says_what_to_use():
     with pytest.raises(SecondSchedulerError) as error:
         ReduceLROnPlateau(optimizer, factor=0.5)
     text = str(error.value)
-    assert "each of its cuts would last one update" in text and "amendment `scale`" in text and "cooldown" in text
+    assert "each of its cuts would last one update" in text
+    assert "amendments: [{at: N, scale: 0.5}]" in text and "noam-plugin amend" in text
     assert scheduler.updates == 0
 
 
