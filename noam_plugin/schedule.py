@@ -472,9 +472,11 @@ class NoamConfig:
 def saved_params(state: Mapping[str, Any]) -> dict[str, Any]:
     """The schedule parameters in a saved NoamLR state; states from before warmup_unit existed counted updates.
 
-    A state without the tail's keys had none (cooldown_type / cooldown_min_lr None, as NoamConfig keeps them).
+    A state without the tail's keys had none (cooldown_type / cooldown_min_lr None, as NoamConfig keeps them);
+    one without `factor` (written by hand or by another tool) had the default, as a config without it does.
     """
-    params = {key: state.get(key, DEFAULT_UNIT if key == "warmup_unit" else None) for key in SCHEDULE_KEYS}
+    defaults = {"warmup_unit": DEFAULT_UNIT, "factor": NoamConfig.factor}
+    params = {key: state.get(key, defaults.get(key)) for key in SCHEDULE_KEYS}
     for key in (GROUPS_KEY, HISTORY_KEY):
         if state.get(key):
             params[key] = state[key]

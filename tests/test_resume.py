@@ -116,3 +116,13 @@ def test_old_import_paths_still_work():
 
     assert (old_changes, old_note) == (resume_changes, batch_change_note)
     assert isinstance(plan_resume(state(), NoamConfig(**BASE)), ResumePlan)
+
+
+def test_a_state_without_factor_had_the_default():
+    """A hand-made (or older) state may leave out `factor`: it had 1.0, as a config without it does."""
+    d_model = {"d_model": 512, "warmup_max_lr": None, "warmup_num_steps": 100}
+    saved = state(**d_model)
+    del saved["factor"]
+    plan = plan_resume(saved, NoamConfig(**d_model))
+    assert plan.changes == () and plan.updates == 500
+    assert plan_resume(saved, NoamConfig(**d_model, factor=2.0)).changes == (("factor", 1.0, 2.0),)
