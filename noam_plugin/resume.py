@@ -43,6 +43,37 @@ def _tail(params: Mapping[str, Any]) -> tuple:
     )
 
 
+def _amendment_sets(amendments: Any) -> list[tuple]:
+    """The amendments each kind of param group follows: those naming no group (the main curve), those for one
+    selector, and all of them (a group two selectors name). A tail amendment reads the main keys it does not set."""
+    if not any(a.tail for a in amendments):
+        return [()]
+    selectors = {s: None for a in amendments for s in a.groups or ()}
+    sets = [tuple(a for a in amendments if a.groups is None)]
+    sets += [tuple(a for a in amendments if a.groups is None or s in a.groups) for s in selectors]
+    return sets + [tuple(amendments)] if selectors else sets
+
+
+def _tails_unchanged(saved: Mapping[str, Any], current: Mapping[str, Any], amendments: Any, count: int | None) -> bool:
+    """Does every update up to `count` (None: every update) run under the same tail with the saved and the current
+    main parameters? Up to the first tail amendment the main tail is in force, from each one's `at` on the main
+    keys with its own on top (amendments.AmendedCurve); a tail starting at or after a stretch's end changes none of
+    it. Amendments before `count` are the same on both sides or history_changes refuses them."""
+    end_all = math.inf if count is None else count
+    old, new = dict(saved), dict(current)
+    start = 0
+    for a in [a for a in amendments if a.tail and a.at < end_all] + [None]:
+        end = end_all if a is None else a.at
+        old_tail, new_tail = _tail(old), _tail(new)
+        if end > start and old_tail != new_tail and min(t[0] for t in (old_tail, new_tail) if t) < end:
+            return False
+        if a is not None:
+            old.update(a.tail)
+            new.update(a.tail)
+            start = a.at
+    return True
+
+
 def resume_changes(saved: Mapping[str, Any], now: NoamConfig, count: int | None) -> tuple[list[str], list[str]]:
     """Decide a resume: (keys that are a parameter change, notes to log), for a state saved at `count`.
 
@@ -56,11 +87,11 @@ def resume_changes(saved: Mapping[str, Any], now: NoamConfig, count: int | None)
     differing = [key for key in SCHEDULE_KEYS if saved.get(key) != current.get(key)]
     if not differing:
         return [], []
-    old_tail, new_tail = _tail(saved), _tail(current)
+    old_tail = _tail(saved)
     curve_same = all(saved.get(key) == current.get(key) for key in CURVE_KEYS)
-    starts = [tail[0] for tail in (old_tail, new_tail) if tail]
-    first_start = min(starts) if starts else math.inf
-    past_unchanged = curve_same and (old_tail == new_tail or (count is not None and count <= first_start))
+    past_unchanged = curve_same and all(
+        _tails_unchanged(saved, current, amendments, count) for amendments in _amendment_sets(now.amendments)
+    )
     if not past_unchanged:
         return differing, []
     u = now.unit_name

@@ -126,3 +126,34 @@ def test_a_state_without_factor_had_the_default():
     plan = plan_resume(saved, NoamConfig(**d_model))
     assert plan.changes == () and plan.updates == 500
     assert plan_resume(saved, NoamConfig(**d_model, factor=2.0)).changes == (("factor", 1.0, 2.0),)
+
+
+TAIL = {"total_num_steps": 1000, "cooldown_num_steps": 100}
+SAVED_TAIL = {"cooldown_type": "linear", "cooldown_min_lr": 0.0}  # as state_dict() writes them with a cooldown
+
+
+def test_a_main_tail_change_under_a_tail_amendment_in_force_is_a_change():
+    # The amendment at 150 keeps the main cooldown_num_steps (100): updates 201-250 ran in a cooldown from 200.
+    # cooldown_num_steps 120 moves the main tail's start to 880 (after the count) but the amended one to 180.
+    amended = [{"at": 150, "total_num_steps": 300}]
+    saved = state(updates=250, **TAIL, **SAVED_TAIL, amendments=amended)
+    now = NoamConfig(**BASE, **{**TAIL, "cooldown_num_steps": 120}, amendments=amended)
+    for k in (181, 220, 250):  # the premise: these applied updates would get another lr
+        assert now.lr(k) != reference_lr(k, **BASE, total_num_steps=300, cooldown_num_steps=100)
+    plan = plan_resume(saved, now)
+    assert plan.differing == ["cooldown_num_steps"] and plan.notes == ()
+    with pytest.raises(ScheduleMismatchError, match="cooldown_num_steps: checkpoint 100, now 120"):
+        plan.accept()
+    # A main key the amendment replaces, or a resume before the amendment: every applied update keeps its lr.
+    later = NoamConfig(**BASE, **{**TAIL, "total_num_steps": 2000}, amendments=amended)
+    assert plan_resume(saved, later).differing == []
+    early = state(updates=140, **TAIL, **SAVED_TAIL, amendments=amended)
+    assert plan_resume(early, now).differing == []
+
+
+def test_a_main_key_a_group_amendment_inherits_is_a_change():
+    # Group 'emb' alone is amended (a cooldown from 300, keeping total_num_steps from the main parameters).
+    amended = [{"at": 150, "cooldown_num_steps": 100, "groups": ["emb"]}]
+    saved = state(updates=350, total_num_steps=400, cooldown_num_steps=20, **SAVED_TAIL, amendments=amended)
+    now = NoamConfig(**BASE, total_num_steps=500, cooldown_num_steps=20, amendments=amended)
+    assert plan_resume(saved, now).differing == ["total_num_steps"]  # emb's updates 301-350 would move
