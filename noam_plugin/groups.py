@@ -253,6 +253,7 @@ class GroupCurves:
                 self.curves.append(curve)
             self._slots.append((curves[key], 1.0 if o is None else config.groups[o].lr_scale))
         self.owner = owner  # param group -> override position (None: the main curve)
+        self.plain_until = min(c.plain_until for c in self.curves)  # up to here every curve is its formula alone
 
     def lrs(self, count: int) -> list[float]:
         """lr of each param group for the update that brings the count to `count` (>= 1)."""

@@ -305,8 +305,11 @@ class NoamLR(LRScheduler):
         """The lr of each param group for the update that brings the count to `step` (one curve for all).
 
         What every write of the lr goes through: per-group curves (`groups`) give each group its own."""
-        if self._curves is not None:
-            return self._curves.lrs(step)
+        curves = self._curves
+        if curves is not None:
+            if type(step) is int and step > curves.plain_until and not self._past_end_said:
+                self._say_past_end(step)
+            return curves.lrs(step)
         c = self.config
         if type(step) is int and 1 <= step <= c.plain_until:  # per update: the formula without a call between
             lr = _formula(step, c.warmup_num_steps, c.d_model, c.factor, c.warmup_max_lr)
@@ -315,13 +318,20 @@ class NoamLR(LRScheduler):
         return [lr] * len(self.optimizer.param_groups)
 
     def _say_past_end(self, step: int) -> None:
-        c = self.config.config_at(step)  # the tail in force there (an amendment may have moved it)
-        if c.total_num_steps is not None and step > c.total_num_steps and not self._past_end_said:
-            self._past_end_said = True
-            log_rank0(
-                f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
-                f"updates from here on run at cooldown_min_lr {c.cooldown_min_lr:g}"
-            )
+        """Once: `step` is past the end of a cooldown in force there (an amendment may have moved it), of the main
+        curve or of any group's. A total_num_steps without a cooldown is only the planned end: nothing to say."""
+        if self._past_end_said:
+            return
+        for curve in self._curves.curves if self._curves is not None else (self.config,):
+            c = curve.config_at(step)
+            if c.cooldown_num_steps is not None and step > c.total_num_steps:
+                self._past_end_said = True
+                log_rank0(
+                    f"NoamLR: past total_num_steps ({c.total_num_steps} {c.warmup_unit}): the cooldown is over, "
+                    f"updates from here on run at cooldown_min_lr {c.cooldown_min_lr:g}"
+                    + (" (times the scales in force)" if self._curves is not None or curve.scale_at(step) != 1 else "")
+                )
+                return
 
     def _next_count(self) -> int | None:
         """The count the coming update brings the schedule to, where it is known now (tokens: once reported)."""

@@ -722,6 +722,53 @@ def test_cooldown_in_updates_every_update_and_the_log_past_the_end(kind, caplog)
     ]
 
 
+def test_total_without_cooldown_and_an_amendment_trains_past_the_planned_end(caplog):
+    # total_num_steps alone is the planned end (no tail): past it the curve goes on, scaled from the amendment on.
+    model, optimizer, scheduler = make(
+        1,
+        warmup_num_steps=4,
+        d_model=None,
+        warmup_max_lr=0.01,
+        total_num_steps=12,
+        amendments=[{"at": 6, "scale": 0.5}],
+    )
+    seen = used_lrs(optimizer)
+    with caplog.at_level(logging.WARNING, logger="noam_plugin"):
+        for _ in range(16):
+            train_step(model, optimizer)
+    want = [peak(k, 4) * (0.5 if k > 6 else 1.0) for k in range(1, 17)]
+    assert flat(seen) == pytest.approx(want, rel=1e-12)
+    assert "past total_num_steps" not in caplog.text  # no cooldown, so none is over
+
+
+def test_per_group_curves_say_once_that_the_cooldown_is_over(caplog):
+    T, C = 12, 5
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    optimizer = torch.optim.Adam([{"params": layer.parameters()} for layer in model], lr=0.0)
+    scheduler = NoamLR(  # noqa: F841 - kept alive: a dropped NoamLR stops scheduling
+        optimizer,
+        warmup_num_steps=4,
+        d_model=None,
+        warmup_max_lr=0.01,
+        total_num_steps=T,
+        cooldown_num_steps=C,
+        cooldown_min_lr=1e-4,
+        groups=[{"index": 1, "lr_scale": 0.5}],
+    )
+    seen = used_lrs(optimizer)
+    with caplog.at_level(logging.WARNING, logger="noam_plugin"):
+        for _ in range(T + 3):
+            train_step(model, optimizer)
+    assert flat(seen) == pytest.approx(
+        flat([tail(k, 4, T, C, m=1e-4), tail(k, 4, T, C, m=1e-4) / 2] for k in range(1, T + 4)), rel=1e-12
+    )
+    past = [r.message for r in caplog.records if "past total_num_steps" in r.message]
+    assert past == [
+        "NoamLR: past total_num_steps (12 updates): the cooldown is over, updates from here on run at "
+        "cooldown_min_lr 0.0001 (times the scales in force)"
+    ]
+
+
 @pytest.mark.parametrize("unit", ["samples", "tokens"])
 def test_cooldown_in_data_units_reads_the_curve_at_the_data_seen(unit):
     N, W2, T, C = 8, 40, 120, 50
