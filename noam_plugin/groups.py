@@ -311,13 +311,20 @@ def group_changes(
     Compared per selector, over the selectors of both sides (a selector on one side only compares that
     group's curve with the other side's main one). Each group's curve is decided as the main one is
     (resume_changes: a cooldown added or moved at or after `count` is no change). Keys are named
-    `groups[name='x'].key`; a key both sides take from the main parameters is left to the main comparison.
+    `groups[name='x'].key`; a key both sides take from the main parameters is left to the main comparison
+    where that one names it (a group ending elsewhere can have its applied updates moved by a main key that
+    leaves the main curve's unchanged: then it is that group's change).
     """
     from noam_plugin.resume import resume_changes  # (resume.py reads states, which check groups: no cycle)
 
     saved_over = {o.key: o for o in saved_groups(saved)}
     now_over = {o.key: o for o in now.groups}
     main_saved = {k: saved.get(k) for k in SCHEDULE_KEYS}
+    main_now = now.schedule_params
+    # Main keys changed that the main comparison lets pass: a group that inherits one may still be changed by it.
+    inherited = {k for k in SCHEDULE_KEYS if main_saved[k] != main_now.get(k)} - set(
+        resume_changes(main_saved, now, count)[0]
+    )
     changes: list[tuple[str, Any, Any]] = []
     notes: list[str] = []
     for key in list(saved_over) + [k for k in now_over if k not in saved_over]:
@@ -329,7 +336,7 @@ def group_changes(
         differing, group_notes = resume_changes(old_params, new_curve, count)
         name = f"groups[{key[0]}={key[1]!r}]"
         current = new_curve.schedule_params
-        changes += [(f"{name}.{k}", old_params.get(k), current.get(k)) for k in differing if k in own]
+        changes += [(f"{name}.{k}", old_params.get(k), current.get(k)) for k in differing if k in own or k in inherited]
         old_scale, new_scale = (old.lr_scale if old else 1.0), (new.lr_scale if new else 1.0)
         if old_scale != new_scale:
             changes.append((f"{name}.lr_scale", old_scale, new_scale))

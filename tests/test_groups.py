@@ -206,6 +206,18 @@ def test_a_main_change_is_left_to_the_main_comparison():
     assert group_changes(saved, now, 10) == ([], [])
 
 
+def test_a_main_key_a_group_curve_inherits_is_that_group_s_change():
+    # emb ends at 300 with the main cooldown_num_steps: 100 -> 120 moves its cooldown from 200 to 180, while the
+    # main one (from 900 to 880) still starts after the count.
+    main = {**MAIN, "total_num_steps": 1000}
+    groups = [{"name": "emb", "total_num_steps": 300}]
+    saved = _saved(**main, cooldown_num_steps=100, groups=groups)
+    now = NoamConfig(**main, cooldown_num_steps=120, groups=groups)
+    changes, _ = group_changes(saved, now, 250)  # emb's updates 181-250 would get another lr
+    assert changes == [("groups[name='emb'].cooldown_num_steps", 100, 120)]
+    assert group_changes(saved, now, 150)[0] == []  # both of emb's starts are after the count
+
+
 def test_a_group_cooldown_decided_at_resume_is_no_change_when_it_starts_later():
     saved = _saved(**MAIN, groups=[{"name": "emb", "warmup_num_steps": 80}])
     cooled = [{"name": "emb", "warmup_num_steps": 80, "total_num_steps": 1000, "cooldown_num_steps": 300}]
