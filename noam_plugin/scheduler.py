@@ -450,5 +450,9 @@ class NoamLR(LRScheduler):
         self.counter.prepare = self._needs_prepare
         self._prepared = None
         self._apply_lr()
+        if self.updates and self._next_count() is None:  # tokens (or an unknown batch): the coming lr waits for
+            lrs = self.last_update_lr  # its data; until then the groups keep the last update's, as they would have
+            if lrs is not None:
+                self._write(lrs, None)
         if self._curves is not None:
             log_names_changed(self._group_names, self.optimizer.param_groups)

@@ -377,6 +377,21 @@ def test_tokens_unit_uses_the_tokens_of_the_update_itself():
     assert flat(seen) == pytest.approx(flat([x, x] for x in expected), rel=1e-12)
 
 
+def test_tokens_unit_resumed_holds_the_last_update_s_lr_until_the_next_is_known():
+    # A fresh optimizer (lr 0.0) and only the scheduler's state: between updates the groups keep the last update's.
+    model, optimizer, scheduler = make(2, warmup_num_steps=500, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
+    for n in (40, 60, 80):
+        scheduler.add_tokens(n)
+        train_step(model, optimizer)
+    model, optimizer, fresh = make(2, warmup_num_steps=500, d_model=None, warmup_max_lr=0.01, warmup_unit="tokens")
+    fresh.load_state_dict(scheduler.state_dict())
+    assert fresh.get_last_lr() == group_lrs(optimizer) == [peak(180, 500)] * 2
+    fresh.add_tokens(20)
+    seen = used_lrs(optimizer)
+    train_step(model, optimizer)
+    assert flat(seen) == [peak(200, 500)] * 2
+
+
 def test_tokens_unit_without_tokens_is_a_clear_error():
     model, optimizer, scheduler = make(warmup_unit="tokens")
     with pytest.raises(RuntimeError, match=r"no tokens were reported for update 1\. Call scheduler\.add_tokens\(n\)"):
