@@ -367,6 +367,11 @@ class NoamLR(LRScheduler):
 
     def _lrs_now(self) -> list[float]:
         """The lrs the groups hold between updates (for a group NoamLR has not written to yet)."""
+        groups = self.optimizer.param_groups
+        if self._curves is not None and len(groups) != len(self._group_names):  # add_param_group: match the new
+            names = self._group_names[: len(groups)] + [g.get("name") for g in groups[len(self._group_names) :]]
+            self._curves = GroupCurves(self.config, [{"name": n} if n is not None else {} for n in names])
+            self._group_names = names  # the groups matched before keep their curves (as in _match_groups)
         at = self._next_count()
         tokens = self.data.tokens
         if at is None and self.config.warmup_unit == TOKENS and self.updates and tokens:

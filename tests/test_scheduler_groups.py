@@ -190,3 +190,24 @@ def test_last_update_lr_is_each_groups_lr_of_the_last_update_also_after_a_resume
     resumed = NoamLR(optimizer(), **PARAMS)
     resumed.load_state_dict(scheduler.state_dict())
     assert resumed.last_update_lr == pytest.approx(want(5), rel=1e-12)
+
+
+def test_a_group_added_later_follows_the_curve_its_name_selects():
+    # add_param_group after some updates: the new group is matched like the others (a name selects every group
+    # with it), the others keep their curves.
+    params = {**PARAMS, "groups": [PARAMS["groups"][0], PARAMS["groups"][2]]}
+    names = ["body", "embeddings", "head"]
+    opt = optimizer(names)
+    scheduler = NoamLR(opt, **params)
+    for _ in range(3):
+        opt.step()
+    p = torch.nn.Parameter(torch.randn(3))
+    p.grad = torch.ones(3)
+    opt.add_param_group({"params": [p], "name": "head"})
+    seen = []
+    opt.register_step_pre_hook(lambda o, a, k: seen.append(lrs(o)))
+    for _ in range(2):
+        opt.step()
+    names.append("head")
+    assert seen == [want(4, params, names), want(5, params, names)]
+    assert scheduler.get_last_lr() == want(6, params, names)
