@@ -15,6 +15,7 @@ import yaml
 INTEGRATIONS = Path(__file__).resolve().parent / "integrations"
 sys.path.insert(0, str(INTEGRATIONS))
 import launches  # noqa: E402 - real launches and SIGKILL, shared with the integration tests
+from needs import need  # noqa: E402 - a framework that does not import is a failure, not a skip
 from reference import reference_amended  # noqa: E402 - the contract written again
 
 WORKER = INTEGRATIONS / "workers" / "torch_rollback.py"
@@ -121,7 +122,7 @@ def test_deepspeed_zero2_rollback_from_two_processes_to_one(tmp_path):
     """ZeRO-2 on 2 processes: save at update 4, a spike at 6, SIGKILL; universal checkpoint; resume update 4
     on 1 process with the amendment `amend` prints, save at 8; resume that with one more; resume it without
     the history: refused."""
-    pytest.importorskip("deepspeed")
+    need("deepspeed")
     from test_deepspeed import convert_universal, results, single_node
 
     ck = tmp_path / "ck"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from needs import need  # a framework that does not import is a failure, not a skip
 from reference import reference_lr  # docs/CONTRACT.md section 1, written again
 
 from noam_plugin import CountMismatchError, NoamLR
@@ -55,7 +56,7 @@ def test_check_counts_names_both_counts_and_the_route():
 
 
 def _trainer(tmp_path, noam_state=None, **extra):
-    pytest.importorskip("transformers")
+    need("transformers")
     from tiny import tiny_trainer
 
     return tiny_trainer(tmp_path, PEAK, noam_state, max_steps=4, **extra)
@@ -81,7 +82,7 @@ def test_trainer_with_another_runs_noam_state_raises_at_train_begin(tmp_path):
 
 
 def _fit(tmp_path, noam_state=None):
-    pl = pytest.importorskip("lightning.pytorch")
+    pl = need("lightning.pytorch")
     from noam_plugin.integrations.lightning import NoamCountCheck
 
     class Module(pl.LightningModule):
@@ -130,7 +131,7 @@ def test_lightning_with_another_runs_noam_state_raises(tmp_path):
 
 
 def test_deepspeed_counts_made_to_disagree_raise_and_normal_runs_do_not(tmp_path):
-    pytest.importorskip("deepspeed")
+    need("deepspeed")
     from test_deepspeed import single_node
 
     ckpt = {name: str(tmp_path / name) for name in ("a", "b", "c", "d")}
