@@ -10,7 +10,8 @@ past it, so every update already applied keeps its lr. Three kinds, one per amen
   force past `at` (keys not given stay as they were): start, move or extend a cooldown.
 
 `groups: [name or index, ...]` limits one to those param groups (default: all). The list is the history, in
-order of `at`; the saved state keeps it, and a resume must extend it (check_history). Nothing here imports torch.
+order of `at`; the saved state keeps it, and a resume must extend it (history_changes, which
+resume.plan_resume applies). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from noam_plugin.errors import ConfigError, Problem, ScheduleMismatchError, describe
+from noam_plugin.errors import ConfigError, Problem, describe
 from noam_plugin.schedule import COOLDOWN_KEYS, MAX_INT, _check_values, _is_int, _is_number, closest_name
 
 CHANGE_KEYS = ("scale", "rewarm_num_steps") + COOLDOWN_KEYS
@@ -335,27 +336,6 @@ def history_changes(saved: Any, now: Any, count: int, unit_name: str = "update")
                 "keeps its lr"
             )
     return lines, notes
-
-
-def check_history(saved: Any, config: Any, saved_count: int) -> list[str]:
-    """Raise ScheduleMismatchError naming each amendment that would rewrite an applied update (with
-    allow_param_change, log them instead); return the notes to log. `config`: the NoamConfig resumed with."""
-    lines, notes = history_changes(saved, config.amendments, saved_count, config.unit_name)
-    if not lines:
-        return notes
-    if config.allow_param_change:
-        return notes + [
-            "NoamLR: the config's amendments rewrite the history saved in the checkpoint ("
-            + "; ".join(lines)
-            + "); continuing with the config's (allow_param_change=True)"
-        ]
-    raise ScheduleMismatchError(
-        f"NoamLR: the config's amendments would change updates already applied (checkpoint at "
-        f"{config.unit_name} {saved_count}):\n  "
-        + "\n  ".join(lines)
-        + "\nAn amendment is added at or after the checkpoint's count; the ones before it stay as saved "
-        "(noam-plugin inspect CHECKPOINT lists them)."
-    )
 
 
 def history_lines(amendments: Sequence[Amendment], unit_name: str, head: str, pad: str | None = None) -> list[str]:

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from noam_plugin import ConfigError, NoamConfig, ScheduleMismatchError, load_config
-from noam_plugin.amendments import Amendment, check_history, flow, for_group, history_changes, parse_amendments
+from noam_plugin.amendments import Amendment, flow, for_group, history_changes, parse_amendments
+from noam_plugin.resume import plan_resume
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integrations"))
 from reference import reference_amended, reference_lr  # noqa: E402 - the contract written again
@@ -205,6 +206,14 @@ HISTORY = [{"at": 100, "scale": 0.5}, {"at": 100, "rewarm_num_steps": 20}, {"at"
 
 def config_with(amendments, **options):
     return NoamConfig(**PEAK, amendments=amendments, **options)
+
+
+def check_history(saved, config, count):
+    """Resume `config` from a NoamLR state saved at `count` with history `saved`: the one resume decision."""
+    state = {"type": "NoamLR", "updates": count, "factor": 1.0, "warmup_unit": "updates", **PEAK}
+    if saved:
+        state["amendments"] = saved
+    return plan_resume(state, config).accept()
 
 
 def test_a_config_that_extends_the_history_resumes():
