@@ -18,7 +18,7 @@ from noam_plugin.amendments import flow, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
 from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
 from noam_plugin.errors import ConfigError
-from noam_plugin.names import SCHEDULER_NAME
+from noam_plugin.names import SCHEDULER_NAME, UPDATES
 from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve, png_path
 from noam_plugin.resume import plan_resume, validate_state
 from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig
@@ -46,7 +46,7 @@ def checkpoint_schedule(checkpoint: str, config_path: str | None) -> tuple[Check
             "(the config the run resumes with)"
         )
     unit = base.warmup_unit
-    count = info.state.get(unit) if info.is_noam else info.updates()[0] if unit == "updates" else None
+    count = info.state.get(unit) if info.is_noam else info.updates()[0] if unit == UPDATES else None
     if count is None:
         raise ValueError(f"{checkpoint}: no count of the {unit} seen in this checkpoint (warmup_unit {unit})")
     return info, base, count
@@ -63,7 +63,7 @@ def resume_problems(info: CheckpointInfo, config: NoamConfig, count: int) -> lis
 def resume_params(config: NoamConfig) -> dict[str, Any]:
     """The params block to resume with: every value that differs from its default, amendments last."""
     params = {k: v for k, v in config.schedule_params.items() if v is not None}
-    if params.get("warmup_unit") == "updates":
+    if params.get("warmup_unit") == UPDATES:
         del params["warmup_unit"]
     if params.get("factor") == 1.0:
         del params["factor"]
@@ -154,7 +154,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
             f"({'; '.join(problems)})"
         )
     new = config.amendments[len(history) :]
-    where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
+    where = f"{u} {count}" + (" (updates applied)" if unit == UPDATES else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g} before this amendment")
     for line in history_lines(base.amendments, u, "# history: ", pad="#          "):
         print(line)

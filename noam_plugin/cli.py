@@ -18,7 +18,7 @@ from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_c
 from noam_plugin.errors import CheckpointError as _CheckpointError
 from noam_plugin.errors import ConfigError, Problem, StateError, shorten
 from noam_plugin.examples import add_init_parser
-from noam_plugin.names import SCHEDULER_NAME
+from noam_plugin.names import SCHEDULER_NAME, UPDATES
 from noam_plugin.render import (
     Axis,
     ascii_curve,
@@ -205,7 +205,7 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
             f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied "
             f"({'; '.join(problems)})"
         )
-    where = f"{u} {count}" + (" (updates applied)" if unit == "updates" else f" ({unit} seen)")
+    where = f"{u} {count}" + (" (updates applied)" if unit == UPDATES else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g}")
     print(
         f"# a {args.type} cooldown over the next {args.over} {unit} ({u}s {count + 1}-{count + args.over}): "

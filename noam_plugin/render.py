@@ -14,6 +14,7 @@ from typing import Any
 from noam_plugin.amendments import history_changes, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
 from noam_plugin.errors import short_repr, shorten
+from noam_plugin.names import DATA_UNITS, SAMPLES, TOKENS, UPDATES
 from noam_plugin.resume import plan_resume
 from noam_plugin.safe_io import write_atomically
 from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, MAX_INT, SCHEDULE_KEYS, NoamConfig
@@ -36,7 +37,7 @@ def describe(config: NoamConfig) -> str:
     return f"{params_text(config)}, peak lr {config.peak_lr:.2e} at {config.unit_name} {config.peak_step}{groups}"
 
 
-_VARIABLE = {"updates": "k", "samples": "s", "tokens": "t"}
+_VARIABLE = {UPDATES: "k", SAMPLES: "s", TOKENS: "t"}
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,14 @@ class Axis:
 
     @property
     def label(self) -> str:
-        return "optimizer update" if self.unit == "updates" else f"{self.unit} seen"
+        return "optimizer update" if self.unit == UPDATES else f"{self.unit} seen"
 
     def position(self, count: int) -> int:
         """A position in the config's unit, in this unit; data -> updates rounds up to the update it falls in."""
         n = self.per_update
         if self.unit == self.config.warmup_unit:
             return count
-        return -(-count // n) if self.unit == "updates" else count * n
+        return -(-count // n) if self.unit == UPDATES else count * n
 
     @property
     def peak(self) -> int:
@@ -70,7 +71,7 @@ class Axis:
     @property
     def peak_inside(self) -> bool:
         """Data shown per update, and warmup ends inside an update (W not a multiple of the batch)."""
-        converted = self.unit == "updates" and self.config.warmup_unit != "updates"
+        converted = self.unit == UPDATES and self.config.warmup_unit != UPDATES
         return converted and self.config.warmup_num_steps % self.per_update != 0
 
     @property
@@ -82,13 +83,13 @@ class Axis:
     @property
     def stride(self) -> int:
         """Distance between plotted points: an updates config shown in data changes lr once per update."""
-        return self.per_update if self.config.warmup_unit == "updates" and self.unit != "updates" else 1
+        return self.per_update if self.config.warmup_unit == UPDATES and self.unit != UPDATES else 1
 
     def lr(self, x: int) -> float:
         config, n = self.config, self.per_update
         if self.unit == config.warmup_unit:
             return config.lr(x)
-        if self.unit == "updates":  # update x has seen x * n samples or tokens, its own included
+        if self.unit == UPDATES:  # update x has seen x * n samples or tokens, its own included
             return config.lr(x * n)
         return config.lr(-(-x // n))  # data position x falls in update ceil(x / n)
 
@@ -99,17 +100,17 @@ def axis_for(config: NoamConfig, unit: str | None, per_update: int | None) -> Ax
     unit = unit or have
     if unit == have:
         if per_update is not None:
-            others = "updates" if have != "updates" else "samples or --unit tokens"
+            others = UPDATES if have != UPDATES else "samples or --unit tokens"
             raise ValueError(f"--per-update converts between units: add --unit {others} (this config counts {have})")
         return Axis(config, unit)
-    if "updates" not in (unit, have):
+    if UPDATES not in (unit, have):
         raise ValueError(
             f"--unit {unit}: cannot convert {have} to {unit} (tokens per sample vary); "
             "show it per update instead: --unit updates --per-update N"
         )
     if per_update is None:
-        data = unit if unit != "updates" else have
-        what = "the global batch, over all processes" if data == "samples" else "summed over all processes"
+        data = unit if unit != UPDATES else have
+        what = "the global batch, over all processes" if data == SAMPLES else "summed over all processes"
         raise ValueError(f"--unit {unit} needs --per-update N: the {data} per optimizer update ({what})")
     return Axis(config, unit, per_update)
 
@@ -210,9 +211,7 @@ def plot_curve(
     lrs = [axis.lr(k) for k in ks]
     fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(
-        ks, lrs, color="tab:blue", lw=2, label="lr of update k" if axis.unit == "updates" else f"lr at {axis.name} x"
-    )
+    ax.plot(ks, lrs, color="tab:blue", lw=2, label="lr of update k" if axis.unit == UPDATES else f"lr at {axis.name} x")
     w = config.warmup_num_steps
     if axis.unit == config.warmup_unit:
         band = f"warmup ({axis.unit} 1-{w})"
@@ -269,11 +268,11 @@ def formula_lines(config: NoamConfig, axis: Axis) -> list[str]:
         lines = [f"  lr({v}) = {config.factor:g} * {config.d_model}**-0.5 * min({v}**-0.5, {v} * {w}**-1.5)"]
     else:
         lines = [f"  lr({v}) = {config.warmup_max_lr:g} * min({v} / {w}, ({w} / {v})**0.5)"]
-    if unit != "updates":
+    if unit != UPDATES:
         lines[0] += f"   ({v}: {unit} seen, the update's own included)"
     n = axis.per_update
-    if axis.unit == "updates" and unit != "updates":
-        same = " (if every update has as many)" if unit == "tokens" else ""
+    if axis.unit == UPDATES and unit != UPDATES:
+        same = " (if every update has as many)" if unit == TOKENS else ""
         lines.append(f"  shown per update, {n} {unit} each{same}: update k uses lr({n} * k)")
     elif axis.unit != unit:
         lines.append(
@@ -285,7 +284,7 @@ def formula_lines(config: NoamConfig, axis: Axis) -> list[str]:
         lines.append(
             f"  {v} > {s}: lr({v}) = {m:g} + (lr({s}) - {m:g}) * f(min(1, ({v} - {s}) / {c + 1})),  f(x) = {f}"
         )
-    if config.d_model is not None and unit != "updates":
+    if config.d_model is not None and unit != UPDATES:
         lines.append(
             f"  note: the d_model form's peak lr depends on the unit: {config.factor:g} * {config.d_model}**-0.5 * "
             "W**-0.5 "
@@ -308,7 +307,7 @@ def saved_params_text(params: dict[str, Any]) -> str:
 def _counter_lines(state: dict[str, Any], unit: str) -> list[str]:
     """The data seen and the global batch at save; older states (or uncounted runs) lack them."""
     lines = []
-    for key in ("samples", "tokens"):
+    for key in DATA_UNITS:
         seen = state.get(key)
         mark = "  (the warmup_unit: the lr follows this count)" if key == unit else ""
         lines.append(f"{key:<12} {'not counted' if seen is None else f'{seen} seen'}{mark}")
@@ -323,7 +322,7 @@ def _counter_lines(state: dict[str, Any], unit: str) -> list[str]:
 def lr_after_save(config: NoamConfig, state: dict[str, Any]) -> tuple[float | None, str]:
     """The lr of the update after the save under `config` (None until its tokens are known), and how it follows."""
     unit = config.warmup_unit
-    if unit == "updates":
+    if unit == UPDATES:
         k = int(state["updates"])
         return config.lr(k + 1), f"lr({k + 1})"
     seen = state.get(unit)
@@ -333,9 +332,9 @@ def lr_after_save(config: NoamConfig, state: dict[str, Any]) -> tuple[float | No
         )
     last = f"the last update's lr was lr({seen}) = {config.lr(seen):.6g}" if seen >= 1 else "no update applied yet"
     batch = state.get("samples_per_update")
-    if unit == "samples" and batch is not None:
+    if unit == SAMPLES and batch is not None:
         return config.lr(seen + batch), f"lr({seen} + {batch}) = lr({seen + batch}), if the global batch stays {batch}"
-    if unit == "samples":
+    if unit == SAMPLES:
         return None, f"lr({seen} + N) for a global batch of N (not recorded at save); {last}"
     return None, f"depends on the next update's tokens: lr({seen} + its tokens); {last}"
 
@@ -382,7 +381,7 @@ def checkpoint_report(
             status = 1
         else:
             amended = " and amendments" if saved_config.amendments else ""
-            where = f", the formula with these parameters{amended}" if params["warmup_unit"] == "updates" else ""
+            where = f", the formula with these parameters{amended}" if params["warmup_unit"] == UPDATES else ""
             lines.append(f"next lr      {why}" if lr is None else f"next lr      {lr:.6g}  ({why}{where})")
             if params.get("groups"):
                 from noam_plugin.render_groups import next_lr_lines
@@ -395,11 +394,11 @@ def checkpoint_report(
             lines.append("k            unknown: NoamLR cannot tell how many updates were applied")
         else:
             lines.append(f"k            NoamLR adopts {k} when it loads this checkpoint ({how}){steps}")
-            if config is not None and config.warmup_unit == "samples":
+            if config is not None and config.warmup_unit == SAMPLES:
                 lines.append(
                     f"next lr      lr({k + 1} * N) under {config_path} for a global batch of N ({k} * N samples seen)"
                 )
-            elif config is not None and config.warmup_unit == "tokens":
+            elif config is not None and config.warmup_unit == TOKENS:
                 lines.append(
                     f"next lr      none: {config_path} counts warmup in tokens and this checkpoint has no token count"
                 )
@@ -450,7 +449,7 @@ def checkpoint_report(
             except CheckpointError as error:
                 lines.append(f"  next lr unknown: {error}")
         elif not differing and not group_diff and not rewritten:
-            how = f"lr({k + 1})" if config.warmup_unit == "updates" else "the next lr above"
+            how = f"lr({k + 1})" if config.warmup_unit == UPDATES else "the next lr above"
             lines.append(f"config       {config_path}: same schedule parameters; resuming continues with {how}")
         elif differing or group_diff:
             lines.append(f"config       {config_path}: {len(differing) + len(group_diff)} difference(s):")
@@ -459,9 +458,7 @@ def checkpoint_report(
             if config.allow_param_change:
                 try:
                     lr, why = lr_after_save(config, info.state)
-                    after = (
-                        why if lr is None else f"{lr:.6g}" + ("" if config.warmup_unit == "updates" else f" ({why})")
-                    )
+                    after = why if lr is None else f"{lr:.6g}" + ("" if config.warmup_unit == UPDATES else f" ({why})")
                 except CheckpointError as error:
                     after = f"unknown: {error}"
                 lines.append(

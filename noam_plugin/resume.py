@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from noam_plugin.errors import ScheduleMismatchError, StateError
-from noam_plugin.names import SCHEDULER_NAME, UPDATES
+from noam_plugin.names import SAMPLES, SCHEDULER_NAME, UPDATES
 from noam_plugin.schedule import CURVE_KEYS, GROUPS_KEY, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, saved_params
 from noam_plugin.state import SOURCE, STATE_TYPE, adopt_foreign, state_problems
 
@@ -206,7 +206,7 @@ def plan_resume(
     unit = config.warmup_unit
     if state.get("type") != STATE_TYPE:
         updates, samples, note = adopt_foreign(state, samples_per_update)
-        count = {UPDATES: updates, "samples": samples}.get(unit)
+        count = {UPDATES: updates, SAMPLES: samples}.get(unit)
         return ResumePlan(config, updates, samples, None, count, other_notes=(note,), foreign=True)
     updates, samples, tokens = state["updates"], state.get("samples"), state.get("tokens")
     count = state.get(unit)

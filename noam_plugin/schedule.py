@@ -19,6 +19,7 @@ from noam_plugin.names import (  # noqa: F401 - one table per concept (names.py)
     LINEAR,
     MAX_INT,
     ONE_MINUS_SQRT,
+    TOKENS,
     WARMUP_UNITS,
 )
 
@@ -144,7 +145,7 @@ def _check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
     per_update = values.get("auto_tokens_per_update")
     if per_update is not None and (not _is_int(per_update) or not 1 <= per_update <= MAX_INT):
         bad("auto_tokens_per_update", "an int >= 1 (the tokens of one update over all processes)", per_update)
-    elif per_update is not None and unit != "tokens":
+    elif per_update is not None and unit != TOKENS:
         bad("auto_tokens_per_update", "only with warmup_unit tokens", per_update)
     if not problems:
         problems += _check_curve(values, prefix)

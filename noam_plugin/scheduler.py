@@ -91,7 +91,7 @@ class NoamLR(LRScheduler):
         self._group_names: list[Any] = []
         self._past_end_said = False
         self.updates = 0
-        self.data = DataSeen(count_tokens=self.config.warmup_unit == "tokens")
+        self.data = DataSeen(count_tokens=self.config.warmup_unit == TOKENS)
         self._prepared: tuple[int | None, int | None] | None = None  # (samples, tokens) of the coming update
         self._lrs_before_update: tuple[list[float], int | None] | None = None  # to put back if it is skipped
         self._at: int | None = None  # data units: the count whose lr the groups hold (None: not known)
@@ -210,7 +210,7 @@ class NoamLR(LRScheduler):
     def set_samples_per_update(self, value: int, source: str) -> None:
         """Set the global batch; `source` says where it came from (shown in messages)."""
         self.data.set_samples_per_update(value, source)
-        if self.config.warmup_unit == "samples" and self.counter.depth == 0:
+        if self.config.warmup_unit == SAMPLES and self.counter.depth == 0:
             self._apply_lr()
 
     def add_tokens(self, n: Any) -> None:
@@ -234,13 +234,13 @@ class NoamLR(LRScheduler):
         if samples is None:
             samples = data.samples_per_update
         tokens = data.take_tokens()
-        if unit == "samples" and samples is None:
+        if unit == SAMPLES and samples is None:
             raise RuntimeError(
                 "NoamLR(warmup_unit='samples') does not know the global batch: pass NoamLR(..., samples_per_update=N) "
                 "or set scheduler.samples_per_update = N (N = processes x per-process batch x accumulation). "
                 "DeepSpeed sets it from train_batch_size(); Accelerate from its one prepared DataLoader."
             )
-        if unit == "tokens" and not tokens:
+        if unit == TOKENS and not tokens:
             raise RuntimeError(
                 f"NoamLR(warmup_unit='tokens'): no tokens were reported for update {self.updates + 1}. "
                 "Call scheduler.add_tokens(n) on every rank for every micro-batch, before backward() "
@@ -248,10 +248,10 @@ class NoamLR(LRScheduler):
             )
         self._prepared = (samples, tokens)
         if unit != UPDATES:
-            seen = data.samples if unit == "samples" else data.tokens
+            seen = data.samples if unit == SAMPLES else data.tokens
             if seen is None:
                 raise RuntimeError(f"NoamLR(warmup_unit={unit!r}): the {unit} seen so far are unknown")
-            at = seen + (samples if unit == "samples" else tokens)
+            at = seen + (samples if unit == SAMPLES else tokens)
             if at == self._at:  # the groups hold it already (samples, a constant global batch): no write
                 self._lrs_before_update = None
             else:
@@ -339,7 +339,7 @@ class NoamLR(LRScheduler):
         if unit == UPDATES:
             return self.updates + 1
         data = self.data
-        if unit == "samples" and data.samples is not None and data.samples_per_update is not None:
+        if unit == SAMPLES and data.samples is not None and data.samples_per_update is not None:
             return data.samples + data.samples_per_update
         return None
 
@@ -358,7 +358,7 @@ class NoamLR(LRScheduler):
         if self._update_lr is not None or self.updates == 0:
             return self._update_lr
         unit = self.config.warmup_unit
-        seen = self.updates if unit == "updates" else (self.data.samples if unit == "samples" else self.data.tokens)
+        seen = self.updates if unit == UPDATES else (self.data.samples if unit == SAMPLES else self.data.tokens)
         return None if not seen else self.lrs_at(seen)
 
     def get_lr(self) -> list[float]:

@@ -42,7 +42,7 @@ from typing import Any
 
 from noam_plugin.frameworks import read_private
 from noam_plugin.integrations import auto_counts, install
-from noam_plugin.names import SCHEDULER_NAME
+from noam_plugin.names import SAMPLES, SCHEDULER_NAME
 
 
 def _deepspeed_launch(state: object) -> bool:
@@ -225,7 +225,7 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     accumulation = accelerator.gradient_accumulation_steps
     for scheduler in schedulers:
         scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE)
-        if scheduler.config.warmup_unit == "samples" and scheduler is schedulers[0]:
+        if scheduler.config.warmup_unit == SAMPLES and scheduler is schedulers[0]:
             log_rank0(
                 f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over "
                 f"{accelerator.num_processes} "

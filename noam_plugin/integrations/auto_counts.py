@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from noam_plugin.errors import ConfigError, Problem
-from noam_plugin.names import SCHEDULER_NAME
+from noam_plugin.names import DATA_UNITS, DEFAULT_UNIT, SCHEDULER_NAME, TOKENS
 
 COUNT_KEYS = ("warmup_num_steps", "total_num_steps")  # the keys the fillers write update counts into
 TOKENS_KEY = "auto_tokens_per_update"
@@ -39,15 +39,15 @@ def noam_params(config: Any) -> dict | None:
 
 def data_unit(params: dict) -> str | None:
     """'samples' or 'tokens' when the counts are in data units, else None."""
-    unit = params.get("warmup_unit", "updates")
-    return unit if unit in ("samples", "tokens") else None
+    unit = params.get("warmup_unit", DEFAULT_UNIT)
+    return unit if unit in DATA_UNITS else None
 
 
 def auto_keys(params: dict, source: str, filled_by: str) -> list[str]:
     """The count keys still "auto" that `filled_by` will fill with update counts; refuses tokens without a figure."""
     unit = data_unit(params)
     keys = [key for key in COUNT_KEYS if params.get(key) == "auto"]
-    if unit != "tokens" or not keys or TOKENS_KEY in params:
+    if unit != TOKENS or not keys or TOKENS_KEY in params:
         return keys if unit else []
     raise ConfigError(
         source,
@@ -87,7 +87,7 @@ def global_batch(config: dict, processes: int) -> int | None:
 
 def per_update(params: dict, global_batch: Any, source: str, batch_from: str) -> tuple[int, str]:
     """(data of one update, where that figure comes from) in the params' data unit."""
-    if data_unit(params) == "tokens":
+    if data_unit(params) == TOKENS:
         return params[TOKENS_KEY], PREFIX + TOKENS_KEY  # validated with the other params when NoamLR is built
     if not isinstance(global_batch, int) or isinstance(global_batch, bool) or global_batch < 1:
         raise ConfigError(

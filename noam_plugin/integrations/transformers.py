@@ -27,6 +27,7 @@ from typing import Any
 from noam_plugin._dist import log_rank0
 from noam_plugin.frameworks import read_private
 from noam_plugin.integrations import auto_counts, install, is_noam
+from noam_plugin.names import SAMPLES
 
 TRAINER_SOURCE = "Trainer: processes x per_device_train_batch_size x gradient_accumulation_steps"
 WARMUP_KEY = "scheduler.params.warmup_num_steps"
@@ -189,7 +190,7 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
     per_device = read_private(trainer, "transformers.trainer:Trainer._train_batch_size", None) or args.train_batch_size
     batch = per_device * args.world_size * args.gradient_accumulation_steps
     scheduler.set_samples_per_update(batch, TRAINER_SOURCE)
-    if scheduler.config.warmup_unit == "samples":
+    if scheduler.config.warmup_unit == SAMPLES:
         log_rank0(
             f"NoamLR: {batch} samples per update (batch {per_device} x {args.world_size} process(es) x "
             f"{args.gradient_accumulation_steps} gradient_accumulation_steps, from TrainingArguments); "
