@@ -18,7 +18,7 @@ from noam_plugin.amendments import flow, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
 from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
 from noam_plugin.errors import ConfigError
-from noam_plugin.names import SCHEDULER_NAME, UPDATES
+from noam_plugin.names import DEFAULT_COOLDOWN, SCHEDULER_NAME, UPDATES
 from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve, png_path
 from noam_plugin.resume import plan_resume, validate_state
 from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig
@@ -101,7 +101,7 @@ def new_amendments(args: argparse.Namespace, at: int) -> list[dict[str, Any]]:
         out.append({**tail, **extra})
     if not out:
         raise ValueError("amend: nothing to add: give --scale F, --rewarm R, --cooldown N or --total T")
-    if args.cooldown is None and (args.type != "linear" or args.min_lr is not None):
+    if args.cooldown is None and (args.type != DEFAULT_COOLDOWN or args.min_lr is not None):
         raise ValueError("amend: --type and --min-lr shape a cooldown: add --cooldown N")
     return out
 
@@ -204,7 +204,9 @@ def add_amend_parser(sub: Any, positive_int: Any, nonnegative_float: Any, positi
         "--rewarm", type=positive_int, metavar="R", help="climb back to the curve linearly over the next R steps"
     )
     p.add_argument("--cooldown", type=positive_int, metavar="N", help="a cooldown over the next N steps")
-    p.add_argument("--type", choices=COOLDOWN_TYPES, default="linear", help="the cooldown's shape (default: linear)")
+    p.add_argument(
+        "--type", choices=COOLDOWN_TYPES, default=DEFAULT_COOLDOWN, help="the cooldown's shape (default: linear)"
+    )
     p.add_argument("--min-lr", type=nonnegative_float, metavar="LR", help="cooldown_min_lr (default 0)")
     p.add_argument(
         "--total",

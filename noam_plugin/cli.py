@@ -18,7 +18,7 @@ from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_c
 from noam_plugin.errors import CheckpointError as _CheckpointError
 from noam_plugin.errors import ConfigError, Problem, StateError, shorten
 from noam_plugin.examples import add_init_parser
-from noam_plugin.names import SCHEDULER_NAME, UPDATES
+from noam_plugin.names import DEFAULT_COOLDOWN, SCHEDULER_NAME, UPDATES
 from noam_plugin.render import (
     Axis,
     ascii_curve,
@@ -351,7 +351,9 @@ def build_parser(prog: str = "noam-plugin") -> argparse.ArgumentParser:
         metavar="N",
         help="length of the cooldown, in the schedule's warmup_unit (updates, samples or tokens)",
     )
-    p.add_argument("--type", choices=COOLDOWN_TYPES, default="linear", help="shape of the cooldown (default: linear)")
+    p.add_argument(
+        "--type", choices=COOLDOWN_TYPES, default=DEFAULT_COOLDOWN, help="shape of the cooldown (default: linear)"
+    )
     p.add_argument("--min-lr", type=_nonnegative_float, metavar="LR", help="cooldown_min_lr (default 0)")
     p.add_argument(
         "--config", metavar="PATH", help="the config the run resumes with (default: the checkpoint's parameters)"

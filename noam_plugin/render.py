@@ -14,7 +14,7 @@ from typing import Any
 from noam_plugin.amendments import history_changes, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
 from noam_plugin.errors import short_repr, shorten
-from noam_plugin.names import DATA_UNITS, SAMPLES, TOKENS, UPDATES
+from noam_plugin.names import COSINE, DATA_UNITS, LINEAR, ONE_MINUS_SQRT, SAMPLES, TOKENS, UPDATES
 from noam_plugin.resume import plan_resume
 from noam_plugin.safe_io import write_atomically
 from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, MAX_INT, SCHEDULE_KEYS, NoamConfig
@@ -279,7 +279,7 @@ def formula_lines(config: NoamConfig, axis: Axis) -> list[str]:
             f"  shown in {axis.unit}, {n} per update: {axis.name} x falls in update ceil(x / {n}), lr(ceil(x / {n}))"
         )
     if config.cooldown_num_steps is not None:
-        f = {"linear": "1 - x", "1-sqrt": "1 - sqrt(x)", "cosine": "(1 + cos(pi * x)) / 2"}[config.cooldown_type]
+        f = {LINEAR: "1 - x", ONE_MINUS_SQRT: "1 - sqrt(x)", COSINE: "(1 + cos(pi * x)) / 2"}[config.cooldown_type]
         s, m, c = config.cooldown_start, config.cooldown_min_lr, config.cooldown_num_steps
         lines.append(
             f"  {v} > {s}: lr({v}) = {m:g} + (lr({s}) - {m:g}) * f(min(1, ({v} - {s}) / {c + 1})),  f(x) = {f}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from noam_plugin.errors import ScheduleMismatchError, StateError
-from noam_plugin.names import SAMPLES, SCHEDULER_NAME, UPDATES
+from noam_plugin.names import DEFAULT_COOLDOWN, SAMPLES, SCHEDULER_NAME, UPDATES
 from noam_plugin.schedule import CURVE_KEYS, GROUPS_KEY, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, saved_params
 from noam_plugin.state import SOURCE, STATE_TYPE, adopt_foreign, state_problems
 
@@ -38,7 +38,7 @@ def _tail(params: Mapping[str, Any]) -> tuple:
     return (
         params["total_num_steps"] - cooldown,
         cooldown,
-        params.get("cooldown_type") or "linear",
+        params.get("cooldown_type") or DEFAULT_COOLDOWN,
         float(min_lr) if min_lr is not None else 0.0,
     )
 

@@ -15,6 +15,7 @@ from noam_plugin.errors import MAX_PROBLEMS, ConfigError, Problem, describe, sho
 from noam_plugin.names import (  # noqa: F401 - one table per concept (names.py); kept importable from here
     COOLDOWN_TYPES,
     COSINE,
+    DEFAULT_COOLDOWN,
     DEFAULT_UNIT,
     LINEAR,
     MAX_INT,
@@ -324,7 +325,7 @@ class NoamConfig:
         # Where the tail starts, worked out once: the scheduler's hot path compares one int.
         set_(self, "cooldown_start", MAX_INT)  # an int: compared once per update, int to int is the cheap compare
         if self.cooldown_num_steps is not None:
-            set_(self, "cooldown_type", self.cooldown_type or "linear")
+            set_(self, "cooldown_type", self.cooldown_type or DEFAULT_COOLDOWN)
             set_(self, "cooldown_min_lr", float(self.cooldown_min_lr or 0.0))
             start = self.total_num_steps - self.cooldown_num_steps
             set_(self, "cooldown_start", start)
