@@ -48,7 +48,10 @@ def checkpoint_schedule(checkpoint: str, config_path: str | None) -> tuple[Check
     unit = base.warmup_unit
     count = info.state.get(unit) if info.is_noam else info.updates()[0] if unit == UPDATES else None
     if count is None:
-        raise ValueError(f"{checkpoint}: no count of the {unit} seen in this checkpoint (warmup_unit {unit})")
+        raise ValueError(
+            f"{checkpoint}: no count of the {unit} seen in this checkpoint (warmup_unit {unit}); give --config "
+            f"with the warmup_unit the run counted in (noam-plugin inspect {checkpoint} shows the counts saved)"
+        )
     return info, base, count
 
 
@@ -149,9 +152,15 @@ def cmd_amend(args: argparse.Namespace) -> int:
         raise ConfigError(source, err.problems) from None
     problems = resume_problems(info, config, count)
     if problems:
+        instead = (
+            f"the config given differs from the checkpoint's: noam-plugin inspect {args.checkpoint_dir} --config "
+            f"{args.config} names the differences; without --config, amend starts from the checkpoint's own"
+            if args.config
+            else f"noam-plugin inspect {args.checkpoint_dir} shows the schedule and history saved"
+        )
         raise ValueError(
             f"{args.checkpoint_dir}: resuming with these amendments would change updates already applied "
-            f"({'; '.join(problems)})"
+            f"({'; '.join(problems)}); {instead}"
         )
     new = config.amendments[len(history) :]
     where = f"{u} {count}" + (" (updates applied)" if unit == UPDATES else f" ({unit} seen)")
@@ -193,12 +202,12 @@ def amendment_marks(config: NoamConfig, unit_name: str, count: int | None = None
     return [(x, ";\n".join(texts)) for x, texts in sorted(labels.items())]
 
 
-def add_amend_parser(sub: Any, positive_int: Any, nonnegative_float: Any, positive_float: Any) -> None:
+def add_amend_parser(sub: Any, positive_int: Any, nonnegative_float: Any, positive_float: Any, what: str) -> None:
     p = sub.add_parser(
         "amend",
         help="params that amend the schedule from a checkpoint on (scale, re-warm, cooldown), and the curve",
     )
-    p.add_argument("checkpoint_dir", metavar="CHECKPOINT")
+    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR", help=what)
     p.add_argument("--scale", type=positive_float, metavar="F", help="run every later update at F times its lr")
     p.add_argument(
         "--rewarm", type=positive_int, metavar="R", help="climb back to the curve linearly over the next R steps"

@@ -3,7 +3,8 @@
 Behind `noam-plugin inspect`: users want to know where a run will resume (k, next lr),
 with which parameters, and how many processes saved it, before they spend compute.
 Knows DeepSpeed `save_checkpoint` folders (plain and universal), Accelerate `save_state`
-folders (with or without DeepSpeed), torch.distributed.checkpoint (DCP) folders and `torch.save`
+folders (with or without DeepSpeed), HF Trainer `checkpoint-N/` folders (`scheduler.pt`; with
+DeepSpeed, the engine's folder inside), torch.distributed.checkpoint (DCP) folders and `torch.save`
 files (launch/train.py's, or a bare `NoamLR.state_dict()`). Files are read with
 `torch.load(weights_only=True)`; Accelerate's `random_states_*.pkl` are only counted, never
 unpickled; DCP's `.metadata` pickle is read with an unpickler that builds only DCP's own
@@ -44,6 +45,7 @@ __all__ = ["CheckpointError", "CheckpointInfo", "read_checkpoint", "read_latest"
 DS_MODEL_STATES = "mp_rank_00_model_states.pt"
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint writes it last, once every rank has saved
 ACCELERATE_MARKERS = ("random_states_0.pkl", "scheduler.bin", "optimizer.bin", "model.safetensors", "pytorch_model.bin")
+TRAINER_STATE, TRAINER_SCHEDULER = "trainer_state.json", "scheduler.pt"  # an HF Trainer checkpoint-N/ folder
 
 
 @dataclass
@@ -166,7 +168,7 @@ def _looks_like_checkpoint(p: Path) -> bool:
         return False
     names = {c.name for c in p.iterdir()}
     return bool(
-        names & {"latest", "latest_universal", DS_MODEL_STATES, DCP_METADATA, *ACCELERATE_MARKERS}
+        names & {"latest", "latest_universal", DS_MODEL_STATES, DCP_METADATA, TRAINER_STATE, *ACCELERATE_MARKERS}
         or any(n.endswith("model_states.pt") for n in names)
     )
 
@@ -249,6 +251,38 @@ def _read_accelerate(folder: Path) -> CheckpointInfo:
     info = CheckpointInfo(folder, "Accelerate save_state", _load(schedulers[0]), *count, source=str(schedulers[0]))
     if len(schedulers) > 1:
         info.notes.append(f"{len(schedulers)} scheduler files; showing {schedulers[0].name}")
+    return info
+
+
+def _read_trainer(folder: Path) -> CheckpointInfo:
+    """An HF Trainer checkpoint-N/ folder: scheduler.state_dict() in scheduler.pt, or (with DeepSpeed) the engine's
+    checkpoint inside, named by 'latest'."""
+    file = folder / TRAINER_SCHEDULER
+    if (folder / "latest").exists() and not file.exists():
+        tag = read_latest(folder)
+        if tag is None or not (folder / tag).is_dir():
+            raise CheckpointError(
+                f"{folder}: 'latest' names '{tag}', but {folder / tag} does not exist: partial checkpoint"
+            )
+        info = _read_deepspeed(folder / tag, f"DeepSpeed engine folder '{tag}'")
+        info.path, info.kind = folder, "HF Trainer + " + info.kind
+    elif not file.exists():
+        found = shorten(", ".join(sorted(p.name for p in folder.iterdir())), 300)
+        raise CheckpointError(
+            f"{folder}: HF Trainer checkpoint without {TRAINER_SCHEDULER} (found: {found}); it was saved without "
+            "the scheduler (save_only_model=True?). Inspect a checkpoint saved with it."
+        )
+    else:
+        info = _read_torch_file(file)
+        info.path, info.kind = folder, f"HF Trainer checkpoint ({info.kind})"
+    try:  # the Trainer's own count, shown next to NoamLR's
+        import json
+
+        step = json.loads(read_bytes(folder / TRAINER_STATE, MAX_PICKLE_BYTES, "trainer_state.json")).get("global_step")
+    except (OSError, ValueError, AttributeError, UnsafeFileError):
+        step = None
+    if isinstance(step, int) and not isinstance(step, bool):
+        info.notes.append(f"{TRAINER_STATE}: global_step {step}")
     return info
 
 
@@ -508,7 +542,8 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
     if not p.exists():
         raise CheckpointError(
             f"{p}: no such file or folder. Give the folder passed to engine.save_checkpoint(), "
-            "accelerator.save_state() or dcp.save(), one checkpoint inside it, or a torch.save file."
+            "accelerator.save_state() or dcp.save(), an HF Trainer checkpoint-N folder, one checkpoint inside it, "
+            "or a torch.save file."
         )
     if p.is_file():
         return _read_torch_file(p)
@@ -524,6 +559,8 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
             f"{p}: partial torch.distributed.checkpoint: .distcp files but no {DCP_METADATA} (DCP writes it last, once "
             "every rank has saved); the save did not finish. Use an earlier checkpoint."
         )
+    if TRAINER_STATE in names:  # before Accelerate's markers: the Trainer writes model.safetensors too
+        return _read_trainer(p)
     if names & set(ACCELERATE_MARKERS) or any(n.startswith("random_states_") for n in names):
         return _read_accelerate(p)
     if "latest" in names or ("latest_universal" in names and not any(n.endswith("model_states.pt") for n in names)):
@@ -558,7 +595,8 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
     raise CheckpointError(
         f"{p}: not a DeepSpeed, Accelerate or torch checkpoint (found: {found}). Expected a 'latest' file and "
         f"tag folders (DeepSpeed), {DS_MODEL_STATES}, scheduler.bin and random_states_*.pkl (Accelerate), "
-        f"or {DCP_METADATA} and *.distcp (torch.distributed.checkpoint)."
+        f"{DCP_METADATA} and *.distcp (torch.distributed.checkpoint), or {TRAINER_STATE} and {TRAINER_SCHEDULER} "
+        "(an HF Trainer checkpoint-N folder)."
     )
 
 

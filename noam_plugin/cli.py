@@ -41,7 +41,9 @@ from noam_plugin.schedule import COOLDOWN_KEYS, COOLDOWN_TYPES, HISTORY_KEY, MAX
 def _auto_error(err: ConfigError, hint: str) -> ConfigError:
     """Say what "auto" is, where a value left "auto" is why the file failed."""
     problems = [
-        Problem(p.key, p.expected, f"str 'auto' ({hint})") if p.found.startswith("str 'auto'") else p
+        Problem(p.key, p.expected, f"str 'auto' ({hint.format(key=p.key.rsplit('.', 1)[-1])})")
+        if p.found.startswith("str 'auto'")
+        else p
         for p in err.problems
     ]
     return ConfigError(err.source, problems)
@@ -106,12 +108,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _filled(block, settings: list[tuple[str, int | float]]) -> dict:
+    """The params with the "auto" values --set gives (a preview of what the Trainer or Accelerate will fill in).
+
+    Only an "auto" value is filled: a --set of a key the file gives would preview another schedule than the file's."""
+    params = dict(block.params)
+    for key, value in settings:
+        if key not in AUTO_KEYS:
+            raise ValueError(f'show --set {key}=...: --set fills only the "auto" keys, {", ".join(AUTO_KEYS)}')
+        if params.get(key) != "auto":
+            found = "nothing" if key not in params else repr(params[key])
+            raise ValueError(
+                f'{block.source}: --set {key}=...: {PARAMS_PREFIX}{key} is not "auto" in this file '
+                f'(found {found}); --set fills only "auto" values, edit the file to change it'
+            )
+        params[key] = value
+    return params
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     block = read_scheduler_block(args.path)
+    params = _filled(block, args.set or [])
     try:
-        config = NoamConfig.from_params(block.params, source=block.source, prefix=PARAMS_PREFIX)
+        config = NoamConfig.from_params(params, source=block.source, prefix=PARAMS_PREFIX)
     except ConfigError as err:
-        raise _auto_error(err, "Accelerate fills it at run time; show needs a number here") from None
+        hint = "the HF Trainer or Accelerate fills it at run time; preview with show --set {key}=VALUE"
+        raise _auto_error(err, hint) from None
     axis = axis_for(config, args.unit, args.per_update)
     last = config.config_at(MAX_INT)  # the tail in force at the end (amendments may move it)
     end, after = last.cooldown_end, max([a.at for a in config.amendments], default=0)
@@ -123,6 +145,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     extra = tail_positions(last, axis) + tuple(axis.position(a.at) + d for a in config.amendments for d in (0, 1))
     positions = args.at or default_positions(axis.peak, steps, extra)
     print(f"{args.path}: NoamLR, {describe(config)}")
+    if args.set:
+        print("preview with " + ", ".join(f"{k}={v}" for k, v in args.set) + ' for "auto" (filled at run time)')
     print("\n".join(formula_lines(config, axis)))
     inside = f" (warmup ends inside it, at {number(axis.warmup)} updates)" if axis.peak_inside else ""
     print(f"peak: {axis.name} {axis.peak}{inside}, lr {axis.lr(axis.peak):.4e}")
@@ -203,10 +227,11 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     if problems:
         raise ValueError(
             f"{args.checkpoint_dir}: this cooldown would change the lr of updates already applied "
-            f"({'; '.join(problems)})"
+            f"({'; '.join(problems)}); {_cooldown_instead(args, base, count)}"
         )
     where = f"{u} {count}" + (" (updates applied)" if unit == UPDATES else f" ({unit} seen)")
-    print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g}")
+    before = f" (without it: {base.lr(count + 1):.6g})" if base.lr(count + 1) != config.lr(count + 1) else ""
+    print(f"# {args.checkpoint_dir}: saved at {where}, next lr {config.lr(count + 1):.6g} with this cooldown{before}")
     print(
         f"# a {args.type} cooldown over the next {args.over} {unit} ({u}s {count + 1}-{count + args.over}): "
         "resume with these params (in a DeepSpeed JSON, the same keys in scheduler.params)"
@@ -241,6 +266,23 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
         plot_curve(axis, after, title, args.plot, marks=[(count, f"checkpoint ({u} {count})")])
         print(f"\nplot written to {args.plot}")
     return 0
+
+
+def _cooldown_instead(args: argparse.Namespace, base: NoamConfig, count: int) -> str:
+    """What to run instead when the checkpoint's own tail already shaped updates it applied."""
+    u, start, end = base.unit_name, base.cooldown_start, base.total_num_steps
+    amend = f"noam-plugin amend {args.checkpoint_dir}"
+    if end is not None and count >= end:
+        return (
+            f"its run already reached total_num_steps {end}; to go on, move the end with an amendment: "
+            f"{amend} --total {count + args.over} (or --cooldown {args.over} for a new tail)"
+        )
+    if base.cooldown_num_steps is not None and count > start:
+        return (
+            f"its cooldown already runs ({u}s {start + 1}-{end}); change the rest of it with an amendment: "
+            f"{amend} --cooldown {args.over} --type {args.type} (or --total T to move its end)"
+        )
+    return f"resume with the config the run saved (noam-plugin inspect {args.checkpoint_dir} --config PATH shows it)"
 
 
 def cmd_convert_universal(args: argparse.Namespace) -> int:
@@ -303,12 +345,39 @@ def _update_list(text: str) -> list[int]:
     return values
 
 
+CHECKPOINT_HELP = (
+    "a DeepSpeed, Accelerate, DCP or HF Trainer checkpoint-N folder, a folder holding such checkpoints "
+    "(the newest is read), or a torch.save file of a scheduler state"
+)
+CONFIG_PATH_HELP = "a config file: project YAML, DeepSpeed JSON, Accelerate config YAML, LightningCLI or Hydra YAML"
+
+
+def _setting(text: str) -> tuple[str, int | float]:
+    """KEY=VALUE of show --set: a number for an "auto" key (the value the Trainer or Accelerate would fill)."""
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE such as warmup_num_steps=4000, found {shorten(repr(text), 60)}"
+        )
+    try:
+        number: int | float = int(value) if value.lstrip("+-").isdigit() and len(value) <= 30 else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key}: expected a number, found {shorten(repr(value), 60)}") from None
+    if isinstance(number, float) and number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{key}: expected a finite number, found {value}")
+    return key, number
+
+
 def build_parser(prog: str = "noam-plugin") -> argparse.ArgumentParser:
+    from noam_plugin import __version__
+
     parser = argparse.ArgumentParser(prog=prog, description="Check Noam schedule configs and look at the curve.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check config files (exit 0 if all are valid)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="project YAML, DeepSpeed JSON, or Accelerate config YAML")
+    p.add_argument("paths", nargs="+", metavar="PATH", help=CONFIG_PATH_HELP)
     p.add_argument(
         "--allow-auto",
         action="store_true",
@@ -318,7 +387,15 @@ def build_parser(prog: str = "noam-plugin") -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("show", help="peak, a table of lr values and a picture of the curve")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help=CONFIG_PATH_HELP)
+    p.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        metavar="KEY=VALUE",
+        help='fill an "auto" value for the preview (warmup_num_steps, warmup_max_lr, total_num_steps: what the '
+        "HF Trainer fills from warmup_steps, learning_rate, max_steps); repeat for each",
+    )
     p.add_argument("--unit", choices=WARMUP_UNITS, help="x-axis unit (default: the config's warmup_unit)")
     p.add_argument(
         "--per-update",
@@ -337,13 +414,15 @@ def build_parser(prog: str = "noam-plugin") -> argparse.ArgumentParser:
     p.add_argument("--plot", type=png_path, metavar="FILE.png", help="draw the curve to a PNG (needs matplotlib)")
     p.set_defaults(handler=cmd_show)
 
-    p = sub.add_parser("inspect", help="the schedule state saved in a DeepSpeed or Accelerate checkpoint")
-    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
+    p = sub.add_parser(
+        "inspect", help="the schedule state saved in a DeepSpeed, Accelerate, DCP or HF Trainer checkpoint"
+    )
+    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR", help=CHECKPOINT_HELP)
     p.add_argument("--config", metavar="PATH", help="compare with this config; exit 1 on differences")
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser("cooldown", help="params that start a cooldown right after a checkpoint, and its curve")
-    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
+    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR", help=CHECKPOINT_HELP)
     p.add_argument(
         "--over",
         type=_positive_int,
@@ -366,7 +445,7 @@ def build_parser(prog: str = "noam-plugin") -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_cooldown)
 
-    add_amend_parser(sub, _positive_int, _nonnegative_float, _positive_float)
+    add_amend_parser(sub, _positive_int, _nonnegative_float, _positive_float, CHECKPOINT_HELP)
     add_init_parser(sub)
 
     p = sub.add_parser(

@@ -168,7 +168,7 @@ def test_show_auto_needs_numbers(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "ds.json: scheduler.params.warmup_num_steps: expected an int >= 1, found str 'auto' "
-        "(Accelerate fills it at run time; show needs a number here)"
+        "(the HF Trainer or Accelerate fills it at run time; preview with show --set warmup_num_steps=VALUE)"
     )
 
 
@@ -442,3 +442,146 @@ def test_cooldown_and_inspect_refuse_the_same_malformed_states(tmp_path, bad, ke
         result = run(*command)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert f"{key}: expected an int >= 0" in result.stderr, result.stderr
+
+
+# ----------------------------------------------------------------------------- the first hour (issue 30)
+
+
+def test_version():
+    from noam_plugin import __version__
+
+    result = run("--version", script=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"noam-plugin {__version__}", result
+
+
+def test_show_set_previews_the_file_init_trainer_writes(tmp_path):
+    assert run("init", "trainer", cwd=tmp_path).returncode == 0
+    plain = run("show", "trainer_deepspeed.json", cwd=tmp_path)
+    assert plain.returncode == 1 and "preview with show --set warmup_num_steps=VALUE" in plain.stderr
+    result = run(
+        "show", "trainer_deepspeed.json", "--set", "warmup_num_steps=400", "--set", "warmup_max_lr=7e-4", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "peak: update 400, lr 7.0000e-04" in result.stdout
+    assert 'preview with warmup_num_steps=400, warmup_max_lr=0.0007 for "auto"' in result.stdout
+    for k in (1, 100, 4000):
+        assert re.search(rf"^\s+{k}\s+{reference(k, 400, peak=7e-4):.4e}", result.stdout, re.M), (k, result.stdout)
+    # --set fills "auto" only: a value the file gives, or a key that is never "auto", is refused, saying why
+    write(
+        tmp_path / "fixed.json",
+        json.dumps({"scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": 9, "warmup_max_lr": "auto"}}}),
+    )
+    bad = run("show", "fixed.json", "--set", "warmup_num_steps=400", cwd=tmp_path)
+    assert (
+        bad.returncode == 1 and 'scheduler.params.warmup_num_steps is not "auto" in this file (found 9)' in bad.stderr
+    )
+    bad = run("show", "trainer_deepspeed.json", "--set", "d_model=512", cwd=tmp_path)
+    assert bad.returncode == 1 and '--set fills only the "auto" keys' in bad.stderr
+    for arg in ("warmup_num_steps", "warmup_max_lr=fast", "warmup_max_lr=nan"):
+        assert run("show", "trainer_deepspeed.json", "--set", arg, cwd=tmp_path).returncode == 2  # argparse
+
+
+def test_init_accelerate_writes_a_config_that_validates_and_previews(tmp_path):
+    result = run("init", "accelerate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accelerate_deepspeed.yaml", "accelerate_ds_noam.json"]
+    import yaml
+
+    acc = yaml.safe_load((tmp_path / "accelerate_deepspeed.yaml").read_text())
+    assert acc["distributed_type"] == "DEEPSPEED"
+    assert acc["deepspeed_config"]["deepspeed_config_file"] == "accelerate_ds_noam.json"
+    ds = json.loads((tmp_path / "accelerate_ds_noam.json").read_text())
+    assert ds["scheduler"] == {"type": "NoamLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}}
+    ok = run("validate", tmp_path / "accelerate_deepspeed.yaml")  # from another folder: found next to the YAML
+    assert ok.returncode == 0 and "Accelerate fills them at prepare()" in ok.stdout, ok.stderr
+    shown = run(
+        "show", "accelerate_deepspeed.yaml", "--set", "warmup_num_steps=10", "--set", "warmup_max_lr=1e-3", cwd=tmp_path
+    )
+    assert shown.returncode == 0 and "peak: update 10, lr 1.0000e-03" in shown.stdout, shown.stderr
+    again = run("init", "accelerate", cwd=tmp_path)  # neither file is overwritten without --force
+    assert again.returncode == 1 and "already exists; pass --force" in again.stderr
+    unknown = run("init", "keras")
+    assert unknown.returncode == 2 and "'accelerate'" in unknown.stderr and "'trainer'" in unknown.stderr
+
+
+def test_each_subcommand_help_says_what_its_path_is():
+    for command, name, words in [
+        ("validate", "PATH", "a config file: project YAML, DeepSpeed JSON"),
+        ("show", "PATH", "a config file: project YAML, DeepSpeed JSON"),
+        ("inspect", "CHECKPOINT_DIR", "a DeepSpeed, Accelerate, DCP or HF Trainer checkpoint-N folder"),
+        ("cooldown", "CHECKPOINT_DIR", "a DeepSpeed, Accelerate, DCP or HF Trainer checkpoint-N folder"),
+        ("amend", "CHECKPOINT_DIR", "a DeepSpeed, Accelerate, DCP or HF Trainer checkpoint-N folder"),
+        ("init", "PATH", "file to write, or a folder"),
+    ]:
+        out = run(command, "--help").stdout
+        section = out[out.index("positional arguments:") :]
+        line = " ".join(section[section.index(name) :].split("options:")[0].split())
+        assert words in line, (command, line)
+
+
+def _state(**extra):
+    return {"type": "NoamLR", "updates": 250, "warmup_num_steps": 100, "warmup_max_lr": 0.01, **extra}
+
+
+def test_cooldown_header_gives_the_next_lr_its_table_gives(tmp_path):
+    import torch
+
+    torch.save(_state(), tmp_path / "s.pt")
+    result = run("cooldown", tmp_path / "s.pt", "--over", "50")
+    assert result.returncode == 0, result.stderr
+    want, without = cooled_reference(251, 100, 300, 50, peak=0.01), reference(251, 100, peak=0.01)
+    assert f"next lr {want:.6g} with this cooldown (without it: {without:.6g})" in result.stdout.splitlines()[0]
+    assert re.search(rf"^\s+251\s+{want:.4e}$", result.stdout, re.M), result.stdout
+
+
+def test_cooldown_refusals_say_what_to_run_instead(tmp_path):
+    import torch
+
+    ended = _state(total_num_steps=200, cooldown_num_steps=50, cooldown_type="linear")
+    running = _state(total_num_steps=300, cooldown_num_steps=80, cooldown_type="linear")
+    torch.save(ended, tmp_path / "ended.pt")
+    torch.save(running, tmp_path / "running.pt")
+    result = run("cooldown", tmp_path / "ended.pt", "--over", "50")
+    assert result.returncode == 1 and "already reached total_num_steps 200" in result.stderr
+    instead = f"noam-plugin amend {tmp_path / 'ended.pt'} --total 300"
+    assert instead in result.stderr, result.stderr
+    # and what it names works: the amendment resumes the ended run with a new tail to update 300
+    amended = run(*instead.split()[1:])
+    assert amended.returncode == 0, amended.stderr
+    assert "{at: 250, total_num_steps: 300}" in amended.stdout
+    result = run("cooldown", tmp_path / "running.pt", "--over", "30", "--type", "cosine")
+    assert result.returncode == 1 and "its cooldown already runs (updates 221-300)" in result.stderr
+    instead = f"noam-plugin amend {tmp_path / 'running.pt'} --cooldown 30 --type cosine"
+    assert instead in result.stderr, result.stderr
+    assert run(*instead.split()[1:]).returncode == 0
+
+
+TRAINER_RUN = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from tiny import tiny_trainer
+tiny_trainer(sys.argv[1], {"warmup_num_steps": 4, "warmup_max_lr": 0.01}, max_steps=10, save_strategy="steps",
+             save_steps=5).train()
+"""
+
+
+def test_inspect_cooldown_amend_read_a_trainer_checkpoint_folder(tmp_path):
+    """A real HF Trainer run (no DeepSpeed) saves checkpoint-5/ and checkpoint-10/ (scheduler.pt, model.safetensors,
+    trainer_state.json, ...): each command reads the folder, and the Trainer's output folder (the newest)."""
+    integrations = Path(__file__).resolve().parent / "integrations"
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAINER_RUN, out, integrations], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "checkpoint-10" / "scheduler.pt").is_file() and (out / "checkpoint-10" / "model.safetensors").exists()
+    for path, k in ((out / "checkpoint-5", 5), (out / "checkpoint-10", 10), (out, 10)):
+        shown = run("inspect", path)
+        assert shown.returncode == 0, shown.stderr
+        assert "HF Trainer checkpoint" in shown.stdout and f"trainer_state.json: global_step {k}" in shown.stdout
+        assert f"{reference(k + 1, 4, peak=0.01):.6g}" in shown.stdout, shown.stdout
+    cooled = run("cooldown", out / "checkpoint-10", "--over", "6")
+    assert cooled.returncode == 0, cooled.stderr
+    assert f"next lr {cooled_reference(11, 4, 16, 6, peak=0.01):.6g} with this cooldown" in cooled.stdout
+    amended = run("amend", out / "checkpoint-5", "--scale", "0.5")
+    assert amended.returncode == 0 and "{at: 5, scale: 0.5}" in amended.stdout, amended.stderr

@@ -16,6 +16,8 @@ def test_every_route_writes_its_example_and_the_schedule_ones_validate(tmp_path,
         assert cli.main(["init", route, str(tmp_path)]) == 0
         written = tmp_path / example.file
         assert written.read_text() == example_text(route)
+        if example.companion:  # the file it names, next to it
+            assert (tmp_path / example.companion).read_text() == example_text(route, example.companion)
         out = capsys.readouterr().out
         assert f"wrote {written}: " in out and "use:  " in out
         data = json.loads(written.read_text()) if written.suffix == ".json" else yaml.safe_load(written.read_text())

@@ -18,6 +18,7 @@ class Example:
     file: str
     what: str
     use: str  # how to use the written file; {path} is where it was written
+    companion: str | None = None  # a second file the first one names, written next to it
 
 
 ROUTES = {
@@ -35,7 +36,16 @@ ROUTES = {
         "trainer_deepspeed.json",
         'Hugging Face Trainer + DeepSpeed, NoamLR params "auto" (also Accelerate + DummyScheduler)',
         "TrainingArguments(deepspeed='{path}', warmup_steps=W, learning_rate=PEAK_LR, ...): "
-        '"auto" takes warmup_num_steps from warmup_steps (required) and warmup_max_lr from learning_rate',
+        '"auto" takes warmup_num_steps from warmup_steps (required) and warmup_max_lr from learning_rate; '
+        "preview: noam-plugin show {path} --set warmup_num_steps=W --set warmup_max_lr=PEAK_LR",
+    ),
+    "accelerate": Example(
+        "accelerate_deepspeed.yaml",
+        'Accelerate config (DeepSpeed ZeRO-2) + the DeepSpeed JSON it names, NoamLR params "auto" (DummyScheduler)',
+        "accelerate launch --config_file {path} train.py   (from this folder; train.py passes "
+        "DummyScheduler(optimizer, warmup_num_steps=W)); preview: noam-plugin show {path} "
+        "--set warmup_num_steps=W --set warmup_max_lr=LR",
+        companion="accelerate_ds_noam.json",
     ),
     "lightning-cli": Example(
         "lightning_cli.yaml",
@@ -55,8 +65,8 @@ ROUTES = {
 }
 
 
-def example_text(route: str) -> str:
-    return resources.files(__name__).joinpath(ROUTES[route].file).read_text(encoding="utf-8")
+def example_text(route: str, file: str | None = None) -> str:
+    return resources.files(__name__).joinpath(file or ROUTES[route].file).read_text(encoding="utf-8")
 
 
 def write_example(route: str, path: str | None = None, force: bool = False) -> Path:
@@ -69,16 +79,23 @@ def write_example(route: str, path: str | None = None, force: bool = False) -> P
         target = target / example.file
     elif path and path.endswith(("/", os.sep)):  # meant as a folder: never a file named like it
         raise FileNotFoundError(f"{path}: no such folder; create it first, or give a file name")
-    if os.path.lexists(target) and not force:
-        raise FileExistsError(f"{target}: already exists; pass --force to overwrite it")
-    text = example_text(route).encode("utf-8")
-    write_atomically(target, lambda out: out.write(text))  # refuses a FIFO or a device instead of blocking on it
+    files = [(target, example.file)]
+    if example.companion:  # the file the first one names, next to it
+        files.append((target.parent / example.companion, example.companion))
+    for file, _ in files:  # nothing written unless every file can be
+        if os.path.lexists(file) and not force:
+            raise FileExistsError(f"{file}: already exists; pass --force to overwrite it")
+    for file, name in files:
+        text = example_text(route, name).encode("utf-8")
+        write_atomically(file, lambda out, text=text: out.write(text))  # refuses a FIFO or a device, never blocks
     return target
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     target = write_example(args.route, args.path, args.force)
     print(f"wrote {target}: {ROUTES[args.route].what}")
+    if ROUTES[args.route].companion:
+        print(f"wrote {target.parent / ROUTES[args.route].companion}: the DeepSpeed config {target.name} names")
     print("use:  " + ROUTES[args.route].use.format(path=target))
     return 0
 
