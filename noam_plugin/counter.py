@@ -16,8 +16,10 @@ It holds what the count and the ownership of the lr need from the optimizer, and
   the NoamLR is found when the NoamLR is built;
 - copies: `copy.deepcopy` / pickle of the optimizer and scheduler give a copy that counts its own updates.
 
-The NoamLR ("owner") keeps the count and the schedule; the hooks hold it weakly, so a dropped NoamLR stops
-scheduling instead of living on in its optimizer.
+The NoamLR ("owner") keeps the count and the schedule; the hooks hold it weakly, so a dropped NoamLR frees its
+optimizer instead of living on in it. The hooks keep the counter, though: an optimizer that steps on while it
+still holds the lr a collected NoamLR wrote is refused (`ScheduleDroppedError`), since every update from there
+would run at one frozen lr; one that another scheduler or the user has taken over steps on quietly.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ChainedScheduler, LRScheduler, ReduceLROnPlateau, SequentialLR
 
-from noam_plugin.errors import OptimizerError, SecondSchedulerError
+from noam_plugin.errors import OptimizerError, ScheduleDroppedError, SecondSchedulerError
 from noam_plugin.frameworks import REFUSED, check_routes
 from noam_plugin.names import SCHEDULER_NAME
 
 OWNER = "_noam_plugin_scheduler"  # on a scheduled optimizer (or DeepSpeed wrapper): weakref to its NoamLR
+COUNTER = "_noam_plugin_counter"  # on a scheduled optimizer: weakref to the UpdateCounter whose hooks it runs
 _REGISTRY = "_noam_plugin_schedulers"  # on an optimizer: WeakSet of the torch schedulers built on it
 MAX_WRAPPERS = 16  # links of `.optimizer` followed from a wrapper to the torch optimizer
 DCP_INIT = ("torch.distributed.checkpoint.state_dict", "_init_optim_state")  # steps an optimizer at lr 0
@@ -296,6 +299,8 @@ class UpdateCounter:
         self.objects: list[Any] = []  # what it left in group["lr"]: the floats, or the tensors it filled
         self.values: list[float] = []  # the lrs it wrote
         self.versions: list[int] | None = None  # the tensors' _version after the write; None when all floats
+        self.dropped_at: int | None = None  # the owner's count when it was collected (NoamLR.__del__)
+        self.retired = False  # owner collected and its optimizer taken over by someone: the hooks do nothing
         self._hooks: list[Any] = []
 
     # ------------------------------------------------------------ hooks
@@ -306,12 +311,20 @@ class UpdateCounter:
         for index, group in enumerate(optimizer.param_groups):
             check_lr_type(group, index)
         optimizer.__dict__[OWNER] = weakref.ref(owner)
+        previous = optimizer.__dict__.get(COUNTER)
+        previous = previous() if previous is not None else None
+        if previous is not None and previous is not self:
+            previous.detach()  # a collected NoamLR's hooks: this one takes the optimizer over
+        optimizer.__dict__[COUNTER] = weakref.ref(self)
         self.detach()
         ref = weakref.ref(owner)
+        this = self  # kept by the hooks: what a collected owner wrote is still known at the next step
 
         def before_step(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
             owner = ref()
             if owner is None:
+                if not this.retired:
+                    this.owner_gone(optimizer)
                 return
             counter = owner.counter
             if counter.depth:
@@ -360,6 +373,41 @@ class UpdateCounter:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+
+    def owner_gone(self, optimizer: Optimizer) -> None:
+        """A step of an optimizer whose NoamLR was collected (no reference kept): refused while every group still
+        holds the lr it wrote, since the schedule has stopped; quiet for good once someone else writes the lr (a
+        new scheduler, the user) or a new NoamLR owns it. DCP's lr-0 initialisation step decides nothing."""
+        if in_dcp_init():
+            return
+        owner = scheduler_of(optimizer)
+        groups = optimizer.param_groups
+        frozen = (
+            owner is None
+            and self.dropped_at is not None
+            and bool(self.values)
+            and len(groups) >= len(self.values)
+            and all(
+                isinstance(g["lr"], (int, float, Tensor)) and _lr_value(g["lr"]) == v
+                for g, v in zip(groups, self.values)
+            )
+        )
+        if not frozen:
+            self.retired = True  # taken over (or never scheduled): the user's or the new scheduler's lr from here
+            return
+        shown = ", ".join(f"{v:.6g}" for v in dict.fromkeys(self.values))
+        many = len(self.values) > 1
+        raise ScheduleDroppedError(
+            f"{SCHEDULER_NAME}: the {SCHEDULER_NAME} scheduling this {type(optimizer).__name__} was garbage-collected "
+            f"{'after update ' + str(self.dropped_at) if self.dropped_at else 'before the first update'} (nothing "
+            "kept a reference to it): the schedule stopped there and nothing writes the lr any more: "
+            f"{'its ' + str(len(self.values)) + ' param groups still hold' if many else 'it still holds'} the lr it "
+            f"wrote for update {self.dropped_at + 1} ({shown}), and every update from here on would run at "
+            f"{'those lrs' if many else 'that lr'}. This update was not run. Keep a reference for as long as you "
+            f"train: `sched = {SCHEDULER_NAME}(optimizer, ...)` (one given to deepspeed.initialize, "
+            "accelerator.prepare or the HF Trainer is kept by them). To go on without it on purpose, write each "
+            "group's lr yourself, or build another scheduler on the optimizer, before the next step."
+        )
 
     # ------------------------------------------------------------ the update boundary
 

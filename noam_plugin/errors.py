@@ -122,6 +122,16 @@ class SecondSchedulerError(NoamPluginError, RuntimeError):
     `group["lr"] = x` (docs/composition.md). Raised when it is built, or before the update it would change."""
 
 
+class ScheduleDroppedError(NoamPluginError, RuntimeError):
+    """An optimizer steps while it still holds the lr of a NoamLR that nothing kept a reference to (it was
+    garbage-collected): the schedule stopped. Raised before that update runs (docs/composition.md)."""
+
+
+class CountWriteError(NoamPluginError, ValueError):
+    """A write of NoamLR's count that NoamLR does not take: `scheduler.last_epoch = N`, `NoamLR(last_epoch=N)`.
+    The count is the updates applied; another count comes from `load_state_dict` (docs/resume.md)."""
+
+
 class OptimizerError(NoamPluginError, TypeError):
     """What was given as the optimizer is none NoamLR can schedule (not one, a loop of wrappers, an int lr)."""
 

@@ -20,7 +20,9 @@ from noam_plugin.counter import (
     scheduler_of,  # noqa: F401 - kept importable from here
     unwrap_optimizer,
 )
-from noam_plugin.errors import ScheduleMismatchError, SecondSchedulerError  # noqa: F401 - kept importable here
+from noam_plugin.errors import CountWriteError
+from noam_plugin.errors import ScheduleMismatchError as ScheduleMismatchError  # kept importable here
+from noam_plugin.errors import SecondSchedulerError as SecondSchedulerError  # kept importable here
 from noam_plugin.frameworks import check_routes
 from noam_plugin.groups import GroupCurves, log_names_changed
 from noam_plugin.names import SAMPLES, TOKENS, UPDATES
@@ -71,7 +73,16 @@ class NoamLR(LRScheduler):
         amendments: Any = (),
         samples_per_update: int | None = None,
         auto_tokens_per_update: int | None = None,
+        last_epoch: int = -1,
     ) -> None:
+        if last_epoch != -1:  # torch's resume idiom: a count NoamLR does not take from a keyword
+            raise CountWriteError(
+                f"NoamLR(..., last_epoch={last_epoch!r}): NoamLR counts the optimizer updates actually applied and "
+                "takes no starting count from last_epoch. To continue a run, build it as usual and load the saved "
+                "state: scheduler.load_state_dict(state) (a NoamLR state, or a torch / DeepSpeed scheduler's: "
+                "scheduler.load_state_dict({'last_epoch': N}) adopts N); without a saved scheduler state see "
+                "docs/resume.md. To skip the warmup, change the schedule (warmup_num_steps)."
+            )
         self.config = NoamConfig(
             warmup_num_steps=warmup_num_steps,
             d_model=d_model,
@@ -103,14 +114,47 @@ class NoamLR(LRScheduler):
         refuse_earlier_schedulers(inner, self)
         self.counter = UpdateCounter(inner)
         self.counter.attach(self, optimizer)  # checks the groups' lr types before torch touches them
-        super().__init__(inner)  # its step() call is a no-op here; the lr is written below
-        self.counter.prepare = self._needs_prepare
-        # One curve for every param group: the lr is written by the short path in _apply_lr. Per-group curves
-        # (docs/CONTRACT.md section 1, `groups`) set it False, and every write then goes through lrs_at().
-        self._match_groups(inner)
-        if samples_per_update is not None:
-            self.set_samples_per_update(samples_per_update, "samples_per_update=")
-        self._apply_lr()  # lr(1) before the first update
+        try:
+            super().__init__(inner)  # its step() call is a no-op here; the lr is written below
+            self.counter.prepare = self._needs_prepare
+            # One curve for every param group: the lr is written by the short path in _apply_lr. Per-group curves
+            # (docs/CONTRACT.md section 1, `groups`) set it False, and every write then goes through lrs_at().
+            self._match_groups(inner)
+            if samples_per_update is not None:
+                self.set_samples_per_update(samples_per_update, "samples_per_update=")
+            self._apply_lr()  # lr(1) before the first update
+        except BaseException:  # a NoamLR that was never built leaves nothing on the optimizer
+            self.counter.detach()
+            if scheduler_of(inner) is self:
+                del inner.__dict__[OWNER]
+            raise
+        self._built = True
+
+    _built = False  # until __init__ is done: torch's LRScheduler.__init__ may write last_epoch
+
+    def __del__(self) -> None:
+        """Collected (nothing kept a reference): the hooks refuse the optimizer's next step while it still holds
+        the lr this NoamLR wrote (noam_plugin/counter.py, UpdateCounter.owner_gone)."""
+        counter = self.__dict__.get("counter")
+        if counter is not None:
+            counter.dropped_at = self.__dict__.get("updates", 0)
+
+    @property  # type: ignore[override]
+    def last_epoch(self) -> int:
+        """The number of optimizer updates applied (torch's name for a scheduler's count)."""
+        return self.updates
+
+    @last_epoch.setter
+    def last_epoch(self, value: int) -> None:
+        if not self._built or value == self.updates:  # torch's own write in LRScheduler.__init__; or no change
+            return
+        raise CountWriteError(
+            f"NoamLR.last_epoch = {value!r}: NoamLR's count is the number of optimizer updates applied (now "
+            f"{self.updates}), and the next update would run at lr({self.updates + 1}) whatever last_epoch says. To "
+            "start from another count, load it: scheduler.load_state_dict({'last_epoch': N}) adopts N (as from a "
+            "torch scheduler's state), or load a saved NoamLR state; to skip the warmup, change the schedule "
+            "(warmup_num_steps)."
+        )
 
     @classmethod
     def from_config(cls, optimizer: Any, config: Any, **options: Any) -> NoamLR:
@@ -382,7 +426,7 @@ class NoamLR(LRScheduler):
 
     def _apply_lr(self) -> None:
         """Write the lr of the coming update (or, tokens, keep the last update's until its tokens are known)."""
-        self.last_epoch = k = self.updates
+        k = self.updates  # (last_epoch reads it)
         if self._one_curve:  # the usual case, per update: one curve for every group, read at a known count
             unit = self.config.warmup_unit
             if unit == UPDATES:

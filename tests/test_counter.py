@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import (
 from torch.optim.swa_utils import SWALR
 
 from noam_plugin import NoamLR
-from noam_plugin.errors import NoamPluginError, OptimizerError, SecondSchedulerError
+from noam_plugin.errors import NoamPluginError, OptimizerError, ScheduleDroppedError, SecondSchedulerError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integrations"))
 from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
@@ -285,3 +285,104 @@ def test_a_copy_owns_its_own_groups(how):
     with pytest.raises(SecondSchedulerError):
         update(model2, optimizer2)
     assert update(model, optimizer) == [ref(2)] * 2  # the original is not affected
+
+
+# ---------------------------------------------------------------- a NoamLR kept by no one (docs/composition.md)
+
+
+def lrs_by_pre_hook(model, optimizer, updates):
+    """Run `updates` updates; the lr of each group as each update ran it (a step pre-hook on the real optimizer)."""
+    return [update(model, optimizer) for _ in range(updates)]
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_noamlr_built_as_a_statement_refuses_the_first_step(groups):
+    model, optimizer = make(groups=groups)
+    noam(optimizer)  # not assigned: collected at once
+    weights = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ScheduleDroppedError) as error:
+        update(model, optimizer)
+    text = str(error.value)
+    assert "garbage-collected before the first update" in text and f"update 1 ({ref(1):.6g})" in text
+    assert "sched = NoamLR(optimizer, ...)" in text
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))  # the update did not run
+    with pytest.raises(ScheduleDroppedError):  # and the next one neither: never a silent frozen lr
+        update(model, optimizer)
+
+
+def test_a_noamlr_dropped_mid_run_or_built_in_a_helper_names_the_update_it_stopped_at():
+    def build():  # a helper returning only the optimizer
+        model, optimizer = make(groups=2)
+        scheduler = noam(optimizer)
+        return model, optimizer, scheduler
+
+    model, optimizer, scheduler = build()
+    assert lrs_by_pre_hook(model, optimizer, 3) == [[ref(k)] * 2 for k in (1, 2, 3)]
+    del scheduler
+    with pytest.raises(
+        ScheduleDroppedError,
+        match=rf"after update 3 .* its 2 param groups still hold the lr it wrote "
+        rf"for update 4 \({ref(4):.6g}\)",
+    ):
+        update(model, optimizer)
+
+    def helper():
+        model, optimizer = make()
+        noam(optimizer)
+        return model, optimizer
+
+    model, optimizer = helper()
+    with pytest.raises(ScheduleDroppedError):
+        update(model, optimizer)
+
+
+def test_a_second_noamlr_after_the_first_is_dropped_counts_on_its_own_quietly(recwarn):
+    model, optimizer = make(groups=2)
+    first = noam(optimizer)
+    lrs_by_pre_hook(model, optimizer, 2)
+    del first
+    second = noam(optimizer, warmup_max_lr=2 * PEAK)
+    assert lrs_by_pre_hook(model, optimizer, 3) == [[2 * ref(k)] * 2 for k in (1, 2, 3)]
+    assert second.updates == 3 and not recwarn.list
+
+
+def test_a_noamlr_dropped_before_a_first_update_then_replaced_is_quiet():
+    model, optimizer = make()
+    noam(optimizer)  # collected
+    second = noam(optimizer)
+    assert lrs_by_pre_hook(model, optimizer, 2) == [[ref(1)], [ref(2)]] and second.updates == 2
+
+
+def test_another_torch_scheduler_taking_over_a_dropped_noamlrs_optimizer_is_quiet():
+    model, optimizer = make(lr=0.1, groups=2)
+    scheduler = noam(optimizer)
+    lrs_by_pre_hook(model, optimizer, 2)
+    del scheduler
+    other = LambdaLR(optimizer, lambda step: 0.5**step)  # base lr: the groups' initial_lr, 0.1
+    seen = []
+    for _ in range(3):
+        seen.append(update(model, optimizer))
+        other.step()
+    assert seen == [[0.1 * 0.5**k] * 2 for k in range(3)]
+
+
+@pytest.mark.parametrize("lr_kind", ["float", "tensor"])
+def test_a_user_writing_the_lr_after_dropping_the_noamlr_is_quiet(lr_kind):
+    model, optimizer = make(torch.tensor(0.0) if lr_kind == "tensor" else 0.0, groups=2)
+    scheduler = noam(optimizer)
+    lrs_by_pre_hook(model, optimizer, 2)
+    del scheduler
+    for group in optimizer.param_groups:
+        if lr_kind == "tensor":
+            group["lr"].fill_(0.25)
+        else:
+            group["lr"] = 0.25
+    assert lrs_by_pre_hook(model, optimizer, 2) == [[0.25] * 2] * 2
+
+
+def test_a_noamlr_refused_when_built_leaves_the_optimizer_free():
+    model, optimizer = make(lr=0.05)
+    with pytest.raises(NoamPluginError):
+        noam(optimizer, groups=[{"name": "absent", "lr_scale": 2.0}])
+    assert lrs_by_pre_hook(model, optimizer, 2) == [[0.05], [0.05]]  # never scheduled: its own lr, no error
+    LambdaLR(optimizer, lambda step: 1.0)  # and free for another scheduler
