@@ -1,88 +1,159 @@
 """The docs cannot go stale: the MkDocs site builds strictly, every ```python block of README.md
 and docs/*.md runs, and the README's two commands are the ones that exist (and CI runs).
 
-Blocks of one file run in order in one fresh interpreter, sharing their names (a later block may
-use what an earlier one defined), with the repository's configs/ and launch/ at hand in a
-temporary working folder. A block preceded by `<!-- no-run: REASON -->` is not run.
+Each block runs alone, as a user pastes it: in a fresh interpreter, in an empty folder outside the
+repository (no configs/ or launch/ at hand), against the installed package. HTML comment lines right
+above a block say how it runs, and the page shows the same commands to the reader:
+
+- `<!-- no-run: REASON -->`: not run;
+- `<!-- setup: COMMAND -->`: run COMMAND in that folder first (`noam-plugin init ...`: what a pip user has);
+- `<!-- launch: [VAR=VALUE ...] LAUNCHER ... SCRIPT.py -->`: the block is SCRIPT.py, run through that launcher
+  (its processes as the page says). The test adds only loopback and a free port (`--main_process_ip
+  127.0.0.1 --main_process_port 0` for `accelerate launch`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-NO_RUN = re.compile(r"^<!--\s*no-run:\s*(\S.*?)\s*-->\s*$")
+MARK = re.compile(r"^<!--\s*(no-run|setup|launch):\s*(\S.*?)\s*-->\s*$")
+# what `accelerate launch` needs to stay on loopback with a free port (never a fixed default one)
+LOOPBACK = {"accelerate": ["--main_process_ip", "127.0.0.1", "--main_process_port", "0"]}
 
 
-def python_blocks(text: str) -> list[tuple[int, str, str | None]]:
-    """(first line number, code, no-run reason or None) of each top-level ```python block."""
+@dataclass
+class Block:
+    line: int  # of the block's first code line
+    code: str
+    no_run: str | None = None
+    setup: list[str] = field(default_factory=list)
+    launch: str | None = None
+
+
+def python_blocks(text: str) -> list[Block]:
+    """Each top-level ```python block, with the marks of the comment lines right above it."""
     lines, blocks, i = text.split("\n"), [], 0
     while i < len(lines):
         if re.fullmatch(r"```(python|py)\s*", lines[i]):
-            start, reason = i + 1, None
-            if i > 0 and (m := NO_RUN.match(lines[i - 1])):
-                reason = m.group(1)
-            j = start
-            while j < len(lines) and lines[j].strip() != "```":
-                j += 1
-            assert j < len(lines), f"line {i + 1}: ```python block never closed"
-            blocks.append((start + 1, "\n".join(lines[start:j]), reason))
-            i = j
+            block, j = Block(i + 2, ""), i - 1
+            while j >= 0 and (m := MARK.match(lines[j])):
+                kind, value = m.groups()
+                if kind == "no-run":
+                    block.no_run = value
+                elif kind == "setup":
+                    block.setup.insert(0, value)
+                else:
+                    block.launch = value
+                j -= 1
+            end = i + 1
+            while end < len(lines) and lines[end].strip() != "```":
+                end += 1
+            assert end < len(lines), f"line {i + 1}: ```python block never closed"
+            block.code = "\n".join(lines[i + 1 : end])
+            blocks.append(block)
+            i = end
         i += 1
     return blocks
 
 
-RUNNER = r"""
-import json, sys, traceback
-blocks = json.load(sys.stdin)
-namespace = {"__name__": "__main__"}
-for line, code in blocks:
-    try:
-        exec(compile(code, f"{sys.argv[1]}:{line}", "exec"), namespace)
-    except BaseException:
-        traceback.print_exc()
-        print(f"FAILED: the block at {sys.argv[1]} line {line}", file=sys.stderr)
-        sys.exit(1)
-"""
-
-
 def test_python_blocks_parse():
-    text = "a\n<!-- no-run: needs a GPU -->\n```python\nx = 1\n```\n\n```python\ny = 2\n```\n```bash\nz\n```\n"
-    assert python_blocks(text) == [(4, "x = 1", "needs a GPU"), (8, "y = 2", None)]
-
-
-def runnable_blocks(path: Path) -> list[tuple[int, str]]:
-    return [(line, code) for line, code, reason in python_blocks(path.read_text()) if reason is None]
-
-
-# Only pages that have a block to run: a skip in this suite always means something was not checked.
-@pytest.mark.parametrize("path", [p for p in DOC_FILES if runnable_blocks(p)], ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_blocks_run(path: Path, tmp_path: Path):
-    blocks = runnable_blocks(path)
-    for name in ("configs", "launch"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="1")
-    rel = str(path.relative_to(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, rel],
-        input=json.dumps(blocks),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    text = (
+        "a\n<!-- no-run: needs a GPU -->\n```python\nx = 1\n```\n\n<!-- setup: noam-plugin init yaml -->\n"
+        "<!-- launch: accelerate launch --num_processes 2 SCRIPT.py -->\n```python\ny = 2\n```\n```bash\nz\n```\n"
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    first, second = python_blocks(text)
+    assert (first.line, first.code, first.no_run, first.setup, first.launch) == (4, "x = 1", "needs a GPU", [], None)
+    assert (second.line, second.code, second.no_run) == (10, "y = 2", None)
+    assert second.setup == ["noam-plugin init yaml"]
+    assert second.launch == "accelerate launch --num_processes 2 SCRIPT.py"
+
+
+RUNNABLE = [
+    pytest.param(path, block, id=f"{path.relative_to(ROOT)}:{block.line}")
+    for path in DOC_FILES
+    for block in python_blocks(path.read_text())
+    if block.no_run is None
+]
+
+
+def _visible(text: str) -> str:
+    """The page as a reader sees it: without the HTML comments."""
+    return re.sub(r"<!--.*?-->", "", text, flags=re.S)
+
+
+def _command(text: str, script: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """A command line of a page, to run here: leading VAR=VALUE go to the environment, the program is the one
+    installed next to this interpreter, SCRIPT.py is the block's file, and a launcher stays on loopback."""
+    words, env = shlex.split(text), {}
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    program = words[0]
+    if (BIN / program).exists():
+        words[0] = str(BIN / program)
+    if program in LOOPBACK and words[1:2] == ["launch"]:
+        words[2:2] = LOOPBACK[program]
+    if script is not None:
+        assert "SCRIPT.py" in words, f"{text}: a launch line names the block as SCRIPT.py"
+        words = [str(script) if w == "SCRIPT.py" else w for w in words]
+    return words, env
+
+
+def test_every_block_is_runnable_or_says_why_not():
+    """No block reads what a pip user lacks, and each mark's command is one the page shows its reader."""
+    for path in DOC_FILES:
+        text = path.read_text()
+        for block in python_blocks(text):
+            where = f"{path.relative_to(ROOT)}:{block.line}"
+            if block.no_run is None:
+                assert not re.search(r"\b(configs|launch)/", block.code), f"{where}: reads the repository's files"
+            for command in [*block.setup, *([block.launch] if block.launch else [])]:
+                assert command in _visible(text), f"{where}: the page does not show `{command}` to the reader"
+
+
+@pytest.mark.parametrize("path, block", RUNNABLE)
+def test_python_block_runs_alone(path: Path, block: Block, tmp_path: Path):
+    """The block as a file in an empty folder outside the repository, run by a fresh interpreter (or its launcher)."""
+    assert not tmp_path.resolve().is_relative_to(ROOT)
+    script = tmp_path / "block.py"
+    script.write_text(block.code + "\n")
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "1"}
+    base["PATH"] = os.pathsep.join([str(BIN), base.get("PATH", "")])
+    where = f"{path.relative_to(ROOT)} line {block.line}"
+    for command in block.setup:
+        words, env = _command(command)
+        proc = subprocess.run(words, cwd=tmp_path, env={**base, **env}, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{where}: setup `{command}` failed:\n{proc.stderr[-3000:]}"
+    if block.launch:  # through a wrapper that notes each process's rank, then runs the block as __main__
+        wrapper = tmp_path / "ranks" / "run_block.py"
+        wrapper.parent.mkdir()
+        wrapper.write_text(RANK_WRAPPER.format(folder=str(wrapper.parent), script=str(script)))
+        words, env = _command(block.launch, wrapper)
+    else:
+        words, env = [sys.executable, str(script)], {}
+    proc = subprocess.run(words, cwd=tmp_path, env={**base, **env}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"the block at {where} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    if block.launch and (n := re.search(r"--(?:num_processes|nproc[-_]per[-_]node)[ =](\d+)", block.launch)):
+        ranks = sorted(p.name for p in (tmp_path / "ranks").glob("rank*"))
+        assert ranks == [f"rank{r}" for r in range(int(n.group(1)))], f"{where}: ran on {ranks}, the page says {n[0]}"
+
+
+RANK_WRAPPER = """import os, runpy
+open(os.path.join({folder!r}, "rank" + os.environ.get("RANK", "0")), "w").close()
+runpy.run_path({script!r}, run_name="__main__")
+"""
 
 
 def _commands(block: str) -> list[str]:
