@@ -474,6 +474,31 @@ def _dcp_value(folder: Path, fqn: str, where: Any, sizes: dict[str, int]) -> Any
         ) from None
 
 
+def _nested(flat: dict[tuple[str, ...], Any], file: Path) -> dict[str, Any]:
+    """{("a",): 1, ("b", "0", "at"): 3} -> {"a": 1, "b": [{"at": 3}]}: DCP's flattened paths back to the state's
+    dicts and lists (a dict whose keys are exactly 0..n-1 was a list)."""
+    root: dict[str, Any] = {}
+    for path, leaf in flat.items():
+        node = root
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CheckpointError(f"{file}: '{shorten('.'.join(path), 200)}' lies under a value, not a dict")
+        if isinstance(node.get(path[-1]), dict):
+            raise CheckpointError(f"{file}: '{shorten('.'.join(path), 200)}' is both a value and a dict")
+        node[path[-1]] = leaf
+
+    def lists(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        node = {key: lists(child) for key, child in node.items()}
+        if node and sorted(node) == sorted(map(str, range(len(node)))):
+            return [node[str(i)] for i in range(len(node))]
+        return node
+
+    return {key: lists(child) for key, child in root.items()}
+
+
 def _read_dcp(folder: Path) -> CheckpointInfo:
     """A torch.distributed.checkpoint folder: the scheduler state among the non-tensor values; no tensor is read.
     Linear in the number of entries; at most MAX_LISTED values are read to find the scheduler states."""
@@ -497,13 +522,16 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
         return _dcp_value(folder, fqn, located[fqn], sizes)
 
     def state_under(prefix: tuple[str, ...]) -> dict[str, Any]:
-        entries = by_prefix[prefix]
+        """Every value saved under `prefix`, nested again: a state saved before NoamLR's one-layout state_dict()
+        has its amendments and groups split by DCP into one value per entry (prefix.amendments.0.at, ...)."""
+        n = len(prefix)
+        entries = {path[n:]: fqn for fqn, path in paths.items() if len(path) > n and path[:n] == prefix}
         if len(entries) > 100:
             raise CheckpointError(
                 f"{file}: '{shorten('.'.join(prefix), 200)}' holds {len(entries):,} values; a scheduler state has "
                 "a few dozen"
             )
-        return {key: value(fqn) for key, fqn in entries.items()}
+        return _nested({rest: value(fqn) for rest, fqn in entries.items()}, file)
 
     noam = [prefix for prefix, entries in by_prefix.items() if "type" in entries]
     found = []  # prefixes whose 'type' is NoamLR; reading stops after MAX_LISTED

@@ -27,7 +27,7 @@ from noam_plugin.frameworks import check_routes
 from noam_plugin.groups import GroupCurves, log_names_changed
 from noam_plugin.names import SAMPLES, TOKENS, UPDATES
 from noam_plugin.resume import plan_resume
-from noam_plugin.schedule import NoamConfig, _formula
+from noam_plugin.schedule import GROUPS_KEY, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, _formula
 from noam_plugin.state import STATE_TYPE, foreign_updates  # noqa: F401 - foreign_updates kept importable here
 from noam_plugin.units import DataSeen
 
@@ -472,14 +472,21 @@ class NoamLR(LRScheduler):
     # ------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain values only, so `torch.load(weights_only=True)` reads it; current at any moment."""
+        """Plain values only, so `torch.load(weights_only=True)` reads it; current at any moment.
+
+        The same keys whatever the parameters (None where unset), and `groups` / `amendments` as tuples, which
+        torch.distributed.checkpoint stores as one value each: DCP fills the template a fresh scheduler's
+        state_dict() gives it, so a key set that varied with the config would drop saved keys (docs/fsdp.md)."""
+        params = self.config.schedule_params
         return {
             "type": STATE_TYPE,
             "updates": self.updates,
             "samples": self.data.samples,
             "tokens": self.data.tokens,
             "samples_per_update": self.data.samples_per_update,
-            **self.config.schedule_params,
+            **{key: params.get(key) for key in SCHEDULE_KEYS},
+            GROUPS_KEY: tuple(params.get(GROUPS_KEY, ())),
+            HISTORY_KEY: tuple(params.get(HISTORY_KEY, ())),
             "world_size": world_size(),
         }
 
