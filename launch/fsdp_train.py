@@ -39,6 +39,7 @@ from torch.distributed.fsdp import fully_shard
 from noam_plugin import NoamConfig, NoamLR
 from noam_plugin.checkpoint import DCP_METADATA
 from noam_plugin.config import load_config
+from noam_plugin.dcp import NoamLoadPlanner
 from noam_plugin.errors import ConfigError
 
 TAG = "update_{:06d}"  # as in launch/train.py
@@ -153,7 +154,7 @@ def main(argv=None) -> None:
     if args.resume:
         found = complete_checkpoints(ckpt_dir) if args.resume == "latest" else [Path(args.resume)]
         if found:
-            dcp.load({"app": app}, checkpoint_id=str(found[-1]))
+            dcp.load({"app": app}, checkpoint_id=str(found[-1]), planner=NoamLoadPlanner())  # docs/fsdp.md
             say(
                 f"resumed from {found[-1]} at update {scheduler.last_epoch} on {world} process(es); "
                 f"next lr {scheduler.get_last_lr()[0]:.6g}"

@@ -59,7 +59,7 @@ class NoamLoadPlanner(DefaultLoadPlanner):
             if not theirs:
                 raise CheckpointError(
                     f"{where}: no scheduler state under '{name}' (the template's NoamLR state). Save "
-                    "scheduler.state_dict() under the same key as you load it, or resume from a checkpoint that has one."
+                    "scheduler.state_dict() under the key you load it from, or resume from a checkpoint that has one."
                 )
             tensors = [key for key in theirs if not isinstance(saved[key], BytesStorageMetadata)]
             if tensors:

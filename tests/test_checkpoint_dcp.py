@@ -118,3 +118,19 @@ def test_no_scheduler_state_saved(tmp_path, capsys):
     assert main(["inspect", str(folder)]) == 1
     out = capsys.readouterr().out
     assert "schedule     none saved" in out and "no scheduler state among the 1 non-tensor values" in out
+
+
+def test_load_planner_names_a_missing_scheduler_state(tmp_path):
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from noam_plugin.dcp import NoamLoadPlanner
+
+    model, optimizer, scheduler = trained(2)
+    folder = save({"app": {"model": model.state_dict()}}, tmp_path / "ckpt")  # saved without the scheduler
+    template = {"app": {"model": model.state_dict(), "scheduler": scheduler.state_dict()}}
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(CheckpointException, match="no scheduler state under 'app.scheduler'"),
+    ):
+        warnings.simplefilter("ignore")
+        dcp.load(template, checkpoint_id=str(folder), planner=NoamLoadPlanner())

@@ -286,3 +286,101 @@ def test_dcp_state_init_step_runs_at_lr_zero():
     weight = model.weight.detach().clone()
     get_state_dict(model, opt)  # the pre-hook writes lr(8) over DCP's lr 0: AdamW's weight decay moves the weights
     assert torch.equal(model.weight, weight)
+
+
+# ------------------------------------------------------------------ resume decisions on DCP = the torch route's
+
+CASES = "tests/integrations/workers/dcp_cases.py"
+AMEND = {**PEAK, "amendments": [{"at": 3, "scale": 0.5}]}
+GROUPED = {**PEAK, "groups": [{"name": "emb", "lr_scale": 0.5}]}
+REWARM = {**PEAK, "amendments": [{"at": 2, "rewarm_num_steps": 3}]}
+AT_RESUME = {**PEAK, "amendments": [{"at": 5, "scale": 0.5}]}
+COOLDOWN = {**PEAK, "total_num_steps": 10, "cooldown_num_steps": 4}
+
+
+def launch_cases(tmp_path: Path, name: str, processes: int, mode: str, cases: list[dict]) -> dict:
+    out = tmp_path / name
+    out.mkdir()
+    plan = out / "plan.json"
+    plan.write_text(json.dumps({"mode": mode, "cases": cases}))
+    cmd = [TORCHRUN, "--nproc-per-node", processes, "--master-addr", "127.0.0.1", "--master-port", free_port()]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [str(c) for c in [*cmd, CASES, plan, out]], cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {
+        c["name"]: [json.loads((out / f"{c['name']}.rank{r}.json").read_text()) for r in range(processes)]
+        for c in cases
+    }
+
+
+def test_every_resume_decision_on_dcp_equals_the_torch_routes_two_processes_to_one(tmp_path):
+    from reference import reference_amended
+
+    d = {name: str(tmp_path / "ckpt" / name) for name in ("amended", "grouped", "rewarm", "plain", "lambda", "old")}
+    saves = [
+        {"name": "amended", "params": AMEND, "updates": 4, "dir": d["amended"]},
+        {"name": "grouped", "params": GROUPED, "updates": 4, "dir": d["grouped"]},
+        {"name": "rewarm", "params": REWARM, "updates": 4, "dir": d["rewarm"]},
+        {"name": "plain", "params": PEAK, "updates": 4, "dir": d["plain"]},
+        {"name": "lambda", "params": PEAK, "updates": 4, "dir": d["lambda"], "layout": "lambda"},
+        {"name": "old", "params": AMEND, "updates": 4, "dir": d["old"], "layout": "old"},
+    ]
+    saved = launch_cases(tmp_path, "save", 2, "save", saves)
+    for rank in saved["amended"]:  # the saved runs themselves follow the schedule
+        assert [u[0] for u in rank["used"]] == pytest.approx([reference_amended(k, AMEND) for k in range(1, 5)])
+
+    def load(name, ckpt, params, planner=False):
+        return {"name": name, "params": params, "dir": d[ckpt], "updates": 3, "planner": planner}
+
+    loads = [
+        load("amendment_dropped", "amended", PEAK),  # saved amendments, config without them
+        load("group_dropped", "grouped", PEAK),
+        load("rewarm_dropped", "rewarm", PEAK),
+        load("same_amendments", "amended", AMEND),
+        load("amendment_at_resume", "plain", AT_RESUME),
+        load("cooldown_at_resume", "plain", COOLDOWN),
+        load("lambda_adopted", "lambda", PEAK, planner=True),
+        load("lambda_without_planner", "lambda", PEAK),
+        load("old_layout_dropped", "old", PEAK, planner=True),
+        load("old_layout_same", "old", AMEND, planner=True),
+        load("old_layout_without_planner", "old", AMEND),
+        load("planner_on_new_layout", "amended", PEAK, planner=True),
+    ]
+    got = {name: ranks[0] for name, ranks in launch_cases(tmp_path, "load", 1, "load", loads).items()}
+
+    for name in ("amendment_dropped", "group_dropped", "rewarm_dropped", "old_layout_dropped", "planner_on_new_layout"):
+        for route in ("dcp", "torch"):
+            assert got[name][route].get("error_type") == "ScheduleMismatchError", (name, route, got[name][route])
+        assert got[name]["dcp"]["error"] == got[name]["torch"]["error"], name
+    assert "amendments" in got["amendment_dropped"]["dcp"]["error"]
+    assert "groups" in got["group_dropped"]["dcp"]["error"]
+
+    expected = {
+        "same_amendments": [reference_amended(k, AMEND) for k in (5, 6, 7)],
+        "old_layout_same": [reference_amended(k, AMEND) for k in (5, 6, 7)],
+        "amendment_at_resume": [reference_amended(k, AT_RESUME) for k in (5, 6, 7)],
+        "cooldown_at_resume": [reference_lr(k, **COOLDOWN) for k in (5, 6, 7)],
+        "lambda_adopted": [reference_lr(k, **PEAK) for k in (5, 6, 7)],
+    }
+    for name, lrs in expected.items():
+        for route in ("dcp", "torch"):
+            result = got[name][route]
+            assert "error" not in result, (name, route, result.get("trace"))
+            assert result["after_load"] == 4 and result["updates"] == 7, (name, route)
+            assert [u[0] for u in result["used"]] == pytest.approx(lrs, rel=1e-12), (name, route)
+            assert [u[1] for u in result["used"]] == pytest.approx(lrs, rel=1e-12), (name, route)  # both groups
+    for name in ("lambda_without_planner", "old_layout_without_planner"):  # DCP's own planner: loud, never silent
+        assert got[name]["dcp"].get("error_type") == "CheckpointException", got[name]["dcp"]
+        assert "error" not in got[name]["torch"], got[name]["torch"].get("trace")
+
+    from noam_plugin.checkpoint import read_checkpoint  # inspect reads both layouts whole
+
+    for name in ("amended", "old"):
+        state = read_checkpoint(d[name]).state
+        assert list(state["amendments"]) == AMEND["amendments"] and state["updates"] == 4, (name, state)
