@@ -261,6 +261,43 @@ def plot_curve(
     write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))  # no suffix: this file
 
 
+def plot_curves(
+    curves: Sequence[tuple[str, Axis]],
+    steps: int,
+    title: str,
+    out: str,
+    marks: Sequence[tuple[int, str]] = (),
+    first: int = 1,
+) -> None:
+    """Several curves on one x axis (label, axis), e.g. the cooldowns one checkpoint can start; `marks` are dashed
+    vertical lines (count, label). Draws from `first` on; the first curve's warmup is shaded."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install 'noam-plugin[plot]'") from None
+    check_plot_range(curves[0][1].name, steps)
+    n = min(steps - first + 1, 2000)
+    ks = sorted({first + round(i * (steps - first) / max(1, n - 1)) for i in range(n)})
+    fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, axis) in enumerate(curves):
+        ax.plot(ks, [axis.lr(k) for k in ks], color=f"C{i}", lw=2 if i else 1.5, ls=":" if i == 0 else "-", label=label)
+    warmup = curves[0][1].warmup
+    if first < warmup:
+        ax.axvspan(first, min(warmup, steps), color="tab:orange", alpha=0.15, label="warmup")
+    for x, label in marks:
+        ax.axvline(x, color="tab:gray", ls="--", lw=1, label=label)
+    ax.set_xlim(first - 1 if first > 1 else 0, steps)
+    ax.set_ylim(0, None)
+    ax.set_xlabel(curves[0][1].label)
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))
+
+
 def formula_lines(config: NoamConfig, axis: Axis) -> list[str]:
     """The formula in the config's unit, and how the x axis reaches it when it is another unit."""
     v, w, unit = _VARIABLE[config.warmup_unit], config.warmup_num_steps, config.warmup_unit

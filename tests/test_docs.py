@@ -218,3 +218,47 @@ def test_site_build_fails_on_broken_link_and_anchor(tmp_path: Path):
     proc = _mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert proc.returncode != 0
     assert "no-such-page.md" in proc.stderr and "no-such-anchor" in proc.stderr, proc.stderr[-4000:]
+
+
+def _make_figures():
+    """docs/img/make_figures.py as a module (it imports matplotlib only to draw)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs/img/make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pictures_are_current_and_shown():
+    """Each picture the script draws matches its parameters (figures.json) and its committed PNG, and a page
+    shows it: change FIGURES without `python docs/img/make_figures.py` and this fails."""
+    figures = _make_figures()
+    assert figures.stale() == []
+    pages = "".join(path.read_text() for path in DOC_FILES)
+    for name in figures.FIGURES:
+        assert f"](img/{name})" in pages, f"{name}: no page shows it"
+
+
+def test_the_script_draws_every_picture(tmp_path):
+    """The script runs with the package's plotting code as it is now (the PNGs, not compared pixel by pixel)."""
+    figures = _make_figures()
+    for name, figure in figures.FIGURES.items():
+        figures.draw(name, figure, tmp_path / name)
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_a_stale_picture_is_found(monkeypatch):
+    figures = _make_figures()
+    changed = {**figures.FIGURES["cooldown_tails.png"], "over": 2000}
+    monkeypatch.setitem(figures.FIGURES, "cooldown_tails.png", changed)
+    assert figures.stale() == ["cooldown_tails.png: drawn from other parameters than FIGURES gives"]
+    monkeypatch.setattr(figures, "_sha256", lambda path: "0" * 64)
+    assert "schedule_peak.png: the PNG is not the one make_figures.py wrote (missing or replaced)" in figures.stale()
+
+
+def test_wide_code_blocks_scroll_visibly():
+    """The theme's code blocks scroll rather than run past the page edge, with a scrollbar one can see."""
+    assert "css/extra.css" in (ROOT / "mkdocs.yml").read_text()
+    css = (ROOT / "docs/css/extra.css").read_text()
+    assert "overflow-x: auto" in css and "::-webkit-scrollbar" in css and "scrollbar-width" in css

@@ -1,0 +1,135 @@
+"""The docs' pictures of the schedule, drawn by the package's own plotting code (noam_plugin/render.py,
+render_groups.py: what `noam-plugin show / cooldown / amend --plot` draw) from the parameters below.
+
+    python docs/img/make_figures.py          # redraw every picture and docs/img/figures.json (needs matplotlib)
+    python docs/img/make_figures.py --check  # exit 1 if a picture is stale against FIGURES (no matplotlib needed)
+
+figures.json records, per picture, the parameters it was drawn from and the sha256 of the PNG written;
+tests/test_docs.py fails when FIGURES changed without a redraw, or a PNG was replaced by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STAMP = HERE / "figures.json"
+
+# name -> what is drawn; every number the pictures show comes from here
+FIGURES: dict[str, dict] = {
+    "schedule_d_model.png": {
+        "kind": "schedule",
+        "params": {"d_model": 512, "warmup_num_steps": 4000},
+        "steps": 40000,
+        "title": "d_model form: d_model**-0.5 * min(k**-0.5, k * W**-1.5)",
+    },
+    "schedule_peak.png": {
+        "kind": "schedule",
+        "params": {"warmup_max_lr": 1e-3, "warmup_num_steps": 4000},
+        "steps": 40000,
+        "title": "peak form: warmup_max_lr * min(k / W, (W / k)**0.5)",
+    },
+    "cooldown_tails.png": {  # what `noam-plugin cooldown CKPT --over 4000 --type T` prints, for a checkpoint at 16000
+        "kind": "tails",
+        "params": {"d_model": 512, "warmup_num_steps": 4000},
+        "checkpoint": 16000,
+        "over": 4000,
+        "types": ["linear", "1-sqrt", "cosine"],
+        "steps": 21000,
+    },
+    "amendments_history.png": {  # the history of docs/amendments.md: a rollback (scale + re-warm), then a late tail
+        "kind": "history",
+        "params": {
+            "warmup_num_steps": 1000,
+            "warmup_max_lr": 1e-3,
+            "amendments": [
+                {"at": 5000, "scale": 0.5},
+                {"at": 5000, "rewarm_num_steps": 200},
+                {"at": 7000, "total_num_steps": 10000, "cooldown_num_steps": 3000, "cooldown_type": "1-sqrt"},
+            ],
+        },
+        "steps": 10500,
+    },
+    "groups_curves.png": {  # the README's per-group example: µP scale for the hidden matrices, longer warmup
+        "kind": "groups",
+        "params": {
+            "warmup_num_steps": 2000,
+            "warmup_max_lr": 3e-3,
+            "groups": [{"name": "hidden", "lr_scale": 0.125}, {"name": "embeddings", "warmup_num_steps": 8000}],
+        },
+        "steps": 40000,
+    },
+}
+
+
+def draw(name: str, figure: dict, out: Path) -> None:
+    from noam_plugin.amend import amendment_marks
+    from noam_plugin.render import Axis, params_text, plot_curve, plot_curves
+    from noam_plugin.render_groups import group_axes, plot_groups
+    from noam_plugin.schedule import NoamConfig
+
+    config = NoamConfig.from_params(figure["params"], source=name, prefix="")
+    axis = Axis(config, config.warmup_unit)
+    kind, steps = figure["kind"], figure["steps"]
+    if kind == "schedule":
+        plot_curve(axis, steps, f"{figure['title']}\n{params_text(config)}", str(out))
+    elif kind == "tails":
+        count, over = figure["checkpoint"], figure["over"]
+        curves = [("no cooldown", axis)]
+        for shape in figure["types"]:
+            tail = {**figure["params"], "total_num_steps": count + over, "cooldown_num_steps": over}
+            cooled = NoamConfig.from_params({**tail, "cooldown_type": shape}, source=name, prefix="")
+            curves.append((f"{shape} cooldown, updates {count + 1}-{count + over}", Axis(cooled, config.warmup_unit)))
+        title = f"three cooldowns from one checkpoint (update {count}), --over {over}\n{params_text(config)}"
+        plot_curves(curves, steps, title, str(out), marks=[(count, f"checkpoint (update {count})")])
+    elif kind == "history":
+        before = NoamConfig.from_params({k: v for k, v in figure["params"].items() if k != "amendments"}, name)
+        title = f"a history of amendments\n{params_text(config)}"
+        marks = amendment_marks(config, config.unit_name)
+        plot_curve(axis, steps, title, str(out), marks=marks, before=Axis(before, config.warmup_unit))
+    elif kind == "groups":
+        plot_groups(group_axes(config, axis), steps, f"one curve per param group\n{params_text(config)}", str(out))
+    else:
+        raise ValueError(f"{name}: unknown kind {kind!r}")
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def stale() -> list[str]:
+    """Pictures whose committed PNG or stamp does not match FIGURES (one line each); [] when all are current."""
+    stamp = json.loads(STAMP.read_text()) if STAMP.is_file() else {}
+    problems = []
+    for name, figure in FIGURES.items():
+        entry = stamp.get(name)
+        if entry is None:
+            problems.append(f"{name}: not drawn yet")
+        elif entry["figure"] != figure:
+            problems.append(f"{name}: drawn from other parameters than FIGURES gives")
+        elif entry["sha256"] != _sha256(HERE / name):
+            problems.append(f"{name}: the PNG is not the one make_figures.py wrote (missing or replaced)")
+    problems += [f"{name}: in figures.json but not in FIGURES" for name in stamp if name not in FIGURES]
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["--check"]:
+        problems = stale()
+        for line in problems:
+            print(f"stale: {line} (redraw: python docs/img/make_figures.py)", file=sys.stderr)
+        return 1 if problems else 0
+    stamp = {}
+    for name, figure in FIGURES.items():
+        draw(name, figure, HERE / name)
+        stamp[name] = {"figure": figure, "sha256": _sha256(HERE / name)}
+        print(f"wrote {HERE / name}")
+    STAMP.write_text(json.dumps(stamp, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
