@@ -1,25 +1,31 @@
 """Everything noam-plugin touches in other projects, declared once per framework.
 
 Each `Framework` names the modules whose import starts its registration (read by the import
-hook, `noam_plugin._autoregister`), the versions CI tests at both ends (pyproject.toml's bounds,
-constraints.txt / constraints-low.txt, docs/versions.md), and every target: the methods it
-wraps, the module attributes it sets, the private attributes it reads and the torch patches.
-`noam_plugin.integrations` installs wrappers only through this table and reads private
+hook, `noam_plugin._autoregister`), the versions CI tests at both ends (pyproject.toml's lower bounds,
+constraints-low.txt / constraints-high.txt, docs/versions.md), the releases known to be wrong, and every
+target: the methods it wraps, the module attributes it sets, the private attributes it reads and the
+torch patches. `noam_plugin.integrations` installs wrappers only through this table and reads private
 attributes only through `read_private`, which refuse anything undeclared.
 
-Tiers. A `correctness` target is one the count needs: if it is missing, or the installed version
-is outside the window, the framework is refused whole (`REFUSED`), and every route by which a
-NoamLR can reach it refuses too: `check_routes()` (called by NoamLR's constructor and its
-optimizer hook) raises `RegistrationError` when a refused framework's code is on the call stack,
-so a NoamLR given to `deepspeed.initialize` or `accelerator.prepare` is refused like one declared
-in a config. Never a wrong count. A missing `convenience` target (a better message, a default)
-costs only that convenience, with one warning.
+Versions (docs/CONTRACT.md section 3). Inside the tested window: registered. Newer than the newest tested,
+every correctness target present: registered, with one warning naming the version and the window, and
+the count cross-checks run at every update (`untested()`); NOAM_PLUGIN_STRICT_VERSIONS=1 refuses it
+instead. Below the lowest tested, a release known to be wrong, or a missing correctness target: the
+framework is refused whole (`REFUSED`). Plain torch is never refused for its version, only for missing
+step hooks.
 
-Kept free of imports beyond `sys`: the interpreter-start hook imports this module.
+A refused framework refuses every route by which a NoamLR can reach it: its config's `"type": "NoamLR"`,
+the entry points' guards (`deepspeed.initialize`, `accelerator.prepare`, the Trainer's constructor), and
+`check_routes()` (called by NoamLR's constructor and its optimizer hook), which raises
+`RegistrationError` when a refused framework's code is on the call stack. Never a wrong count. A missing
+`convenience` target (a better message, a default) costs only that convenience, with one warning.
+
+Kept free of imports beyond `sys` and `os`: the interpreter-start hook imports this module.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from noam_plugin._error_base import NoamPluginError
@@ -29,8 +35,9 @@ CONVENIENCE = "convenience"
 
 
 class RegistrationError(NoamPluginError, RuntimeError):
-    """noam-plugin refuses a framework (a version outside the tested window, or a target the count needs is
-    missing), and so every way NoamLR could reach it."""
+    """noam-plugin refuses a framework (below the tested window, a release known to be wrong, a target the count
+    needs missing, or newer than tested under NOAM_PLUGIN_STRICT_VERSIONS=1), and so every way NoamLR could reach
+    it."""
 
 
 class Target:
@@ -40,7 +47,9 @@ class Target:
 
     def __init__(self, where: str, kind: str, tier: str, why: str, renamed: tuple[str, ...] = ()) -> None:
         self.where = where
-        self.kind = kind  # "method" (wrapped), "attribute" (set or extended), "private" (read), "patch" (torch)
+        # "method" (wrapped), "attribute" (set or extended), "private" (read), "patch" (torch), "guard" (wrapped only
+        # while its framework is refused: the entry point refuses a NoamLR handed to it)
+        self.kind = kind
         self.tier = tier
         self.why = why
         self.renamed = renamed  # other names of the attribute within the window, tried after the first
@@ -60,9 +69,12 @@ class Target:
 
 
 class Framework:
-    """One framework: `distribution` (pip name), `package` (import name), tested window, triggers, targets."""
+    """One framework: `distribution` (pip name), `package` (import name), tested window, known-bad releases,
+    triggers, targets.
 
-    __slots__ = ("distribution", "package", "lowest", "newest", "triggers", "targets")
+    `known_bad` holds (release, why): "0.18" is every 0.18.x, "0.19.0" that one release."""
+
+    __slots__ = ("distribution", "package", "lowest", "newest", "triggers", "targets", "known_bad")
 
     def __init__(
         self,
@@ -72,6 +84,7 @@ class Framework:
         newest: str,
         triggers: dict[str, str | None],
         targets: tuple[Target, ...] = (),
+        known_bad: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.distribution = distribution
         self.package = package
@@ -79,19 +92,29 @@ class Framework:
         self.newest = newest
         self.triggers = triggers  # module imported by the user -> "module:function" run after it (None: check only)
         self.targets = targets
+        self.known_bad = known_bad
 
     def window(self) -> str:
-        return self.lowest if self.lowest == self.newest else f"{self.lowest} - {self.newest}"
+        """ "0.17.6 - 0.19.8 except 0.18.x": the tested window as the messages and docs say it."""
+        text = self.lowest if self.lowest == self.newest else f"{self.lowest} - {self.newest}"
+        if self.known_bad:
+            text += " except " + ", ".join(_bad_name(release) for release, _ in self.known_bad)
+        return text
 
     def specifier(self) -> str:
-        """pyproject.toml's bounds: exactly the tested window."""
-        return f"=={self.lowest}" if self.lowest == self.newest else f">={self.lowest},<={self.newest}"
+        """pyproject.toml's requirement: from the lowest tested release up, the known-bad ones excluded."""
+        excluded = [f"!={r}.*" if len(release(r)) < 3 else f"!={r}" for r, _ in self.known_bad]
+        return ",".join([f">={self.lowest}", *excluded])
 
     def target(self, where: str) -> Target:
         for target in self.targets:
             if target.where == where:
                 return target
         raise UndeclaredTarget(f"{where} is not declared in noam_plugin/frameworks.py ({self.distribution})")
+
+
+def _bad_name(text: str) -> str:
+    return f"{text}.x" if len(release(text)) < 3 else text
 
 
 class UndeclaredTarget(AssertionError):
@@ -109,7 +132,7 @@ FRAMEWORKS: dict[str, Framework] = {
             "torch",
             "torch",
             "2.13.0",
-            "2.13.0",
+            "2.15.0",
             {},  # NoamLR itself imports torch: checked by check_routes() at construction
             (
                 Target(
@@ -184,7 +207,7 @@ FRAMEWORKS: dict[str, Framework] = {
         Framework(
             "deepspeed",
             "deepspeed",
-            "0.19.8",
+            "0.17.6",
             "0.19.8",
             {
                 "deepspeed.runtime.lr_schedules": "noam_plugin.integrations.deepspeed:register_lr_schedules",
@@ -238,13 +261,32 @@ FRAMEWORKS: dict[str, Framework] = {
                     CONVENIENCE,
                     "remember which file a config came from (for the message above)",
                 ),
+                Target(
+                    _DS + "__init__",
+                    "guard",
+                    CONVENIENCE,
+                    "only while DeepSpeed is refused: a NoamLR given as lr_scheduler is refused before the engine is "
+                    "built (without it: at the NoamLR's first update there)",
+                ),
+            ),
+            (
+                (
+                    "0.18",
+                    "DeepSpeed itself crashes there in multi-process ZeRO-1/2 (`Output 0 of Split is a view and is "
+                    "being modified inplace`, with or without noam-plugin)",
+                ),
+                (
+                    "0.19.0",
+                    "under ZeRO-1 with fp32 it applies an update whose gradients hold inf, which 0.19.8 skips "
+                    "(skipped_steps)",
+                ),
             ),
         ),
         Framework(
             "accelerate",
             "accelerate",
             "1.9.0",
-            "1.15.0",
+            "1.16.0",
             {
                 "accelerate.state": "noam_plugin.integrations.accelerate:patch_state",
                 "accelerate.accelerator": "noam_plugin.integrations.accelerate:patch_accelerator",
@@ -268,7 +310,9 @@ FRAMEWORKS: dict[str, Framework] = {
                     _ACC + "prepare",
                     "method",
                     CORRECTNESS,
-                    "tell NoamLR the global batch (processes x batch x accumulation) for samples warmups",
+                    "tell NoamLR the global batch (processes x batch x accumulation) for samples warmups; while "
+                    "Accelerate (or, under DeepSpeed, DeepSpeed) is refused: refuse a NoamLR before anything is "
+                    "prepared",
                 ),
                 Target(_ACC + "_schedulers", "private", CORRECTNESS, "the NoamLRs prepared before their DataLoader"),
                 Target(_ACC + "_dataloaders", "private", CORRECTNESS, "the DataLoader whose batch is the global batch"),
@@ -289,8 +333,8 @@ FRAMEWORKS: dict[str, Framework] = {
         Framework(
             "transformers",
             "transformers",
-            "5.24.0",
-            "5.24.0",
+            "4.57.6",
+            "5.25.0",
             {
                 "transformers.integrations.deepspeed": "noam_plugin.integrations.transformers:patch_deepspeed_config",
                 "transformers.trainer": "noam_plugin.integrations.transformers:patch_trainer",
@@ -319,7 +363,9 @@ FRAMEWORKS: dict[str, Framework] = {
                     "transformers.trainer:Trainer.__init__",
                     "method",
                     CONVENIENCE,
-                    "warn that DeepSpeed drops a NoamLR given in optimizers=(...)",
+                    "warn that DeepSpeed drops a NoamLR given in optimizers=(...); refuse a NoamLR (given, or in the "
+                    "DeepSpeed config) at construction while transformers, accelerate or that DeepSpeed is refused "
+                    "(without it: at deepspeed.initialize or the first update)",
                 ),
                 Target(
                     "transformers.trainer:Trainer._get_learning_rate",
@@ -340,23 +386,51 @@ FRAMEWORKS: dict[str, Framework] = {
 # trigger module -> framework distribution (the import hook's table)
 TRIGGERS: dict[str, str] = {module: fw.distribution for fw in FRAMEWORKS.values() for module in fw.triggers}
 
-REFUSED: dict[str, str] = {}  # import package -> why (RegistrationError text); empty in a healthy process
+REFUSED: dict[str, str] = {}  # import package -> why, "deepspeed 0.18.9: ..." (empty in a healthy process)
+UNTESTED: dict[str, str] = {}  # import package -> "deepspeed 0.20.1": newer than tested, running (cross-checks on)
 USED: set[str] = set()  # targets installed or read in this process (the tests compare it with the declarations)
 _REFUSED_PACKAGES: frozenset[str] = frozenset()
 
+STRICT_ENV = "NOAM_PLUGIN_STRICT_VERSIONS"
+INSIDE, NEWER, BELOW, BAD, UNKNOWN = "inside", "newer", "below", "known bad", "unknown"
+
+
+def strict() -> bool:
+    """NOAM_PLUGIN_STRICT_VERSIONS=1: a release newer than the tested window is refused, not run with a warning."""
+    return os.environ.get(STRICT_ENV) == "1"
+
 
 def refuse(framework: Framework, why: str) -> str:
-    """Refuse `framework` whole (every route into it): remember and return the message."""
+    """Refuse `framework` whole (every route into it): remember why and return the refusal's message."""
     global _REFUSED_PACKAGES
-    message = (
-        f"noam-plugin refuses {framework.distribution} {installed_version(framework)}: {why}. NoamLR would count "
-        f"wrong there, so every route into {framework.distribution} refuses (a NoamLR declared in its config or "
-        f"passed to it as an object). Versions that work: {framework.distribution} {framework.window()} "
-        f'(pip install "{framework.distribution}{framework.specifier()}").'
-    )
-    REFUSED[framework.package] = message
+    REFUSED[framework.package] = f"{framework.distribution} {installed_version(framework)} ({why})"
     _REFUSED_PACKAGES = frozenset(REFUSED)
-    return message
+    return refusal(framework.package)
+
+
+def refusal(first: str | None = None) -> str:
+    """The one message of a refusal: every refused framework (`first`'s first), the windows, the choices."""
+    packages = sorted(REFUSED, key=lambda package: package != first)
+    by_package = {fw.package: fw for fw in FRAMEWORKS.values()}
+    names = [by_package[p].distribution if p in by_package else p for p in packages]
+    them = "it" if len(packages) == 1 else "them"
+    windows = [f"{by_package[p].distribution} {by_package[p].window()}" for p in packages if p in by_package]
+    ranges = " ".join(f'"{by_package[p].distribution}{by_package[p].specifier()}"' for p in packages if p in by_package)
+    its = "its" if them == "it" else "their"
+    text = (
+        f"noam-plugin refuses {'; '.join(REFUSED[p] for p in packages)}. Its count of applied updates is not proven "
+        f"there, so every route into {' and '.join(names)} refuses NoamLR (declared in {its} config or passed to "
+        f"{them} as an object); NoamLR on plain torch, and {them} without NoamLR, still work."
+    )
+    if windows:
+        text += (
+            f" Tested: {'; '.join(windows)}. Choices: a release inside that window (pip install {ranges}), "
+            f"or train without {them}"
+        )
+        if any("newer than the newest tested" in REFUSED[p] for p in packages):
+            text += f", or unset {STRICT_ENV} to run a newer release with the count cross-checked at every update"
+        text += "."
+    return text
 
 
 def installed_version(framework: Framework) -> str:
@@ -386,30 +460,88 @@ def release(text: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
+def _padded(text: str, width: int) -> tuple[int, ...]:
+    return (release(text) + (0,) * width)[:width]
+
+
 def in_window(framework: Framework, version: str) -> bool:
-    found = release(version)
+    """Between the lowest and the newest tested release (known-bad releases aside)."""
     width = max(len(release(framework.lowest)), 3)
-    found = (found + (0,) * width)[:width]
-    low = (release(framework.lowest) + (0,) * width)[:width]
-    high = (release(framework.newest) + (0,) * width)[:width]
+    low, found, high = (_padded(v, width) for v in (framework.lowest, version, framework.newest))
     return bool(release(version)) and low <= found <= high
 
 
+def classify(framework: Framework, version: str) -> tuple[str, str]:
+    """(INSIDE / NEWER / BELOW / BAD / UNKNOWN, why) of `version` against the declaration."""
+    found = release(version)
+    if not found:
+        return UNKNOWN, f"its version {version!r} is not a release number"
+    for bad, why in framework.known_bad:
+        if found[: len(release(bad))] == release(bad):
+            return BAD, f"a release known to be wrong: {_bad_name(bad)}: {why}"
+    if in_window(framework, version):
+        return INSIDE, ""
+    if _padded(version, 3) < _padded(framework.lowest, 3):
+        return BELOW, f"below the lowest tested release, {framework.lowest}"
+    return NEWER, f"newer than the newest tested release, {framework.newest}"
+
+
 def check_version(framework: Framework) -> bool:
-    """Refuse `framework` if its installed version is outside the tested window; True if it may register."""
+    """Refuse `framework` unless its installed version may register (True): inside the tested window, or newer
+    with one warning and the count cross-checks on at every update (`untested()`), unless strict()."""
     if framework.package in REFUSED:
         return False
-    version = installed_version(framework)
-    if in_window(framework, version):
+    if framework.package in UNTESTED:
         return True
-    refuse(framework, f"version {version} is outside the versions noam-plugin is tested with")
+    version = installed_version(framework)
+    verdict, why = classify(framework, version)
+    if verdict == INSIDE:
+        return True
+    if verdict == NEWER and not strict():
+        _run_untested(framework, version)
+        return True
+    refuse(framework, why + (f" and {STRICT_ENV}=1" if verdict == NEWER else ""))
     return False
+
+
+def _run_untested(framework: Framework, version: str, why: str = "") -> None:
+    import warnings
+
+    UNTESTED[framework.package] = f"{framework.distribution} {version}"
+    last = (
+        "Plain torch is never refused for its version."
+        if framework.distribution == "torch"
+        else f"{STRICT_ENV}=1 refuses releases newer than tested instead."
+    )
+    warnings.warn(
+        f"noam-plugin: {framework.distribution} {version} is outside the versions it is tested with "
+        f"({framework.window()}{'; ' + why if why else ''}). It runs, with NoamLR's count cross-checked against the "
+        "framework's own at every update, so a drift raises at once (DeepSpeed: global_steps - skipped_steps; the "
+        f"HF Trainer: global_step). {last}",
+        stacklevel=4,
+    )
+
+
+def untested() -> bool:
+    """Is a framework (or torch) in this process newer than tested? Then every update is cross-checked."""
+    return bool(UNTESTED)
+
+
+def check_handover(distributions: tuple[str, ...], route: str) -> None:
+    """Raise RegistrationError if one of these frameworks is refused: at the entry point where a NoamLR is handed
+    to them (before anything is built). A framework not imported yet is judged by its installed version."""
+    for distribution in distributions:
+        check_version(FRAMEWORKS[distribution])
+    refused = [d for d in distributions if FRAMEWORKS[d].package in REFUSED]
+    if refused:
+        raise RegistrationError(f"{refusal(FRAMEWORKS[refused[0]].package)} (Refused at {route}.)")
 
 
 def check_routes() -> None:
     """Raise if a refused framework's code is on the call stack (it is about to use, or build, a NoamLR).
 
-    Free when nothing is refused; else one walk up the stack. Also refuses a torch outside its window.
+    Free when nothing is refused; else one walk up the stack. Also checks torch once (never refused for its
+    version; refused if the optimizer step hooks the count needs are missing).
     """
     if not _REFUSED_PACKAGES:
         if _torch_checked:
@@ -418,12 +550,12 @@ def check_routes() -> None:
         if not _REFUSED_PACKAGES:
             return
     if "torch" in REFUSED:
-        raise RegistrationError(REFUSED["torch"])
+        raise RegistrationError(refusal("torch"))
     frame = sys._getframe(1)
     while frame is not None:
         package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
         if package in _REFUSED_PACKAGES:
-            raise RegistrationError(REFUSED[package])
+            raise RegistrationError(refusal(package))
         frame = frame.f_back
 
 
@@ -431,9 +563,21 @@ _torch_checked = False
 
 
 def _check_torch() -> None:
+    """Plain torch: refused only if a step hook the count needs is missing; any version outside the window runs
+    with one warning and the cross-checks on (NOAM_PLUGIN_STRICT_VERSIONS does not refuse torch)."""
     global _torch_checked
     _torch_checked = True
-    check_version(FRAMEWORKS["torch"])
+    framework = FRAMEWORKS["torch"]
+    optimizer = getattr(sys.modules.get("torch.optim.optimizer"), "Optimizer", None)
+    hooks = [t for t in framework.targets if t.kind == "method" and t.tier == CORRECTNESS]
+    missing = [t for t in hooks if optimizer is None or not hasattr(optimizer, t.names()[0])]
+    if missing:
+        refuse(framework, ", ".join(f"{t.path} not found ({t.why})" for t in missing))
+        return
+    version = installed_version(framework)
+    verdict, why = classify(framework, version)
+    if verdict != INSIDE:
+        _run_untested(framework, version, why)
 
 
 def declared(where: str) -> Target:
@@ -474,9 +618,13 @@ def read_private(obj: object, where: str, default: object = _MISSING) -> object:
 
 def versions_table() -> str:
     """The version window as docs/versions.md and the README show it (a test compares them)."""
-    lines = ["| framework | lowest tested | newest tested | pyproject.toml |", "|---|---|---|---|"]
+    lines = [
+        "| framework | lowest tested | newest tested | refused (known wrong) | pyproject.toml |",
+        "|---|---|---|---|---|",
+    ]
     for fw in FRAMEWORKS.values():
-        lines.append(f"| {fw.distribution} | {fw.lowest} | {fw.newest} | `{fw.distribution}{fw.specifier()}` |")
+        bad = ", ".join(_bad_name(r) for r, _ in fw.known_bad) or "-"
+        lines.append(f"| {fw.distribution} | {fw.lowest} | {fw.newest} | {bad} | `{fw.distribution}{fw.specifier()}` |")
     return "\n".join(lines)
 
 

@@ -27,7 +27,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$CONSTRAINTS" -nt 
 fi
 # DeepSpeed compiles its CPU ops (shared-memory allreduce, CPU Adam for offload) on first use,
 # behind a lock file. Build them here, once, so that no training run or test is ever killed
-# mid-build (a stale lock makes every later DeepSpeed start wait forever).
+# mid-build. A lock left by a launch killed mid-build (no live process holds it) would make every
+# later DeepSpeed start wait forever: removed first (tests/extension_locks.py; the tests do it too).
+"$VENV"/bin/python tests/extension_locks.py
 echo "[setup] DeepSpeed CPU ops (shm_comm, cpu_adam): loading, building them the first time (1-3 minutes)"
 "$VENV"/bin/python - >"$VENV"/deepspeed-ops-build.log 2>&1 <<'PY' \
   || { tail -20 "$VENV"/deepspeed-ops-build.log; echo "[setup] DeepSpeed's CPU ops did not build (a C++ compiler is needed; log: $VENV/deepspeed-ops-build.log)" >&2; exit 1; }

@@ -45,16 +45,34 @@ def pins(path: Path) -> dict[str, str]:
     return dict(line.lower().split("==") for line in lines if line)
 
 
-def test_pyproject_bounds_and_both_constraints_files_are_the_declared_window():
-    bounds, newest, lowest = requirements(), pins(REPO / "constraints.txt"), pins(REPO / "constraints-low.txt")
+def test_pyproject_bounds_and_the_constraints_files_are_the_declared_window():
+    """pyproject.toml: from the lowest tested release up (known-bad releases excluded), never one version;
+    constraints-low.txt / constraints-high.txt: the two ends CI tests; constraints.txt (the main suite) inside."""
+    bounds = requirements()
+    lowest, newest, main = (
+        pins(REPO / name) for name in ("constraints-low.txt", "constraints-high.txt", "constraints.txt")
+    )
     for fw in FRAMEWORKS.values():
         assert bounds[fw.distribution] == fw.specifier(), fw.distribution
-        assert newest[fw.distribution] == fw.newest, fw.distribution
+        assert not re.search(r"==|<", bounds[fw.distribution]), bounds[fw.distribution]
         assert lowest[fw.distribution] == fw.lowest, fw.distribution
-    # apart from the window, the two environments are the same
-    assert {k: v for k, v in newest.items() if k not in FRAMEWORKS} == {
-        k: v for k, v in lowest.items() if k not in FRAMEWORKS
-    }
+        assert newest[fw.distribution] == fw.newest, fw.distribution
+        assert frameworks.classify(fw, main[fw.distribution])[0] == frameworks.INSIDE, fw.distribution
+    # apart from the frameworks, the three environments are the same
+    others = [{k: v for k, v in pinned.items() if k not in FRAMEWORKS} for pinned in (lowest, newest, main)]
+    assert others[0] == others[1] == others[2]
+
+
+@pytest.mark.parametrize(
+    "version, verdict",
+    [("0.17.6", "inside"), ("0.19.8", "inside"), ("0.19.8+local", "inside"), ("0.17.6rc1", "inside")]
+    + [("0.18.0", "known bad"), ("0.18.9", "known bad"), ("0.17.5", "below"), ("0.9.0", "below")]
+    + [("0.19.9", "newer"), ("0.20.0", "newer"), ("1.0.0", "newer"), ("unknown", "unknown"), ("", "unknown")],
+)
+def test_classify_a_version_against_the_window_and_the_known_bad_releases(version, verdict):
+    fw = Framework("x", "x", "0.17.6", "0.19.8", {}, known_bad=(("0.18", "it crashes"),))
+    assert frameworks.classify(fw, version)[0] == verdict
+    assert fw.window() == "0.17.6 - 0.19.8 except 0.18.x" and fw.specifier() == ">=0.17.6,!=0.18.*"
 
 
 def section(markdown: str, title: str) -> str:
@@ -92,7 +110,7 @@ def test_the_import_hook_waits_for_every_declared_trigger():
 def test_every_target_names_a_known_kind_and_tier():
     for fw in FRAMEWORKS.values():
         for target in fw.targets:
-            assert target.kind in ("method", "attribute", "private", "patch"), target.where
+            assert target.kind in ("method", "attribute", "private", "patch", "guard"), target.where
             assert target.tier in (frameworks.CORRECTNESS, frameworks.CONVENIENCE), target.where
             assert target.why and ":" in target.where, target.where
 
@@ -251,7 +269,7 @@ def attempt(what, call):
         call()
         print("@", what, "ran")
     except Exception as error:
-        print("@", what, type(error).__name__, str(error)[:400])
+        print("@", what, type(error).__name__, " ".join(str(error).split()))
 """
 
 
@@ -310,7 +328,7 @@ def test_a_missing_convenience_costs_only_it_with_one_warning_and_zero2_counts_r
 
 
 @pytest.mark.window
-def test_a_missing_correctness_target_refuses_config_and_object_routes():
+def test_a_missing_correctness_target_refuses_config_and_object_routes_before_anything_is_built():
     lines = probe(
         """
         from noam_plugin.integrations import deepspeed as ds_integration
@@ -322,63 +340,284 @@ def test_a_missing_correctness_target_refuses_config_and_object_routes():
         from noam_plugin import NoamLR
         noam_plugin.register()
         print("@ refused", sorted(frameworks.REFUSED))
+        import deepspeed.runtime.engine as ds_engine
+        built = []  # an engine that got as far as building its optimizer
+        original = ds_engine.DeepSpeedEngine._configure_optimizer
+        def configure(self, *args, **kwargs):
+            built.append(1)
+            return original(self, *args, **kwargs)
+        ds_engine.DeepSpeedEngine._configure_optimizer = configure
 
         # 1. declared in the DeepSpeed config
         model, groups = model_and_groups()
         attempt("config", lambda: deepspeed.initialize(model=model, model_parameters=groups, config=CONFIG))
 
-        # 2. a NoamLR object given to deepspeed.initialize (ZeRO-2, two param groups)
+        # 2. a NoamLR object given to deepspeed.initialize (ZeRO-2, two param groups): refused there
         model, groups = model_and_groups()
         optimizer = torch.optim.AdamW(groups, lr=0.0)
         scheduler = NoamLR(optimizer, **PARAMS)
         config = {k: v for k, v in CONFIG.items() if k not in ("optimizer", "scheduler")}
-        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
-        ran_at = []  # the lr of every inner optimizer step ZeRO makes (one per param group)
-        optimizer.register_step_pre_hook(lambda o, args, kwargs: ran_at.extend(g["lr"] for g in o.param_groups))
-        attempt("object", lambda: train(engine, 2))
-        print("@ object count", scheduler.updates, len(ran_at) >= 1 and all(lr == expected(1) for lr in ran_at))
+        attempt("object", lambda: deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                       config=config))
+        print("@ object built", len(built), "count", scheduler.updates)
 
-        # 3. a NoamLR object given to accelerator.prepare (Accelerate refused)
+        # 3. a NoamLR object given to accelerator.prepare (Accelerate refused): refused there
         from accelerate import Accelerator
         accelerator = Accelerator(cpu=True)
         model, groups = model_and_groups()
         optimizer = torch.optim.AdamW(groups, lr=0.0)
         scheduler = NoamLR(optimizer, **PARAMS)
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-        def accelerate_step():
-            accelerator.backward(model(torch.randn(2, 4)).pow(2).sum())
-            optimizer.step()
-        attempt("prepare", accelerate_step)
-        print("@ prepare count", scheduler.scheduler.updates)
+        attempt("prepare", lambda: accelerator.prepare(model, optimizer, scheduler))
+        print("@ prepare count", scheduler.updates, "prepared", len(accelerator._models))
     """
     )
     assert lines[0] == "refused ['accelerate', 'deepspeed']", lines
-    for line, route in zip(lines[1:], ["config", "object"]):
+    for line, route in zip(lines[1:3], ["config", "object"]):
         assert line.startswith(f"{route} RegistrationError noam-plugin refuses deepspeed "), line
-        assert "_what_the_count_needs not found" in line and "every route into deepspeed refuses" in line, line
-        assert f"Versions that work: deepspeed {FRAMEWORKS['deepspeed'].window()}" in line, line
-    assert lines[3] == "object count 0 True", lines  # nothing counted, no step at a wrong lr
+        assert "_what_the_count_needs not found" in line, line
+    for line in (lines[1], lines[2], lines[4]):  # one message names every refused framework, windows and choices
+        assert "every route into " in line and "deepspeed" in line and "accelerate" in line, line
+        assert f"deepspeed {FRAMEWORKS['deepspeed'].window()}" in line, line
+        assert f'"deepspeed{FRAMEWORKS["deepspeed"].specifier()}"' in line, line
+    assert lines[3] == "object built 0 count 0", lines  # refused before the engine built its optimizer
     assert lines[4].startswith("prepare RegistrationError noam-plugin refuses accelerate "), lines[4]
-    assert lines[5] == "prepare count 0", lines
+    assert "Refused at accelerator.prepare(NoamLR)" in lines[4], lines[4]
+    assert lines[5] == "prepare count 0 prepared 0", lines
 
 
 @pytest.mark.window
-def test_a_version_outside_the_window_is_refused_naming_the_versions_that_work():
+def test_below_the_floor_or_a_known_bad_release_is_refused_at_import_and_on_every_route():
     lines = probe(
         """
-        FRAMEWORKS["deepspeed"].lowest = FRAMEWORKS["deepspeed"].newest = "99.0.0"
+        import importlib.metadata
+        ds, acc = importlib.metadata.version("deepspeed"), importlib.metadata.version("accelerate")
+        FRAMEWORKS["deepspeed"].lowest = FRAMEWORKS["deepspeed"].newest = "99.0.0"  # the installed one: below it
+        major_minor = ".".join(acc.split(".")[:2])
+        FRAMEWORKS["accelerate"].known_bad = ((major_minor, "a defect found in this release line"),)
+        import deepspeed, accelerate.accelerator
+        noam_plugin.register()
+        print("@ refused", sorted(frameworks.REFUSED))
+        from noam_plugin import NoamLR
+        model, groups = model_and_groups()
+        attempt("config", lambda: deepspeed.initialize(model=model, model_parameters=groups, config=CONFIG))
+        optimizer = torch.optim.AdamW(groups, lr=0.0)
+        scheduler = NoamLR(optimizer, **PARAMS)  # plain torch: fine
+        config = {k: v for k, v in CONFIG.items() if k not in ("optimizer", "scheduler")}
+        attempt("object", lambda: deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                       config=config))
+        attempt("prepare", lambda: accelerate.Accelerator(cpu=True).prepare(model, optimizer, scheduler))
+        import deepspeed.runtime.engine as engine
+        print("@ wrapped", hasattr(engine.DeepSpeedEngine._take_model_step, "__noam_plugin__"))
+        print("@ versions", ds, major_minor)
+    """
+    )
+    assert lines[0] == "refused ['accelerate', 'deepspeed']", lines
+    ds, major_minor = lines[5].split()[1:]
+    for line in lines[1:4]:
+        assert "RegistrationError noam-plugin refuses" in line, line
+        assert f"deepspeed {ds} (below the lowest tested release, 99.0.0)" in line, line
+        assert f"(a release known to be wrong: {major_minor}.x: a defect found in this release line)" in line, line
+        assert "Choices: a release inside that window" in line and "exactly" not in line, line
+        assert (
+            '"deepspeed>=99.0.0,' in line
+            and f'"accelerate>={FRAMEWORKS["accelerate"].lowest},!={major_minor}.*"' in line
+        )
+    assert lines[4] == "wrapped False"
+    warned = [line for line in lines if line.startswith("stderr:") and "noam-plugin refuses" in line]
+    assert len(warned) == 2, lines  # one warning per refused framework, at its import
+
+
+@pytest.mark.window
+def test_newer_than_tested_runs_with_one_warning_and_the_count_cross_checked_at_every_update():
+    lines = probe(
+        """
+        tested = FRAMEWORKS["deepspeed"].lowest, FRAMEWORKS["deepspeed"].newest, FRAMEWORKS["deepspeed"].known_bad
+        FRAMEWORKS["deepspeed"].lowest = FRAMEWORKS["deepspeed"].newest = "0.0.1"  # the installed one is newer
+        FRAMEWORKS["deepspeed"].known_bad = ()
+        import deepspeed
+        noam_plugin.register()
+        noam_plugin.register()
+        print("@ refused", sorted(frameworks.REFUSED), "untested", sorted(frameworks.UNTESTED))
+        model, groups = model_and_groups()
+        engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=groups, config=CONFIG)
+        lrs = train(engine, 3)
+        print("@ lrs", lrs == [[round(expected(k + 1), 12)] * 2 for k in range(1, 4)])
+        engine.skipped_steps += 1  # a drift: the engine's count of applied updates and NoamLR's part
+        attempt("drift", lambda: train(engine, 1))
+
+        # the same drift inside the tested window: seen only at the next save
+        FRAMEWORKS["deepspeed"].lowest, FRAMEWORKS["deepspeed"].newest, FRAMEWORKS["deepspeed"].known_bad = tested
+        frameworks.UNTESTED.clear()
+        model, groups = model_and_groups()
+        engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=groups, config=CONFIG)
+        train(engine, 3)
+        engine.skipped_steps += 1
+        attempt("tested", lambda: train(engine, 1))
+    """
+    )
+    assert lines[0] == "refused [] untested ['deepspeed']", lines
+    assert lines[1] == "lrs True", lines
+    assert lines[2].startswith("drift CountMismatchError NoamLR counted 4 applied optimizer updates, DeepSpeed "), lines
+    assert "counted 3 (global_steps 4 - skipped_steps 1)" in lines[2], lines
+    assert lines[3] == "tested ran", lines
+    warned = [line for line in lines if line.startswith("stderr:") and "outside the versions" in line]
+    assert len(warned) == 1, lines
+    assert "deepspeed " in warned[0] and "(0.0.1)" in warned[0] and "NOAM_PLUGIN_STRICT_VERSIONS=1" in warned[0]
+
+
+@pytest.mark.window
+def test_strict_versions_refuses_a_newer_release_naming_the_way_back():
+    lines = probe(
+        """
+        import os
+        os.environ["NOAM_PLUGIN_STRICT_VERSIONS"] = "1"
+        FRAMEWORKS["deepspeed"].lowest = FRAMEWORKS["deepspeed"].newest = "0.0.1"
+        FRAMEWORKS["deepspeed"].known_bad = ()
         import deepspeed
         noam_plugin.register()
         model, groups = model_and_groups()
         attempt("config", lambda: deepspeed.initialize(model=model, model_parameters=groups, config=CONFIG))
-        import deepspeed.runtime.engine as engine
-        print("@ wrapped", hasattr(engine.DeepSpeedEngine._take_model_step, "__noam_plugin__"))
     """
     )
-    assert re.match(r"config RegistrationError noam-plugin refuses deepspeed \S+: version \S+ is outside", lines[0])
-    assert "Versions that work: deepspeed 99.0.0" in lines[0], lines[0]
-    assert lines[1] == "wrapped False"
-    assert sum("refuses deepspeed" in line for line in lines if line.startswith("stderr:")) == 1, lines
+    assert lines[0].startswith("config RegistrationError noam-plugin refuses deepspeed "), lines
+    assert "newer than the newest tested release, 0.0.1 and NOAM_PLUGIN_STRICT_VERSIONS=1" in lines[0], lines
+    assert "unset NOAM_PLUGIN_STRICT_VERSIONS" in lines[0], lines
+
+
+@pytest.mark.window
+def test_the_trainer_refuses_at_construction_naming_every_refused_framework_and_cross_checks_when_untested():
+    lines = probe(
+        """
+        import os
+        from noam_plugin import NoamLR
+        from transformers import Trainer, TrainingArguments, TrainerCallback
+        FRAMEWORKS["transformers"].lowest = FRAMEWORKS["transformers"].newest = "99.0.0"
+        FRAMEWORKS["accelerate"].lowest = FRAMEWORKS["accelerate"].newest = "99.0.0"
+        noam_plugin.register()
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(4, 1)
+            def forward(self, x, labels=None):
+                loss = (self.layer(x).squeeze(-1) - labels).pow(2).mean()
+                return {"loss": loss}
+
+        data = [{"x": torch.randn(4), "labels": torch.tensor(0.0)} for _ in range(16)]
+        def make(output):
+            model = Model()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
+            scheduler = NoamLR(optimizer, **PARAMS)
+            args = TrainingArguments(output, max_steps=4, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+                                     save_strategy="no", logging_steps=1, disable_tqdm=True)
+            return Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, scheduler))
+        attempt("refused", lambda: make("out-refused"))
+        print("@ refused", sorted(frameworks.REFUSED))
+    """
+    )
+    assert lines[0].startswith("refused RegistrationError noam-plugin refuses transformers "), lines
+    assert "accelerate" in lines[0] and "Refused at the Trainer's construction" in lines[0], lines
+    assert lines[1] == "refused ['accelerate', 'transformers']", lines
+
+
+@pytest.mark.window
+def test_the_trainer_newer_than_tested_cross_checks_global_step_at_every_update():
+    lines = probe(
+        """
+        from noam_plugin import NoamLR
+        from transformers import Trainer, TrainingArguments, TrainerCallback
+        tested = FRAMEWORKS["transformers"].lowest, FRAMEWORKS["transformers"].newest
+        FRAMEWORKS["transformers"].lowest = FRAMEWORKS["transformers"].newest = "0.0.1"
+        noam_plugin.register()
+        print("@ untested", sorted(frameworks.UNTESTED))
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(4, 1)
+            def forward(self, x, labels=None):
+                return {"loss": (self.layer(x).squeeze(-1) - labels).pow(2).mean()}
+
+        class Drift(TrainerCallback):  # the Trainer's global_step parts from the applied updates at update 2
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 2:
+                    state.global_step += 1
+
+        data = [{"x": torch.randn(4), "labels": torch.tensor(0.0)} for _ in range(16)]
+        def run(output):
+            model = Model()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
+            scheduler = NoamLR(optimizer, **PARAMS)
+            args = TrainingArguments(output, max_steps=5, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+                                     save_strategy="no", disable_tqdm=True)
+            Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, scheduler),
+                    callbacks=[Drift()]).train()
+            return scheduler
+        attempt("untested", lambda: run("out-untested"))
+        FRAMEWORKS["transformers"].lowest, FRAMEWORKS["transformers"].newest = tested
+        frameworks.UNTESTED.clear()
+        attempt("tested", lambda: run("out-tested"))  # inside the window: no save, no check, no error
+    """
+    )
+    assert lines[0] == "untested ['transformers']", lines
+    assert lines[1].startswith("untested CountMismatchError NoamLR counted 2 applied optimizer updates, the HF "), lines
+    assert "counted 3 (state.global_step)" in lines[1] and "update 3" in lines[1], lines
+    assert lines[2] == "tested ran", lines
+
+
+def torch_probe(code: str, **env: str) -> list[str]:
+    """A fresh interpreter with torch and noam_plugin only (no framework)."""
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **env}
+    run = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environ,
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return [line[2:] for line in run.stdout.splitlines() if line.startswith("@ ")] + [
+        "stderr: " + line for line in run.stderr.splitlines() if "noam-plugin" in line
+    ]
+
+
+TORCH_RUN = """
+from noam_plugin import NoamLR
+model, groups = model_and_groups()
+optimizer = torch.optim.AdamW(groups, lr=0.0)
+ran_at = []
+optimizer.register_step_pre_hook(lambda o, a, k: ran_at.append([g["lr"] for g in o.param_groups]))
+def run():
+    scheduler = NoamLR(optimizer, **PARAMS)
+    for _ in range(4):
+        model(torch.randn(2, 4)).pow(2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print("@ lrs", ran_at == [[expected(k)] * 2 for k in range(1, 5)], "count", scheduler.updates)
+attempt("plain", run)
+print("@ refused", sorted(frameworks.REFUSED), "untested", sorted(frameworks.UNTESTED))
+"""
+
+
+@pytest.mark.window
+@pytest.mark.parametrize("where", ["newer", "below"])
+def test_plain_torch_is_never_refused_for_its_version(where):
+    window = '"0.0.1"' if where == "newer" else '"99.0.0"'
+    lines = torch_probe(
+        f'FRAMEWORKS["torch"].lowest = FRAMEWORKS["torch"].newest = {window}\n' + TORCH_RUN,
+        NOAM_PLUGIN_STRICT_VERSIONS="1",  # not for torch either
+    )
+    assert lines[:3] == ["lrs True count 4", "plain ran", "refused [] untested ['torch']"], lines
+    warned = [line for line in lines if line.startswith("stderr:") and "outside the versions" in line]
+    assert len(warned) == 1 and "Plain torch is never refused for its version" in warned[0], lines
+
+
+@pytest.mark.window
+def test_plain_torch_without_the_step_hooks_the_count_needs_is_refused():
+    lines = torch_probe("del torch.optim.Optimizer.register_step_post_hook\n" + TORCH_RUN)
+    assert lines[0].startswith("plain RegistrationError noam-plugin refuses torch "), lines
+    assert "Optimizer.register_step_post_hook not found" in lines[0], lines
 
 
 @pytest.mark.window

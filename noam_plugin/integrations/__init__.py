@@ -3,8 +3,10 @@
 What each framework's module may touch is declared in `noam_plugin/frameworks.py` (its version window,
 its targets and their tier). `on_import` is the import hook's one entry point: it checks the installed
 version against the window, then runs the framework's registration function, which installs its
-wrappers with `install()`: a missing correctness target (or an untested version) refuses the framework
-whole, a missing convenience costs that convenience with one warning. `HOST_TARGETS` is the declaration
+wrappers with `install()`: a missing correctness target (or a version below the window or known to be
+wrong) refuses the framework whole, a missing convenience costs that convenience with one warning. A
+refused framework gets only its guards (`install_guards`): the entry points a NoamLR is handed to refuse
+it there, before anything is built. `HOST_TARGETS` is the declaration
 seen as {framework: {target: why}}.
 """
 
@@ -27,10 +29,19 @@ from noam_plugin.frameworks import (
     RegistrationError,
     Target,
     check_version,
+    refusal,
     refuse,
 )
 
-__all__ = ["RegistrationError", "HOST_TARGETS", "install", "on_import", "registration_error", "is_noam"]
+__all__ = [
+    "RegistrationError",
+    "HOST_TARGETS",
+    "install",
+    "install_guards",
+    "on_import",
+    "registration_error",
+    "is_noam",
+]
 
 HOST_TARGETS: dict[str, dict[str, str]] = {
     fw.distribution: {t.where: t.why for t in fw.targets} for fw in FRAMEWORKS.values() if fw.targets
@@ -54,12 +65,13 @@ def on_import(module: ModuleType) -> None:
 def warn_refused(framework: Framework) -> None:
     if framework.distribution not in _WARNED:
         _WARNED.add(framework.distribution)
-        warnings.warn(REFUSED[framework.package], stacklevel=4)
+        warnings.warn(refusal(framework.package), stacklevel=4)
 
 
 def registration_error(framework: str) -> str | None:
-    """Why `framework` (a distribution name) is refused, or None."""
-    return REFUSED.get(FRAMEWORKS[framework].package)
+    """The refusal's message if `framework` (a distribution name) is refused, else None."""
+    package = FRAMEWORKS[framework].package
+    return refusal(package) if package in REFUSED else None
 
 
 def resolve(target: Target) -> tuple[Any, str | None]:
@@ -103,6 +115,23 @@ def install(distribution: str, makers: dict[str, Callable[[Any], Any]]) -> bool:
             wrap_once(owner, name, makers[target.where])
             USED.add(target.where)
     return True
+
+
+def install_guards(distribution: str, guards: dict[str, Callable[[Any], Any]]) -> None:
+    """For a refused framework: wrap the entry points a NoamLR is handed to (declared targets), so that the
+    refusal comes there, before the framework builds anything. One that is missing leaves the refusal to
+    check_routes() at the NoamLR's construction or first update there: later, never a wrong count."""
+    framework = FRAMEWORKS[distribution]
+    for where, make in guards.items():
+        owner, name = resolve(framework.target(where))
+        if name is not None:
+            wrap_once(owner, name, make)
+            USED.add(where)
+
+
+def holds_noam(*objects: Any) -> bool:
+    """Is one of these a NoamLR (or a wrapper of one: Accelerate's AcceleratedScheduler)?"""
+    return any(is_noam(obj) or is_noam(getattr(obj, "scheduler", None)) for obj in objects)
 
 
 def is_noam(scheduler: Any) -> bool:

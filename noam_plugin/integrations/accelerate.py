@@ -40,8 +40,8 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from noam_plugin.frameworks import read_private
-from noam_plugin.integrations import auto_counts, install
+from noam_plugin.frameworks import check_handover, read_private
+from noam_plugin.integrations import auto_counts, holds_noam, install, install_guards
 from noam_plugin.names import SAMPLES, SCHEDULER_NAME
 
 
@@ -239,8 +239,27 @@ _SCHEDULERS = "accelerate.accelerator:Accelerator._schedulers"
 _DATALOADERS = "accelerate.accelerator:Accelerator._dataloaders"
 
 
+def _check_handover(accelerator: Any, objects: tuple) -> None:
+    """A NoamLR handed to prepare() while Accelerate, or the DeepSpeed it would go to, is refused: refused here,
+    before anything is prepared (frameworks.check_handover names every refused framework)."""
+    if holds_noam(*objects):
+        deepspeed = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None) is not None
+        check_handover(("accelerate", "deepspeed") if deepspeed else ("accelerate",), "accelerator.prepare(NoamLR)")
+
+
+def _refused_prepare(original):
+    """Only while Accelerate is refused: the guard alone."""
+
+    def wrapper(self, *args, **kwargs):
+        _check_handover(self, (*args, *kwargs.values()))
+        return original(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _prepare(original):
     def wrapper(self, *args, **kwargs):
+        _check_handover(self, (*args, *kwargs.values()))
         result = original(self, *args, **kwargs)
         set_global_batch(self, result if isinstance(result, tuple) else (result,))
         return result
@@ -255,8 +274,10 @@ ACCELERATOR_WRAPPERS = {
 
 
 def patch_accelerator(accelerator_module: ModuleType) -> None:
-    """Check DummyScheduler against a NoamLR "auto" config; tell NoamLR the global batch."""
-    install("accelerate", ACCELERATOR_WRAPPERS)
+    """Check DummyScheduler against a NoamLR "auto" config; tell NoamLR the global batch. A refused Accelerate
+    gets only the guard on prepare()."""
+    if not install("accelerate", ACCELERATOR_WRAPPERS):
+        install_guards("accelerate", {"accelerate.accelerator:Accelerator.prepare": _refused_prepare})
 
 
 # ---------------------------------------------------------------- the old command line

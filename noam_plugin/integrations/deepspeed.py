@@ -38,8 +38,25 @@ from typing import Any
 
 from noam_plugin._dist import log_rank0
 from noam_plugin.errors import ConfigError, Problem, describe
-from noam_plugin.frameworks import FRAMEWORKS, USED, RegistrationError, check_version, read_private, refuse
-from noam_plugin.integrations import install, is_noam, registration_error, resolve, warn_refused
+from noam_plugin.frameworks import (
+    FRAMEWORKS,
+    USED,
+    RegistrationError,
+    check_handover,
+    check_version,
+    read_private,
+    refuse,
+    untested,
+)
+from noam_plugin.integrations import (
+    holds_noam,
+    install,
+    install_guards,
+    is_noam,
+    registration_error,
+    resolve,
+    warn_refused,
+)
 from noam_plugin.integrations.cross_check import OFFSET_KEY
 from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.schedule import NoamConfig
@@ -167,7 +184,8 @@ FIRST_CHECKS = 2
 
 
 def _start_checks(engine: Any, offset: int | None) -> None:
-    engine.__dict__[_CHECKS_LEFT] = FIRST_CHECKS
+    # A framework newer than tested (frameworks.untested()): every update is checked, so a drift raises at once.
+    engine.__dict__[_CHECKS_LEFT] = float("inf") if untested() else FIRST_CHECKS
     if offset is not None:
         engine.__dict__[_OFFSET] = offset
 
@@ -340,10 +358,25 @@ ENGINE_WRAPPERS = {
 }
 
 
+def _refused_engine_init(original):
+    """Only while DeepSpeed is refused: a NoamLR given to the engine (as lr_scheduler, or declared in a config
+    dict) is refused before the engine moves the model or builds its optimizer."""
+
+    def wrapper(self, *args, **kwargs):
+        config = kwargs.get("config")
+        declared = isinstance(config, dict) and (config.get("scheduler") or {}).get("type") == SCHEDULER_NAME
+        if declared or holds_noam(*args, *kwargs.values()):
+            check_handover(("deepspeed",), "the DeepSpeed engine's construction (deepspeed.initialize)")
+        return original(self, *args, **kwargs)
+
+    return wrapper
+
+
 def patch_engine(engine_module: ModuleType) -> None:
     """Wrap the DeepSpeedEngine methods listed in the module docstring (idempotent); frameworks.py says which
-    are needed and which are conveniences."""
-    install("deepspeed", ENGINE_WRAPPERS)
+    are needed and which are conveniences. A refused DeepSpeed gets only the guard on the engine's constructor."""
+    if not install("deepspeed", ENGINE_WRAPPERS):
+        install_guards("deepspeed", {_ENGINE + "__init__": _refused_engine_init})
 
 
 # ---------------------------------------------------------------- the old command line

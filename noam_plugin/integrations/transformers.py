@@ -25,9 +25,9 @@ from types import ModuleType
 from typing import Any
 
 from noam_plugin._dist import log_rank0
-from noam_plugin.frameworks import read_private
-from noam_plugin.integrations import auto_counts, install, is_noam
-from noam_plugin.names import SAMPLES
+from noam_plugin.frameworks import check_handover, read_private, untested
+from noam_plugin.integrations import auto_counts, holds_noam, install, install_guards, is_noam
+from noam_plugin.names import SAMPLES, SCHEDULER_NAME
 
 TRAINER_SOURCE = "Trainer: processes x per_device_train_batch_size x gradient_accumulation_steps"
 WARMUP_KEY = "scheduler.params.warmup_num_steps"
@@ -93,8 +93,40 @@ def patch_deepspeed_config(module: ModuleType) -> None:
     )
 
 
+def _check_handover(original: Any, trainer: Any, args: tuple, kwargs: dict) -> None:
+    """A NoamLR given in optimizers=(...), or declared in the DeepSpeed config, while transformers, accelerate (the
+    Trainer's engine) or that DeepSpeed is refused: refused at the Trainer's construction, before it builds
+    anything (frameworks.check_handover names every refused framework)."""
+    import inspect
+
+    try:
+        call = inspect.signature(original).bind(trainer, *args, **kwargs).arguments
+    except TypeError:
+        return  # the Trainer's own error follows
+    training_args = call.get("args")
+    deepspeed = getattr(training_args, "deepspeed", None)
+    config = getattr(getattr(training_args, "hf_deepspeed_config", None), "config", None)
+    if config is None and isinstance(deepspeed, dict):
+        config = deepspeed
+    declared = isinstance(config, dict) and (config.get("scheduler") or {}).get("type") == SCHEDULER_NAME
+    if declared or holds_noam(*(call.get("optimizers") or ())):
+        frameworks = ("transformers", "accelerate") + (("deepspeed",) if deepspeed else ())
+        check_handover(frameworks, "the Trainer's construction")
+
+
+def _refused_trainer_init(original):
+    """Only while transformers is refused: the guard alone."""
+
+    def wrapper(self, *args, **kwargs):
+        _check_handover(original, self, args, kwargs)
+        original(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _trainer_init(original):
     def wrapper(self, *args, **kwargs):
+        _check_handover(original, self, args, kwargs)
         original(self, *args, **kwargs)
         if getattr(self, "is_deepspeed_enabled", False) and is_noam(getattr(self, "lr_scheduler", None)):
             config = getattr(getattr(self.args, "hf_deepspeed_config", None), "config", None) or {}
@@ -173,6 +205,10 @@ class _CountCheck:
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.check(args, state, f"the save of checkpoint-{state.global_step}")
 
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if untested():  # a framework newer than tested: every update, so a drift raises at once
+            self.check(args, state, f"update {state.global_step}")
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("on_"):  # every other TrainerCallback event: nothing to do
             return lambda *args, **kwargs: None
@@ -200,8 +236,9 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
 
 def patch_trainer(module: ModuleType) -> None:
     """Warn when the Trainer drops a NoamLR (DeepSpeed); tell NoamLR the global batch and check its count against
-    global_step (no DeepSpeed); log the lr each update ran at."""
-    install(
+    global_step (no DeepSpeed); log the lr each update ran at. A refused transformers gets only the guard on the
+    Trainer's constructor."""
+    registered = install(
         "transformers",
         {
             "transformers.trainer:Trainer.__init__": _trainer_init,
@@ -209,3 +246,5 @@ def patch_trainer(module: ModuleType) -> None:
             "transformers.trainer:Trainer._get_learning_rate": _get_learning_rate,
         },
     )
+    if not registered:
+        install_guards("transformers", {"transformers.trainer:Trainer.__init__": _refused_trainer_init})

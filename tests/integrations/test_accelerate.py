@@ -275,6 +275,7 @@ def test_deepspeed_zero2_resume_on_same_and_fewer_processes(tmp_path):
     assert "NoamLR: resuming at update 3" in log
 
 
+@pytest.mark.window
 def test_deepspeed_zero3_prepared(tmp_path):
     """ZeRO-3 steps the inner optimizer once per sub-group: still one update each time (d_model form)."""
     out = tmp_path / "run"

@@ -90,10 +90,11 @@ def test_a_missing_target_wraps_nothing_and_noamlr_from_config_says_why():
     assert lines[0] == "False False", run.stdout  # none of the other wrappers went in
     installed = importlib.metadata.version("deepspeed")
     assert lines[-1].startswith(
-        f"RegistrationError noam-plugin refuses deepspeed {installed}: DeepSpeedEngine._take_model_step not found"
+        f"RegistrationError noam-plugin refuses deepspeed {installed} (DeepSpeedEngine._take_model_step not found"
     ), lines[-1]
-    window = FRAMEWORKS["deepspeed"].window()
-    assert f"Versions that work: deepspeed {window}" in lines[-1]
+    deepspeed = FRAMEWORKS["deepspeed"]
+    assert f"Tested: deepspeed {deepspeed.window()}. Choices: a release inside that window" in lines[-1]
+    assert f'pip install "deepspeed{deepspeed.specifier()}"' in lines[-1]
     assert "noam-plugin refuses deepspeed" in run.stderr  # the warning at registration
 
 
