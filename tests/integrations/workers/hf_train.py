@@ -127,7 +127,7 @@ def main():
         gradient_accumulation_steps=args.accum,
         learning_rate=args.lr,
         # a whole number as an int: transformers 4.x takes only an int (5.x also a float, the fraction of max_steps)
-        warmup_steps=int(args.warmup_steps) if args.warmup_steps.is_integer() else args.warmup_steps,
+        warmup_steps=int(args.warmup_steps) if float(args.warmup_steps).is_integer() else args.warmup_steps,
         save_strategy="steps",
         save_steps=args.save_steps,
         save_total_limit=None,
