@@ -478,6 +478,8 @@ class UpdateCounter:
         for index, group in enumerate(groups):
             if index >= known:
                 check_lr_type(group, index)
+                if known and index >= len(self.values):  # appended by add_param_group: its own lr, if any
+                    owner._check_added_group(index, group)
                 continue
             lr = group["lr"]
             if lr is self.objects[index] and (self.versions is None or _version_of(lr) == self.versions[index]):
@@ -511,15 +513,45 @@ def _foreign_write_message(owner: Any, index: int, found: Any, wrote: float) -> 
         advice = f"{KEEP_ONE} Drop the {_describe_writers(writers)}."
     else:
         who = "code outside any scheduler (a `group['lr'] = x` in the training script?)"
-        advice = (
-            f"Do not set the lr of groups a {SCHEDULER_NAME} owns. To change the schedule from here on, save a "
-            "checkpoint and resume with other parameters (allow_param_change: true) or a cooldown "
-            "(noam-plugin cooldown CKPT --over N)."
-        )
+        advice = f"Do not set the lr of groups a {SCHEDULER_NAME} owns. " + _write_advice(owner, index, found, wrote)
     return (
         f"{SCHEDULER_NAME}: param group {index} of {type(optimizer).__name__} holds lr {shown}, but "
         f"{SCHEDULER_NAME} wrote {wrote:.6g} for update {k}: {who} changed it. {SCHEDULER_NAME} owns the lr of "
         f"its groups (docs/composition.md), so update {k} is not run at an lr it did not write. {advice}"
+    )
+
+
+def _write_advice(owner: Any, index: int, found: Any, wrote: float) -> str:
+    """What to do instead of the write, fitted to what it does: an lr of 0 freezes a group; other lrs in a ratio
+    to NoamLR's are a per-group factor (layer-wise decay by hand), which `groups` / `lr_scale` declare."""
+    later = (
+        "To change the schedule from here on, save a checkpoint and resume with other parameters "
+        "(allow_param_change: true) or a cooldown (noam-plugin cooldown CKPT --over N)."
+    )
+    value = _lr_value(found) if isinstance(found, (int, float, Tensor)) else None
+    if value == 0:
+        return (
+            f"To freeze param group {index}, stop its gradients instead: `for p in optimizer.param_groups[{index}]"
+            "['params']: p.requires_grad_(False)` (torch's optimizers skip parameters without a gradient; "
+            "an lr_scale must be > 0). " + later
+        )
+    if value is None or not value > 0 or not wrote > 0:
+        return later
+    counter = owner.counter
+    curves = getattr(owner, "_curves", None)
+    lines = []
+    for i, group in enumerate(counter.optimizer.param_groups[: len(counter.values)]):
+        lr = group["lr"]
+        if not isinstance(lr, (int, float, Tensor)) or counter.values[i] <= 0 or _lr_value(lr) <= 0:
+            continue
+        ratio = _lr_value(lr) / counter.values[i]
+        if ratio != 1:
+            scale = ratio * (curves._slots[i][1] if curves is not None else 1.0)
+            lines.append(f"{{index: {i}, lr_scale: {scale:.6g}}}")
+    return (
+        "If this is a factor per group (layer-wise lr decay done by hand), declare it in the schedule, which "
+        f"applies it at every update: `groups: [{', '.join(lines)}]` (NoamLR(..., groups=[...]); "
+        "docs/groups.md). " + later
     )
 
 

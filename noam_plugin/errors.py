@@ -132,6 +132,11 @@ class CountWriteError(NoamPluginError, ValueError):
     The count is the updates applied; another count comes from `load_state_dict` (docs/resume.md)."""
 
 
+class GroupLrError(NoamPluginError, ValueError):
+    """Param groups built (or added) with lrs of their own that one curve would flatten: the `groups` lines that
+    keep them are in the message (docs/groups.md)."""
+
+
 class OptimizerError(NoamPluginError, TypeError):
     """What was given as the optimizer is none NoamLR can schedule (not one, a loop of wrappers, an int lr)."""
 

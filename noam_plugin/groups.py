@@ -9,6 +9,7 @@ the group; `cooldown_num_steps: null` drops the main cooldown), times `lr_scale`
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -269,6 +270,78 @@ class GroupCurves:
         """`main` or the override's label, for the param group at this position."""
         o = self.owner[group]
         return "main" if o is None else self.overrides[o].label
+
+
+# ---------------------------------------------------------------- groups built with lrs of their own
+
+
+def _selector_text(param_groups: Sequence[Mapping[str, Any]], index: int) -> tuple[str, str]:
+    """(YAML, Python) selector of one param group: its `name` where no other group has it, else its index."""
+    name = param_groups[index].get("name")
+    if isinstance(name, str) and name and sum(g.get("name") == name for g in param_groups) == 1:
+        return f"name: {name}", f'"name": {json.dumps(name)}'
+    return f"index: {index}", f'"index": {index}'
+
+
+def own_lrs_message(param_groups: Sequence[Mapping[str, Any]], peak: float | None) -> str | None:
+    """The refusal of param groups built with different lrs and no `groups`, or None when they agree.
+
+    NoamLR would write one curve into every group and flatten the user's ratios without a word; guessing which
+    lr is the curve's would be a guess (docs/groups.md). The message gives the `groups` lines that keep the
+    ratios: the group with the largest lr follows the main curve, the others its lr_scale of it."""
+    lrs = [float(g["lr"]) for g in param_groups]
+    if len(set(lrs)) <= 1:
+        return None
+    top = max(lrs)
+    yaml_lines, python_lines, frozen = [], [], []
+    for i, lr in enumerate(lrs):
+        if lr == top:
+            continue
+        if lr <= 0:
+            frozen.append(i)
+            continue
+        yaml_sel, python_sel = _selector_text(param_groups, i)
+        yaml_lines.append(f"{{{yaml_sel}, lr_scale: {lr / top:.6g}}}")
+        python_lines.append(f'{{{python_sel}, "lr_scale": {lr / top:.6g}}}')
+    built = ", ".join(f"group {i}: {lr:.6g}" for i, lr in enumerate(lrs[:MAX_NAMES_SHOWN]))
+    more = f", ... ({len(lrs)} in all)" if len(lrs) > MAX_NAMES_SHOWN else ""
+    peak_text = f", whose peak is warmup_max_lr = {peak:g}" if peak is not None else ""
+    text = (
+        f"NoamLR: the optimizer's param groups were built with lrs of their own ({built}{more}) and NoamLR was "
+        "given no `groups`: it would write one curve into every group and flatten their ratios. "
+    )
+    if yaml_lines:
+        text += (
+            "To keep the ratios, give each group its scale of the curve (the groups built with the largest lr, "
+            f"{top:g}, follow the curve itself{peak_text}):\n"
+            f"    groups: [{', '.join(yaml_lines)}]\n"
+            f"or NoamLR(..., groups=[{', '.join(python_lines)}]). "
+        )
+    if frozen:
+        text += (
+            f"Group(s) {', '.join(map(str, frozen))} were built with lr 0, which no curve scale gives (lr_scale > 0): "
+            "to keep them frozen, `p.requires_grad_(False)` on their parameters and drop their lr. "
+        )
+    return text + "If one curve for every group is meant, build the groups without lrs of their own (docs/groups.md)."
+
+
+def added_group_message(index: int, lr: float, curve_lr: float | None, update: int) -> str:
+    """The refusal of a group added later (`add_param_group`) with an lr of its own that no override selects."""
+    scale = f", lr_scale: {lr / curve_lr:.6g}" if curve_lr else ", lr_scale: S"
+    ratio = (
+        f" ({lr:g} / {curve_lr:.6g}, its ratio to the curve's lr for update {update})"
+        if curve_lr
+        else " (S: its ratio to the curve)"
+    )
+    return (
+        f"NoamLR: param group {index} was added (add_param_group) with an lr of its own, {lr:g}; NoamLR owns every "
+        f"group's lr and would run it on the schedule's curve"
+        + (f" ({curve_lr:.6g} for update {update})" if curve_lr else "")
+        + ". This update was not run. Add the group without an lr to have it follow the curve; or, for its own "
+        "scale of the curve, put it in the optimizer from the start, its parameters frozen until you unfreeze "
+        "them (`p.requires_grad_(False)`: torch's optimizers skip parameters without a gradient), and build "
+        f"NoamLR with groups: [{{index: {index}{scale}}}]{ratio} (docs/groups.md)."
+    )
 
 
 def names_changed_note(matched: Sequence[Any], param_groups: Sequence[Mapping[str, Any]]) -> str | None:

@@ -193,9 +193,11 @@ def plot_curve(
     out: str,
     marks: Sequence[tuple[int, str]] = (),
     before: Axis | None = None,
+    others: Sequence[tuple[str, Sequence[int], Sequence[float]]] = (),
 ) -> None:
-    """Draw the curve to a PNG, with vertical lines at `marks` (count, label) and, dashed, the curve `before`
-    an amendment; matplotlib is optional and imported only here."""
+    """Draw the curve to a PNG, with vertical lines at `marks` (count, label), dashed, the curve `before`
+    an amendment, and `others` (label, counts, lrs: another schedule, measured) to compare it with;
+    matplotlib is optional and imported only here."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -230,6 +232,8 @@ def plot_curve(
         )
     if before is not None:
         ax.plot(ks, [before.lr(k) for k in ks], color="tab:gray", lw=1, ls=":", label="without the new amendments")
+    for i, (label, xs, ys) in enumerate(others):
+        ax.plot(xs, ys, color=f"C{(i + 4) % 10}", lw=1.5, ls="--", marker=".", label=label)
     for i, (x, label) in enumerate(marks):
         ax.axvline(x, color=f"C{(i + 3) % 10}", ls="--", lw=1, label=label)
     right_half = axis.peak > 0.45 * steps  # then the label goes left of the peak, the legend below it

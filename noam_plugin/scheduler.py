@@ -20,11 +20,11 @@ from noam_plugin.counter import (
     scheduler_of,  # noqa: F401 - kept importable from here
     unwrap_optimizer,
 )
-from noam_plugin.errors import CountWriteError
+from noam_plugin.errors import CountWriteError, GroupLrError
 from noam_plugin.errors import ScheduleMismatchError as ScheduleMismatchError  # kept importable here
 from noam_plugin.errors import SecondSchedulerError as SecondSchedulerError  # kept importable here
 from noam_plugin.frameworks import check_routes
-from noam_plugin.groups import GroupCurves, log_names_changed
+from noam_plugin.groups import GroupCurves, added_group_message, log_names_changed, own_lrs_message
 from noam_plugin.names import SAMPLES, TOKENS, UPDATES
 from noam_plugin.resume import plan_resume
 from noam_plugin.schedule import GROUPS_KEY, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, _formula
@@ -32,6 +32,7 @@ from noam_plugin.state import STATE_TYPE, foreign_updates  # noqa: F401 - foreig
 from noam_plugin.units import DataSeen
 
 _OWNER = OWNER  # kept importable from here
+REPLACED_AFTER = 3  # step() calls that found the parameters trained by another optimizer before NoamLR says so
 install_guards()
 
 
@@ -115,6 +116,10 @@ class NoamLR(LRScheduler):
         self.counter = UpdateCounter(inner)
         self.counter.attach(self, optimizer)  # checks the groups' lr types before torch touches them
         try:
+            if not self.config.groups:  # lrs the user gave the groups are never flattened silently (docs/groups.md)
+                refusal = own_lrs_message(inner.param_groups, self.config.warmup_max_lr)
+                if refusal is not None:
+                    raise GroupLrError(refusal)
             super().__init__(inner)  # its step() call is a no-op here; the lr is written below
             self.counter.prepare = self._needs_prepare
             # One curve for every param group: the lr is written by the short path in _apply_lr. Per-group curves
@@ -214,8 +219,16 @@ class NoamLR(LRScheduler):
         self._apply_lr()
 
     def step(self, epoch: Any = None, last_batch_iteration: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
-        """Nothing to do: updates are counted as they are applied. Arguments are ignored (said once)."""
+        """Nothing to do: updates are counted as they are applied. Arguments are ignored (said once).
+
+        Between two applied updates it watches the parameters: changed while this optimizer applied no update,
+        REPLACED_AFTER times, someone else trains them (the optimizer rebuilt, the NoamLR not): said once."""
         self._step_count = getattr(self, "_step_count", 0) + 1
+        if self.updates != self._updates_at_step:
+            self._updates_at_step = self.updates
+            self._params_version = None
+        elif not self._replaced_said:
+            self._watch_params()
         if (epoch is not None or last_batch_iteration is not None or kwargs) and not self._warned_step_args:
             self._warned_step_args = True
             given = {"epoch": epoch, "last_batch_iteration": last_batch_iteration, **kwargs}
@@ -224,6 +237,35 @@ class NoamLR(LRScheduler):
                 f"NoamLR.step({shown}) ignored: NoamLR counts the optimizer updates actually applied "
                 f"(now {self.updates}); to start from another count, load a state with load_state_dict()",
                 stacklevel=2,
+            )
+
+    _updates_at_step = -1  # the count at the last step() call
+    _params_version: int | None = None  # the watched parameters' write count since then (None: not read yet)
+    _foreign_updates = 0  # step() calls that found them changed with no update of this optimizer
+    _replaced_said = False
+
+    def _watch_params(self) -> None:
+        """A step() call with no update since the last: have the parameters changed anyway? (their `_version`
+        counts in-place writes; accumulating gradients writes none). The first parameter of each group."""
+        version = sum(g["params"][0]._version for g in self.optimizer.param_groups if g["params"])
+        if self._params_version is None:
+            self._params_version = version
+            return
+        if version == self._params_version:
+            return
+        self._params_version = version
+        self._foreign_updates += 1
+        if self._foreign_updates >= REPLACED_AFTER:
+            self._replaced_said = True
+            name = type(self.optimizer).__name__
+            warnings.warn(
+                f"NoamLR.step() was called {self._foreign_updates} times while the parameters of the {name} it "
+                f"schedules changed without that {name} applying an update (NoamLR is at update {self.updates}): "
+                "another optimizer trains them. Was the optimizer rebuilt (a notebook cell re-run) and the NoamLR "
+                "not? The optimizer that trains is not scheduled, and get_last_lr() is not its lr. Build the "
+                "NoamLR on the new optimizer: `sched = NoamLR(optimizer, ...)` (then "
+                "`sched.load_state_dict(old_sched.state_dict())` keeps the count).",
+                stacklevel=3,
             )
 
     # ------------------------------------------------------------ data seen (noam_plugin/units.py)
@@ -251,9 +293,14 @@ class NoamLR(LRScheduler):
     def samples_per_update_from(self) -> str:
         return self.data.samples_per_update_from
 
-    def set_samples_per_update(self, value: int, source: str) -> None:
-        """Set the global batch; `source` says where it came from (shown in messages)."""
+    _short_update: Any = None  # a callable giving the samples of a short update (an epoch's last), else None
+
+    def set_samples_per_update(self, value: int, source: str, short_update: Any = None) -> None:
+        """Set the global batch; `source` says where it came from (shown in messages). `short_update`, from a
+        framework that knows its data loader (integrations/accelerate.py), returns the samples of an update that
+        holds fewer (the last of an epoch, drop_last=False), else None; a value set by the script clears it."""
         self.data.set_samples_per_update(value, source)
+        self._short_update = short_update
         if self.config.warmup_unit == SAMPLES and self.counter.depth == 0:
             self._apply_lr()
 
@@ -276,7 +323,8 @@ class NoamLR(LRScheduler):
             return
         unit, data = self.config.warmup_unit, self.data
         if samples is None:
-            samples = data.samples_per_update
+            short = self._short_update
+            samples = (short() if short is not None else None) or data.samples_per_update
         tokens = data.take_tokens()
         if unit == SAMPLES and samples is None:
             raise RuntimeError(
@@ -408,6 +456,20 @@ class NoamLR(LRScheduler):
     def get_lr(self) -> list[float]:
         at = self._next_count()
         return self.lrs_at(at) if at is not None else [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _check_added_group(self, index: int, group: dict) -> None:
+        """A group appended by add_param_group with an lr of its own (not the optimizer's default, which
+        add_param_group fills in) that no override selects by name: refused, with the line that keeps it."""
+        default = self.optimizer.defaults.get("lr")
+        lr = float(group["lr"])
+        if default is None or lr == float(default):
+            return
+        name = group.get("name")
+        if name is not None and any(o.selector == "name" and o.value == name for o in self.config.groups):
+            return
+        at = self._next_count()
+        curve = self.lr_at(at) if at is not None else None  # the main curve's lr for the coming update
+        raise GroupLrError(added_group_message(index, lr, curve, self.updates + 1))
 
     def _lrs_now(self) -> list[float]:
         """The lrs the groups hold between updates (for a group NoamLR has not written to yet)."""

@@ -217,7 +217,7 @@ def test_a_group_added_after_the_noamlr_gets_the_schedules_lr(lr_kind):
     scheduler = noam(optimizer)
     update(model, optimizer)
     extra = torch.nn.Linear(3, 3)
-    optimizer.add_param_group({"params": extra.parameters(), "lr": 0.5})
+    optimizer.add_param_group({"params": extra.parameters()})  # no lr of its own: the optimizer's default
     extra(torch.randn(2, 3)).sum().backward()
     assert update(model, optimizer) == pytest.approx([ref(2), ref(2)], rel=1e-6)  # a tensor lr is float32
     assert scheduler.get_last_lr() == [ref(3)] * 2

@@ -223,8 +223,9 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
     if not isinstance(batch, int) or batch < 1:
         return
     accumulation = accelerator.gradient_accumulation_steps
+    short = ShortLastUpdate(accumulation, accelerator.num_processes > 1 and accelerator.even_batches)
     for scheduler in schedulers:
-        scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE)
+        scheduler.set_samples_per_update(batch * accumulation, ACCELERATE_SOURCE, short)
         if scheduler.config.warmup_unit == SAMPLES and scheduler is schedulers[0]:
             log_rank0(
                 f"NoamLR: {batch * accumulation} samples per update (batches of {batch} over "
@@ -235,6 +236,60 @@ def set_global_batch(accelerator, prepared: tuple) -> None:
 
 
 ACCELERATE_SOURCE = "Accelerate: processes x batch x accumulation"
+DROP_LAST_FIX = (
+    "Use drop_last=True (TrainingArguments(dataloader_drop_last=True) for the Trainer), or warmup_unit 'updates', "
+    "or set scheduler.samples_per_update yourself (then every update counts that many)"
+)
+
+
+class ShortLastUpdate:
+    """The samples of the update about to be applied when it is the last of an epoch and holds fewer than the
+    global batch (drop_last=False, or fewer micro-batches than the accumulation left), else None.
+
+    Read from Accelerate's own state at the update (GradientState: the data loader being iterated, whether it
+    has reached its end, the remainder of its dataset), so it holds for `accelerator.accumulate` and for the HF
+    Trainer, which both close an accumulation at the end of the data loader: the last update holds
+    `len(loader) % accumulation` micro-batches (or all of them), the last of them `remainder` samples. With
+    several processes and `even_batches` (the default) Accelerate pads each process's last batch to full size
+    with samples from the start: those are trained on, and counted. What cannot be known (a loader without a
+    length, a remainder Accelerate could not compute) is one clear error naming the fixes, not a guess.
+    A plain object, so a NoamLR holding it still pickles.
+    """
+
+    def __init__(self, accumulation: int, padded: bool) -> None:
+        self.accumulation = accumulation
+        self.padded = padded
+
+    def __call__(self) -> int | None:
+        from accelerate.state import GradientState
+
+        loader = GradientState().active_dataloader
+        if loader is None or not getattr(loader, "end_of_dataloader", False):
+            return None  # inside an epoch: a full update
+        batch = loader.total_batch_size
+        try:
+            micro_batches = len(loader) % self.accumulation or self.accumulation
+        except TypeError:
+            raise RuntimeError(
+                f"NoamLR(warmup_unit='samples'): the last update of an epoch of a data loader without a length "
+                f"({type(loader.dataset).__name__}) may hold fewer samples than the global batch, and how many "
+                f"cannot be known here. {DROP_LAST_FIX}."
+            ) from None
+        if getattr(loader, "_drop_last", False) or self.padded:
+            last = batch
+        else:
+            remainder = getattr(loader, "remainder", -1)
+            if not isinstance(remainder, int) or remainder < 0:
+                raise RuntimeError(
+                    "NoamLR(warmup_unit='samples'): Accelerate does not know how many samples the last batch of "
+                    f"this epoch holds (remainder {remainder!r}), so the last update's samples cannot be counted. "
+                    f"{DROP_LAST_FIX}."
+                )
+            last = remainder or batch
+        samples = (micro_batches - 1) * batch + last
+        return samples if samples != batch * self.accumulation else None
+
+
 _SCHEDULERS = "accelerate.accelerator:Accelerator._schedulers"
 _DATALOADERS = "accelerate.accelerator:Accelerator._dataloaders"
 

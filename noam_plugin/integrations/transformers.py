@@ -225,7 +225,11 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
     args = trainer.args
     per_device = read_private(trainer, "transformers.trainer:Trainer._train_batch_size", None) or args.train_batch_size
     batch = per_device * args.world_size * args.gradient_accumulation_steps
-    scheduler.set_samples_per_update(batch, TRAINER_SOURCE)
+    from noam_plugin.integrations.accelerate import ShortLastUpdate
+
+    even = bool(getattr(getattr(trainer, "accelerator", None), "even_batches", True))
+    short = ShortLastUpdate(args.gradient_accumulation_steps, args.world_size > 1 and even)
+    scheduler.set_samples_per_update(batch, TRAINER_SOURCE, short)  # the epoch's last update may hold fewer
     if scheduler.config.warmup_unit == SAMPLES:
         log_rank0(
             f"NoamLR: {batch} samples per update (batch {per_device} x {args.world_size} process(es) x "
