@@ -374,6 +374,13 @@ class UpdateCounter:
             hook.remove()
         self._hooks = []
 
+    def _holds(self, index: int, group: dict) -> bool:
+        """Does this group still hold the lr NoamLR wrote into it (the object it left, unwritten, or its value)?"""
+        lr = group["lr"]
+        if lr is self.objects[index]:
+            return self.versions is None or _version_of(lr) == self.versions[index]
+        return isinstance(lr, (int, float, Tensor)) and _lr_value(lr) == self.values[index]
+
     def owner_gone(self, optimizer: Optimizer) -> None:
         """A step of an optimizer whose NoamLR was collected (no reference kept): refused while every group still
         holds the lr it wrote, since the schedule has stopped; quiet for good once someone else writes the lr (a
@@ -387,10 +394,7 @@ class UpdateCounter:
             and self.dropped_at is not None
             and bool(self.values)
             and len(groups) >= len(self.values)
-            and all(
-                isinstance(g["lr"], (int, float, Tensor)) and _lr_value(g["lr"]) == v
-                for g, v in zip(groups, self.values)
-            )
+            and all(map(self._holds, range(len(self.values)), groups))
         )
         if not frozen:
             self.retired = True  # taken over (or never scheduled): the user's or the new scheduler's lr from here

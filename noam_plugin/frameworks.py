@@ -368,6 +368,12 @@ FRAMEWORKS: dict[str, Framework] = {
                     "(without it: at deepspeed.initialize or the first update)",
                 ),
                 Target(
+                    "transformers.trainer:Trainer.get_batch_samples",
+                    "method",
+                    CORRECTNESS,
+                    "the samples each update holds, for a warmup in samples (an epoch's last may hold fewer)",
+                ),
+                Target(
                     "transformers.trainer:Trainer._get_learning_rate",
                     "method",
                     CONVENIENCE,

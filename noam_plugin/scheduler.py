@@ -32,6 +32,7 @@ from noam_plugin.state import STATE_TYPE, foreign_updates  # noqa: F401 - foreig
 from noam_plugin.units import DataSeen
 
 _OWNER = OWNER  # kept importable from here
+WATCHED_GROUPS = 8  # groups whose first parameter step() watches between updates (a cheap sample)
 REPLACED_AFTER = 3  # step() calls that found the parameters trained by another optimizer before NoamLR says so
 install_guards()
 
@@ -246,8 +247,9 @@ class NoamLR(LRScheduler):
 
     def _watch_params(self) -> None:
         """A step() call with no update since the last: have the parameters changed anyway? (their `_version`
-        counts in-place writes; accumulating gradients writes none). The first parameter of each group."""
-        version = sum(g["params"][0]._version for g in self.optimizer.param_groups if g["params"])
+        counts in-place writes; accumulating gradients writes none). The first parameter of the first groups."""
+        groups = self.optimizer.param_groups[:WATCHED_GROUPS]
+        version = sum(g["params"][0]._version for g in groups if g["params"])
         if self._params_version is None:
             self._params_version = version
             return

@@ -295,9 +295,10 @@ def lrs_by_pre_hook(model, optimizer, updates):
     return [update(model, optimizer) for _ in range(updates)]
 
 
+@pytest.mark.parametrize("lr_kind", ["float", "tensor"])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_a_noamlr_built_as_a_statement_refuses_the_first_step(groups):
-    model, optimizer = make(groups=groups)
+def test_a_noamlr_built_as_a_statement_refuses_the_first_step(groups, lr_kind):
+    model, optimizer = make(torch.tensor(0.0) if lr_kind == "tensor" else 0.0, groups=groups)
     noam(optimizer)  # not assigned: collected at once
     weights = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ScheduleDroppedError) as error:

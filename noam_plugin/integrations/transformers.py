@@ -14,7 +14,9 @@ modules are imported (NOAM_PLUGIN_NO_AUTOREGISTER=1 turns them off):
     builds its own (or the DeepSpeed config's) scheduler. A warning says how to declare
     NoamLR in the DeepSpeed config instead.
   - without DeepSpeed the Trainer never passes the scheduler to `accelerator.prepare()`,
-    so NoamLR learns its global batch here: processes x per-device batch x accumulation.
+    so NoamLR learns its global batch here: processes x per-device batch x accumulation;
+    and, for a warmup in samples, the samples each update really holds, from the batches
+    `get_batch_samples` takes for it (an epoch's last update may hold fewer).
 """
 
 from __future__ import annotations
@@ -225,17 +227,57 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
     args = trainer.args
     per_device = read_private(trainer, "transformers.trainer:Trainer._train_batch_size", None) or args.train_batch_size
     batch = per_device * args.world_size * args.gradient_accumulation_steps
-    from noam_plugin.integrations.accelerate import ShortLastUpdate
-
-    even = bool(getattr(getattr(trainer, "accelerator", None), "even_batches", True))
-    short = ShortLastUpdate(args.gradient_accumulation_steps, args.world_size > 1 and even)
-    scheduler.set_samples_per_update(batch, TRAINER_SOURCE, short)  # the epoch's last update may hold fewer
+    # the epoch's last update may hold fewer: each update's own samples, from the batches the Trainer takes for it
+    scheduler.set_samples_per_update(batch, TRAINER_SOURCE, UpdateSamples())
     if scheduler.config.warmup_unit == SAMPLES:
         log_rank0(
             f"NoamLR: {batch} samples per update (batch {per_device} x {args.world_size} process(es) x "
             f"{args.gradient_accumulation_steps} gradient_accumulation_steps, from TrainingArguments); "
             "otherwise pass NoamLR(..., samples_per_update=N)"
         )
+
+
+class UpdateSamples:
+    """The samples of the update the Trainer is about to apply, over all processes: what its `get_batch_samples`
+    took since the last update (`gradient_accumulation_steps` batches; at the end of an epoch fewer, a short last
+    batch with dataloader_drop_last=False; over an iterable dataset the Trainer carries a part into the next
+    epoch's first update). Read once per update, just before it (NoamLR.prepare_update); None when nothing was
+    measured (a batch without a tensor): then the global batch. A plain object, so a NoamLR holding it pickles."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = 0
+
+    def take(self, batches: list, world_size: int) -> None:
+        from accelerate.utils import find_batch_size
+
+        from noam_plugin._dist import sum_over_ranks
+
+        local = 0
+        for batch in batches:
+            size = find_batch_size(batch)
+            if size is None:  # nothing to measure it by: this update counts the global batch, as before
+                local = -1
+                break
+            local += size
+        total = sum_over_ranks(local) if world_size > 1 else local  # every rank takes its batches: collective
+        if self.pending is not None:
+            self.pending = None if total < 0 else self.pending + total
+
+    def __call__(self) -> int | None:
+        samples, self.pending = self.pending, 0
+        return samples or None
+
+
+def _get_batch_samples(original):
+    def wrapper(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        noam = noam_of(self)
+        counter = getattr(noam, "_short_update", None)
+        if isinstance(counter, UpdateSamples):
+            counter.take(result[0], self.args.world_size)
+        return result
+
+    return wrapper
 
 
 def patch_trainer(module: ModuleType) -> None:
@@ -248,6 +290,7 @@ def patch_trainer(module: ModuleType) -> None:
             "transformers.trainer:Trainer.__init__": _trainer_init,
             "transformers.trainer:Trainer.create_scheduler": _create_scheduler,
             "transformers.trainer:Trainer._get_learning_rate": _get_learning_rate,
+            "transformers.trainer:Trainer.get_batch_samples": _get_batch_samples,
         },
     )
     if not registered:

@@ -92,3 +92,42 @@ def test_hf_inverse_sqrt_is_noam_one_update_behind_as_docs_trainer_says():
     hf, noam = script.hf_inverse_sqrt(30), script.noam(30)
     assert hf[0] == 0.0 and hf[1:] == pytest.approx([reference_lr(k - 1, W, warmup_max_lr=lr) for k in range(2, 31)])
     assert noam == pytest.approx([reference_lr(k, W, warmup_max_lr=lr) for k in range(1, 31)], rel=1e-12)
+
+
+def test_samples_warmup_over_an_iterable_dataset_counts_what_each_update_holds(tmp_path):
+    """An IterableDataset of 20 samples, batch 8, accumulation 2, over several epochs: the Trainer takes what is
+    left at an epoch's end. The samples are counted independently, by the model's forward: each update runs at
+    the curve at the samples the model has seen up to and including its own."""
+    from transformers import Trainer, TrainingArguments
+
+    from noam_plugin import NoamLR
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for _ in range(20):
+                yield {"x": torch.randn(4), "labels": torch.randn(1)}
+
+    torch.manual_seed(0)
+    model = TwoLayers()
+    fed = [0]
+    model.backbone.register_forward_hook(lambda m, inputs, out: fed.__setitem__(0, fed[0] + inputs[0].shape[0]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    noam = NoamLR(opt, warmup_num_steps=64, warmup_max_lr=0.01, warmup_unit="samples")
+    seen = []
+    opt.register_step_pre_hook(lambda o, a, k: seen.append((fed[0], o.param_groups[0]["lr"])))
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=2,
+        max_steps=6,
+    )
+    Trainer(model=model, args=args, train_dataset=Stream(), optimizers=(opt, noam)).train()
+    assert len(seen) == 6 and len({b - a for (a, _), (b, _) in zip([(0, 0)] + seen, seen)}) > 1  # uneven updates
+    assert [lr for _, lr in seen] == [
+        pytest.approx(reference_lr(n, 64, warmup_max_lr=0.01), rel=1e-12) for n, _ in seen
+    ]
+    assert noam.samples == fed[0]
