@@ -62,7 +62,44 @@ FIGURES: dict[str, dict] = {
         },
         "steps": 40000,
     },
+    "hf_inverse_sqrt.png": {  # docs/trainer.md: HF's lr_scheduler_type="inverse_sqrt" against NoamLR, both measured
+        "kind": "hf_inverse_sqrt",
+        "params": {"warmup_num_steps": 8, "warmup_max_lr": 1e-3},
+        "steps": 40,
+    },
 }
+
+
+def measured_lrs(scheduler_for, updates: int, lr: float) -> list[float]:
+    """The lr of updates 1..updates on a real torch optimizer (built with `lr`), read by a step pre-hook, the
+    scheduler stepped after each update as the HF Trainer steps it."""
+    import torch
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    scheduler = scheduler_for(optimizer)
+    seen: list[float] = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    for _ in range(updates):
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+    return seen
+
+
+def hf_inverse_sqrt_lrs(params: dict, updates: int) -> list[float]:
+    """HF's `get_scheduler("inverse_sqrt", num_warmup_steps=W)` over an optimizer built with lr = the peak."""
+    from transformers import get_scheduler
+
+    warmup, peak = params["warmup_num_steps"], params["warmup_max_lr"]
+    return measured_lrs(lambda opt: get_scheduler("inverse_sqrt", opt, num_warmup_steps=warmup), updates, peak)
+
+
+def noam_lrs(params: dict, updates: int) -> list[float]:
+    from noam_plugin import NoamLR
+
+    return measured_lrs(lambda opt: NoamLR(opt, **params), updates, 0.0)
 
 
 def draw(name: str, figure: dict, out: Path) -> None:
@@ -92,6 +129,17 @@ def draw(name: str, figure: dict, out: Path) -> None:
         plot_curve(axis, steps, title, str(out), marks=marks, before=Axis(before, config.warmup_unit))
     elif kind == "groups":
         plot_groups(group_axes(config, axis), steps, f"one curve per param group\n{params_text(config)}", str(out))
+    elif kind == "hf_inverse_sqrt":
+        params = figure["params"]
+        noam = noam_lrs(params, steps)
+        if noam != [config.lr(k) for k in range(1, steps + 1)]:
+            raise AssertionError(f"{name}: NoamLR measured off its own formula")
+        w, peak = params["warmup_num_steps"], params["warmup_max_lr"]
+        title = f'NoamLR vs HF lr_scheduler_type="inverse_sqrt", both measured (warmup {w}, lr {peak:g})'
+        label = 'HF "inverse_sqrt": update 1 at lr 0, each later update one behind'
+        plot_curve(
+            axis, steps, title, str(out), others=[(label, range(1, steps + 1), hf_inverse_sqrt_lrs(params, steps))]
+        )
     else:
         raise ValueError(f"{name}: unknown kind {kind!r}")
 

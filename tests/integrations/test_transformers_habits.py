@@ -81,15 +81,17 @@ def test_samples_warmup_counts_the_short_last_update_of_each_epoch(tmp_path):
 
 
 def test_hf_inverse_sqrt_is_noam_one_update_behind_as_docs_trainer_says():
-    """docs/trainer.md's one line, measured by the script that draws its picture (real optimizers, a pre-hook)."""
-    import sys
+    """docs/trainer.md's one line, measured by the code that draws its picture (real optimizers, a pre-hook)."""
+    import importlib.util
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    import plot_hf_inverse_sqrt as script
-
-    W, lr = script.WARMUP, script.PEAK
-    hf, noam = script.hf_inverse_sqrt(30), script.noam(30)
+    path = Path(__file__).resolve().parents[2] / "docs" / "img" / "make_figures.py"
+    spec = importlib.util.spec_from_file_location("make_figures", path)
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    params = figures.FIGURES["hf_inverse_sqrt.png"]["params"]
+    W, lr = params["warmup_num_steps"], params["warmup_max_lr"]
+    hf, noam = figures.hf_inverse_sqrt_lrs(params, 30), figures.noam_lrs(params, 30)
     assert hf[0] == 0.0 and hf[1:] == pytest.approx([reference_lr(k - 1, W, warmup_max_lr=lr) for k in range(2, 31)])
     assert noam == pytest.approx([reference_lr(k, W, warmup_max_lr=lr) for k in range(1, 31)], rel=1e-12)
 
