@@ -173,7 +173,7 @@ def test_groups_built_with_their_own_lrs_are_refused_with_the_lines_that_keep_th
     peak = lambda k: reference_lr(k, W, warmup_max_lr=1e-3)  # noqa: E731
     seen = [update(model, optimizer) for _ in range(6)]
     assert seen == [pytest.approx([peak(k) * 0.01, peak(k)], rel=1e-12) for k in range(1, 7)]  # the 1:100 kept
-    assert scheduler.state_dict()["groups"] == [{"index": 0, "lr_scale": 0.01}]  # in the state: a resume is exact
+    assert list(scheduler.state_dict()["groups"]) == [{"index": 0, "lr_scale": 0.01}]  # in the state: a resume is exact
 
 
 def test_named_groups_get_name_selectors_and_equal_lrs_pass():
