@@ -262,3 +262,24 @@ def test_wide_code_blocks_scroll_visibly():
     assert "css/extra.css" in (ROOT / "mkdocs.yml").read_text()
     css = (ROOT / "docs/css/extra.css").read_text()
     assert "overflow-x: auto" in css and "::-webkit-scrollbar" in css and "scrollbar-width" in css
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2", "--dist", "loadfile"]], ids=["one process", "xdist"])
+def test_the_test_command_says_which_file_runs_and_how_long_it_took(workers):
+    """tests/conftest.py: a line when a test file starts and one when it is done, under xdist too."""
+    files = ["tests/test_examples.py", "tests/test_schedule.py"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *workers, *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for file in files:
+        assert re.search(
+            rf"^\[tests\] {re.escape(file)}: started \(\d+ tests; file \d of {len(files)}\)$", proc.stdout, re.M
+        )
+        assert re.search(
+            rf"^\[tests\] {re.escape(file)}: \d+ passed in \d+ s \(\d of {len(files)} files done\)$", proc.stdout, re.M
+        )
