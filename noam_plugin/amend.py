@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ import yaml
 from noam_plugin.amendments import flow, history_lines
 from noam_plugin.checkpoint import CheckpointError, CheckpointInfo, read_checkpoint
 from noam_plugin.config import PARAMS_PREFIX, read_scheduler_block
-from noam_plugin.errors import ConfigError
+from noam_plugin.errors import ConfigError, shorten, visible
 from noam_plugin.names import DEFAULT_COOLDOWN, SCHEDULER_NAME, UPDATES
 from noam_plugin.render import Axis, ascii_curve, params_text, plot_curve, png_path
 from noam_plugin.resume import plan_resume, validate_state
+from noam_plugin.safe_io import MAX_GROUPS, MAX_LISTED
 from noam_plugin.schedule import COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, NoamConfig
 
 
@@ -77,15 +79,84 @@ def resume_params(config: NoamConfig) -> dict[str, Any]:
     return params
 
 
-def _groups(text: str | None) -> list[str | int] | None:
+def known_selectors(config: NoamConfig) -> set[str | int]:
+    """The group names and indices a schedule names (its overrides and amendments): all `amend` can know of the
+    param groups, whose names a checkpoint does not keep."""
+    return {o.value for o in config.groups} | {s for a in config.amendments for s in a.groups or ()}
+
+
+def parse_groups(text: str | None, known: set[str | int], names: list[Any] | None = None) -> list[str | int] | None:
+    """`--groups`, read strictly: names and indices separated by commas; `name:X` and `index:N` say which.
+
+    A bare entry of ASCII digits is an index, unless a group is named so (then it is ambiguous); any other
+    bare entry is a name. With the param groups' names saved in the checkpoint (`names`: Accelerate's
+    optimizer.bin), every name and index must be one of them. An empty entry, a control character, or an index past
+    2**63 - 1 is refused; nothing becomes another selection. Where neither can tell, a name is kept and the output
+    says so (NoamLR checks it against the optimizer when the run resumes)."""
     if text is None:
         return None
-    return [int(part) if part.strip().isdigit() else part.strip() for part in text.split(",") if part.strip()]
+    parts = text.split(",")
+    if len(parts) > MAX_GROUPS:
+        raise ValueError(f"--groups: at most {MAX_GROUPS} names or indices, found {len(parts):,}")
+    out: list[str | int] = []
+    unchecked: list[str] = []
+    for raw in parts:
+        part = raw.strip(" ")
+        shown = shorten(ascii(part), 120)
+        if not part:
+            raise ValueError(
+                f"--groups {shorten(ascii(text), 120)}: an empty entry; give names or indices separated by commas, "
+                "e.g. --groups emb,2 (leave --groups out to amend every group)"
+            )
+        if visible(part) != part:
+            raise ValueError(f"--groups: {shown} holds a control or invisible character; not a group name")
+        if part.startswith("index:"):
+            digits = part[len("index:") :]
+            if not re.fullmatch(r"[0-9]{1,19}", digits) or int(digits) > MAX_INT:
+                raise ValueError(f"--groups: {shown}: expected index:N with N an int >= 0 (ASCII digits)")
+            selector: str | int = int(digits)
+        elif part.startswith("name:"):
+            selector = part[len("name:") :]
+            if not selector:
+                raise ValueError(f"--groups: {shown}: expected name:X with a non-empty name X")
+        elif re.fullmatch(r"[0-9]+", part):
+            if part in known or part in (names or ()):
+                raise ValueError(
+                    f"--groups {part}: ambiguous: the schedule names a group {part!r}, and {part} is also an index; "
+                    f"write name:{part} or index:{part}"
+                )
+            if len(part) > 19 or int(part) > MAX_INT:
+                raise ValueError(f"--groups: {shorten(part, 60)}: an index of at most 2**63 - 1")
+            selector = int(part)
+        else:
+            selector = part
+            if selector not in known and names is None:
+                unchecked.append(selector)
+        if selector in out:
+            raise ValueError(f"--groups: {shown} twice")
+        if names is not None and selector not in names and not (isinstance(selector, int) and selector < len(names)):
+            listed = ", ".join(f"{i} {ascii(n)}" for i, n in enumerate(names[:MAX_LISTED]))
+            what = "at index" if isinstance(selector, int) else "named"
+            raise ValueError(
+                f"--groups {shown}: the optimizer saved in this checkpoint has {len(names)} param groups "
+                f"({listed}{', ...' if len(names) > MAX_LISTED else ''}); none is {what} "
+                f"{selector if isinstance(selector, int) else shown}"
+            )
+        out.append(selector)
+    if unchecked:  # said in the output: NoamLR checks them against the optimizer when the run resumes
+        shown = ", ".join(shorten(ascii(n), 60) for n in unchecked[:MAX_LISTED])
+        print(
+            f"# note: this checkpoint keeps no param group names and the schedule names no group {shown}: "
+            "NoamLR refuses the amendment at resume if the optimizer has no group named so"
+        )
+    return out
 
 
-def new_amendments(args: argparse.Namespace, at: int) -> list[dict[str, Any]]:
+def new_amendments(
+    args: argparse.Namespace, at: int, known: set[str | int] = frozenset(), names: list[Any] | None = None
+) -> list[dict[str, Any]]:
     """The amendments asked for on the command line, as config entries (checked when the config is built)."""
-    groups = _groups(args.groups)
+    groups = parse_groups(args.groups, set(known), names)
     extra = {"groups": groups} if groups else {}
     out: list[dict[str, Any]] = []
     if args.scale is not None:
@@ -121,16 +192,16 @@ def _positions(config: NoamConfig, count: int, at: int, end: int) -> list[int]:
     if tail.cooldown_num_steps is not None:
         s, t = tail.cooldown_start, tail.total_num_steps
         marks.update({s + 1, (s + t) // 2, t, t + 1})
-    return sorted(k for k in marks if 1 <= k <= end)
+    return sorted(k for k in marks if 1 <= k <= min(end, MAX_INT))
 
 
 def _end(config: NoamConfig, count: int, at: int) -> int:
     """Where the picture stops: past the cooldown in force at the end, or well past the last change."""
     last = config.config_at(MAX_INT)
     if last.cooldown_num_steps is not None:
-        return max(at + 1, last.total_num_steps + max(1, last.cooldown_num_steps // 10))
+        return min(MAX_INT, max(at + 1, last.total_num_steps + max(1, last.cooldown_num_steps // 10)))
     reach = max([a.at + (a.rewarm_num_steps or 0) for a in config.amendments] + [at])
-    return max(2 * count, reach + (reach - count) + 1, count + config.warmup_num_steps)
+    return min(MAX_INT, max(2 * count, reach + (reach - count) + 1, count + config.warmup_num_steps))
 
 
 def cmd_amend(args: argparse.Namespace) -> int:
@@ -143,9 +214,15 @@ def cmd_amend(args: argparse.Namespace) -> int:
             f"already ran; an amendment starts at or after the count (--at {count}, the default)"
         )
     history = [a.as_dict() for a in base.amendments]
-    added = new_amendments(args, at)
+    added = new_amendments(args, at, known_selectors(base), info.group_names)
+    # The history stays in order of at: a new amendment goes after those at or before its count, before later ones
+    # (a future amendment already planned stays where it is).
+    entries = sorted(
+        [(a["at"], 0, i, a) for i, a in enumerate(history)] + [(a["at"], 1, i, a) for i, a in enumerate(added)]
+    )
     source = f"amend {args.checkpoint_dir}"
-    params = {**base.schedule_params, "allow_param_change": base.allow_param_change, HISTORY_KEY: history + added}
+    merged = [a for _, _, _, a in entries]
+    params = {**base.schedule_params, "allow_param_change": base.allow_param_change, HISTORY_KEY: merged}
     try:
         config = NoamConfig.from_params(params, source=source, prefix="")
     except ConfigError as err:
@@ -162,7 +239,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
             f"{args.checkpoint_dir}: resuming with these amendments would change updates already applied "
             f"({'; '.join(problems)}); {instead}"
         )
-    new = config.amendments[len(history) :]
+    new = [config.amendments[j] for j, (_, is_new, _, _) in enumerate(entries) if is_new]
     where = f"{u} {count}" + (" (updates applied)" if unit == UPDATES else f" ({unit} seen)")
     print(f"# {args.checkpoint_dir}: saved at {where}, next lr {base.lr(count + 1):.6g} before this amendment")
     for line in history_lines(base.amendments, u, "# history: ", pad="#          "):
@@ -175,13 +252,17 @@ def cmd_amend(args: argparse.Namespace) -> int:
     )
     block = {"scheduler": {"type": SCHEDULER_NAME, "params": resume_params(config)}}
     print(yaml.safe_dump(block, sort_keys=False, default_flow_style=None, width=120), end="")
-    end = args.steps or _end(config, count, at)
+    end = min(MAX_INT, args.steps or _end(config, count, at))
     axis = Axis(config, unit)
     print()
-    print(f"{u:>10}  {'lr':>11}  {'before':>11}")
-    for k in _positions(config, count, at, end):
-        note = "  (the checkpoint: last update applied)" if k == count else ""
-        print(f"{k:>10}  {axis.lr(k):>11.4e}  {base.lr(k):>11.4e}{note}")
+    positions = _positions(config, count, at, end)
+    if per_group(config) or per_group(base):
+        print("\n".join(group_before_after(config, base, positions, count)))
+    else:
+        print(f"{u:>10}  {'lr':>11}  {'before':>11}")
+        for k in positions:
+            note = "  (the checkpoint: last update applied)" if k == count else ""
+            print(f"{k:>10}  {axis.lr(k):>11.4e}  {base.lr(k):>11.4e}{note}")
     print()
     print("\n".join(ascii_curve(axis, end, first=max(1, count))))
     if args.plot:
@@ -192,6 +273,35 @@ def cmd_amend(args: argparse.Namespace) -> int:
     return 0
 
 
+def per_group(config: NoamConfig) -> bool:
+    """Do some param groups follow another curve than the main one (overrides, amendments for some groups)?"""
+    return bool(config.groups) or any(a.groups is not None for a in config.amendments)
+
+
+def group_before_after(config: NoamConfig, base: NoamConfig, positions: list[int], count: int) -> list[str]:
+    """The amend table per kind of param group (groups.group_kinds of both schedules): its lr with the new
+    amendments and before them, each read from the curve NoamLR writes for such a group; at most MAX_LISTED."""
+    from noam_plugin.groups import group_kinds, kind_curve
+
+    kinds = list(dict.fromkeys(group_kinds(config) + group_kinds(base)))
+    lines = [f"param groups: {len(kinds)} kinds"] + [
+        f"  {chr(65 + i)}: {k.label}" for i, k in enumerate(kinds[:MAX_LISTED])
+    ]
+    if len(kinds) > MAX_LISTED:
+        lines.append(f"  ... and {len(kinds) - MAX_LISTED} more kinds not shown (at most {MAX_LISTED} are)")
+    shown = kinds[:MAX_LISTED]
+    curves = [(kind_curve(config, k), kind_curve(base, k)) for k in shown]
+    unit = config.unit_name
+    head = f"{unit:>10}  " + "  ".join(
+        f"{chr(65 + i) + ' lr':>11}  {chr(65 + i) + ' before':>11}" for i in range(len(shown))
+    )
+    lines += ["", head]
+    for k in positions:
+        row = "  ".join(f"{c.lr(k) * s:>11.4e}  {b.lr(k) * bs:>11.4e}" for (c, s), (b, bs) in curves)
+        lines.append(f"{k:>10}  {row}" + ("  (the checkpoint: last update applied)" if k == count else ""))
+    return lines
+
+
 def amendment_marks(config: NoamConfig, unit_name: str, count: int | None = None) -> list[tuple[int, str]]:
     """Where each amendment starts (and the checkpoint), labelled (one label per count), for a plot."""
     labels: dict[int, list[str]] = {}
@@ -200,6 +310,15 @@ def amendment_marks(config: NoamConfig, unit_name: str, count: int | None = None
     if count is not None:
         labels.setdefault(count, []).insert(0, f"checkpoint ({unit_name} {count})")
     return [(x, ";\n".join(texts)) for x, texts in sorted(labels.items())]
+
+
+def _count(text: str) -> int:
+    """The argparse type of --at: a count, an int from 0 to 2**63 - 1 in ASCII digits."""
+    if not re.fullmatch(r"[0-9]{1,19}", text.strip()) or int(text) > MAX_INT:
+        raise argparse.ArgumentTypeError(
+            f"expected a count: an int >= 0 and at most 2**63 - 1, found {shorten(ascii(text), 60)}"
+        )
+    return int(text)
 
 
 def add_amend_parser(sub: Any, positive_int: Any, nonnegative_float: Any, positive_float: Any, what: str) -> None:
@@ -225,11 +344,16 @@ def add_amend_parser(sub: Any, positive_int: Any, nonnegative_float: Any, positi
     )
     p.add_argument(
         "--at",
-        type=int,
+        type=_count,
         metavar="N",
         help="the count it starts after, in the warmup's unit (default: the checkpoint's; never below it)",
     )
-    p.add_argument("--groups", metavar="NAME,INDEX,...", help="only these param groups (names or indices)")
+    p.add_argument(
+        "--groups",
+        metavar="NAME,INDEX,...",
+        help="only these param groups: names or indices, or name:X / index:N to say which (a name the schedule "
+        "does not name yet needs name:X)",
+    )
     p.add_argument(
         "--config", metavar="PATH", help="the config the run resumes with (default: the checkpoint's parameters)"
     )

@@ -25,13 +25,54 @@ from typing import Any
 
 import yaml
 
-from noam_plugin.errors import ConfigError, Problem, describe
-from noam_plugin.schedule import COOLDOWN_KEYS, MAX_INT, _check_values, _is_int, _is_number, closest_name
+from noam_plugin.errors import ConfigError, Problem, describe, short_repr, shorten
+from noam_plugin.safe_io import MAX_AMENDMENTS, MAX_GROUP_NAME_CHARS, MAX_GROUPS, MAX_LISTED
+from noam_plugin.schedule import (
+    COOLDOWN_KEYS,
+    COOLDOWN_TYPES,
+    MAX_INT,
+    _check_values,
+    _is_int,
+    _is_number,
+    closest_name,
+    plain,
+)
 
 CHANGE_KEYS = ("scale", "rewarm_num_steps") + COOLDOWN_KEYS
 AMENDMENT_KEYS = ("at",) + CHANGE_KEYS + ("groups",)
-MAX_AMENDMENTS = 1000  # a history, not data: a hostile list stays cheap to check
-SCALE_RANGE = (1e-100, 1e100)  # the product of a curve's scales; outside it an lr is 0.0 or inf in float64
+SCALE_RANGE = (1e-100, 1e100)  # one scale (lr_scale, an amendment's) and the product of a curve's scales
+
+
+def scale_problem(value: Any, key: str) -> Problem | None:
+    """A multiplier of lrs (`lr_scale`, an amendment's `scale`): a number within SCALE_RANGE, compared before
+    any conversion (an int of 400 digits is refused, not an OverflowError). The lrs it gives are checked
+    with the curve (schedule.written_lr_problem)."""
+    if not _is_number(value) or not value > 0 or value == float("inf"):
+        return Problem(key, "a finite number > 0", describe(value))
+    if not SCALE_RANGE[0] <= value <= SCALE_RANGE[1]:
+        return Problem(key, f"a number within {SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g}", describe(value))
+    return None
+
+
+def _tail_problems(item: Mapping[str, Any], key: str) -> list[Problem]:
+    """Each cooldown key of an amendment on its own, before anything converts it; combinations are checked
+    with the curve (curve_problems)."""
+    problems = []
+    for name, low in (("total_num_steps", 2), ("cooldown_num_steps", 1)):
+        value = item.get(name)
+        if value is not None and not (_is_int(value) and low <= value <= MAX_INT):
+            problems.append(Problem(f"{key}.{name}", f"an int >= {low} and at most 2**63 - 1", describe(value)))
+    kind = item.get("cooldown_type")
+    if kind is not None and kind not in COOLDOWN_TYPES:
+        near = closest_name(kind, COOLDOWN_TYPES) if isinstance(kind, str) else None
+        hint = f" (did you mean '{near}'?)" if near and near != kind else ""
+        problems.append(Problem(f"{key}.cooldown_type", "one of " + ", ".join(COOLDOWN_TYPES), describe(kind) + hint))
+    floor = item.get("cooldown_min_lr")
+    if floor is not None and not (_is_number(floor) and 0 <= floor < 1e300):  # compared, never converted, first
+        problems.append(Problem(f"{key}.cooldown_min_lr", "a finite number >= 0", describe(floor)))
+    return problems
+
+
 EXPECTED = "a list of amendments, each {at: N, and one of scale / rewarm_num_steps / cooldown keys}"
 
 
@@ -72,7 +113,8 @@ class Amendment:
         else:
             what = f"from {u} {n + 1} on: " + ", ".join(f"{k} {v}" for k, v in self.tail)
         if self.groups is not None:
-            what += " (groups " + ", ".join(map(repr, self.groups)) + ")"
+            shown = ", ".join(ascii(g) if isinstance(g, str) else str(g) for g in self.groups[:MAX_LISTED])
+            what += f" (groups {shorten(shown, 300)}{', ...' if len(self.groups) > MAX_LISTED else ''})"
         return what
 
     def applies_to(self, name: Any, index: int) -> bool:
@@ -110,31 +152,44 @@ def _parse_one(item: Any, key: str) -> tuple[Amendment | None, list[Problem]]:
         expected = "exactly one change: scale, rewarm_num_steps, or cooldown keys (" + ", ".join(COOLDOWN_KEYS) + ")"
         problems.append(Problem(key, expected, found))
     scale, rewarm = item.get("scale"), item.get("rewarm_num_steps")
-    if scale is not None and (not _is_number(scale) or not 0 < scale < float("inf")):
-        problems.append(Problem(f"{key}.scale", "a finite number > 0", describe(scale)))
+    if scale is not None:
+        problem = scale_problem(scale, f"{key}.scale")
+        if problem is not None:
+            problems.append(problem)
     if rewarm is not None and (not _is_int(rewarm) or not 1 <= rewarm <= MAX_INT):
         problems.append(Problem(f"{key}.rewarm_num_steps", "an int >= 1 (the re-warm's length)", describe(rewarm)))
+    problems += _tail_problems(item, key)
     groups = item.get("groups")
     if groups is not None:
-        if not isinstance(groups, (list, tuple)) or not groups:
-            problems.append(Problem(f"{key}.groups", "a non-empty list of group names or indices", describe(groups)))
+        if not isinstance(groups, (list, tuple)) or not groups:  # a str is no list: "emb" is not ['e', 'm', 'b']
+            expected = "a non-empty list of group names or indices, e.g. [emb] or [0, 2]"
+            problems.append(Problem(f"{key}.groups", expected, describe(groups)))
+            groups = None
+        elif len(groups) > MAX_GROUPS:
+            problems.append(
+                Problem(f"{key}.groups", f"at most {MAX_GROUPS} group names or indices", f"{len(groups):,}")
+            )
             groups = None
         else:
             for i, sel in enumerate(groups):
-                if not (isinstance(sel, str) and sel) and not (_is_int(sel) and 0 <= sel <= MAX_INT):
-                    expected = "a group's name (its 'name' key) or its index in optimizer.param_groups (int >= 0)"
+                name_ok = isinstance(sel, str) and 0 < len(sel) <= MAX_GROUP_NAME_CHARS
+                if not name_ok and not (_is_int(sel) and 0 <= sel <= MAX_INT):
+                    expected = (
+                        f"a group's name (its 'name' key, at most {MAX_GROUP_NAME_CHARS} characters) or its index in "
+                        "optimizer.param_groups (int >= 0)"
+                    )
                     problems.append(Problem(f"{key}.groups[{i}]", expected, describe(sel)))
-            if len(set(map(repr, groups))) != len(groups):
-                problems.append(Problem(f"{key}.groups", "each group once", describe(groups)))
+            if not problems and len(set(plain(list(groups)))) != len(groups):
+                problems.append(Problem(f"{key}.groups", "each group once", short_repr(list(groups))))
     if problems:
         return None, problems
-    tail = tuple((k, item[k]) for k in COOLDOWN_KEYS if item.get(k) is not None)
+    tail = tuple((k, plain(item[k])) for k in COOLDOWN_KEYS if item.get(k) is not None)
     amendment = Amendment(
-        at=at,
-        scale=float(scale) if scale is not None else None,
-        rewarm_num_steps=rewarm,
+        at=plain(at),
+        scale=float(plain(scale)) if scale is not None else None,
+        rewarm_num_steps=plain(rewarm),
         tail=tuple((k, float(v) if k == "cooldown_min_lr" else v) for k, v in tail),
-        groups=tuple(groups) if groups is not None else None,
+        groups=tuple(plain(list(groups))) if groups is not None else None,
     )
     return amendment, []
 
@@ -148,10 +203,10 @@ def parse_amendments(raw: Any, prefix: str = "") -> tuple[tuple[Amendment, ...],
     if not isinstance(raw, (list, tuple)):
         return (), [Problem(key, EXPECTED, describe(raw))]
     if len(raw) > MAX_AMENDMENTS:
-        return (), [Problem(key, f"at most {MAX_AMENDMENTS} amendments", f"{len(raw)}")]
+        return (), [Problem(key, f"at most {MAX_AMENDMENTS} amendments", f"{len(raw):,}")]
     parsed, problems = [], []
     for i, item in enumerate(raw):
-        amendment, found = _parse_one(item, f"{key}[{i}]")
+        amendment, found = (item, []) if isinstance(raw, _Parsed) else _parse_one(item, f"{key}[{i}]")
         problems += found
         if amendment is not None:
             parsed.append((i, amendment))
@@ -200,10 +255,15 @@ def group_amendments(
 def with_amendments(curve: Any, amendments: Sequence[Amendment]) -> Any:
     """One group's curve: `curve` (a NoamConfig) with these amendments, chosen for that group already (so their
     `groups` are dropped and all of them apply); `curve` itself when that changes nothing."""
-    own = tuple(dataclasses.replace(a, groups=None) for a in amendments)
+    own = _Parsed(a if a.groups is None else dataclasses.replace(a, groups=None) for a in amendments)
     if tuple(curve.amendments) == own and not curve.groups:
         return curve
     return dataclasses.replace(curve, groups=(), amendments=own)
+
+
+class _Parsed(tuple):
+    """Amendments parse_amendments made (each one checked already): only their order and their slots are
+    checked again (what dropping their `groups` can change), so a group's curve costs no second parse."""
 
 
 def curve_problems(base: Any, amendments: Sequence[Amendment], prefix: str = "") -> list[Problem]:
@@ -245,10 +305,11 @@ class AmendedCurve:
         self.plain_until = self.ats[0] if self.ats else MAX_INT
         self._segments = []
         config, scale, rewarms = base, 1.0, []
+        by_at: dict[int, list[Amendment]] = {}
+        for a in self.amendments:
+            by_at.setdefault(a.at, []).append(a)
         for n in self.ats:
-            for a in self.amendments:
-                if a.at != n:
-                    continue
+            for a in by_at[n]:
                 if a.scale is not None:
                     scale *= a.scale
                 elif a.rewarm_num_steps is not None:
@@ -344,7 +405,15 @@ def history_lines(amendments: Sequence[Amendment], unit_name: str, head: str, pa
     if not amendments:
         return [f"{head}no amendments"]
     pad = " " * len(head) if pad is None else pad
-    return [f"{head if i == 0 else pad}{flow(a)}  {a.text(unit_name)}" for i, a in enumerate(amendments)]
+    half = MAX_LISTED // 2
+    shown = list(enumerate(amendments))
+    if len(shown) > MAX_LISTED:  # the first and the last ones, the rest counted
+        shown = shown[:half] + [(None, None)] + shown[-half:]
+    return [
+        f"{head if n == 0 else pad}"
+        + (f"... {len(amendments) - 2 * half} more" if a is None else f"{shorten(flow(a), 300)}  {a.text(unit_name)}")
+        for n, (_, a) in enumerate(shown)
+    ]
 
 
 def flow(a: Amendment) -> str:

@@ -13,6 +13,7 @@ metadata classes.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class CheckpointInfo:
     skipped_steps: int | None = None
     notes: list[str] = field(default_factory=list)
     source: str = ""  # the file the scheduler state was read from
+    group_names: list[Any] | None = None  # the optimizer's param groups' `name` keys, where the checkpoint keeps them
 
     @property
     def is_noam(self) -> bool:
@@ -89,8 +91,24 @@ class CheckpointInfo:
 # ----------------------------------------------------------------------------- reading
 
 
+# The folder the reading command was given (read_checkpoint sets it): nothing outside it is read.
+_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("noam_plugin_checkpoint_root", default=None)
+
+
+def _within(path: Path) -> Path:
+    """`path`, refused when it leads out of the folder given to read_checkpoint (a symlink to another run's file
+    would report that run's count as this checkpoint's)."""
+    root = _ROOT.get()
+    if root is not None and not inside(root, path):
+        raise CheckpointError(
+            f"{shorten(str(path), 300)}: a symlink leading out of the checkpoint folder {shorten(str(root), 200)} "
+            f"(to {shorten(os.path.realpath(path), 200)}); not followed"
+        )
+    return path
+
+
 def _load(file: Path) -> Any:
-    return load_torch(file)
+    return load_torch(_within(file))
 
 
 _inside = inside
@@ -248,9 +266,12 @@ def _read_accelerate(folder: Path) -> CheckpointInfo:
             f"{folder}: Accelerate checkpoint without scheduler state (found: {found}). It was saved without a "
             "scheduler passed to accelerator.prepare(); NoamLR cannot tell from it how many updates were applied."
         )
-    info = CheckpointInfo(folder, "Accelerate save_state", _load(schedulers[0]), *count, source=str(schedulers[0]))
+    states = [_load(file) for file in schedulers[: MAX_LISTED + 1]]
+    _one_state(folder, [file.name for file in schedulers], states)
+    info = CheckpointInfo(folder, "Accelerate save_state", states[0], *count, source=str(schedulers[0]))
+    info.group_names = _group_names(folder / "optimizer.bin")
     if len(schedulers) > 1:
-        info.notes.append(f"{len(schedulers)} scheduler files; showing {schedulers[0].name}")
+        info.notes.append(f"{len(schedulers)} scheduler files, all the same state; showing {schedulers[0].name}")
     return info
 
 
@@ -286,12 +307,51 @@ def _read_trainer(folder: Path) -> CheckpointInfo:
     return info
 
 
+def _one_state(where: Path, names: list[str], states: list[Any]) -> None:
+    """Several scheduler states in one checkpoint (scheduler.bin and scheduler_1.bin, a file's `scheduler` and
+    `lr_scheduler`): shown when they are one state, else refused naming each one's count (none is guessed)."""
+
+    def same(a: Any, b: Any) -> bool:
+        try:
+            return bool(a == b)
+        except Exception:  # noqa: BLE001 - a crafted value whose == raises (a tensor): not the same
+            return False
+
+    if len(names) <= 1 or all(same(state, states[0]) for state in states[1:]) and len(names) <= MAX_LISTED:
+        return
+    from noam_plugin.state import count_text
+
+    listed = "; ".join(f"{name}: {count_text(state)}" for name, state in zip(names[:MAX_LISTED], states))
+    many = len(names) > MAX_LISTED
+    what = f"more than {MAX_LISTED} scheduler states" if many else f"{len(names)} different scheduler states"
+    more = f"; ... ({len(names) if len(names) <= 4 * MAX_LISTED else 'more'} in all)" if many else ""
+    raise CheckpointError(
+        f"{where}: {what} ({listed}{more}); which one NoamLR resumes from is not guessed: inspect a checkpoint "
+        "with one, or give the file holding the one you mean"
+    )
+
+
+def _group_names(file: Path) -> list[Any] | None:
+    """The `name` key of each param group of a saved torch optimizer state (None: no such file or state)."""
+    if not file.is_file():
+        return None
+    data = _load(file)
+    groups = data.get("param_groups") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        return None
+    return [g.get("name") for g in groups]
+
+
 def _read_torch_file(file: Path) -> CheckpointInfo:
     data = _load(file)
     if isinstance(data, dict) and data.get("type") == SCHEDULER_NAME:
         info = CheckpointInfo(file, "torch.save of NoamLR.state_dict()", data, source=str(file))
     elif isinstance(data, dict) and any(k in data for k in ("scheduler", "lr_scheduler")):
-        key = "scheduler" if "scheduler" in data else "lr_scheduler"
+        keys = [k for k in ("scheduler", "lr_scheduler") if data.get(k) is not None] or [
+            k for k in ("scheduler", "lr_scheduler") if k in data
+        ]
+        _one_state(file, [f"'{k}'" for k in keys], [data[k] for k in keys])
+        key = keys[0]
         kind = f"torch.save file (scheduler state under '{key}')"
         info = CheckpointInfo(file, kind, data[key], source=f"{file} ['{key}']")
         if isinstance(data.get("world_size"), int):
@@ -350,7 +410,7 @@ def _dcp_metadata(folder: Path) -> Any:
     MAX_DCP_ENTRIES) and checked for the types inspect relies on."""
     from noam_plugin.safe_io import UnpickledCodeError
 
-    file = folder / DCP_METADATA
+    file = _within(folder / DCP_METADATA)
     try:
         metadata = load_pickle(file, _dcp_class, "DCP metadata", MAX_DCP_METADATA_BYTES)
     except UnpickledCodeError as error:
@@ -542,7 +602,9 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
                 break
     if not found:
         found = [p for p, entries in by_prefix.items() if {"last_epoch", "last_batch_iteration"} & set(entries)]
-    info = CheckpointInfo(folder, "torch.distributed.checkpoint (DCP)", state_under(found[0]) if found else None)
+    states = [state_under(prefix) for prefix in found[: MAX_LISTED + 1]]
+    _one_state(folder, [f"'{shorten('.'.join(p), 100)}'" for p in found], states)
+    info = CheckpointInfo(folder, "torch.distributed.checkpoint (DCP)", states[0] if found else None)
     ranks = {m.group(1) for name in sizes if (m := re.match(r"__(\d+)_\d+\.distcp$", name))}
     if ranks:
         info.processes, info.processes_from = len(ranks), f"{_count(len(ranks), 'rank')} wrote __RANK_*.distcp files"
@@ -553,7 +615,8 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
             shown = ", ".join(shorten(".".join(p), 100) for p in found[:MAX_LISTED])
             count = f"more than {MAX_LISTED}" if len(found) > MAX_LISTED else str(len(found))
             info.notes.append(
-                f"{count} scheduler states ({shown}{', ...' if len(found) > MAX_LISTED else ''}); showing '{where}'"
+                f"{count} scheduler states, all the same ({shown}{', ...' if len(found) > MAX_LISTED else ''}); "
+                f"showing '{where}'"
             )
     else:
         info.notes.append(
@@ -565,8 +628,15 @@ def _read_dcp(folder: Path) -> CheckpointInfo:
 
 
 def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
-    """Find the checkpoint at `path` (a file, a checkpoint folder, or a folder of checkpoints) and read it."""
-    p = Path(path)
+    """Find the checkpoint at `path` (a file, a checkpoint folder, or a folder of checkpoints) and read it.
+    Nothing outside `path` is read (a symlink leading out of it is refused, not followed)."""
+    if _depth == 0 and _ROOT.get() is None and Path(path).is_dir():
+        token = _ROOT.set(Path(path))
+        try:
+            return read_checkpoint(path, _depth)
+        finally:
+            _ROOT.reset(token)
+    p = _within(Path(path)) if _depth else Path(path)
     if not p.exists():
         raise CheckpointError(
             f"{p}: no such file or folder. Give the folder passed to engine.save_checkpoint(), "

@@ -35,6 +35,7 @@ from noam_plugin.render import (
 )
 from noam_plugin.render_groups import cooled_groups, show_groups
 from noam_plugin.resume import validate_state
+from noam_plugin.safe_io import MAX_LISTED
 from noam_plugin.schedule import COOLDOWN_KEYS, COOLDOWN_TYPES, HISTORY_KEY, MAX_INT, WARMUP_UNITS, NoamConfig
 
 
@@ -142,7 +143,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         default_end = end + max(1, last.cooldown_num_steps // 10)
     steps = args.steps or axis.position(default_end)
-    extra = tail_positions(last, axis) + tuple(axis.position(a.at) + d for a in config.amendments for d in (0, 1))
+    marked = config.amendments[:MAX_LISTED]  # rows where the first amendments start (a long history: not each)
+    extra = tail_positions(last, axis) + tuple(axis.position(a.at) + d for a in marked for d in (0, 1))
     positions = args.at or default_positions(axis.peak, steps, extra)
     print(f"{args.path}: NoamLR, {describe(config)}")
     if args.set:

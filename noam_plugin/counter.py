@@ -267,6 +267,12 @@ def check_lr_type(group: dict, index: int) -> None:
     """An lr NoamLR can write: a number, or a floating-point tensor (filled in place)."""
     lr = group.get("lr")
     if isinstance(lr, Tensor):
+        if lr.is_meta:  # no storage: nothing can be written or read (torch's own error would come mid-update)
+            raise OptimizerError(
+                f"{SCHEDULER_NAME}: param group {index}'s lr is a tensor on the meta device, which holds no value "
+                "NoamLR could write or an optimizer could train with; build the optimizer after moving the model "
+                "off the meta device, with lr=0.0 or lr=torch.tensor(0.0)"
+            )
         if not lr.is_floating_point() or lr.numel() != 1:
             raise OptimizerError(
                 f"{SCHEDULER_NAME}: param group {index}'s lr is a {lr.dtype} tensor of shape {tuple(lr.shape)}; "

@@ -14,18 +14,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from noam_plugin.amendments import group_amendments, with_amendments
-from noam_plugin.errors import ConfigError, Problem, describe, short_repr
+from noam_plugin.amendments import group_amendments, scale_problem, with_amendments
+from noam_plugin.errors import ConfigError, Problem, describe, short_repr, shorten
+from noam_plugin.safe_io import MAX_GROUP_NAME_CHARS, MAX_GROUPS
 from noam_plugin.schedule import (
     COOLDOWN_KEYS,
+    MAX_INT,
     PARAM_KEYS,
     SCHEDULE_KEYS,
     NoamConfig,
     _check_values,
     _formula,
     _is_int,
-    _is_number,
     closest_name,
+    plain,
+    written_lr_problem,
 )
 
 SELECTORS = ("name", "index")
@@ -50,8 +53,9 @@ class GroupOverride:
 
     @property
     def label(self) -> str:
-        """How messages name it: `name 'embeddings'` or `index 2`."""
-        return f"{self.selector} {self.value!r}" if self.selector == "name" else f"index {self.value}"
+        """How messages name it: `name 'embeddings'` or `index 2` (a name in ascii(): a Cyrillic 'а', a
+        decomposed 'é' or U+202E shows as the escape it is, not as the name it imitates)."""
+        return selector_text(self.value)
 
     def as_dict(self) -> dict[str, Any]:
         """The config / state form: plain values, so `torch.load(weights_only=True)` reads it back."""
@@ -59,6 +63,13 @@ class GroupOverride:
         if self.lr_scale != 1.0:
             out["lr_scale"] = self.lr_scale
         return out
+
+
+def selector_text(selector: str | int) -> str:
+    """`name 'emb'` or `index 2`: a group name or index as messages and tables show it (escaped, bounded)."""
+    if isinstance(selector, str):
+        return f"name {shorten(ascii(selector), MAX_GROUP_NAME_CHARS + 2)}"
+    return f"index {selector}"
 
 
 def _entry_problems(entry: Any, where: str) -> tuple[GroupOverride | None, list[Problem]]:
@@ -84,19 +95,21 @@ def _entry_problems(entry: Any, where: str) -> tuple[GroupOverride | None, list[
         problems.append(Problem(where, "exactly one selector: name: STR or index: INT", found))
     selector = chosen[0] if len(chosen) == 1 else None
     value = entry.get(selector) if selector else None
-    if selector == "name" and not (isinstance(value, str) and value):
-        problems.append(Problem(f"{where}.name", "a non-empty string (the param group's 'name' key)", describe(value)))
-    if selector == "index" and not (_is_int(value) and value >= 0):
+    if selector == "name" and not (isinstance(value, str) and 0 < len(value) <= MAX_GROUP_NAME_CHARS):
+        expected = f"a non-empty string of at most {MAX_GROUP_NAME_CHARS} characters (the param group's 'name' key)"
+        problems.append(Problem(f"{where}.name", expected, describe(value)))
+    if selector == "index" and not (_is_int(value) and 0 <= value <= MAX_INT):
         problems.append(
             Problem(f"{where}.index", "an int >= 0 (a position in optimizer.param_groups)", describe(value))
         )
     scale = entry.get("lr_scale", 1.0)
-    if not _is_number(scale) or not 0 < scale < float("inf"):
-        problems.append(Problem(f"{where}.lr_scale", "a finite number > 0", describe(scale)))
+    problem = scale_problem(scale, f"{where}.lr_scale")
+    if problem is not None:
+        problems.append(problem)
     if problems:
         return None, problems
-    params = tuple((k, entry[k]) for k in GROUP_CURVE_KEYS if k in entry)
-    return GroupOverride(selector, value, params, float(scale)), []
+    params = tuple((k, plain(entry[k])) for k in GROUP_CURVE_KEYS if k in entry)
+    return GroupOverride(selector, plain(value), params, float(plain(scale))), []
 
 
 def merge(main: Mapping[str, Any], override: GroupOverride) -> dict[str, Any]:
@@ -132,6 +145,8 @@ def check_groups(
     if not isinstance(value, (list, tuple)):
         expected = "a list of overrides, e.g. [{name: embeddings, warmup_num_steps: 8000}, {index: 2, lr_scale: 0.25}]"
         return (), [Problem(prefix + "groups", expected, describe(value))]
+    if len(value) > MAX_GROUPS:  # one line, not a check (and a did-you-mean) per entry
+        return (), [Problem(prefix + "groups", f"at most {MAX_GROUPS} overrides", f"{len(value):,}")]
     overrides, problems = [], []
     first: dict[tuple, int] = {}
     for i, entry in enumerate(value):
@@ -174,9 +189,173 @@ def curve_of(main: NoamConfig, override: GroupOverride | None) -> NoamConfig:
     for all groups and those naming the override's selector (GroupCurves matches them per param group)."""
     if override is None:
         return main
-    curve = NoamConfig(**merge(main.schedule_params, override))
-    own = [a for a in main.amendments if a.groups is None or any(_same_selector(override, s) for s in a.groups)]
-    return with_amendments(curve, own) if own else curve
+    o = main.groups.index(override) if override in main.groups else None
+    if o is None:
+        curve = NoamConfig(**merge(main.schedule_params, override))
+        own = [a for a in main.amendments if a.groups is None or any(_same_selector(override, s) for s in a.groups)]
+        return with_amendments(curve, own) if own else curve
+    kind = GroupKind(override.value, None) if override.selector == "name" else GroupKind(None, override.value)
+    return kind_curve(main, kind)[0]
+
+
+@dataclass(frozen=True)
+class GroupKind:
+    """A kind of param group, told apart by the selectors it answers to: its name and its index as far as
+    some override or amendment names them (None: one that none names). Without the optimizer this is all a
+    config can say about a group; every group of one kind follows one curve."""
+
+    name: str | None = None
+    index: int | None = None
+
+    @property
+    def label(self) -> str:
+        parts = [selector_text(s) for s in (self.name, self.index) if s is not None]
+        return " + ".join(parts) if parts else "other groups"
+
+
+def _owner(config: NoamConfig, name: Any, index: int | None) -> int | None | bool:
+    """The override selecting a group with this name and index (None: none; False: two, which match() refuses)."""
+    hits = [
+        i
+        for i, o in enumerate(config.groups)
+        if (o.selector == "name" and name is not None and o.value == name)
+        or (o.selector == "index" and o.value == index)
+    ]
+    return False if len(hits) > 1 else hits[0] if hits else None
+
+
+def _build(config: NoamConfig, owner: int | None, ids: tuple[int, ...]) -> tuple[NoamConfig, float]:
+    """(curve, lr_scale) of the param groups that override `owner` selects (None: the main curve) and amendments
+    `ids` change: the one construction GroupCurves (what NoamLR writes) and the command line (what it shows)
+    both use. Each distinct curve is built once per config (overrides that only scale share the main one)."""
+    cache = config.__dict__.setdefault("_group_curves", {})
+    override = None if owner is None else config.groups[owner]
+    merged = None if override is None else merge({k: getattr(config, k) for k in SCHEDULE_KEYS}, override)
+    key = (None if merged is None else tuple(merged.items()), ids)
+    if key not in cache:
+        base = config if merged is None else NoamConfig(**merged)
+        cache[key] = with_amendments(base, [config.amendments[j] for j in ids])
+    return cache[key], 1.0 if override is None else override.lr_scale
+
+
+def _ids(config: NoamConfig, name: Any, index: int | None) -> tuple[int, ...]:
+    """The positions of the amendments that change a param group with this name and index."""
+    table = config.__dict__.get("_amendment_ids")
+    if table is None:
+        every, by_selector = [], {}
+        for j, a in enumerate(config.amendments):
+            if a.groups is None:
+                every.append(j)
+            for selector in a.groups or ():
+                by_selector.setdefault((isinstance(selector, str), selector), []).append(j)
+        table = config.__dict__["_amendment_ids"] = (tuple(every), by_selector)
+    every, by_selector = table
+    own = by_selector.get((True, name), []) if isinstance(name, str) else []
+    own = own + (by_selector.get((False, index), []) if _is_int(index) else [])
+    return tuple(sorted({*every, *own})) if own else every
+
+
+def kind_curve(config: NoamConfig, kind: GroupKind) -> tuple[NoamConfig, float]:
+    """(curve, lr_scale) of the param groups of this kind (a ConfigError when that curve is no valid one)."""
+    owner = _owner(config, kind.name, kind.index)
+    if owner is False:
+        raise ValueError(f"{kind.label}: two overrides select such a param group")
+    return _build(config, owner, _ids(config, kind.name, kind.index))
+
+
+def group_kinds(config: NoamConfig) -> list[GroupKind]:
+    """Every kind of param group this config tells apart, one per distinct curve (the main one first): a group
+    no selector names, one per name and per index some override or amendment names, and a name with an index
+    where both change its curve. A pair two overrides select is left out (NoamLR refuses such a group)."""
+    names: dict[str, None] = {}
+    indices: dict[int, None] = {}
+    for selector in [o.value for o in config.groups] + [s for a in config.amendments for s in a.groups or ()]:
+        (names if isinstance(selector, str) else indices)[selector] = None
+    kinds = [GroupKind()] + [GroupKind(n, None) for n in names] + [GroupKind(None, i) for i in indices]
+    if names and indices:  # a group can answer to a name and an index at once
+        limited = {s for a in config.amendments for s in a.groups or ()}
+        kinds += [
+            GroupKind(n, i)
+            for n in names
+            for i in indices
+            if (n in limited or i in limited) and _owner(config, n, i) is not False
+        ]
+    seen: set[tuple] = set()
+    out = []
+    for kind in kinds:
+        owner = _owner(config, kind.name, kind.index)
+        if owner is False:
+            continue
+        key = (owner, _ids(config, kind.name, kind.index))
+        if key not in seen:
+            seen.add(key)
+            out.append(kind)
+    return out
+
+
+def check_kinds(config: NoamConfig) -> list[Problem]:
+    """Problems of the curves of every kind of param group (group_kinds), as NoamLR would meet them once it sees
+    the groups: an amendment limited to some groups checked as one for all of them (a tail without
+    total_num_steps, two re-warms at one count), and every lr it writes, lr_scale and scales included, above
+    0.0 and finite in float64. Keys name the config's own entries; each line says which groups."""
+    import re
+
+    if not config.groups and not config.amendments:
+        return []
+    problems: list[Problem] = []
+    names = {s for a in config.amendments for s in a.groups or () if isinstance(s, str)}
+    indices = {s for a in config.amendments for s in a.groups or () if not isinstance(s, str)}
+    selectors = len(names | {o.value for o in config.groups if o.selector == "name"}) + len(
+        indices | {o.value for o in config.groups if o.selector == "index"}
+    )
+    if selectors > MAX_GROUPS:
+        expected = f"at most {MAX_GROUPS} distinct group names and indices in groups and amendments together"
+        return [Problem("groups / amendments", expected, f"{selectors:,}")]
+    for kind in group_kinds(config):
+        owner = _owner(config, kind.name, kind.index)
+        ids = _ids(config, kind.name, kind.index)
+        if owner is None and ids == tuple(j for j, a in enumerate(config.amendments) if a.groups is None):
+            curve, scale = config, 1.0  # the main curve: checked by NoamConfig itself
+            if not config.amendments:
+                continue
+        else:
+            try:
+                curve, scale = _build(config, owner, ids)
+            except ConfigError as err:
+                where = f" (the curve of param groups with {kind.label})"
+
+                for p in err.problems:
+                    key = re.sub(
+                        r"^amendments\[(\d+)\]", lambda m, ids=ids: f"amendments[{ids[int(m.group(1))]}]", p.key
+                    )
+                    if owner is not None and not key.startswith("amendments"):
+                        key = f"groups[{owner}].{key}"
+                    problems.append(Problem(key, p.expected, p.found + where))
+                continue
+        bad = written_lr_problem(curve, scale)
+        if bad is None:
+            continue
+        t, lr = bad
+        if scale != 1.0 and written_lr_problem(curve) is None:
+            key = f"groups[{owner}].lr_scale"
+        else:
+            before = [j for j in ids if config.amendments[j].at < t]
+            key = f"amendments[{before[-1]}]" if before else f"groups[{owner}]" if owner is not None else "amendments"
+            if before and config.amendments[before[-1]].scale is not None:
+                key += ".scale"
+        u = config.unit_name
+        problems.append(
+            Problem(
+                key,
+                "values whose lr is above 0.0 and finite in floating point (float64) at every update "
+                "(lr_scale and the amendments' scales included)",
+                f"lr {lr!r} at {u} {t} for param groups with {kind.label}"
+                if kind != GroupKind()
+                else f"lr {lr!r} at {u} {t}",
+            )
+        )
+    seen: set[tuple[str, str]] = set()  # one line per entry and problem, for the first kind of group it hits
+    return [p for p in problems if (p.key, p.expected) not in seen and not seen.add((p.key, p.expected))]
 
 
 def _same_selector(override: GroupOverride, selector: str | int) -> bool:
@@ -240,19 +419,19 @@ class GroupCurves:
 
     def __init__(self, config: NoamConfig, param_groups: Sequence[Mapping[str, Any]]) -> None:
         owner = match(config.groups, param_groups)
-        amended = group_amendments(config.amendments, param_groups)  # each group's amendments (docs/amendments.md)
+        group_amendments(config.amendments, param_groups)  # refuses a name or index matching no param group
         self.config = config
         self.overrides = config.groups
         curves: dict[tuple, int] = {_curve_key(config): 0}
         self.curves = [config]
         self._slots = []  # param group -> (curve, scale)
         for g, o in enumerate(owner):
-            curve = with_amendments(config if o is None else curve_of(config, config.groups[o]), amended[g])
+            curve, scale = _build(config, o, _ids(config, param_groups[g].get("name"), g))  # as the CLI shows it
             key = _curve_key(curve)
             if key not in curves:
                 curves[key] = len(self.curves)
                 self.curves.append(curve)
-            self._slots.append((curves[key], 1.0 if o is None else config.groups[o].lr_scale))
+            self._slots.append((curves[key], scale))
         self.owner = owner  # param group -> override position (None: the main curve)
         self.plain_until = min(c.plain_until for c in self.curves)  # up to here every curve is its formula alone
 

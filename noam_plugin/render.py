@@ -16,7 +16,7 @@ from noam_plugin.checkpoint import CheckpointError, CheckpointInfo
 from noam_plugin.errors import short_repr, shorten
 from noam_plugin.names import COSINE, DATA_UNITS, LINEAR, ONE_MINUS_SQRT, SAMPLES, TOKENS, UPDATES
 from noam_plugin.resume import plan_resume
-from noam_plugin.safe_io import write_atomically
+from noam_plugin.safe_io import MAX_LISTED, write_atomically
 from noam_plugin.schedule import DEFAULT_UNIT, HISTORY_KEY, MAX_INT, SCHEDULE_KEYS, NoamConfig
 
 
@@ -29,11 +29,8 @@ def params_text(config: NoamConfig) -> str:
 
 
 def describe(config: NoamConfig) -> str:
-    groups = (
-        f"; {len(config.groups)} group override(s): {', '.join(o.label for o in config.groups)}"
-        if config.groups
-        else ""
-    )
+    labels = [o.label for o in config.groups[:MAX_LISTED]] + (["..."] if len(config.groups) > MAX_LISTED else [])
+    groups = f"; {len(config.groups)} group override(s): {', '.join(labels)}" if config.groups else ""
     return f"{params_text(config)}, peak lr {config.peak_lr:.2e} at {config.unit_name} {config.peak_step}{groups}"
 
 
@@ -145,10 +142,16 @@ def framed(grid: list[list[str]], top: float, first: int, steps: int, x_label: s
     return lines
 
 
+def _round_div(n: int, d: int) -> int:
+    """round(n / d) in ints (as round() does, half to even): exact past 2**53, where n / d is not."""
+    q, r = divmod(n, d)
+    return q + (2 * r > d or (2 * r == d and q % 2 == 1))
+
+
 def ascii_curve(axis: Axis, steps: int, width: int = 60, height: int = 8, first: int = 1) -> list[str]:
     """A terminal picture of the curve from `first` to `steps`: users look before they read."""
     width = max(1, min(width, steps - first + 1))
-    cols = [first + round(c * (steps - first) / max(1, width - 1)) for c in range(width)]
+    cols = [first + _round_div(c * (steps - first), max(1, width - 1)) for c in range(width)]
     peak_col = None
     if first <= axis.peak <= steps:  # put the peak itself on the nearest column
         peak_col = min(range(width), key=lambda c: abs(cols[c] - axis.peak))
@@ -168,13 +171,27 @@ def ascii_curve(axis: Axis, steps: int, width: int = 60, height: int = 8, first:
     return lines
 
 
+# What matplotlib's savefig writes, by suffix (a file without one is a PNG)
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp", "pgf", "raw", "rgba")
+
+
 def png_path(text: str) -> str:
-    """The argparse type of --plot: a file name, not an empty one."""
+    """The argparse type of --plot: a file name, not an empty one, whose suffix names a picture format."""
     import argparse
 
     if not text.strip():
         raise argparse.ArgumentTypeError("expected the name of a PNG file to write, found an empty name")
+    suffix = Path(text).suffix[1:]
+    if suffix and suffix.lower() not in PLOT_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"{shorten(ascii(text)[1:-1], 200)}: expected a picture file name ending in .png (or "
+            f"{', '.join('.' + f for f in PLOT_FORMATS[1:])}), found the suffix {shorten(ascii('.' + suffix), 40)}"
+        )
     return text
+
+
+def plot_format(out: str) -> str:
+    return (Path(out).suffix[1:] or "png").lower()
 
 
 def check_plot_range(name: str, steps: int) -> None:
@@ -262,7 +279,7 @@ def plot_curve(
         fig.legend(loc="outside lower center", fontsize="small")
     else:
         ax.legend(loc="lower right" if right_half and not down else "upper right" if down else "center right")
-    write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))  # no suffix: this file
+    write_atomically(out, lambda fd: fig.savefig(fd, format=plot_format(out)))  # no suffix: a PNG
 
 
 def plot_curves(
@@ -341,7 +358,7 @@ def saved_params_text(params: dict[str, Any]) -> str:
     shown = [
         k for k in SCHEDULE_KEYS if params.get(k) is not None and not (k == "warmup_unit" and params[k] == DEFAULT_UNIT)
     ]
-    groups = f" groups={params['groups']}" if params.get("groups") else ""
+    groups = f" groups={short_repr(params['groups'], 300)}" if params.get("groups") else ""
     return " ".join(f"{k}={params[k]}" for k in shown) + groups
 
 
@@ -424,10 +441,10 @@ def checkpoint_report(
             amended = " and amendments" if saved_config.amendments else ""
             where = f", the formula with these parameters{amended}" if params["warmup_unit"] == UPDATES else ""
             lines.append(f"next lr      {why}" if lr is None else f"next lr      {lr:.6g}  ({why}{where})")
-            if params.get("groups"):
+            if params.get("groups") or any(a.groups is not None for a in saved_config.amendments):
                 from noam_plugin.render_groups import next_lr_lines
 
-                lines.append("next lr per group (the line above: every group no override selects)")
+                lines.append("next lr per group (the line above: every group no override or amendment names)")
                 lines += next_lr_lines(params, info.state)
     else:
         lines.append(f"schedule     {_foreign_text(info.state)}")

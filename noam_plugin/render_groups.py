@@ -7,12 +7,11 @@ per override (the groups it selects) and one for the main curve (every group no 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from noam_plugin.groups import curve_of, group_changes, saved_groups
-from noam_plugin.render import Axis, check_plot_range, framed, lr_after_save, params_text
-from noam_plugin.safe_io import write_atomically
+from noam_plugin.groups import group_changes, group_kinds, kind_curve
+from noam_plugin.render import Axis, _round_div, check_plot_range, framed, lr_after_save, params_text, plot_format
+from noam_plugin.safe_io import MAX_LISTED, write_atomically
 from noam_plugin.schedule import COOLDOWN_KEYS, NoamConfig
 
 MARKS = "*abcdefghijklmnopqrstuvwxyz"  # the main curve, then each override, in the terminal picture
@@ -30,11 +29,20 @@ class GroupAxis(Axis):
 
 
 def group_axes(config: NoamConfig, axis: Axis) -> list[GroupAxis]:
-    """The main curve first ('other groups'), then one per override, all on `axis`'s x axis."""
-    axes = [GroupAxis(config, axis.unit, axis.per_update, 1.0, "other groups")]
-    for o in config.groups:
-        axes.append(GroupAxis(curve_of(config, o), axis.unit, axis.per_update, o.lr_scale, o.label))
+    """The main curve first ('other groups'), then one per kind of param group the config tells apart
+    (groups.group_kinds: each override, each group an amendment names), all on `axis`'s x axis: each read
+    from the curve NoamLR writes for such a group (groups.kind_curve). At most MAX_LISTED curves."""
+    axes = []
+    for kind in group_kinds(config)[:MAX_LISTED]:
+        curve, scale = kind_curve(config, kind)
+        axes.append(GroupAxis(curve, axis.unit, axis.per_update, scale, kind.label))
     return axes
+
+
+def left_out(config: NoamConfig) -> str | None:
+    """A line saying how many kinds of param group are not drawn (past MAX_LISTED), or None."""
+    n = len(group_kinds(config))
+    return f"  ... and {n - MAX_LISTED} more curves not shown (at most {MAX_LISTED} are)" if n > MAX_LISTED else None
 
 
 def group_summary(axes: list[GroupAxis]) -> list[str]:
@@ -58,7 +66,7 @@ def group_table(axes: list[GroupAxis], positions: list[int]) -> list[str]:
 def ascii_curves(axes: list[GroupAxis], steps: int, width: int = 60, height: int = 10, first: int = 1) -> list[str]:
     """All curves in one terminal picture on one lr scale, each drawn with its own letter (the main one '*')."""
     width = max(1, min(width, steps - first + 1))
-    cols = [first + round(c * (steps - first) / max(1, width - 1)) for c in range(width)]
+    cols = [first + _round_div(c * (steps - first), max(1, width - 1)) for c in range(width)]
     values = [[a.lr(k) for k in cols] for a in axes]
     top = max(max(v) for v in values)
     grid = [[" "] * width for _ in range(height)]
@@ -98,7 +106,7 @@ def plot_groups(axes: list[GroupAxis], steps: int, title: str, out: str, mark: t
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize="small")
-    write_atomically(out, lambda fd: fig.savefig(fd, format=Path(out).suffix[1:] or "png"))
+    write_atomically(out, lambda fd: fig.savefig(fd, format=plot_format(out)))
 
 
 def show_groups(
@@ -108,6 +116,9 @@ def show_groups(
     axes = group_axes(config, axis)
     print(f"groups: {len(config.groups)} override(s); the main curve drives every other param group")
     print("\n".join(group_summary(axes)))
+    more = left_out(config)
+    if more:
+        print(more)
     print()
     print("\n".join(group_table(axes, positions)))
     print()
@@ -126,15 +137,18 @@ def cooled_groups(config: NoamConfig) -> list[dict[str, Any]]:
 
 
 def next_lr_lines(params: dict[str, Any], state: dict[str, Any]) -> list[str]:
-    """`inspect`: the next lr of each override's groups under the saved parameters (after the main one)."""
-    main = NoamConfig(**{k: v for k, v in params.items() if k != "groups"})
+    """`inspect`: the next lr of each kind of param group other than the main one under the saved parameters,
+    read from the curve NoamLR writes for it (groups.kind_curve)."""
+    config = NoamConfig(**params)
     lines = []
-    for o in saved_groups(params):
-        lr, why = lr_after_save(curve_of(main, o), state)
-        scale = f" x lr_scale {o.lr_scale:g}" if o.lr_scale != 1.0 else ""
-        shown = why if lr is None else f"{lr * o.lr_scale:.6g}  ({why} of its curve{scale})"
-        lines.append(f"  {o.label:<18} {shown}")
-    return lines
+    for kind in group_kinds(config)[1:MAX_LISTED]:
+        curve, scale = kind_curve(config, kind)
+        lr, why = lr_after_save(curve, state)
+        times = f" x lr_scale {scale:g}" if scale != 1.0 else ""
+        shown = why if lr is None else f"{lr * scale:.6g}  ({why} of its curve{times})"
+        lines.append(f"  {kind.label:<18} {shown}")
+    more = left_out(config)
+    return lines + ([more] if more else [])
 
 
 def difference_lines(params: dict[str, Any], config: NoamConfig, count: int | None) -> tuple[list[str], list[str]]:

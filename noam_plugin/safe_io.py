@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 from typing import IO, Any
 
-from noam_plugin.errors import CheckpointError, shorten
+from noam_plugin.errors import MAX_PROBLEMS, CheckpointError, shorten
 
 # ----------------------------------------------------------------------------- the limits, stated once
 
@@ -33,6 +33,11 @@ MAX_DCP_ENTRIES = 1_000_000  # entries listed in DCP metadata (tensor chunks plu
 MAX_NAME_CHARS = 4096  # one key, path or name inside a checkpoint (a DCP fqn, a .distcp file name)
 MAX_STATE_KEYS = 1000  # keys of a saved scheduler state (NoamLR writes about 20)
 MAX_LISTED = 20  # items of a listing in a message; the rest are counted
+# Lists a user writes in a schedule (config, keywords, saved state): a few entries in practice; at these bounds
+# every check and every command stays within seconds (tests/test_hostile_surface.py times them).
+MAX_GROUPS = 1000  # `groups` overrides; also the distinct group names / indices named by overrides and amendments
+MAX_AMENDMENTS = 1000  # `amendments`: a history, not data
+MAX_GROUP_NAME_CHARS = 256  # one group name in `groups` or an amendment's `groups` (shown whole in tables)
 
 LIMITS = (  # (what, limit) for docs/limits.md; tests/test_safe_io.py checks the table against these
     ("config file (YAML / JSON)", f"{MAX_CONFIG_BYTES >> 10} KiB"),
@@ -48,6 +53,11 @@ LIMITS = (  # (what, limit) for docs/limits.md; tests/test_safe_io.py checks the
     ("one name in a checkpoint (DCP key, file name)", f"{MAX_NAME_CHARS} characters"),
     ("keys of a saved scheduler state", f"{MAX_STATE_KEYS}"),
     ("items listed in one message", f"{MAX_LISTED}, the rest counted"),
+    ("problems in one error (errors.MAX_PROBLEMS)", f"{MAX_PROBLEMS}, the rest counted"),
+    ("curves drawn per group by `show`, `cooldown`, `amend`", f"{MAX_LISTED}, the rest counted"),
+    ("`groups` overrides; distinct group names and indices named in one schedule", f"{MAX_GROUPS}"),
+    ("`amendments`", f"{MAX_AMENDMENTS}"),
+    ("one group name", f"{MAX_GROUP_NAME_CHARS} characters"),
 )
 
 

@@ -71,6 +71,25 @@ def _describe(value: Any) -> str:
     return describe(value)  # bounded: a 400-digit int or a 1 MB string stays one short line
 
 
+def plain(value: Any) -> Any:
+    """An int, float or str subclass (an IntEnum, a numpy-like scalar, a str subclass) as the builtin value it
+    holds, bypassing its own `__float__` / `__index__` / `__str__`: what is checked is what runs, and what is
+    saved stays readable by `torch.load(weights_only=True)`. Lists and tuples element by element; other
+    values as they are."""
+    kind = type(value)
+    if kind in (int, float, str, bool) or value is None:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value) if kind in (list, tuple) else [plain(v) for v in value]
+    return value
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -249,6 +268,47 @@ def _check_curve(values: Mapping[str, Any], prefix: str) -> list[Problem]:
     return []
 
 
+def written_lr_problem(curve: NoamConfig, scale: float = 1.0) -> tuple[int, float] | None:
+    """(count, lr) of the first update whose lr `curve` (amendments included) times `scale` writes as 0.0, inf or
+    nan in float64; None when every lr is usable. Checked where the curve turns: the curve rises to lr(W) and
+    then falls, a re-warm rises, a scale or a tail starts at an amendment's count and a cooldown falls to its
+    end, so the lr of any update lies between its values at these counts. Past a cooldown's end the lr is
+    cooldown_min_lr (times the scales), 0.0 allowed where that floor is 0. The curve's values at these counts
+    are computed once per curve (groups that differ only in lr_scale share them)."""
+    points = curve.__dict__.get("_turning_lrs")
+    if points is None:
+        points = _turning_lrs(curve)
+        curve.__dict__["_turning_lrs"] = points
+    for t, lr, floor_zero in points:
+        lr *= scale
+        if math.isfinite(lr) and (lr > 0.0 or floor_zero):
+            continue
+        return t, lr
+    return None
+
+
+def _turning_lrs(curve: NoamConfig) -> list[tuple[int, float, bool]]:
+    """(count, lr, past a cooldown to 0) at every count written_lr_problem checks."""
+    points = {1, curve.warmup_num_steps, MAX_INT}
+    tails = [curve]
+    for a in curve.amendments:
+        points.update({a.at, a.at + 1, a.at + (a.rewarm_num_steps or 0)})
+        if a.tail:
+            tails.append(curve.config_at(min(a.at + 1, MAX_INT)))
+    for tail in tails:
+        if tail.cooldown_num_steps is not None:
+            s, t = tail.cooldown_start, tail.total_num_steps
+            points.update({s, s + 1, t, t + 1})
+    out = []
+    tailed = len(tails) > 1 or curve.cooldown_num_steps is not None
+    for t in sorted(points):
+        if 1 <= t <= MAX_INT:
+            tail = curve.config_at(t) if tailed else curve
+            past = tail.cooldown_num_steps is not None and t > tail.total_num_steps and tail.cooldown_min_lr == 0.0
+            out.append((t, curve.lr(t), past))
+    return out
+
+
 @dataclass(frozen=True)
 class NoamConfig:
     """Validated schedule parameters; every way in (kwargs, YAML, DeepSpeed params) ends here."""
@@ -268,8 +328,11 @@ class NoamConfig:
     amendments: tuple = ()  # of amendments.Amendment (a list of mappings is parsed); the history, in order of at
 
     def __post_init__(self) -> None:
-        from noam_plugin.groups import check_groups  # groups.py builds NoamConfigs: imported when used
+        from noam_plugin.groups import check_groups, check_kinds  # groups.py builds NoamConfigs: imported when used
 
+        for key in PARAM_KEYS:  # subclasses of int / float / str as their plain values, before any check
+            if key not in (GROUPS_KEY, HISTORY_KEY):
+                object.__setattr__(self, key, plain(getattr(self, key)))
         values = {key: getattr(self, key) for key in PARAM_KEYS if key not in (GROUPS_KEY, HISTORY_KEY)}
         problems = _check_values(values)
         if problems:
@@ -282,6 +345,9 @@ class NoamConfig:
             raise ConfigError("schedule parameters", problems + group_problems)
         object.__setattr__(self, "groups", groups)
         self._amend()
+        problems = check_kinds(self)  # every curve a param group can follow, as NoamLR builds it, lr by lr
+        if problems:
+            raise ConfigError("schedule parameters", problems)
 
     def _amend(self) -> None:
         """Parse and check the amendments; the curve with them is read through `_curve` (lr())."""
@@ -296,7 +362,7 @@ class NoamConfig:
         if problems:
             raise ConfigError("schedule parameters", problems)
         set_(self, "amendments", amendments)
-        base = replace(self, amendments=())
+        base = replace(self, amendments=(), groups=())  # the main curve alone: groups are checked after
         problems = curve_problems(base, for_group(amendments))
         if problems:
             raise ConfigError("schedule parameters", problems)
@@ -437,7 +503,10 @@ class NoamConfig:
 
     def config_at(self, step: int) -> NoamConfig:
         """The parameters in force at `step`: with a tail amendment before it, its tail; else these."""
-        return self._curve.config_at(step) if self.amendments else self
+        if not self.amendments:
+            return self
+        config = self._curve.config_at(step)
+        return self if config is self._curve.base else config  # no tail amendment in force: these
 
     def scale_at(self, step: int) -> float:
         """The product of the amendments' scales in force at `step` (1.0 without)."""

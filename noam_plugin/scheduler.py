@@ -97,7 +97,7 @@ class NoamLR(LRScheduler):
             cooldown_min_lr=cooldown_min_lr,
             allow_param_change=allow_param_change,
             auto_tokens_per_update=auto_tokens_per_update,  # kept with the config (what filled "auto" used)
-            groups=tuple(groups or ()),
+            groups=() if groups is None else groups,  # a str is refused as one value, not read as letters
             amendments=amendments or (),  # forward-only changes from a count on (docs/amendments.md)
         )
         self._curves: GroupCurves | None = None
@@ -486,7 +486,9 @@ class NoamLR(LRScheduler):
             at = tokens  # the last update's lr
         if at is not None:
             return self.lrs_at(at)
-        return [self._last_lr[0] if self._last_lr else 0.0] * len(self.optimizer.param_groups)
+        if not self._last_lr:  # no group had an lr written yet (an optimizer that had none): the first update's
+            return self.lrs_at(1)
+        return [self._last_lr[0]] * len(self.optimizer.param_groups)
 
     def _apply_lr(self) -> None:
         """Write the lr of the coming update (or, tokens, keep the last update's until its tokens are known)."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from noam_plugin.amendments import parse_amendments
-from noam_plugin.errors import Problem, StateError, describe
+from noam_plugin.errors import Problem, StateError, describe, short_repr
 from noam_plugin.groups import check_groups
 from noam_plugin.names import MAX_COUNT, SCHEDULER_NAME
 from noam_plugin.safe_io import MAX_STATE_KEYS
@@ -114,6 +114,27 @@ def check_foreign_state(state: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
+def _counts_of(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The update count each count key of a state gives (last_batch_iteration counts from -1)."""
+    out = {}
+    if "updates" in state:
+        out["updates"] = state["updates"]
+    if "last_batch_iteration" in state:
+        it = state["last_batch_iteration"]
+        out["last_batch_iteration"] = it + 1 if _is_int(it) else it
+    if "last_epoch" in state:
+        out["last_epoch"] = state["last_epoch"]
+    return out
+
+
+def count_text(state: Any) -> str:
+    """A scheduler state's count in a few words, for a message naming several states."""
+    if not isinstance(state, Mapping):
+        return describe(state)
+    counts = _counts_of(state)
+    return ", ".join(f"{k} {short_repr(v, 30)}" for k, v in counts.items()) or "no step count"
+
+
 def foreign_updates(state: Mapping[str, Any], source: str = "scheduler state") -> tuple[int, str] | None:
     """The update count in another scheduler's state and where it came from; None when it holds none.
 
@@ -121,7 +142,9 @@ def foreign_updates(state: Mapping[str, Any], source: str = "scheduler state") -
     applied update; torch schedulers' last_epoch is the number of step() calls.
     Raises StateError (naming the key) when the count is there but malformed.
     """
-    problems = check_foreign_state(state)
+    if "last_batch_iteration" not in state and "last_epoch" not in state:
+        return None
+    problems = state_problems(state)  # the one check: a count also given another way is not guessed between
     if problems:
         raise StateError(source, problems)
     if "last_batch_iteration" in state:
@@ -138,7 +161,19 @@ def state_problems(state: Any) -> list[Problem]:
     if not isinstance(state, Mapping):
         return [Problem("state", "a scheduler state dict (from scheduler.state_dict())", describe(state))]
     if state.get("type") != STATE_TYPE and ("last_batch_iteration" in state or "last_epoch" in state):
-        return check_foreign_state(state)
+        counts = [k for k in ("updates", "last_batch_iteration", "last_epoch") if k in state]
+        problems = check_foreign_state(state)
+        if not problems and len(counts) > 1 and len({repr(v) for v in _counts_of(state).values()}) > 1:
+            found = ", ".join(f"{k}={describe(state[k])}" for k in counts)
+            return [
+                Problem(
+                    "state",
+                    "one step count: a NoamLR state ('type': 'NoamLR', 'updates') or another scheduler's "
+                    "(DeepSpeed's 'last_batch_iteration' or torch's 'last_epoch')",
+                    f"{found} without 'type', which give different counts; which one holds is not guessed",
+                )
+            ]
+        return problems
     if state.get("type") != STATE_TYPE and "updates" not in state:
         keys = ", ".join(sorted(map(str, itertools.islice(state, 20))))
         return [

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from noam_plugin.checkpoint import CheckpointInfo, _read_deepspeed, read_latest, tag_folder, write_pointer
 from noam_plugin.errors import CheckpointError, shorten
-from noam_plugin.safe_io import UnpickledCodeError, inside, load_torch, regular_file, write_failure
+from noam_plugin.safe_io import MAX_LISTED, UnpickledCodeError, inside, load_torch, regular_file, write_failure
 
 MODEL_TAG = "pytorch_model"  # the DeepSpeed checkpoint tag Accelerate's save_state uses for the first model
 # Names DeepSpeed's ds_to_universal may torch.load (its globs and prefixes, in the tag folder and below).
@@ -190,6 +190,12 @@ def convert_universal(checkpoint_dir: str | os.PathLike, tag: str | None = None,
     target = os.path.join(checkpoint_dir, f"{tag}_universal")
     if os.path.islink(target) or (os.path.exists(target) and not os.path.isdir(target)):
         raise CheckpointError(f"{target}: exists and is not a folder; not replaced")
+    if os.path.isdir(target) and os.listdir(target) and not os.path.isdir(os.path.join(target, "zero")):
+        found = ", ".join(sorted(os.listdir(target))[:MAX_LISTED])  # not an earlier conversion: someone's files
+        raise CheckpointError(
+            f"{target}: exists and is not a universal checkpoint (no 'zero' folder; found: {shorten(found, 300)}); "
+            "not replaced: move it away, then convert again"
+        )
     work = tempfile.mkdtemp(dir=checkpoint_dir, prefix=f".{tag}_universal.tmp-")
     try:
         staged = os.path.join(work, f"{tag}_universal")
