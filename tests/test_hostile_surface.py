@@ -205,7 +205,7 @@ def test_subclasses_are_saved_as_plain_values():
     torch.save(sched.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    assert state["amendments"] == [{"at": 3, "scale": 0.5, "groups": ["emb"]}]
+    assert list(state["amendments"]) == [{"at": 3, "scale": 0.5, "groups": ["emb"]}]
     assert type(state["amendments"][0]["at"]) is int and type(state["groups"][0]["name"]) is str
     ref = reference_lr(5, warmup_num_steps=3, warmup_max_lr=1e-3)
     assert opt.param_groups[0]["lr"] == pytest.approx(ref * 0.25, rel=1e-15)
