@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noam_plugin.errors import CheckpointError, short_repr, shorten
+from noam_plugin.errors import CheckpointError, short_repr, shorten, visible
 from noam_plugin.names import SCHEDULER_NAME
 from noam_plugin.safe_io import (
     MAX_DCP_ENTRIES,
@@ -160,6 +160,18 @@ def read_latest(folder: str | os.PathLike, name: str = "latest") -> str | None:
     return tag
 
 
+def _shown(name: Any) -> str:
+    """A tag or path from a checkpoint as messages show it: quoted, escaped (newline, tab, U+202E), bounded."""
+    return "'" + visible(shorten(str(name), 300), ascii_only=True).replace("'", "\\'") + "'"
+
+
+def _processes(value: Any, key: str) -> tuple[int | None, str]:
+    """(a process count, where from) from a checkpoint's `key`; an int >= 1, else (None, a note on what it is)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**63:
+        return value, key
+    return None, f"{key} is {short_repr(value, 40)} ({type(value).__name__}), not a process count"
+
+
 def _count_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
 
@@ -222,16 +234,18 @@ def _read_deepspeed(tag_dir: Path, how: str) -> CheckpointInfo:
         skipped_steps=_count_or_none(data.get("skipped_steps")),
         source=str(main),
     )
-    dp = data.get("dp_world_size")
+    dp, dp_from = _processes(data.get("dp_world_size"), "dp_world_size") if "dp_world_size" in data else (None, "")
+    if dp is None and dp_from:
+        info.notes.append(dp_from)
     optim_files = sorted(tag_dir.glob("*zero_pp_rank_*_optim_states.pt"))
     if optim_files and not universal:
         info.processes, info.processes_from = len(optim_files), _count(len(optim_files), "ZeRO optimizer file")
-        if isinstance(dp, int) and len(optim_files) < dp:
+        if dp is not None and len(optim_files) < dp:
             raise CheckpointError(
                 f"{tag_dir}: partial DeepSpeed checkpoint: {len(optim_files)} of {dp} ZeRO optimizer files "
                 "(*_optim_states.pt); the save did not finish. Use an earlier tag."
             )
-    elif isinstance(dp, int):
+    elif dp is not None:
         info.processes, info.processes_from = dp, "dp_world_size"
     if universal:
         info.notes.append(
@@ -250,9 +264,9 @@ def _read_accelerate(folder: Path) -> CheckpointInfo:
     if tag is not None:  # Accelerate + DeepSpeed: the engine saved the scheduler in its own subfolder
         if not (folder / tag).is_dir():
             raise CheckpointError(
-                f"{folder}: 'latest' names '{tag}', but {folder / tag} does not exist: partial checkpoint"
+                f"{folder}: 'latest' names {_shown(tag)}, but {_shown(folder / tag)} does not exist: partial checkpoint"
             )
-        info = _read_deepspeed(folder / tag, f"DeepSpeed engine folder '{tag}'")
+        info = _read_deepspeed(folder / tag, f"DeepSpeed engine folder {_shown(tag)}")
         info.path, info.kind = folder, "Accelerate + " + info.kind
         if count[0] is not None:
             info.processes, info.processes_from = (
@@ -283,9 +297,9 @@ def _read_trainer(folder: Path) -> CheckpointInfo:
         tag = read_latest(folder)
         if tag is None or not (folder / tag).is_dir():
             raise CheckpointError(
-                f"{folder}: 'latest' names '{tag}', but {folder / tag} does not exist: partial checkpoint"
+                f"{folder}: 'latest' names {_shown(tag)}, but {_shown(folder / tag)} does not exist: partial checkpoint"
             )
-        info = _read_deepspeed(folder / tag, f"DeepSpeed engine folder '{tag}'")
+        info = _read_deepspeed(folder / tag, f"DeepSpeed engine folder {_shown(tag)}")
         info.path, info.kind = folder, "HF Trainer + " + info.kind
     elif not file.exists():
         found = shorten(", ".join(sorted(p.name for p in folder.iterdir())), 300)
@@ -296,10 +310,18 @@ def _read_trainer(folder: Path) -> CheckpointInfo:
     else:
         info = _read_torch_file(file)
         info.path, info.kind = folder, f"HF Trainer checkpoint ({info.kind})"
+        tag = read_latest(folder) if (folder / "latest").exists() else None
+        if tag is not None and (folder / tag).is_dir():  # the engine's copy too: one state, or none is guessed
+            engine = _read_deepspeed(folder / tag, "")
+            _one_state(
+                folder, [TRAINER_SCHEDULER, f"{_shown(tag)} (the DeepSpeed engine's)"], [info.state, engine.state]
+            )
     try:  # the Trainer's own count, shown next to NoamLR's
         import json
 
-        step = json.loads(read_bytes(folder / TRAINER_STATE, MAX_PICKLE_BYTES, "trainer_state.json")).get("global_step")
+        step = json.loads(read_bytes(_within(folder / TRAINER_STATE), MAX_PICKLE_BYTES, "trainer_state.json")).get(
+            "global_step"
+        )
     except (OSError, ValueError, AttributeError, UnsafeFileError):
         step = None
     if isinstance(step, int) and not isinstance(step, bool):
@@ -354,8 +376,11 @@ def _read_torch_file(file: Path) -> CheckpointInfo:
         key = keys[0]
         kind = f"torch.save file (scheduler state under '{key}')"
         info = CheckpointInfo(file, kind, data[key], source=f"{file} ['{key}']")
-        if isinstance(data.get("world_size"), int):
-            info.processes, info.processes_from = data["world_size"], "world_size in the file"
+        if "world_size" in data:
+            world, world_from = _processes(data["world_size"], "world_size in the file")
+            info.processes, info.processes_from = world, world_from if world is not None else ""
+            if world is None:
+                info.notes.append(world_from)
     elif isinstance(data, dict) and ("last_epoch" in data or "last_batch_iteration" in data):
         info = CheckpointInfo(file, "torch.save of a scheduler state", data, source=str(file))
     else:
@@ -668,9 +693,10 @@ def read_checkpoint(path: str | Path, _depth: int = 0) -> CheckpointInfo:
             others = [c.name for c in _newest_first([c for c in p.iterdir() if c.is_dir()])]
             hint = f" Checkpoints here: {', '.join(others)}." if others else ""
             raise CheckpointError(
-                f"{p}: '{pointer}' names '{tag}', but {p / tag} does not exist: partial or moved checkpoint.{hint}"
+                f"{p}: '{pointer}' names {_shown(tag)}, but {_shown(p / tag)} does not exist: partial or moved "
+                f"checkpoint.{hint}"
             )
-        return _read_deepspeed(p / tag, f"tag '{tag}' from '{pointer}'")
+        return _read_deepspeed(p / tag, f"tag {_shown(tag)} from '{pointer}'")
     if any(n.endswith("model_states.pt") or n.endswith("optim_states.pt") for n in names):
         return _read_deepspeed(p, "")
     if (p / "checkpoints").is_dir():  # a launch/train.py output folder

@@ -16,7 +16,7 @@ from noam_plugin.amendments import history_lines
 from noam_plugin.checkpoint import CheckpointError, read_checkpoint
 from noam_plugin.config import AUTO_KEYS, PARAMS_PREFIX, check_with_auto, load_config, read_scheduler_block
 from noam_plugin.errors import CheckpointError as _CheckpointError
-from noam_plugin.errors import ConfigError, Problem, StateError, shorten
+from noam_plugin.errors import ConfigError, Problem, StateError, shorten, visible
 from noam_plugin.examples import add_init_parser
 from noam_plugin.names import DEFAULT_COOLDOWN, SCHEDULER_NAME, UPDATES
 from noam_plugin.render import (
@@ -189,10 +189,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             validate_state(info.state, info.source or str(info.path))
         lines, status = checkpoint_report(info, config, args.config)
     except CheckpointError as error:
-        print(f"noam-plugin inspect: {error}", file=sys.stderr)
+        _say(f"noam-plugin inspect: {error}")
         return 1
     except StateError as error:
-        print(f"noam-plugin inspect: the scheduler state is malformed\n{error}", file=sys.stderr)
+        _say(f"noam-plugin inspect: the scheduler state is malformed\n{error}")
         return 1
     print("\n".join(lines))
     return status
@@ -521,9 +521,9 @@ def _main(argv: list[str] | None, prog: str | None = None) -> int:
     try:
         return args.handler(args)
     except ConfigError as err:
-        print(err, file=sys.stderr)
+        _say(str(err))
     except _CheckpointError as err:
-        print(f"noam-plugin {args.command}: {shorten(str(err), 2000)}", file=sys.stderr)
+        _say(f"noam-plugin {args.command}: {shorten(str(err), 2000)}")
     except BrokenPipeError:
         raise
     except OSError as err:
@@ -531,7 +531,13 @@ def _main(argv: list[str] | None, prog: str | None = None) -> int:
 
         err = write_failure(err, err.filename or ".") or err
         where = f"{shorten(str(err.filename), 300)}: " if err.filename else ""
-        print(f"noam-plugin: {where}{shorten(str(err.strerror or err), 300)}", file=sys.stderr)
+        _say(f"noam-plugin: {where}{shorten(str(err.strerror or err), 300)}")
     except (ValueError, RecursionError) as err:
-        print(f"noam-plugin: {shorten(str(err), 1000)}", file=sys.stderr)
+        _say(f"noam-plugin: {shorten(str(err), 1000)}")
     return 1
+
+
+def _say(message: str) -> None:
+    """An error message on stderr, each line with what a terminal hides or turns over (an escape sequence, U+202E
+    from a tag or a path) written as escapes: what differs is shown, not acted on."""
+    print("\n".join(visible(line) for line in message.split("\n")), file=sys.stderr)

@@ -365,7 +365,9 @@ def _same_selector(override: GroupOverride, selector: str | int) -> bool:
 
 def _group_names(param_groups: Sequence[Mapping[str, Any]]) -> str:
     shown = [
-        f"{i} {short_repr(g['name'])}" if "name" in g else f"{i} (no name)"
+        f"{i} {shorten(ascii(g['name']), 120) if isinstance(g['name'], str) else short_repr(g['name'])}"
+        if "name" in g
+        else f"{i} (no name)"
         for i, g in enumerate(itertools.islice(param_groups, MAX_NAMES_SHOWN))
     ]
     more = f", ... ({len(param_groups)} in all)" if len(param_groups) > MAX_NAMES_SHOWN else ""

@@ -512,7 +512,9 @@ def checkpoint_report(
         elif differing or group_diff:
             lines.append(f"config       {config_path}: {len(differing) + len(group_diff)} difference(s):")
             lines += [f"  {key}: checkpoint {info.params[key]!r}, config {now.get(key)!r}" for key in differing]
-            lines += group_diff
+            lines += group_diff[:MAX_LISTED] + (
+                [f"  ... and {len(group_diff) - MAX_LISTED} more"] if len(group_diff) > MAX_LISTED else []
+            )
             if config.allow_param_change:
                 try:
                     lr, why = lr_after_save(config, info.state)

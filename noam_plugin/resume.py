@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from noam_plugin.errors import ScheduleMismatchError, StateError
+from noam_plugin.errors import MAX_PROBLEMS, ScheduleMismatchError, StateError, shorten
 from noam_plugin.names import DEFAULT_COOLDOWN, SAMPLES, SCHEDULER_NAME, UPDATES
-from noam_plugin.schedule import CURVE_KEYS, GROUPS_KEY, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, saved_params
+from noam_plugin.schedule import CURVE_KEYS, GROUPS_KEY, HISTORY_KEY, SCHEDULE_KEYS, NoamConfig, plain, saved_params
 from noam_plugin.state import SOURCE, STATE_TYPE, adopt_foreign, state_problems
 
 
@@ -162,7 +162,13 @@ class ResumePlan:
     def problem_lines(self) -> list[str]:
         """What a resume refuses without allow_param_change, one line each (both values named)."""
         changes = self.changes + self.group_changes
-        return [f"{key}: checkpoint {old!r}, now {new!r}" for key, old, new in changes] + list(self.history)
+        lines = [
+            f"{key}: checkpoint {shorten(repr(old), 300)}, now {shorten(repr(new), 300)}" for key, old, new in changes
+        ]
+        lines += list(self.history)
+        if len(lines) > MAX_PROBLEMS:  # 1000 overrides that differ: the first ones, the rest counted
+            lines = lines[:MAX_PROBLEMS] + [f"... and {len(lines) - MAX_PROBLEMS} more differences"]
+        return lines
 
     def accept(self) -> list[str]:
         """Raise what the resume refuses (nothing changed yet); return the lines to log when it is applied."""
@@ -208,7 +214,7 @@ def plan_resume(
         updates, samples, note = adopt_foreign(state, samples_per_update)
         count = {UPDATES: updates, SAMPLES: samples}.get(unit)
         return ResumePlan(config, updates, samples, None, count, other_notes=(note,), foreign=True)
-    updates, samples, tokens = state["updates"], state.get("samples"), state.get("tokens")
+    updates, samples, tokens = (plain(state.get(k)) for k in ("updates", "samples", "tokens"))  # IntEnum: an int
     count = state.get(unit)
     saved = saved_params(state)
     differing, notes = resume_changes(saved, config, count)

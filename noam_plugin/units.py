@@ -45,7 +45,7 @@ class DataSeen:
                 "NoamLR samples_per_update: expected an int >= 1 (the global batch), "
                 f"found {type(value).__name__} {value!r}"
             )
-        self.samples_per_update = value
+        self.samples_per_update = int.__index__(value)  # an IntEnum as the int it is: the state stays plain
         self.samples_per_update_from = source
 
     def add_tokens(self, n: Any) -> bool:

@@ -435,3 +435,250 @@ def test_engine_resume_of_crafted_states_is_one_clear_error(saved, tmp_path):
         code, out = accelerate([tmp_path / f"{name}-out", crafted])
         assert code != 0 and piece in out, out[-3000:]
         assert "Error" in out
+
+
+# ----------------------------------------------------------------------------- class 12: messages show what differs
+
+
+def test_messages_show_what_differs(tmp_path):
+    """Class 12: a confusable or decomposed group name is escaped; groups="emb" is reported as the str it is; a
+    meta-device lr tensor and a lying float are one clear error or their real value."""
+    from noam_plugin.errors import OptimizerError
+
+    opt = two_groups(("emb", None))
+    with pytest.raises(ConfigError, match="groups: expected a list of overrides.*found str 'emb'"):
+        NoamLR(opt, **PEAK, groups="emb")
+    for name, shown in (("\u0435mb", "\\u0435mb"), ("e\u0301mb", "e\\u0301mb"), ("a\u202eb", "a\\u202eb")):
+        with pytest.raises(ConfigError) as err:
+            NoamLR(two_groups(("emb", None)), **PEAK, groups=[{"name": name, "lr_scale": 0.5}])
+        assert shown in str(err.value) and name not in str(err.value)
+    model = torch.nn.Linear(2, 2)
+    meta = torch.optim.SGD([{"params": [model.weight], "lr": torch.tensor(0.1, device="meta")}], lr=0.1)
+    with pytest.raises(OptimizerError, match="meta device"):
+        NoamLR(meta, **PEAK)
+
+
+def test_checkpoint_texts_are_escaped(tmp_path):
+    """Class 12: a `latest` tag with a tab, an escape or U+202E is printed escaped; world_size True or -3 in a
+    file is no process count."""
+    sched = NoamLR(two_groups(), **PEAK)
+    state = sched.state_dict()
+    for tag in ("a\tb", "x\x1b[31my", "r\u202eev"):
+        folder = tmp_path / f"ds{len(tag)}{ord(tag[1])}"
+        folder.mkdir()
+        (folder / "latest").write_text(tag)
+        code, out, err = cli("inspect", folder)
+        assert code == 1 and tag not in err and "does not exist" in err, err
+        assert "\x1b" not in err and "\u202e" not in err and "\t" not in err
+    for world in (True, -3):
+        torch.save({"scheduler": state, "world_size": world}, tmp_path / "w.pt")
+        code, out, err = cli("inspect", tmp_path / "w.pt")
+        assert code == 0, err
+        assert "not a process count" in out and f"processes    {world} " not in out, out
+
+
+# ----------------------------------------------------------------------------- class 8: commands at the bounds
+
+
+def test_commands_on_a_state_at_the_bounds(tmp_path):
+    """Class 8: inspect, cooldown and amend on a saved state with MAX_GROUPS overrides answer within seconds,
+    and a resume that differs in every override is an error of bounded size."""
+    from noam_plugin.errors import ScheduleMismatchError
+    from noam_plugin.safe_io import MAX_GROUPS
+
+    groups = [{"index": i, "lr_scale": 1 + i / MAX_GROUPS, "warmup_num_steps": 2 + i % 7} for i in range(MAX_GROUPS)]
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD([{"params": [model.weight]}] + [{"params": []} for _ in range(MAX_GROUPS - 1)], lr=0.1)
+    sched = NoamLR(opt, **PEAK, groups=groups)
+    for _ in range(10):
+        opt.step()
+    torch.save(sched.state_dict(), tmp_path / "s.pt")
+    for command in (["inspect"], ["cooldown", "--over", "5"], ["amend", "--scale", "0.5"]):
+        start = time.monotonic()
+        code, out, err = cli(command[0], tmp_path / "s.pt", *command[1:])
+        assert code == 0, err[-2000:]
+        assert time.monotonic() - start < 60, command
+        assert max(map(len, out.splitlines())) < 20_000
+    fresh = torch.optim.SGD([{"params": [model.weight]}] + [{"params": []} for _ in range(MAX_GROUPS - 1)], lr=0.1)
+    other = NoamLR(fresh, **PEAK, groups=[{**g, "lr_scale": 3.0} for g in groups])
+    with pytest.raises(ScheduleMismatchError) as err:
+        other.load_state_dict(sched.state_dict())
+    assert len(str(err.value)) < 20_000 and "more differences" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- class 13: probes of our own
+
+from test_hostile import copy_checkpoint  # noqa: E402
+from test_hostile import zero2 as zero2  # noqa: E402, F401 - the fixture: a real one-process ZeRO-2 checkpoint
+
+DS_LOAD = """
+import sys, torch, deepspeed
+import noam_plugin  # noqa: F401
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 4)
+config = {"train_batch_size": 2, "zero_optimization": {"stage": 2},
+          "scheduler": {"type": "NoamLR", "params": {"warmup_num_steps": 10, "d_model": 16}}}
+optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+engine.load_checkpoint(sys.argv[1])
+print("loaded at", engine.lr_scheduler.last_epoch)
+"""
+
+
+def deepspeed_env():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    return {**ENV, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+
+
+def test_deepspeed_resume_of_crafted_states_is_one_clear_error(zero2, tmp_path):
+    """Class 13: engine.load_checkpoint of a real ZeRO-2 folder whose lr_scheduler state was crafted stops with one
+    error naming the key; the untouched copy loads at update 3."""
+    from procs import run
+
+    good = copy_checkpoint(zero2, tmp_path / "good")
+    code, out = run([sys.executable, "-c", DS_LOAD, good], env=deepspeed_env(), timeout=240)
+    assert code == 0 and "loaded at 3" in out, out[-3000:]
+    for name, change, piece in [
+        ("scale", {"groups": ({"index": 0, "lr_scale": 1e-320},)}, "groups[0].lr_scale"),
+        ("mixed", {"type": None, "last_epoch": 8}, "not guessed"),
+        (
+            "rewarms",
+            {"amendments": ({"at": 1, "rewarm_num_steps": 2}, {"at": 1, "rewarm_num_steps": 3})},
+            "amendments[1]",
+        ),
+    ]:
+        crafted = copy_checkpoint(zero2, tmp_path / name)
+        file = crafted / "global_step3" / "mp_rank_00_model_states.pt"
+        data = torch.load(file, weights_only=False)  # a file this test's own DeepSpeed run wrote
+        data["lr_scheduler"] = {**data["lr_scheduler"], **change}
+        torch.save(data, file)
+        code, out = run([sys.executable, "-c", DS_LOAD, crafted], env=deepspeed_env(), timeout=240)
+        assert code != 0 and piece in out and "loaded at" not in out, (name, out[-3000:])
+        code, text, err = cli("inspect", crafted)
+        assert code == 1 and piece in err and "Traceback" not in err, (name, text, err)
+
+
+def test_deepspeed_folders_symlinks_and_a_foreign_universal_folder(zero2, tmp_path):
+    """Classes 7 and 11 on a real ZeRO-2 checkpoint: its model-states file a symlink to another run's is refused;
+    convert-universal does not replace a TAG_universal folder that holds someone's files."""
+    other = copy_checkpoint(zero2, tmp_path / "other")
+    evil = copy_checkpoint(zero2, tmp_path / "evil")
+    states = evil / "global_step3" / "mp_rank_00_model_states.pt"
+    states.unlink()
+    states.symlink_to(other / "global_step3" / "mp_rank_00_model_states.pt")
+    code, out, err = cli("inspect", evil)
+    assert code == 1 and "a symlink leading out of the checkpoint folder" in err, (out, err)
+    taken = copy_checkpoint(zero2, tmp_path / "taken")
+    (taken / "global_step3_universal").mkdir()
+    (taken / "global_step3_universal" / "notes.txt").write_text("mine")
+    code, out, err = cli("convert-universal", taken, timeout=300)
+    assert code == 1 and "not a universal checkpoint" in err and "notes.txt" in err, (out, err)
+    assert (taken / "global_step3_universal" / "notes.txt").read_text() == "mine"
+
+
+def test_to_universal_killed_midway_leaves_no_out_and_a_rerun_works(zero2, tmp_path):
+    """Class 13: SIGKILL inside DeepSpeed's converter during to-universal leaves SAVED as it was and no OUT (only a
+    hidden temporary); a rerun writes OUT whole."""
+    import signal
+
+    from test_universal import saved_state
+
+    saved = saved_state(zero2, tmp_path / "saved")
+    before = {p.relative_to(saved): p.read_bytes() for p in saved.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    command = [sys.executable, "-u", "-m", "noam_plugin", "to-universal", str(saved), str(out)]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True
+    )
+    seen = ""
+    for line in proc.stdout:
+        seen += line
+        if "Extracting ZeRO fragments" in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, seen[-3000:]
+    assert not out.exists()
+    assert {p.relative_to(saved): p.read_bytes() for p in saved.rglob("*") if p.is_file()} == before
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
+    assert again.returncode == 0, again.stderr[-3000:]
+    code, text, err = cli("inspect", out)
+    assert code == 0 and "k            3 optimizer updates applied" in text, (text, err)
+
+
+def test_dcp_folders_after_the_new_checks(tmp_path):
+    """Class 13: a real torch.distributed.checkpoint save with a crafted NoamLR state nested two levels down is
+    refused naming the file and the key; two different states are not guessed between; .metadata a symlink out
+    is refused."""
+    import shutil
+
+    import torch.distributed.checkpoint as dcp
+
+    sched = NoamLR(two_groups(), **PEAK)
+    state = sched.state_dict()
+    cases = {
+        "scale": ({"app": {"sched": {**state, "groups": ({"index": 0, "lr_scale": 1e-320},)}}}, "groups[0].lr_scale"),
+        "two": ({"a": {"sched": state}, "b": {"sched": {**state, "updates": 9}}}, "2 different scheduler states"),
+    }
+    for name, (content, piece) in cases.items():
+        dcp.save(content, checkpoint_id=str(tmp_path / name), no_dist=True)
+        code, out, err = cli("inspect", tmp_path / name)
+        assert code == 1 and piece in err and "Traceback" not in err, (name, out, err)
+    dcp.save({"app": {"sched": state}}, checkpoint_id=str(tmp_path / "good"), no_dist=True)
+    code, out, err = cli("inspect", tmp_path / "good")
+    assert code == 0, err
+    evil = tmp_path / "evil"
+    shutil.copytree(tmp_path / "good", evil)
+    (evil / ".metadata").unlink()
+    (evil / ".metadata").symlink_to(tmp_path / "two" / ".metadata")
+    code, out, err = cli("inspect", evil)
+    assert code == 1 and "a symlink leading out of the checkpoint folder" in err, (out, err)
+
+
+# ----------------------------------------------------------------------------- found by the second round
+
+
+def test_second_round_findings(tmp_path):
+    """The fresh cases that found defects: a loaded IntEnum `updates` and an IntEnum global batch stay plain in
+    the state (class 9); an HF Trainer folder's trainer_state.json as a symlink out is not read (class 7), and its
+    scheduler.pt and the engine's copy that differ are not guessed between (class 11)."""
+    import shutil
+
+    class Count(enum.IntEnum):
+        THREE = 3
+        EIGHT = 8
+
+    sched = NoamLR(two_groups(), warmup_num_steps=80, warmup_max_lr=1e-3, warmup_unit="samples")
+    sched.samples_per_update = Count.EIGHT
+    state = sched.state_dict()
+    state["updates"] = Count.THREE
+    state["samples"] = 24
+    sched.load_state_dict(state)
+    buffer = io.BytesIO()
+    torch.save(sched.state_dict(), buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=True)
+    assert type(again["updates"]) is int and type(again["samples_per_update"]) is int
+
+    plain = NoamLR(two_groups(), **PEAK)
+    torch.save(plain.state_dict(), tmp_path / "s.pt")
+    folder = tmp_path / "checkpoint-0"
+    folder.mkdir()
+    shutil.copy(tmp_path / "s.pt", folder / "scheduler.pt")
+    (tmp_path / "outside.json").write_text('{"global_step": 999}')
+    (folder / "trainer_state.json").symlink_to(tmp_path / "outside.json")
+    code, out, err = cli("inspect", folder)
+    assert code == 1 and "999" not in out and "a symlink leading out" in err, (out, err)
+    (folder / "trainer_state.json").unlink()
+    (folder / "trainer_state.json").write_text('{"global_step": 0}')
+    (folder / "global_step0").mkdir()
+    torch.save(
+        {"lr_scheduler": {**plain.state_dict(), "updates": 77}}, folder / "global_step0" / "mp_rank_00_model_states.pt"
+    )
+    (folder / "latest").write_text("global_step0")
+    code, out, err = cli("inspect", folder)
+    assert code == 1 and "2 different scheduler states" in err and "updates 77" in err, (out, err)
