@@ -244,9 +244,13 @@ def group_amendments(
     for i, a in enumerate(amendments):
         for j, sel in enumerate(a.groups or ()):
             if sel not in names and not (_is_int(sel) and sel < len(param_groups)):
-                shown = ", ".join(f"{g} {n!r}" if n is not None else f"{g} (no name)" for g, n in enumerate(names))
+                shown = ", ".join(
+                    f"{g} {shorten(ascii(n), 120)}" if n is not None else f"{g} (no name)"
+                    for g, n in enumerate(names[:MAX_LISTED])
+                ) + (", ..." if len(names) > MAX_LISTED else "")
                 expected = f"a name or index of one of the optimizer's {len(names)} param groups ({shown})"
-                problems.append(Problem(f"amendments[{i}].groups[{j}]", expected, f"{sel!r}: no such group"))
+                found = f"{shorten(ascii(sel), 120) if isinstance(sel, str) else sel}: no such group"
+                problems.append(Problem(f"amendments[{i}].groups[{j}]", expected, found))
     if problems:
         raise ConfigError(source, problems)
     return [tuple(a for a in amendments if a.applies_to(name, g)) for g, name in enumerate(names)]

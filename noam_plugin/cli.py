@@ -169,7 +169,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{k:>10}  {lr:>11.4e}  {100 * lr / config.peak_lr:>7.1f}%")
     print()
     title = f"{Path(block.file).name}: NoamLR\n{params_text(config)}"
-    if config.groups:  # one picture and one PNG with every group's curve
+    if config.groups or any(a.groups is not None for a in config.amendments):  # a curve per kind of group
         show_groups(config, axis, positions, steps, (args.plot, title) if args.plot else None)
         return 0
     print("\n".join(ascii_curve(axis, steps)))
@@ -242,7 +242,7 @@ def cmd_cooldown(args: argparse.Namespace) -> int:
     axis = Axis(config, unit)
     end = count + args.over
     after = end + max(1, args.over // 10)
-    if config.groups:  # one column, one letter and one PNG line per group
+    if config.groups or any(a.groups is not None for a in config.amendments):  # a column, letter, PNG line each
         title = f"{Path(args.checkpoint_dir).name}: NoamLR + {args.type} cooldown, per group"
         print()
         positions = sorted({count, count + 1, count + (args.over + 1) // 2, end, end + 1})
@@ -518,6 +518,8 @@ def _output_closed() -> int:
 
 def _main(argv: list[str] | None, prog: str | None = None) -> int:
     args = build_parser(prog or "noam-plugin").parse_args(argv)
+    _GIVEN[:] = [v for value in vars(args).values() for v in (value if isinstance(value, list) else [value])]
+    _GIVEN[:] = sorted((v for v in _GIVEN if isinstance(v, str)), key=len, reverse=True)
     try:
         return args.handler(args)
     except ConfigError as err:
@@ -537,7 +539,14 @@ def _main(argv: list[str] | None, prog: str | None = None) -> int:
     return 1
 
 
+_GIVEN: list[str] = []  # the paths and names on this command line (a newline in one is no line break)
+
+
 def _say(message: str) -> None:
     """An error message on stderr, each line with what a terminal hides or turns over (an escape sequence, U+202E
-    from a tag or a path) written as escapes: what differs is shown, not acted on."""
+    from a tag or a path) written as escapes, and a path given on the command line escaped whole (a newline in it
+    would pass for the end of the message): what differs is shown, not acted on."""
+    for given in _GIVEN:
+        if visible(given) != given:
+            message = message.replace(given, visible(given))
     print("\n".join(visible(line) for line in message.split("\n")), file=sys.stderr)

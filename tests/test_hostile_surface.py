@@ -682,3 +682,36 @@ def test_second_round_findings(tmp_path):
     (folder / "latest").write_text("global_step0")
     code, out, err = cli("inspect", folder)
     assert code == 1 and "2 different scheduler states" in err and "updates 77" in err, (out, err)
+
+
+def test_third_round_findings(tmp_path):
+    """Fresh cases, third round: `show` draws the curve of a group that only an amendment names (class 2), with
+    the lrs NoamLR writes; an optimizer's confusable group name is listed escaped (class 12); a checkpoint path
+    with a newline and an escape sequence is printed escaped on one line (class 12)."""
+    body = "warmup_num_steps: 10\nwarmup_max_lr: 1.0e-3\n"
+    body += "amendments: [{at: 12, total_num_steps: 30, cooldown_num_steps: 10, groups: [b]}]"
+    code, out, err = cli("show", config_file(tmp_path, body), "--at", "25")
+    assert code == 0, err
+    rows = [ln.split() for ln in out.splitlines() if ln.split()[:1] == ["25"] and "%" not in ln]
+    row = rows[-1]  # the per-group table: the main curve, then the group 'b'
+    assert "name 'b'" in out
+    opt = two_groups((None, "b"))
+    sched = NoamLR(
+        opt,
+        warmup_num_steps=10,
+        warmup_max_lr=1e-3,
+        amendments=[{"at": 12, "total_num_steps": 30, "cooldown_num_steps": 10, "groups": ["b"]}],
+    )
+    for _ in range(24):
+        opt.step()
+    assert sched.last_epoch == 24
+    assert float(row[1]) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-4)
+    assert float(row[2]) == pytest.approx(opt.param_groups[1]["lr"], rel=1e-4)
+    assert float(row[1]) == pytest.approx(reference_lr(25, warmup_num_steps=10, warmup_max_lr=1e-3), rel=1e-4)
+    with pytest.raises(ConfigError) as err:
+        NoamLR(two_groups(("\u0430", None)), **PEAK, amendments=[{"at": 1, "scale": 0.5, "groups": ["a"]}])
+    assert "0 '\\u0430'" in str(err.value)
+    folder = tmp_path / "a\nb\x1b[2J"
+    folder.mkdir()
+    code, out, err = cli("inspect", folder)
+    assert code == 1 and "\x1b" not in err and err.count("\n") == 1 and "a\\x0ab" in err, repr(err)
