@@ -67,7 +67,43 @@ FIGURES: dict[str, dict] = {
         "params": {"warmup_num_steps": 8, "warmup_max_lr": 1e-3},
         "steps": 40,
     },
+    "batch_ramp.png": {  # docs/batch-ramps.md: a global batch of 8 -> 16 -> 32, as in test_batch_ramps.py
+        "kind": "ramp",
+        "params": {
+            "warmup_unit": "samples",
+            "warmup_max_lr": 0.01,
+            "warmup_num_steps": 128,
+            "total_num_steps": 448,
+            "cooldown_num_steps": 192,
+            "cooldown_min_lr": 0.001,
+        },
+        "ramp": [[0, 8], [64, 16], [192, 32]],
+        "updates": 26,
+        "steps": 512,
+    },
 }
+
+
+def ramp_lrs(params: dict, ramp: list, updates: int) -> tuple[list[int], list[float]]:
+    """(samples seen after each update, the lr it ran at) of a real NoamLR whose global batch follows `ramp`
+    ([from samples seen, global batch], ...), set before each update as docs/batch-ramps.md says."""
+    import torch
+
+    from noam_plugin import NoamLR
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = NoamLR(optimizer, **params)
+    used: list[float] = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
+    seen = []
+    for _ in range(updates):
+        scheduler.samples_per_update = [batch for start, batch in ramp if start <= scheduler.samples][-1]
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        seen.append(scheduler.samples)
+    return seen, used
 
 
 def measured_lrs(scheduler_for, updates: int, lr: float) -> list[float]:
@@ -140,6 +176,24 @@ def draw(name: str, figure: dict, out: Path) -> None:
         plot_curve(
             axis, steps, title, str(out), others=[(label, range(1, steps + 1), hf_inverse_sqrt_lrs(params, steps))]
         )
+    elif kind == "ramp":
+        params, ramp, updates = figure["params"], figure["ramp"], figure["updates"]
+        xs, ys = ramp_lrs(params, ramp, updates)
+        if ys != [config.lr(x) for x in xs]:
+            raise AssertionError(f"{name}: NoamLR measured off its own formula")
+        # the same warmup counted in updates (128 samples = 16 updates at the first batch of 8) under the same ramp
+        first = ramp[0][1]
+        in_updates = {k: v for k, v in params.items() if k != "warmup_unit"}
+        in_updates = {k: v // first if k.endswith("_steps") else v for k, v in in_updates.items()}
+        xs_u, ys_u = ramp_lrs({**in_updates, "warmup_unit": "updates"}, ramp, updates)
+        sizes = " -> ".join(str(batch) for _, batch in ramp)
+        title = f"a global batch of {sizes} samples per update, warmup and cooldown in samples\n{params_text(config)}"
+        marks = [(start, f"global batch {batch} from {start} samples") for start, batch in ramp[1:]]
+        others = [
+            ("measured: NoamLR, warmup_unit samples (each dot an update)", xs, ys),
+            (f"measured: the same schedule in updates (/{first}), same ramp", xs_u, ys_u),
+        ]
+        plot_curve(axis, steps, title, str(out), marks=marks, others=others)
     else:
         raise ValueError(f"{name}: unknown kind {kind!r}")
 
