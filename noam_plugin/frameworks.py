@@ -424,9 +424,9 @@ def refusal(first: str | None = None) -> str:
     ranges = " ".join(f'"{by_package[p].distribution}{by_package[p].specifier()}"' for p in packages if p in by_package)
     its = "its" if them == "it" else "their"
     text = (
-        f"noam-plugin refuses {'; '.join(REFUSED[p] for p in packages)}. Its count of applied updates is not proven "
-        f"there, so every route into {' and '.join(names)} refuses NoamLR (declared in {its} config or passed to "
-        f"{them} as an object); NoamLR on plain torch, and {them} without NoamLR, still work."
+        f"noam-plugin refuses {'; '.join(REFUSED[p] for p in packages)}. NoamLR's count of applied updates is not "
+        f"proven there, so every route into {' and '.join(names)} refuses NoamLR (declared in {its} config or passed "
+        f"to {them} as an object); NoamLR on plain torch, and {' and '.join(names)} without NoamLR, still work."
     )
     if windows:
         text += (
@@ -521,9 +521,9 @@ def _run_untested(framework: Framework, version: str, why: str = "") -> None:
     )
     warnings.warn(
         f"noam-plugin: {framework.distribution} {version} is outside the versions it is tested with "
-        f"({framework.window()}{'; ' + why if why else ''}). It runs, with NoamLR's count cross-checked against the "
-        "framework's own at every update, so a drift raises at once (DeepSpeed: global_steps - skipped_steps; the "
-        f"HF Trainer: global_step). {last}",
+        f"({framework.window()}{'; ' + why if why else ''}). It runs, and NoamLR's count is cross-checked at every "
+        "update wherever a framework keeps its own (DeepSpeed's global_steps - skipped_steps, the HF Trainer's "
+        f"global_step), so a drift raises at once. {last}",
         stacklevel=4,
     )
 
