@@ -62,6 +62,7 @@ def _trainer(tmp_path, noam_state=None, **extra):
     return tiny_trainer(tmp_path, PEAK, noam_state, max_steps=4, **extra)
 
 
+@pytest.mark.window  # the Trainer without DeepSpeed on both ends of the window
 def test_trainer_normal_run_with_saves_passes(tmp_path):
     trainer = _trainer(tmp_path, save_strategy="steps", save_steps=2)
     trainer.train()

@@ -156,7 +156,6 @@ def test_deepspeed_zero2_auto_in_samples_is_update_counts_times_the_global_batch
     assert "warmup_num_steps 3 updates x 8 = 24; total_num_steps 8 updates x 8 = 64 samples" in log
 
 
-@pytest.mark.window
 def test_no_deepspeed_ddp_samples_learns_global_batch_kill_and_resume(tmp_path):
     """DDP: Trainer(optimizers=(AdamW, NoamLR)), warmup in samples: 2 processes x batch 2 x accumulation 2 = 8."""
     params = {"warmup_num_steps": 24, "warmup_max_lr": 0.01, "warmup_unit": "samples"}
