@@ -63,6 +63,7 @@ class CheckpointInfo:
     notes: list[str] = field(default_factory=list)
     source: str = ""  # the file the scheduler state was read from
     group_names: list[Any] | None = None  # the optimizer's param groups' `name` keys, where the checkpoint keeps them
+    sources: list[Any] | None = None  # no scheduler state: what proves the count (rebuild.Source); None: not read
 
     @property
     def is_noam(self) -> bool:
@@ -83,8 +84,15 @@ class CheckpointInfo:
             adopted = foreign_updates(s, self.source or str(self.path))
             if adopted is not None:
                 return adopted
-        if s is None and self.global_steps is not None:
-            return self.global_steps - (self.skipped_steps or 0), "global_steps - skipped_steps"
+        if s is None and self.sources is not None:  # the decision a resume takes (noam_plugin/rebuild.py)
+            from noam_plugin.errors import NoamPluginError
+            from noam_plugin.rebuild import decide
+
+            try:
+                count, line = decide(self.sources, str(self.path))
+            except NoamPluginError as error:
+                return None, str(error)
+            return count, line.split("; ", 1)[1].split(": continuing", 1)[0]
         return None, ""
 
 
@@ -253,7 +261,29 @@ def _read_deepspeed(tag_dir: Path, how: str) -> CheckpointInfo:
         )
     if "lr_scheduler" not in data:
         info.notes.append(f"{main.name} has no 'lr_scheduler' entry")
+    if info.state is None:
+        info.sources = [_deepspeed_source(data, main)]
     return info
+
+
+def _deepspeed_source(data: dict, main: Path) -> Any:
+    """What load_checkpoint rebuilds the count from without a scheduler state: global_steps - skipped_steps."""
+    from noam_plugin.rebuild import Source
+
+    steps, skipped = data.get("global_steps"), data.get("skipped_steps", 0)
+    name = "DeepSpeed's global_steps - skipped_steps"
+    if _count_or_none(steps) is None or _count_or_none(skipped) is None or skipped > steps:
+        return Source(name, None, f"global_steps {short_repr(steps)}, skipped_steps {short_repr(skipped)} in {main}")
+    return Source(name, steps - skipped, f"global_steps {steps} - skipped_steps {skipped} in {main}")
+
+
+def _optimizer_file_source(file: Path) -> Any:
+    """The per-parameter step of a saved optimizer.state_dict() (tensors mapped from disk, not read whole)."""
+    from noam_plugin.rebuild import saved_optimizer_source
+
+    if not file.is_file():
+        return None
+    return saved_optimizer_source(_load(file), str(file))
 
 
 def _read_accelerate(folder: Path) -> CheckpointInfo:
@@ -274,12 +304,11 @@ def _read_accelerate(folder: Path) -> CheckpointInfo:
                 count[1] + (f", {info.processes_from}" if info.processes_from else ""),
             )
         return info
-    if not schedulers:
-        found = shorten(", ".join(sorted(p.name for p in folder.iterdir())), 300)
-        raise CheckpointError(
-            f"{folder}: Accelerate checkpoint without scheduler state (found: {found}). It was saved without a "
-            "scheduler passed to accelerator.prepare(); NoamLR cannot tell from it how many updates were applied."
-        )
+    if not schedulers:  # the scheduler was left out of accelerator.prepare(): the optimizer's state may prove k
+        info = CheckpointInfo(folder, "Accelerate save_state (no scheduler state)", None, *count)
+        info.sources = [s for s in (_optimizer_file_source(p) for p in sorted(folder.glob("optimizer*.bin"))) if s]
+        info.notes.append("saved without a scheduler passed to accelerator.prepare()")
+        return info
     states = [_load(file) for file in schedulers[: MAX_LISTED + 1]]
     _one_state(folder, [file.name for file in schedulers], states)
     info = CheckpointInfo(folder, "Accelerate save_state", states[0], *count, source=str(schedulers[0]))
@@ -301,12 +330,10 @@ def _read_trainer(folder: Path) -> CheckpointInfo:
             )
         info = _read_deepspeed(folder / tag, f"DeepSpeed engine folder {_shown(tag)}")
         info.path, info.kind = folder, "HF Trainer + " + info.kind
-    elif not file.exists():
-        found = shorten(", ".join(sorted(p.name for p in folder.iterdir())), 300)
-        raise CheckpointError(
-            f"{folder}: HF Trainer checkpoint without {TRAINER_SCHEDULER} (found: {found}); it was saved without "
-            "the scheduler (save_only_model=True?). Inspect a checkpoint saved with it."
-        )
+    elif not file.exists():  # the Trainer's global_step and the optimizer's state may prove k
+        info = CheckpointInfo(folder, f"HF Trainer checkpoint (no {TRAINER_SCHEDULER})", None)
+        optimizer = _optimizer_file_source(folder / "optimizer.pt")
+        info.sources = [optimizer] if optimizer is not None else []
     else:
         info = _read_torch_file(file)
         info.path, info.kind = folder, f"HF Trainer checkpoint ({info.kind})"
@@ -326,6 +353,17 @@ def _read_trainer(folder: Path) -> CheckpointInfo:
         step = None
     if isinstance(step, int) and not isinstance(step, bool):
         info.notes.append(f"{TRAINER_STATE}: global_step {step}")
+    if info.state is None and not (folder / "latest").exists():
+        from noam_plugin.rebuild import Source
+
+        ok = isinstance(step, int) and not isinstance(step, bool) and step >= 0
+        info.sources = info.sources or []
+        info.sources.insert(
+            0,
+            Source(
+                "the Trainer's global_step", step if ok else None, f"{short_repr(step)} in {folder / TRAINER_STATE}"
+            ),
+        )
     return info
 
 
@@ -383,10 +421,21 @@ def _read_torch_file(file: Path) -> CheckpointInfo:
                 info.notes.append(world_from)
     elif isinstance(data, dict) and ("last_epoch" in data or "last_batch_iteration" in data):
         info = CheckpointInfo(file, "torch.save of a scheduler state", data, source=str(file))
+    elif isinstance(data, dict) and isinstance(data.get(_optimizer_key(data)), dict):  # model + optimizer only
+        from noam_plugin.rebuild import saved_optimizer_source
+
+        key = _optimizer_key(data)
+        info = CheckpointInfo(file, f"torch.save file (no scheduler state; optimizer state under '{key}')", None)
+        found = saved_optimizer_source(data[key], f"{file} ['{key}']")
+        info.sources = [found] if found is not None else []
     else:
         keys = shorten(str(sorted(map(str, data))), 300) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{file}: no scheduler state in this file (found: {keys})")
     return info
+
+
+def _optimizer_key(data: dict) -> str | None:
+    return next((k for k in ("optimizer", "optim", "optimizer_state_dict") if k in data), None)
 
 
 # DCP's `.metadata` is a pickle of these dataclasses (and torch.Size, dtypes, a path): nothing else is built.

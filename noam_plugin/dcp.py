@@ -11,7 +11,8 @@ must still see whole to decide the resume as the torch route does (docs/CONTRACT
 
 `NoamLoadPlanner` swaps, for each NoamLR state in the template, the template's keys for exactly the keys the
 checkpoint holds under the same name, so `NoamLR.load_state_dict` gets what was saved (and refuses or adopts
-as it would from a `torch.save` file). Nothing saved under that name is one error naming it. Usage (docs/fsdp.md):
+as it would from a `torch.save` file). Nothing saved under that name gives it an empty state: no scheduler state,
+whose count the optimizer's loaded state proves, or one error (noam_plugin/rebuild.py). Usage (docs/fsdp.md):
 
     dcp.load({"app": app}, checkpoint_id=path, planner=NoamLoadPlanner())
 
@@ -38,7 +39,8 @@ def _container(root: dict, path: tuple) -> Any:
 
 
 class NoamLoadPlanner(DefaultLoadPlanner):
-    """DCP's default load planner, except that every NoamLR state in the template is read as it was saved."""
+    """DCP's default load planner, except that every NoamLR state in the template is read as it was saved (nothing
+    saved: an empty dict)."""
 
     def set_up_planner(self, state_dict: Any, metadata: Any = None, is_coordinator: bool = False) -> None:
         super().set_up_planner(state_dict, metadata, is_coordinator)
@@ -56,11 +58,6 @@ class NoamLoadPlanner(DefaultLoadPlanner):
                 continue  # the same layout: DCP's own plan reads it whole
             name = prefix[:-1]
             where = getattr(getattr(metadata, "storage_meta", None), "checkpoint_id", None) or "the DCP checkpoint"
-            if not theirs:
-                raise CheckpointError(
-                    f"{where}: no scheduler state under '{name}' (the template's NoamLR state). Save "
-                    "scheduler.state_dict() under the key you load it from, or resume from a checkpoint that has one."
-                )
             tensors = [key for key in theirs if not isinstance(saved[key], BytesStorageMetadata)]
             if tensors:
                 raise CheckpointError(

@@ -449,7 +449,7 @@ def checkpoint_report(
     else:
         lines.append(f"schedule     {_foreign_text(info.state)}")
         if k is None:
-            lines.append("k            unknown: NoamLR cannot tell how many updates were applied")
+            lines.append(f"k            unknown: {how or 'NoamLR cannot tell how many updates were applied'}")
         else:
             lines.append(f"k            NoamLR adopts {k} when it loads this checkpoint ({how}){steps}")
             if config is not None and config.warmup_unit == SAMPLES:

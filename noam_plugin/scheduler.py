@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from noam_plugin._dist import log_rank0, world_size
 from noam_plugin.counter import (
+    COUNTER,
     OWNER,
     UpdateCounter,
     install_guards,
@@ -20,7 +21,7 @@ from noam_plugin.counter import (
     scheduler_of,  # noqa: F401 - kept importable from here
     unwrap_optimizer,
 )
-from noam_plugin.errors import CountWriteError, GroupLrError
+from noam_plugin.errors import CountWriteError, GroupLrError, NoamPluginError
 from noam_plugin.errors import ScheduleMismatchError as ScheduleMismatchError  # kept importable here
 from noam_plugin.errors import SecondSchedulerError as SecondSchedulerError  # kept importable here
 from noam_plugin.frameworks import check_routes
@@ -34,6 +35,24 @@ from noam_plugin.units import DataSeen
 _OWNER = OWNER  # kept importable from here
 WATCHED_GROUPS = 8  # groups whose first parameter step() watches between updates (a cheap sample)
 REPLACED_AFTER = 3  # step() calls that found the parameters trained by another optimizer before NoamLR says so
+_WATCHED = "_noam_plugin_watches_loads"  # on an optimizer: its load_state_dict post-hook is registered
+
+
+def _loaded(optimizer: Any) -> None:
+    """optimizer.load_state_dict's post-hook: tell the optimizer's NoamLR (module-level: copies keep it working)."""
+    owner = scheduler_of(optimizer)
+    if owner is not None and hasattr(owner, "_optimizer_restored"):
+        owner._optimizer_restored(optimizer)
+
+
+def watch_loads(optimizer: Any) -> None:
+    """Hook optimizer.load_state_dict once per optimizer (a resume that may not load the scheduler's state)."""
+    register = getattr(optimizer, "register_load_state_dict_post_hook", None)
+    if register is not None and not optimizer.__dict__.get(_WATCHED):
+        register(_loaded)
+        optimizer.__dict__[_WATCHED] = True
+
+
 install_guards()
 
 
@@ -114,6 +133,9 @@ class NoamLR(LRScheduler):
         inner = unwrap_optimizer(optimizer)
         refuse_second_scheduler(inner, self)
         refuse_earlier_schedulers(inner, self)
+        self._state_loaded = False  # a scheduler state was loaded: the optimizer's state proves nothing more
+        self._pending_rebuild: str | BaseException | None = None  # said (or raised) before the first update
+        scheduled_before = COUNTER in inner.__dict__  # another NoamLR had it: its state is not a resume
         self.counter = UpdateCounter(inner)
         self.counter.attach(self, optimizer)  # checks the groups' lr types before torch touches them
         try:
@@ -129,6 +151,9 @@ class NoamLR(LRScheduler):
             if samples_per_update is not None:
                 self.set_samples_per_update(samples_per_update, "samples_per_update=")
             self._apply_lr()  # lr(1) before the first update
+            watch_loads(inner)
+            if not scheduled_before:  # built on an optimizer whose state was loaded: a resume (noam_plugin/rebuild.py)
+                self._optimizer_restored(inner)
         except BaseException:  # a NoamLR that was never built leaves nothing on the optimizer
             self.counter.detach()
             if scheduler_of(inner) is self:
@@ -321,6 +346,10 @@ class NoamLR(LRScheduler):
         Collective when tokens are counted: every rank must call it. Calls until the
         update has been applied (or dropped) change nothing.
         """
+        if self._pending_rebuild is not None:
+            self._settle_rebuild()
+            if not self._needs_prepare:
+                return
         if self._prepared is not None:
             return
         unit, data = self.config.warmup_unit, self.data
@@ -375,6 +404,7 @@ class NoamLR(LRScheduler):
             for group in inner.param_groups:
                 group.setdefault("initial_lr", group["lr"])
         self.counter.attach(self, optimizer)
+        watch_loads(inner)
         self._match_groups(inner)
         self._apply_lr()
 
@@ -560,7 +590,12 @@ class NoamLR(LRScheduler):
         """Restore the counts from a NoamLR, DeepSpeed scheduler or torch scheduler state; all or nothing.
 
         The decision is noam_plugin.resume's plan (the one `noam-plugin inspect` and `cooldown` show): the
-        state is validated whole and every refusal raised before anything changes."""
+        state is validated whole and every refusal raised before anything changes. An empty state (a DCP
+        checkpoint with nothing saved under the scheduler's key, loaded with noam_plugin.dcp.NoamLoadPlanner) is
+        no scheduler state: the count the optimizer's loaded state proves, or one error (noam_plugin/rebuild.py)."""
+        if isinstance(state_dict, Mapping) and not state_dict:
+            self._no_state_saved()
+            return
         plan = plan_resume(
             state_dict, self.config, samples_per_update=self.data.samples_per_update, world_size=world_size()
         )
@@ -578,3 +613,60 @@ class NoamLR(LRScheduler):
                 self._write(lrs, None)
         if self._curves is not None:
             log_names_changed(self._group_names, self.optimizer.param_groups)
+        self._state_loaded = True
+        self._pending_rebuild = None
+
+    # ------------------------------------------------------------ no scheduler state (noam_plugin/rebuild.py)
+
+    def _optimizer_restored(self, optimizer: Any) -> None:
+        """The optimizer's state was loaded (or NoamLR built on a loaded one) while NoamLR has neither counted nor
+        loaded a state: a resume that may never load the scheduler's. The count its state proves is taken now; the
+        line saying so (or the error: nothing proves it, the parameters disagree) comes before the first update,
+        unless a scheduler state is loaded first, which decides instead."""
+        from noam_plugin.rebuild import decide, optimizer_source
+
+        if self._state_loaded or self.updates:
+            return
+        source = optimizer_source(optimizer)
+        if source is None:
+            return
+        where = f"this resume ({type(optimizer).__name__}.load_state_dict ran, no scheduler state was loaded)"
+        try:
+            count, line = decide([source], where)
+            if count == 0:
+                return
+            self.rebuild_count(count)  # tokens: their count is unknown, an error
+        except (NoamPluginError, ValueError) as error:  # raised at the first update, unless a state comes first
+            self._pending_rebuild = error
+        else:
+            self._state_loaded = False  # a scheduler state loaded after this still decides
+            self._pending_rebuild = line
+        self.counter.prepare = True
+
+    def _no_state_saved(self) -> None:
+        from noam_plugin.rebuild import decide, optimizer_source
+
+        source = optimizer_source(self.optimizer)
+        where = "this resume (an empty scheduler state: nothing was saved under its key)"
+        count, line = decide([source] if source is not None else [], where)
+        self.rebuild_count(count)
+        self._state_loaded = False
+        self._pending_rebuild = line  # said before the first update
+        self.counter.prepare = True
+
+    def _settle_rebuild(self) -> None:
+        pending, self._pending_rebuild = self._pending_rebuild, None
+        self.counter.prepare = self._needs_prepare
+        if isinstance(pending, BaseException):
+            raise pending
+        if pending:
+            log_rank0(pending)
+
+    def rebuild_count(self, updates: int, samples: int | None = None) -> None:
+        """Continue from `updates` applied updates (and `samples` seen; None: updates x samples_per_update where
+        known) under this scheduler's own parameters: a resume whose checkpoint holds no NoamLR state. Goes through
+        load_state_dict, so a count the unit cannot continue from (tokens seen are unknown) is its one error."""
+        spu = self.data.samples_per_update
+        if samples is None and spu is not None:
+            samples = updates * spu
+        self.load_state_dict({**self.state_dict(), "updates": updates, "samples": samples, "tokens": None})

@@ -5,7 +5,8 @@ DeepSpeed's converter (`ds_to_universal`) unpickles with weights_only=False, whi
 carries, and follows every path it finds. So before it runs, every file it could read must be a regular file
 inside the checkpoint that loads with `torch.load(weights_only=True)` (safe_io.load_torch, with its bounds).
 Output is built in a temporary folder and put in place in one rename: a run killed at any point leaves the
-earlier state, and its hidden leftover folder does not block a rerun. The scheduler state travels in the
+earlier state, and its hidden leftover folder does not block a rerun; the next run removes it (a folder whose
+owner is gone: its lock is free, or no lock and its process has ended). The scheduler state travels in the
 `mp_rank_*_model_states.pt` files, which the conversion copies; it is checked to be unchanged.
 """
 
@@ -173,6 +174,64 @@ def _exchange(a: str, b: str) -> bool:
     raise OSError(errno, os.strerror(errno), b)
 
 
+OWNER_LOCK = ".owner"  # in a temporary folder: flock-ed by the conversion that made it, while it runs
+
+
+def _make_work(folder: str, prefix: str) -> tuple[str, int]:
+    """A temporary folder `prefix<pid>-XXXX` in `folder` with its owner lock held; earlier runs' stale ones removed
+    first. Returns (path, the lock's fd: closed by the caller when done)."""
+    import fcntl
+
+    remove_stale(folder, prefix)
+    work = tempfile.mkdtemp(dir=folder, prefix=f"{prefix}{os.getpid()}-")
+    fd = os.open(os.path.join(work, OWNER_LOCK), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return work, fd
+
+
+def _in_use(path: str, prefix: str) -> bool:
+    """Is the temporary folder `path` still being written by a conversion? Its lock held, or (made before it took
+    the lock) its process alive."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(path, OWNER_LOCK), os.O_RDWR)
+    except FileNotFoundError:
+        pid = os.path.basename(path)[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit():
+            return False  # made by a noam-plugin before the lock (no pid in the name): nobody holds it
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    except OSError:
+        return True  # unreadable: not ours to remove
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_stale(folder: str, prefix: str) -> list[str]:
+    """Remove the temporaries `prefix*` in `folder` that a killed conversion left (not those of one running now)."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False) and not _in_use(entry.path, prefix):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
 def convert_universal(checkpoint_dir: str | os.PathLike, tag: str | None = None, *, workers: int = 1) -> str:
     """Convert the DeepSpeed checkpoint `checkpoint_dir/tag` to a universal one; return its folder.
 
@@ -196,7 +255,7 @@ def convert_universal(checkpoint_dir: str | os.PathLike, tag: str | None = None,
             f"{target}: exists and is not a universal checkpoint (no 'zero' folder; found: {shorten(found, 300)}); "
             "not replaced: move it away, then convert again"
         )
-    work = tempfile.mkdtemp(dir=checkpoint_dir, prefix=f".{tag}_universal.tmp-")
+    work, lock = _make_work(checkpoint_dir, f".{tag}_universal.tmp-")
     try:
         staged = os.path.join(work, f"{tag}_universal")
         convert_folder(source, staged, workers=workers)
@@ -208,6 +267,7 @@ def convert_universal(checkpoint_dir: str | os.PathLike, tag: str | None = None,
         write_pointer(checkpoint_dir, "latest_universal", f"{tag}_universal")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        os.close(lock)
     return target
 
 
@@ -249,7 +309,7 @@ def to_universal(saved: str | os.PathLike, out: str | os.PathLike) -> str:
         raise CheckpointError(f"{out}: already exists")
     if inside(saved, out):
         raise CheckpointError(f"{out}: inside {saved}, which it would copy into itself; choose a folder outside it")
-    work = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)[:200]}.tmp-")
+    work, lock = _make_work(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)[:200]}.tmp-")
     try:
         staged = os.path.join(work, os.path.basename(out))
         skip = {MODEL_TAG, "latest", "latest_universal"}
@@ -277,6 +337,7 @@ def to_universal(saved: str | os.PathLike, out: str | os.PathLike) -> str:
         raise write_failure(error, work) or error from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        os.close(lock)
     return out
 
 

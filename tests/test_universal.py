@@ -129,3 +129,35 @@ def test_arguments_that_are_not_folders(command, tmp_path):
     (tmp_path / "file").write_text("")
     args = [tmp_path / "file"] + ([tmp_path / "out"] if command == "to-universal" else [])
     one_message(noam_plugin(command, *args, timeout=120), 1, "file: not a folder")
+
+
+def test_a_conversion_killed_midway_leaves_nothing_after_the_next_run(zero2, tmp_path):
+    """SIGKILL during DeepSpeed's conversion (issue 36.4): its temporary folder stays until the next run, which
+    removes it (its lock is free) and converts; a temporary whose owner is alive is left alone."""
+    import signal
+    import time
+
+    ckpt = copy_checkpoint(zero2, tmp_path / "ckpt")
+    proc = subprocess.Popen(
+        [*NOAM, "convert-universal", str(ckpt)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while not list(ckpt.glob(".global_step3_universal.tmp-*/global_step3_universal/*")):  # converting now
+            assert proc.poll() is None, "finished before it could be killed"
+            assert time.monotonic() < deadline, "the conversion never started"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+    (left,) = ckpt.glob(".global_step3_universal.tmp-*")  # what the killed run left
+    running = ckpt / f".global_step3_universal.tmp-{os.getpid()}-alive"  # made by a live process, before its lock
+    running.mkdir()
+
+    result = noam_plugin("convert-universal", ckpt)
+    one_message(result, 0, "(NoamLR at update 3)")
+    assert not left.exists()
+    assert [p.name for p in ckpt.glob(".*tmp-*")] == [running.name]
+    assert (ckpt / "latest_universal").read_text() == "global_step3_universal"
+    inspected = noam_plugin("inspect", ckpt / "global_step3_universal")
+    assert "DeepSpeed universal checkpoint" in inspected.stdout and "3 optimizer updates applied" in inspected.stdout

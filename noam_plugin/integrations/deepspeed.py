@@ -15,9 +15,12 @@ noam_plugin/frameworks.py), each doing nothing unless the engine's scheduler is 
   engine's optimizer wrapper off again: one boundary per update.)
 - `_scheduler_from_config`: errors in `scheduler.params` name the config file.
 - `load_checkpoint`: the scheduler state is loaded after the ZeRO optimizer
-  state (which would otherwise overwrite the lr with the saved one), and a
-  checkpoint without one (saved with no scheduler) resumes at
-  k = global_steps - skipped_steps instead of crashing on None.
+  state (which would otherwise overwrite the lr with the saved one); an adopted
+  foreign state (WarmupLR, LambdaLR) must agree with the engine's count; and a
+  checkpoint without one (saved with no scheduler, or loaded with
+  `load_lr_scheduler_states=False`) rebuilds the count from
+  global_steps - skipped_steps and the optimizer's step (noam_plugin/rebuild.py).
+  A malformed entry is an error naming the file and the key.
 - `save_checkpoint`: `latest` is written after every rank finished writing, and
   atomically, so a run killed while saving resumes from the last complete one
   (DeepSpeed's rank 0 writes it as soon as its own files are done).
@@ -37,7 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from noam_plugin._dist import log_rank0
-from noam_plugin.errors import ConfigError, Problem, describe
+from noam_plugin.errors import ConfigError, Problem, StateError, describe
 from noam_plugin.frameworks import (
     FRAMEWORKS,
     USED,
@@ -58,8 +61,9 @@ from noam_plugin.integrations import (
     warn_refused,
 )
 from noam_plugin.integrations.cross_check import OFFSET_KEY
-from noam_plugin.names import SCHEDULER_NAME
+from noam_plugin.names import MAX_COUNT, SCHEDULER_NAME
 from noam_plugin.schedule import NoamConfig
+from noam_plugin.state import foreign_updates
 
 # id(config dict) -> (dict, path): which file a config loaded by deepspeed.initialize came from
 _CONFIG_FILES: dict[int, tuple[dict, str]] = {}
@@ -247,24 +251,21 @@ def _load_checkpoint(original):
         if load_path is None:
             return load_path, client_state
         state = client_state.pop("lr_scheduler", None)
-        offset = client_state.pop(OFFSET_KEY, 0)
+        offset = _saved_offset(client_state, load_path)
+        route = f"load_checkpoint({load_path})"
         if state is None:
-            updates = self.global_steps - self.skipped_steps
-            samples = self.global_samples - self.skipped_steps * self.train_batch_size()
-            _set_counts(scheduler, updates, samples)
-            log_rank0(
-                f"NoamLR: checkpoint {load_path} has no scheduler state; resuming at update {updates} "
-                f"(global_steps {self.global_steps} - skipped_steps {self.skipped_steps}), {samples} samples "
-                f"(global_samples {self.global_samples} - skipped_steps x {self.train_batch_size()}); "
-                f"lr {scheduler.get_last_lr()[0]:.6g}",
-            )
+            _rebuild_count(self, scheduler, load_path, options["load_optimizer_states"])
             offset = 0
         else:
-            scheduler.load_state_dict(state)
-            if state.get("type") != SCHEDULER_NAME:  # adopted from DeepSpeed's or torch's scheduler: a switch mid-way
-                offset = _engine_count(self) - scheduler.updates
+            try:
+                scheduler.load_state_dict(state)
+            except StateError as error:  # name the file the state came from
+                raise StateError(f"{load_path} ['lr_scheduler']", error.problems) from None
+            if state.get("type") != SCHEDULER_NAME:  # adopted from DeepSpeed's or torch's scheduler, which counted
+                offset = 0  # the same engine's updates: the counts must agree (docs/CONTRACT.md section 2)
+                route += f", adopting {foreign_updates(state)[1]}"
         _start_checks(self, offset)
-        _check_count(self, scheduler, f"load_checkpoint({load_path})")
+        _check_count(self, scheduler, route)
         return load_path, client_state
 
     return wrapper
@@ -278,31 +279,61 @@ def _load_without_scheduler(engine: Any, original: Any, call: Any) -> Any:
     if load_path is None:
         return load_path, client_state
     scheduler = _noam_of(engine)
-    scheduler.load_state_dict(scheduler.state_dict())  # its own count again: ZeRO restored the saved lr
-    offset = client_state.pop(OFFSET_KEY, 0) if isinstance(client_state, dict) else 0
-    if is_noam(engine.lr_scheduler):
-        offset = _engine_count(engine) - scheduler.updates
-        if offset:
-            log_rank0(
-                f"NoamLR: load_checkpoint without the scheduler state: NoamLR goes on from its own count "
-                f"{scheduler.updates}, DeepSpeed from {_engine_count(engine)}; the difference {offset} is kept in "
-                f"checkpoints ({OFFSET_KEY}) for the count check"
-            )
+    offset = _saved_offset(client_state, load_path) if isinstance(client_state, dict) else 0
+    if is_noam(engine.lr_scheduler):  # the scheduler state dropped: rebuilt from what proves the count
+        _rebuild_count(engine, scheduler, load_path, call.arguments["load_optimizer_states"])
+        offset = 0
+    else:
+        scheduler.load_state_dict(scheduler.state_dict())  # its own count again: ZeRO restored the saved lr
     _start_checks(engine, offset)
     return load_path, client_state
 
 
-def _set_counts(scheduler: Any, updates: int, samples: int) -> None:
-    """Start NoamLR at these counts through its public state API (same params: no mismatch; tokens unknown)."""
-    scheduler.load_state_dict(
-        {
-            "type": SCHEDULER_NAME,
-            "updates": updates,
-            "samples": samples,
-            "tokens": None,
-            "samples_per_update": scheduler.samples_per_update,
-            **scheduler.config.schedule_params,
-        }
+def _saved_offset(client_state: dict, load_path: str) -> int:
+    """The count offset a checkpoint's client state keeps (a NoamLR that joined mid-way), checked: an int."""
+    offset = client_state.pop(OFFSET_KEY, 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > MAX_COUNT:
+        raise StateError(
+            load_path, Problem(OFFSET_KEY, "an int (NoamLR's count offset, saved by noam-plugin)", describe(offset))
+        )
+    return offset
+
+
+def _rebuild_count(engine: Any, scheduler: Any, load_path: str, optimizer_loaded: bool) -> None:
+    """No NoamLR state from this checkpoint: the count from global_steps - skipped_steps, checked against the
+    optimizer's per-parameter step where its state was loaded (noam_plugin/rebuild.py); one line, or one error."""
+    from noam_plugin.rebuild import Source, decide, optimizer_source
+
+    steps, skipped, samples = engine.global_steps, engine.skipped_steps, engine.global_samples
+    problems = [
+        Problem(key, "an int >= 0", describe(value))
+        for key, value in (("global_steps", steps), ("skipped_steps", skipped), ("global_samples", samples))
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_COUNT
+    ]
+    batch = engine.train_batch_size()
+    if not problems and skipped > steps:
+        problems.append(Problem("skipped_steps", f"at most global_steps ({steps})", str(skipped)))
+    elif not problems and samples < skipped * batch:
+        problems.append(
+            Problem("global_samples", f"at least skipped_steps x {batch} ({skipped * batch})", str(samples))
+        )
+    if problems:
+        raise StateError(load_path, problems)
+    sources = [
+        Source(
+            "DeepSpeed's global_steps - skipped_steps",
+            steps - skipped,
+            f"global_steps {steps} - skipped_steps {skipped}",
+        )
+    ]
+    optimizer = optimizer_source(scheduler.optimizer) if optimizer_loaded else None
+    if optimizer is not None:
+        sources.append(optimizer)
+    updates, line = decide(sources, f"checkpoint {load_path}")
+    scheduler.rebuild_count(updates, samples - skipped * batch)
+    log_rank0(
+        f"{line}; {samples - skipped * batch} samples (global_samples {samples} - skipped_steps x {batch}); "
+        f"lr {scheduler.get_last_lr()[0]:.6g}"
     )
 
 

@@ -51,6 +51,18 @@ class NoamCountCheck(pl.Callback):
             )
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        from noam_plugin.rebuild import Source, needs_rebuild, rebuild_from_host
+
+        if len(trainer.optimizers) == 1:  # a checkpoint whose scheduler state was not restored: rebuilt
+            amp = str(getattr(trainer, "precision", "")).startswith("16")
+            n = trainer.global_step
+            for noam in _noams(trainer):
+                if needs_rebuild(noam, n):
+                    detail = (
+                        f"{n}, which under 16-bit AMP also counts the updates a GradScaler skipped" if amp else str(n)
+                    )
+                    host = Source("Lightning's trainer.global_step", None if amp else n, detail)
+                    rebuild_from_host(noam, host, "the Lightning checkpoint")
         self.checks_left, self.last_step = FIRST_CHECKS, trainer.global_step
         self.check(trainer, f"train start (step {trainer.global_step})")
 

@@ -202,6 +202,18 @@ class _CountCheck:
             check_counts(noam, state.global_step, framework="the HF Trainer", counter=counter, route=route, at_most=amp)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from noam_plugin.rebuild import Source, needs_rebuild, rebuild_from_host
+
+        noam = noam_of(self.trainer)
+        if noam is not None and needs_rebuild(noam, state.global_step):  # a checkpoint without scheduler.pt
+            amp = bool(getattr(args, "fp16", False))
+            n = state.global_step
+            host = Source(
+                "the Trainer's global_step",
+                None if amp else n,
+                f"{n}, which under fp16 also counts the updates a GradScaler skipped" if amp else str(n),
+            )
+            rebuild_from_host(noam, host, "the Trainer's checkpoint (no scheduler.pt)")
         self.check(args, state, "train begin")
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

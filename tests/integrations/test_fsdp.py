@@ -322,7 +322,8 @@ def launch_cases(tmp_path: Path, name: str, processes: int, mode: str, cases: li
 def test_every_resume_decision_on_dcp_equals_the_torch_routes_two_processes_to_one(tmp_path):
     from reference import reference_amended
 
-    d = {name: str(tmp_path / "ckpt" / name) for name in ("amended", "grouped", "rewarm", "plain", "lambda", "old")}
+    names = ("amended", "grouped", "rewarm", "plain", "lambda", "old", "none")
+    d = {name: str(tmp_path / "ckpt" / name) for name in names}
     saves = [
         {"name": "amended", "params": AMEND, "updates": 4, "dir": d["amended"]},
         {"name": "grouped", "params": GROUPED, "updates": 4, "dir": d["grouped"]},
@@ -330,6 +331,7 @@ def test_every_resume_decision_on_dcp_equals_the_torch_routes_two_processes_to_o
         {"name": "plain", "params": PEAK, "updates": 4, "dir": d["plain"]},
         {"name": "lambda", "params": PEAK, "updates": 4, "dir": d["lambda"], "layout": "lambda"},
         {"name": "old", "params": AMEND, "updates": 4, "dir": d["old"], "layout": "old"},
+        {"name": "none", "params": PEAK, "updates": 4, "dir": d["none"], "layout": "none"},
     ]
     saved = launch_cases(tmp_path, "save", 2, "save", saves)
     for rank in saved["amended"]:  # the saved runs themselves follow the schedule
@@ -351,6 +353,7 @@ def test_every_resume_decision_on_dcp_equals_the_torch_routes_two_processes_to_o
         load("old_layout_same", "old", AMEND, planner=True),
         load("old_layout_without_planner", "old", AMEND),
         load("planner_on_new_layout", "amended", PEAK, planner=True),
+        load("no_scheduler_state", "none", PEAK, planner=True),  # rebuilt from AdamW's step (docs/resume.md)
     ]
     got = {name: ranks[0] for name, ranks in launch_cases(tmp_path, "load", 1, "load", loads).items()}
 
@@ -367,14 +370,17 @@ def test_every_resume_decision_on_dcp_equals_the_torch_routes_two_processes_to_o
         "amendment_at_resume": [reference_amended(k, AT_RESUME) for k in (5, 6, 7)],
         "cooldown_at_resume": [reference_lr(k, **COOLDOWN) for k in (5, 6, 7)],
         "lambda_adopted": [reference_lr(k, **PEAK) for k in (5, 6, 7)],
+        "no_scheduler_state": [reference_lr(k, **PEAK) for k in (5, 6, 7)],
     }
     for name, lrs in expected.items():
-        for route in ("dcp", "torch"):
+        for route in ("dcp",) if name == "no_scheduler_state" else ("dcp", "torch"):
             result = got[name][route]
             assert "error" not in result, (name, route, result.get("trace"))
             assert result["after_load"] == 4 and result["updates"] == 7, (name, route)
             assert [u[0] for u in result["used"]] == pytest.approx(lrs, rel=1e-12), (name, route)
             assert [u[1] for u in result["used"]] == pytest.approx(lrs, rel=1e-12), (name, route)  # both groups
+    # the torch route's file of that case is an empty state and it loads no optimizer: nothing proves k
+    assert got["no_scheduler_state"]["torch"].get("error_type") == "NoSchedulerStateError"
     for name in ("lambda_without_planner", "old_layout_without_planner"):  # DCP's own planner: loud, never silent
         assert got[name]["dcp"].get("error_type") == "CheckpointException", got[name]["dcp"]
         assert "error" not in got[name]["torch"], got[name]["torch"].get("trace")

@@ -16,14 +16,15 @@ class Tiny(torch.nn.Module):
         return {"loss": torch.nn.functional.mse_loss(self.lin(x), labels)}
 
 
-def tiny_trainer(output_dir, params: dict, noam_state=None, **training_args):
-    """Trainer(optimizers=(SGD, NoamLR(**params))) on CPU; `noam_state` is loaded into the NoamLR first."""
+def tiny_trainer(output_dir, params: dict, noam_state=None, optimizer_class=None, **training_args):
+    """Trainer(optimizers=(SGD, NoamLR(**params))) on CPU; `noam_state` is loaded into the NoamLR first;
+    `optimizer_class` replaces SGD (lr 0.1)."""
     from transformers import Trainer, TrainingArguments
 
     torch.manual_seed(0)
     data = [{"x": torch.randn(4), "labels": torch.randn(1)} for _ in range(16)]
     model = Tiny()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = (optimizer_class or torch.optim.SGD)(model.parameters(), lr=0.1)
     noam = NoamLR(optimizer, **params)
     if noam_state is not None:
         noam.load_state_dict(noam_state)

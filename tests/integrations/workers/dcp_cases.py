@@ -6,7 +6,8 @@ groups, the second named "emb") and a NoamLR from the case's "params", and recor
 the optimizer applies an update (a step pre-hook).
   save: trains case["updates"] updates, then `dcp.save({"app": AppState})` to case["dir"], the recipe of
         docs/fsdp.md; case["layout"] "old" saves the NoamLR state as noam-plugin wrote it before the one-layout
-        state_dict() (keys only when set, lists), "lambda" a torch LambdaLR's state (a run switching to NoamLR).
+        state_dict() (keys only when set, lists), "lambda" a torch LambdaLR's state (a run switching to NoamLR),
+        "none" no scheduler state (model and optimizer only).
         Rank 0 also `torch.save`s the same scheduler state to DIR.pt (the torch route's file).
   load: fresh objects per route: `dcp.load` of case["dir"] (with NoamLoadPlanner if case["planner"]), and the
         torch route (`load_state_dict(torch.load(DIR.pt))`); then case["updates"] more updates.
@@ -84,6 +85,8 @@ def save(case):
         state = {k: v for k, v in state.items() if k != "lr_lambdas"}  # functions: not plain values
     elif case.get("layout") == "old":
         state = old_layout(state)
+    elif case.get("layout") == "none":  # model and optimizer only
+        state = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dcp.save({"app": AppState(model, optimizer, scheduler, lambda: state)}, checkpoint_id=case["dir"])

@@ -11,12 +11,15 @@ PLAN: {"params": NoamLR params, "jobs": [job, ...]}; each job builds an engine w
   "keep_state": FILE                                  torch.save(engine.lr_scheduler.state_dict(), FILE) (rank 0)
   "save": DIR                                         engine.save_checkpoint(DIR)
   "tamper": DIR                                       rank 0 rewrites the saved NoamLR state's count to `count`
+  "craft": {"from": DIR, "to": DIR2, "set": {...}}     rank 0 copies DIR to DIR2 and sets these top-level entries
+                                                      of its model-states file ("lr_scheduler": None drops it)
 An exception is recorded (type and message) and ends the job; the next job runs.
 Each rank writes OUT_DIR/NAME.rankR.json: the lr every update ran at, counts, the error if any.
 """
 
 import glob
 import json
+import shutil
 import traceback
 
 # ruff: noqa: I001 - ds_common first: its PRELOADED records what was imported before it
@@ -31,6 +34,17 @@ def tamper(directory, count):
         for path in glob.glob(f"{directory}/*/mp_rank_*_model_states.pt"):
             saved = torch.load(path, weights_only=False)
             saved["lr_scheduler"]["updates"] = count
+            torch.save(saved, path)
+    torch.distributed.barrier()
+
+
+def craft(spec):
+    """Rank 0: a copy of a real checkpoint with entries of its model-states file replaced (a crafted checkpoint)."""
+    if RANK == 0:
+        shutil.copytree(spec["from"], spec["to"])
+        for path in glob.glob(f"{spec['to']}/*/mp_rank_*_model_states.pt"):
+            saved = torch.load(path, weights_only=False)
+            saved.update(spec["set"])
             torch.save(saved, path)
     torch.distributed.barrier()
 
@@ -55,6 +69,8 @@ def run_job(job, params):
             engine.save_checkpoint(job["save"])
         if job.get("tamper"):
             tamper(job["tamper"], job["count"])
+        if job.get("craft"):
+            craft(job["craft"])
     except Exception as error:  # noqa: BLE001 - the error is what some jobs check
         result.update(error_type=type(error).__name__, error=str(error), trace=traceback.format_exc())
     result["used"] = [a["inner_calls"][0][0] for a in recorder.attempts if a["inner_calls"]]
