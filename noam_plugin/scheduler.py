@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ from noam_plugin.state import STATE_TYPE, foreign_updates  # noqa: F401 - foreig
 from noam_plugin.units import DataSeen
 
 _OWNER = OWNER  # kept importable from here
+_VERSION = operator.attrgetter("_version")
 WATCHED_GROUPS = 8  # groups whose first parameter step() watches between updates (a cheap sample)
 REPLACED_AFTER = 3  # step() calls that found the parameters trained by another optimizer before NoamLR says so
 _WATCHED = "_noam_plugin_watches_loads"  # on an optimizer: its load_state_dict post-hook is registered
@@ -269,12 +271,17 @@ class NoamLR(LRScheduler):
     _params_version: int | None = None  # the watched parameters' write count since then (None: not read yet)
     _foreign_updates = 0  # step() calls that found them changed with no update of this optimizer
     _replaced_said = False
+    _watched: tuple[list, int, list] | None = None  # (param_groups, their number, the parameters watched)
 
     def _watch_params(self) -> None:
         """A step() call with no update since the last: have the parameters changed anyway? (their `_version`
         counts in-place writes; accumulating gradients writes none). The first parameter of the first groups."""
-        groups = self.optimizer.param_groups[:WATCHED_GROUPS]
-        version = sum(g["params"][0]._version for g in groups if g["params"])
+        groups = self.optimizer.param_groups
+        watched = self._watched
+        if watched is None or watched[0] is not groups or watched[1] != len(groups):  # read once per group list
+            tensors = [g["params"][0] for g in groups[:WATCHED_GROUPS] if g["params"]]
+            watched = self._watched = (groups, len(groups), tensors)
+        version = sum(map(_VERSION, watched[2]))
         if self._params_version is None:
             self._params_version = version
             return
