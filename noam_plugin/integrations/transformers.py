@@ -240,7 +240,9 @@ def set_global_batch(trainer: Any, scheduler: Any) -> None:
     per_device = read_private(trainer, "transformers.trainer:Trainer._train_batch_size", None) or args.train_batch_size
     batch = per_device * args.world_size * args.gradient_accumulation_steps
     # the epoch's last update may hold fewer: each update's own samples, from the batches the Trainer takes for it
-    scheduler.set_samples_per_update(batch, TRAINER_SOURCE, UpdateSamples())
+    # (a warmup in samples only: with several processes that is one collective per update)
+    measured = UpdateSamples() if scheduler.config.warmup_unit == SAMPLES else None
+    scheduler.set_samples_per_update(batch, TRAINER_SOURCE, measured)
     if scheduler.config.warmup_unit == SAMPLES:
         log_rank0(
             f"NoamLR: {batch} samples per update (batch {per_device} x {args.world_size} process(es) x "
