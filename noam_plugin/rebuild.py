@@ -136,8 +136,7 @@ def rebuild_from_host(noam: Any, host: Source, where: str) -> None:
     if optimizer is not None:
         sources.append(optimizer)
     count, line = decide(sources, where)
-    noam.rebuild_count(count)
-    log_rank0(line)
+    log_rank0(line + noam.rebuild_count(count))
 
 
 def needs_rebuild(noam: Any, host_count: Any) -> bool:

@@ -642,7 +642,7 @@ class NoamLR(LRScheduler):
             count, line = decide([source], where)
             if count == 0:
                 return
-            self.rebuild_count(count)  # tokens: their count is unknown, an error
+            line += self.rebuild_count(count)  # tokens: their count is unknown, an error
         except (NoamPluginError, ValueError) as error:  # raised at the first update, unless a state comes first
             self._pending_rebuild = error
         else:
@@ -656,7 +656,7 @@ class NoamLR(LRScheduler):
         source = optimizer_source(self.optimizer)
         where = "this resume (an empty scheduler state: nothing was saved under its key)"
         count, line = decide([source] if source is not None else [], where)
-        self.rebuild_count(count)
+        line += self.rebuild_count(count)
         self._state_loaded = False
         self._pending_rebuild = line  # said before the first update
         self.counter.prepare = True
@@ -669,11 +669,19 @@ class NoamLR(LRScheduler):
         if pending:
             log_rank0(pending)
 
-    def rebuild_count(self, updates: int, samples: int | None = None) -> None:
+    def rebuild_count(self, updates: int, samples: int | None = None) -> str:
         """Continue from `updates` applied updates (and `samples` seen; None: updates x samples_per_update where
         known) under this scheduler's own parameters: a resume whose checkpoint holds no NoamLR state. Goes through
-        load_state_dict, so a count the unit cannot continue from (tokens seen are unknown) is its one error."""
+        load_state_dict, so a count the unit cannot continue from (tokens seen are unknown) is its one error.
+        Returns what to add to the log line: how the samples seen were found, where the schedule reads them."""
         spu = self.data.samples_per_update
+        note = ""
         if samples is None and spu is not None:
             samples = updates * spu
+            if self.config.warmup_unit == SAMPLES:
+                note = (
+                    f"; samples seen taken as {updates} x {spu} (the global batch now: a run whose batch changed "
+                    "must load its scheduler state)"
+                )
         self.load_state_dict({**self.state_dict(), "updates": updates, "samples": samples, "tokens": None})
+        return note

@@ -187,3 +187,16 @@ def test_the_optimizers_load_never_fails_for_the_scheduler(saved):
     scheduler.add_tokens(8)
     train(model, optimizer, 1)
     assert scheduler.updates == 1 and scheduler.tokens == 8
+
+
+def test_samples_seen_rebuilt_from_the_batch_now_is_said(saved, caplog):
+    path, _ = saved
+    model, optimizer = parts()
+    samples = {"warmup_num_steps": 40, "warmup_max_lr": 0.01, "warmup_unit": "samples"}
+    scheduler = NoamLR(optimizer, **samples, samples_per_update=8)
+    with caplog.at_level(logging.INFO, logger="noam_plugin"):
+        optimizer.load_state_dict(torch.load(path, weights_only=True)["optimizer"])
+        used = train(model, optimizer, 1)
+    assert used == [[reference_lr(48, warmup_num_steps=40, warmup_max_lr=0.01)] * 2] and scheduler.samples == 48
+    (line,) = rebuilt_lines(caplog)
+    assert "samples seen taken as 5 x 8 (the global batch now" in line
