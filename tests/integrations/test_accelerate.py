@@ -203,6 +203,13 @@ def test_ddp_two_processes_accumulation_resume_on_one_and_two(tmp_path):
         "samples": 48,
         "tokens": None,
         "samples_per_update": 16,
+        # the same keys whatever the parameters (docs/fsdp.md: a DCP template matches any saved state)
+        "total_num_steps": None,
+        "cooldown_num_steps": None,
+        "cooldown_type": None,
+        "cooldown_min_lr": None,
+        "groups": (),
+        "amendments": (),
     }  # 2 processes x batch 4 x accumulation 2
 
     for n in (1, 2):
