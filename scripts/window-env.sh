@@ -51,6 +51,14 @@ if [ ! -f "$VENV/.complete" ]; then
   cp noam_plugin_autoregister.pth "$site/"
   echo "[window-env] installed in $((SECONDS - start)) s" >&2
   touch "$VENV/.complete"
+  # Older environments of this end (other pins) that no run holds: removed (the high end is about 6 GB).
+  for old in "$ROOT/$END"-*/; do
+    old=${old%/}
+    [ "$old" = "$VENV" ] && continue
+    if (flock -n 8 && rm -rf "$old" "$old.build.log") 8>"$old.lock"; then
+      echo "[window-env] removed the older $old" >&2
+    fi
+  done
 fi
 "$VENV"/bin/python scripts/requirements.py --check test >&2 \
   || { echo "[window-env] $VENV does not satisfy pyproject.toml (above): fix $CONSTRAINTS or the ranges" >&2; exit 1; }
