@@ -96,6 +96,7 @@ class NoamLR(LRScheduler):
         amendments: Any = (),
         samples_per_update: int | None = None,
         auto_tokens_per_update: int | None = None,
+        check_ranks_every: int | None = None,
         last_epoch: int = -1,
     ) -> None:
         if last_epoch != -1:  # torch's resume idiom: a count NoamLR does not take from a keyword
@@ -131,6 +132,15 @@ class NoamLR(LRScheduler):
         self._at: int | None = None  # data units: the count whose lr the groups hold (None: not known)
         self._warned_step_args = False
         self._update_lr: list[float] | None = None  # the lr per group of the last update applied in this process
+        if check_ranks_every is not None and (
+            not isinstance(check_ranks_every, int) or isinstance(check_ranks_every, bool) or check_ranks_every < 1
+        ):
+            raise ValueError(
+                "NoamLR check_ranks_every: expected an int >= 1 (compare the ranks' counts every N step() calls) "
+                f"or None (off), found {type(check_ranks_every).__name__} {check_ranks_every!r}"
+            )
+        self.check_ranks_every = check_ranks_every
+        self._step_calls = 0  # step() calls, for check_ranks_every: the script's per-iteration calls
         check_routes()  # built by (or for) a framework noam-plugin refuses: an error, never a wrong count
         inner = unwrap_optimizer(optimizer)
         refuse_second_scheduler(inner, self)
@@ -252,6 +262,11 @@ class NoamLR(LRScheduler):
         Between two applied updates it watches the parameters: changed while this optimizer applied no update,
         REPLACED_AFTER times, someone else trains them (the optimizer rebuilt, the NoamLR not): said once."""
         self._step_count = getattr(self, "_step_count", 0) + 1
+        every = self.check_ranks_every if self._built else None  # not the step() of torch's LRScheduler.__init__
+        if every is not None:
+            self._step_calls += 1
+            if self._step_calls % every == 0:
+                self.check_ranks(f"step() call {self._step_calls} (check_ranks_every={every})")
         if self.updates != self._updates_at_step:
             self._updates_at_step = self.updates
             self._params_version = None
@@ -266,6 +281,13 @@ class NoamLR(LRScheduler):
                 f"(now {self.updates}); to start from another count, load a state with load_state_dict()",
                 stacklevel=2,
             )
+
+    def check_ranks(self, where: str = "check_ranks()") -> None:
+        """Compare this count and data seen with every rank's (collective: call it on every rank, e.g. before
+        rank 0 saves a checkpoint); a difference raises RankCountsError on every rank (noam_plugin/ranks.py)."""
+        from noam_plugin.ranks import check_ranks
+
+        check_ranks(self, where)
 
     _updates_at_step = -1  # the count at the last step() call
     _params_version: int | None = None  # the watched parameters' write count since then (None: not read yet)

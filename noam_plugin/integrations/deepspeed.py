@@ -198,6 +198,14 @@ def _engine_count(engine: Any) -> int:
     return engine.global_steps - engine.skipped_steps
 
 
+def check_ranks(scheduler: Any, where: str) -> None:
+    """Every rank's count and data seen compared (noam_plugin/ranks.py): DeepSpeed's save and load are
+    collective, so every rank is here the same number of times."""
+    from noam_plugin.ranks import check_ranks as compare
+
+    compare(scheduler, where)
+
+
 def _check_count(engine: Any, scheduler: Any, route: str) -> None:
     from noam_plugin.integrations.cross_check import check_counts
 
@@ -265,6 +273,7 @@ def _load_checkpoint(original):
                 offset = 0  # the same engine's updates: the counts must agree (docs/CONTRACT.md section 2)
                 route += f", adopting {foreign_updates(state)[1]}"
         _start_checks(self, offset)
+        check_ranks(scheduler, route)
         _check_count(self, scheduler, route)
         return load_path, client_state
 
@@ -286,6 +295,7 @@ def _load_without_scheduler(engine: Any, original: Any, call: Any) -> Any:
     else:
         scheduler.load_state_dict(scheduler.state_dict())  # its own count again: ZeRO restored the saved lr
     _start_checks(engine, offset)
+    check_ranks(scheduler, f"load_checkpoint({load_path})")
     return load_path, client_state
 
 
@@ -346,6 +356,7 @@ def _save_checkpoint(original):
         options = call.arguments
         scheduler = _noam_of(self)
         if scheduler is not None:
+            check_ranks(scheduler, f"save_checkpoint({options['save_dir']})")  # before anything is written
             _check_count(self, scheduler, f"save_checkpoint({options['save_dir']})")
             offset = self.__dict__.get(_OFFSET, 0)
             if offset:
