@@ -692,18 +692,23 @@ class NoamLR(LRScheduler):
             log_rank0(pending)
 
     def rebuild_count(self, updates: int, samples: int | None = None) -> str:
-        """Continue from `updates` applied updates (and `samples` seen; None: updates x samples_per_update where
-        known) under this scheduler's own parameters: a resume whose checkpoint holds no NoamLR state. Goes through
-        load_state_dict, so a count the unit cannot continue from (tokens seen are unknown) is its one error.
-        Returns what to add to the log line: how the samples seen were found, where the schedule reads them."""
+        """Continue from `updates` applied updates (and `samples` seen, where the host counts them) under this
+        scheduler's own parameters: a resume whose checkpoint holds no NoamLR state. Goes through load_state_dict,
+        so a count the unit cannot continue from is its one error: in samples or tokens, the data seen are proved
+        only by a host that counts them (DeepSpeed's global_samples), never guessed as updates x today's batch
+        (a batch that grew mid-run would shift every later lr). Returns what to add to the log line."""
+        from noam_plugin.rebuild import NoSchedulerStateError
+
         spu = self.data.samples_per_update
-        note = ""
+        if samples is None and self.config.warmup_unit == SAMPLES:
+            raise NoSchedulerStateError(
+                f"NoamLR(warmup_unit='samples'): no scheduler state was loaded; {updates} applied updates are proved, "
+                "but not the samples they saw (only DeepSpeed's global_samples counts them; updates x today's batch "
+                "would be wrong for a batch that changed). Load the scheduler state saved with the checkpoint, or "
+                f"state the count: scheduler.load_state_dict({{**scheduler.state_dict(), 'updates': {updates}, "
+                "'samples': SAMPLES_SEEN})"
+            )
         if samples is None and spu is not None:
-            samples = updates * spu
-            if self.config.warmup_unit == SAMPLES:
-                note = (
-                    f"; samples seen taken as {updates} x {spu} (the global batch now: a run whose batch changed "
-                    "must load its scheduler state)"
-                )
+            samples = updates * spu  # shown by inspect only: in updates or tokens the schedule does not read it
         self.load_state_dict({**self.state_dict(), "updates": updates, "samples": samples, "tokens": None})
-        return note
+        return ""

@@ -201,10 +201,9 @@ def adopt_foreign(state: dict[str, Any], samples_per_update: int | None) -> tupl
     """
     updates, origin = foreign_updates(state)
     samples = updates * samples_per_update if samples_per_update is not None else None
-    where = f"update {updates}" + (
-        f", {samples} samples (x {samples_per_update} per update)" if samples is not None else ""
-    )
-    return updates, samples, f"NoamLR: adopted update count {updates} from {origin}; continuing at {where}"
+    seen = f" and {samples} samples seen (x {samples_per_update} per update)" if samples is not None else ""
+    line = f"NoamLR: adopted update count {updates} from {origin}{seen}; the next is update {updates + 1}"
+    return updates, samples, line
 
 
 def __getattr__(name: str) -> Any:

@@ -189,14 +189,25 @@ def test_the_optimizers_load_never_fails_for_the_scheduler(saved):
     assert scheduler.updates == 1 and scheduler.tokens == 8
 
 
-def test_samples_seen_rebuilt_from_the_batch_now_is_said(saved, caplog):
+def test_samples_seen_are_never_guessed_from_the_batch_now(saved):
+    """Adam's step proves 5 updates, not the samples they saw (a batch that grew mid-run makes 5 x 8 wrong): one
+    error at the first update, naming both ways out; nothing is trained at a guessed lr."""
     path, _ = saved
     model, optimizer = parts()
     samples = {"warmup_num_steps": 40, "warmup_max_lr": 0.01, "warmup_unit": "samples"}
     scheduler = NoamLR(optimizer, **samples, samples_per_update=8)
-    with caplog.at_level(logging.INFO, logger="noam_plugin"):
-        optimizer.load_state_dict(torch.load(path, weights_only=True)["optimizer"])
-        used = train(model, optimizer, 1)
-    assert used == [[reference_lr(48, warmup_num_steps=40, warmup_max_lr=0.01)] * 2] and scheduler.samples == 48
-    (line,) = rebuilt_lines(caplog)
-    assert "samples seen taken as 5 x 8 (the global batch now" in line
+    optimizer.load_state_dict(torch.load(path, weights_only=True)["optimizer"])
+    with pytest.raises(NoSchedulerStateError, match=r"5 applied updates are proved, but not the samples") as error:
+        train(model, optimizer, 1)
+    assert "load_state_dict" in str(error.value) and scheduler.updates == 0
+
+
+def test_samples_seen_stated_by_the_user_continue_exactly(saved):
+    path, _ = saved
+    model, optimizer = parts()
+    samples = {"warmup_num_steps": 40, "warmup_max_lr": 0.01, "warmup_unit": "samples"}
+    scheduler = NoamLR(optimizer, **samples, samples_per_update=8)
+    optimizer.load_state_dict(torch.load(path, weights_only=True)["optimizer"])
+    scheduler.load_state_dict({**scheduler.state_dict(), "updates": 5, "samples": 36})
+    used = train(model, optimizer, 1)
+    assert used == [[reference_lr(44, warmup_num_steps=40, warmup_max_lr=0.01)] * 2] and scheduler.samples == 44

@@ -545,8 +545,8 @@ def test_foreign_state_adopted_in_samples(caplog):
     with caplog.at_level(logging.WARNING, logger="noam_plugin"):
         scheduler.load_state_dict({"last_batch_iteration": 9})
     assert (
-        "adopted update count 10 from a DeepSpeed scheduler state (last_batch_iteration=9); continuing at update 10, "
-        "40 samples" in caplog.text
+        "adopted update count 10 from a DeepSpeed scheduler state (last_batch_iteration=9) and 40 samples seen "
+        "(x 4 per update); the next is update 11" in caplog.text
     )
     assert group_lrs(optimizer) == [pytest.approx(peak(44, 64), rel=1e-12)]
     model, optimizer, scheduler = make(warmup_unit="tokens")
