@@ -60,6 +60,11 @@ if [ ! -f "$VENV/.complete" ]; then
     fi
   done
 fi
+# The `noam-plugin` command, as pip would install it, running whichever noam_plugin PYTHONPATH puts first.
+if [ ! -x "$VENV/bin/noam-plugin" ]; then
+  printf '#!%s\nimport sys\nfrom noam_plugin.cli import main\nsys.exit(main())\n' "$VENV/bin/python" >"$VENV/bin/noam-plugin"
+  chmod +x "$VENV/bin/noam-plugin"
+fi
 "$VENV"/bin/python scripts/requirements.py --check test >&2 \
   || { echo "[window-env] $VENV does not satisfy pyproject.toml (above): fix $CONSTRAINTS or the ranges" >&2; exit 1; }
 # DeepSpeed compiles its CPU ops on first use, behind TORCH_EXTENSIONS_DIR/<op>/lock. A lock that no live
