@@ -17,8 +17,8 @@ from noam_plugin.errors import NoamPluginError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integrations"))
 from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, written again
+from test_counter import PEAK, W, noam, update  # noqa: E402 - the same parts, the lr read by a step pre-hook
 
-W, PEAK = 4, 0.01
 
 
 def ref(k):
@@ -29,23 +29,6 @@ def make(groups=1, lr=0.0, optimizer=torch.optim.SGD):
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(groups)])
     return model, optimizer([{"params": layer.parameters()} for layer in model], lr=lr)
-
-
-def noam(optimizer, **params):
-    return NoamLR(optimizer, **({"warmup_num_steps": W, "warmup_max_lr": PEAK} | params))
-
-
-def update(model, optimizer):
-    """One applied update; the lr of each group as the update ran it (a step pre-hook on the real optimizer)."""
-    seen = []
-    handle = optimizer.register_step_pre_hook(lambda opt, a, k: seen.append([float(g["lr"]) for g in opt.param_groups]))
-    try:
-        model(torch.randn(2, 3)).pow(2).sum().backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 # ---------------------------------------------------------------- a count written by hand (issue 35 items 4, 7)
