@@ -20,7 +20,6 @@ from reference import reference_lr  # noqa: E402 - docs/CONTRACT.md section 1, w
 from test_counter import PEAK, W, noam, update  # noqa: E402 - the same parts, the lr read by a step pre-hook
 
 
-
 def ref(k):
     return reference_lr(k, W, warmup_max_lr=PEAK)
 
