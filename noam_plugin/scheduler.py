@@ -164,7 +164,10 @@ class NoamLR(LRScheduler):
                 self.set_samples_per_update(samples_per_update, "samples_per_update=")
             self._apply_lr()  # lr(1) before the first update
             watch_loads(inner)
-            if not scheduled_before:  # built on an optimizer whose state was loaded: a resume (noam_plugin/rebuild.py)
+            # Built on a torch optimizer whose state was loaded: a resume (noam_plugin/rebuild.py). Not on a
+            # wrapper: DeepSpeed's (bf16 / fp16) step their optimizer once at init, before the engine builds the
+            # scheduler, and their host's count (global_steps - skipped_steps) decides at load_checkpoint instead.
+            if not scheduled_before and optimizer is inner:
                 self._optimizer_restored(inner)
         except BaseException:  # a NoamLR that was never built leaves nothing on the optimizer
             self.counter.detach()
