@@ -58,6 +58,12 @@ def main():
         json.dump(result, fd)
     dist.barrier()
     dist.destroy_process_group()
+    # Results are on disk. Leave without interpreter finalization: DDP still holds gloo's process group, whose worker
+    # threads may then free their last work's tensors without the GIL and abort the process ("terminate called
+    # without an active exception", seen once in CI; pytorch/pytorch#190489). That is gloo's teardown, not a count.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
