@@ -30,8 +30,10 @@ if [ ! -f "$config" ]; then
   echo "launch/accelerate.sh: no config '$config'; choose one of: $(cd configs/accelerate && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
   exit 2
 fi
-if [ -x .venv/bin/accelerate ]; then
-  PY=.venv/bin/python ACCELERATE=.venv/bin/accelerate
+# The project's ./.venv when it has one; NOAM_LAUNCH_VENV names another (CI's window environments do).
+venv=${NOAM_LAUNCH_VENV:-.venv}
+if [ -x "$venv/bin/accelerate" ]; then
+  PY=$venv/bin/python ACCELERATE=$venv/bin/accelerate
 else
   PY=python ACCELERATE=accelerate
 fi

@@ -17,6 +17,7 @@ echo "[window $END] environment ready in $((SECONDS - start)) s: $VENV"
 exec 9>"$VENV.lock"
 flock -s 9  # shared: the environment is not rebuilt or cleaned while these tests run
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="$VENV/bin:$PATH" TORCH_EXTENSIONS_DIR="$VENV/torch_extensions"
+export NOAM_LAUNCH_VENV="$VENV"  # launch/accelerate.sh would otherwise take ./.venv, the main suite's stack
 unset NOAM_PLUGIN_NO_AUTOREGISTER
 "$VENV"/bin/python - "$PWD" <<'PY'
 import sys, noam_plugin
