@@ -64,9 +64,24 @@ def step_counts(state: Any, param_groups: Any) -> list[Any]:
 
 
 def optimizer_source(optimizer: Any) -> Source | None:
-    """What the optimizer's state proves; None when it has no state at all (nothing was restored)."""
+    """What the optimizer's state proves; None when it has no state at all (nothing was restored), or only the
+    state of steps that never saw a gradient (see only_zero_gradient_steps)."""
+    state = getattr(optimizer, "state", None)
+    if only_zero_gradient_steps(state):
+        return None
     name = f"the optimizer state ({type(optimizer).__name__}'s per-parameter step)"
-    return steps_source(getattr(optimizer, "state", None), getattr(optimizer, "param_groups", None), name)
+    return steps_source(state, getattr(optimizer, "param_groups", None), name)
+
+
+def only_zero_gradient_steps(state: Any) -> bool:
+    """Adam-like moments that are all zero: the optimizer was stepped only with zero gradients, as DeepSpeed's
+    fp16/bf16 wrappers do once at init (initialize_optimizer_states) to create the state. Its `step` counts no
+    update; a restored run of real updates has some non-zero moment. Stops at the first non-zero one."""
+    states = [s for s in state.values() if isinstance(s, dict)] if isinstance(state, dict) else []
+    moments = [s.get("exp_avg") for s in states]
+    if not moments or any(getattr(m, "count_nonzero", None) is None for m in moments):
+        return False
+    return not any(int(m.count_nonzero()) for m in moments)
 
 
 def saved_optimizer_source(saved: Any, where: str) -> Source | None:

@@ -211,3 +211,18 @@ def test_samples_seen_stated_by_the_user_continue_exactly(saved):
     scheduler.load_state_dict({**scheduler.state_dict(), "updates": 5, "samples": 36})
     used = train(model, optimizer, 1)
     assert used == [[reference_lr(44, warmup_num_steps=40, warmup_max_lr=0.01)] * 2] and scheduler.samples == 44
+
+
+def test_a_step_with_zero_gradients_is_no_update_to_rebuild():
+    """DeepSpeed's fp16/bf16 wrappers step the torch optimizer once with zero gradients at init to create its state
+    (initialize_optimizer_states): Adam's step is then 1 with all-zero moments. A NoamLR built on that optimizer
+    starts at update 1, not 2."""
+    model, optimizer = parts(lr=0.0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # what initialize_optimizer_states does
+    optimizer.zero_grad()
+    scheduler = NoamLR(optimizer, **PEAK)
+    assert scheduler.updates == 0
+    used = train(model, optimizer, 2)
+    assert used == [[reference_lr(k, **PEAK)] * 2 for k in (1, 2)]
