@@ -84,6 +84,11 @@ def main():
         json.dump(record, fd)
     dist.barrier()
     dist.destroy_process_group()
+    # Results are on disk: leave without interpreter finalization, as workers/rank_counts.py does (gloo's teardown
+    # under DDP can abort the process, "terminate called without an active exception"; pytorch/pytorch#190489).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
